@@ -1,0 +1,16 @@
+# Finds syncbus's dependencies. libpqxx: its CMake package when there is one,
+# else pkg-config (Debian's libpqxx 6.4 ships only libpqxx.pc).
+find_package(Threads REQUIRED)
+find_package(nlohmann_json 3.2 REQUIRED)
+find_package(fmt REQUIRED)
+
+find_package(libpqxx CONFIG QUIET)
+if(libpqxx_FOUND)
+  set(SYNCBUS_PQXX_TARGET libpqxx::pqxx)
+  set(SYNCBUS_PQXX_FROM_PKG_CONFIG OFF)
+else()
+  find_package(PkgConfig REQUIRED)
+  pkg_check_modules(PQXX REQUIRED IMPORTED_TARGET libpqxx)
+  set(SYNCBUS_PQXX_TARGET PkgConfig::PQXX)
+  set(SYNCBUS_PQXX_FROM_PKG_CONFIG ON)
+endif()

@@ -1,0 +1,106 @@
+#pragma once
+/// \file cluster_bus.hpp
+/// The contract a sync engine codes against: publish a change, hear every
+/// change of every instance on the same channel.
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace syncbus {
+
+/// One message as a subscriber receives it.
+struct ClusterMessage {
+  /// instance_id() of the bus that published it.
+  std::string origin;
+  /// 1, 2, 3, ... per origin, in publish order: receivers can order, dedupe
+  /// and detect gaps with it.
+  std::uint64_t sequence = 0;
+  /// The JSON value given to publish().
+  nlohmann::json body;
+};
+
+/// Handler called for each delivered message.
+using MessageHandler = std::function<void(const ClusterMessage&)>;
+
+/// Move-only RAII handle of one subscribe() call.
+///
+/// Destroying it, or calling unsubscribe(), stops delivery to its handler:
+/// once unsubscribe() returns, the handler is not running and will not be
+/// called again (unless unsubscribe() is called from inside that very
+/// handler, in which case the current call simply finishes). A default-
+/// constructed Subscription is empty. A Subscription may outlive its bus.
+/// Not thread-safe itself: one Subscription object belongs to one thread at a
+/// time (different Subscriptions may be used from different threads).
+class Subscription {
+ public:
+  Subscription() noexcept = default;
+  /// For bus implementations: `cancel` is called once, by unsubscribe() or
+  /// the destructor, and must stop delivery before it returns.
+  explicit Subscription(std::function<void()> cancel) noexcept;
+  ~Subscription();
+
+  Subscription(Subscription&& other) noexcept;
+  /// Unsubscribes the handler this object held, then takes over `other`'s.
+  Subscription& operator=(Subscription&& other) noexcept;
+  Subscription(const Subscription&) = delete;
+  Subscription& operator=(const Subscription&) = delete;
+
+  /// Stops delivery to the handler. Idempotent; never throws.
+  void unsubscribe() noexcept;
+  /// True until unsubscribe() is called (false when default-constructed).
+  bool active() const noexcept { return static_cast<bool>(cancel_); }
+
+ private:
+  std::function<void()> cancel_;
+};
+
+/// The cross-instance seam of a sync engine.
+///
+/// Delivery semantics, shared by every implementation:
+/// - every published message is delivered to every subscriber of every bus on
+///   the same channel, the publisher's own subscribers included (an engine
+///   filters by ClusterMessage::origin when it must not re-apply its own
+///   changes);
+/// - messages of one origin arrive in publish order;
+/// - handlers of one bus run on that bus's delivery thread, one at a time,
+///   never on the thread that calls publish(); an exception thrown by a
+///   handler is reported to the bus's error handler and does not stop
+///   delivery.
+///
+/// Thread safety: every member function may be called from any thread
+/// concurrently, including from inside a handler, except destroying the bus
+/// from inside one of its own handlers.
+class ClusterBus {
+ public:
+  virtual ~ClusterBus() = default;
+
+  /// This bus's identity: the `origin` of every message it publishes.
+  virtual const std::string& instance_id() const = 0;
+
+  /// Publishes `body` to every bus on the channel. Returns once the message is
+  /// committed (durably handed to the transport); throws syncbus::error when
+  /// it was not, never dropping a message silently. Throws closed_error after
+  /// close().
+  virtual void publish(const nlohmann::json& body) = 0;
+
+  /// Registers `handler` for every message delivered to this bus from now on.
+  /// Delivery stops when the returned Subscription is destroyed or
+  /// unsubscribed. Throws closed_error after close() and configuration_error
+  /// for an empty handler.
+  [[nodiscard]] virtual Subscription subscribe(MessageHandler handler) = 0;
+
+  /// Stops the bus: no handler runs once close() returns (messages not yet
+  /// delivered are discarded), later publish() calls throw closed_error.
+  /// Idempotent; called by the destructor.
+  virtual void close() = 0;
+
+ protected:
+  ClusterBus() = default;
+  ClusterBus(const ClusterBus&) = delete;
+  ClusterBus& operator=(const ClusterBus&) = delete;
+};
+
+}  // namespace syncbus

@@ -1,0 +1,84 @@
+#pragma once
+/// \file errors.hpp
+/// The exceptions syncbus throws. Every one derives from syncbus::error, so
+/// `catch (const syncbus::error&)` catches everything the library reports.
+/// Messages say what failed, with which value, and what to do about it.
+/// Database driver exceptions are translated inside the library; none leaks.
+
+#include <cstddef>
+#include <stdexcept>
+#include <string>
+
+namespace syncbus {
+
+/// Root of every exception syncbus throws.
+class error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+/// An option or argument is invalid (empty conninfo, bad channel name,
+/// negative vacuum age, ...). Nothing was sent or changed.
+class configuration_error : public error {
+ public:
+  using error::error;
+};
+
+/// The PostgreSQL server could not be reached, or the connection broke.
+class connection_error : public error {
+ public:
+  using error::error;
+};
+
+/// A statement failed on the server. sqlstate() is the server's five-character
+/// SQLSTATE code ("" when unknown), e.g. "42501" for a missing privilege.
+class database_error : public error {
+ public:
+  database_error(const std::string& what, std::string sqlstate)
+      : error(what), sqlstate_(std::move(sqlstate)) {}
+  /// The server's SQLSTATE code for the failure, or "" when unknown.
+  const std::string& sqlstate() const noexcept { return sqlstate_; }
+
+ private:
+  std::string sqlstate_;
+};
+
+/// A message does not fit in a NOTIFY payload and the bus was configured with
+/// SpillMode::never. Nothing was sent and no sequence number was used.
+class payload_too_large : public error {
+ public:
+  payload_too_large(const std::string& what, std::size_t size, std::size_t limit)
+      : error(what), size_(size), limit_(limit) {}
+  /// Size in bytes of the envelope that would have been sent.
+  std::size_t size() const noexcept { return size_; }
+  /// The largest envelope size that can be sent inline, plus one
+  /// (PostgreSQL rejects payloads of this many bytes or more).
+  std::size_t limit() const noexcept { return limit_; }
+
+ private:
+  std::size_t size_;
+  std::size_t limit_;
+};
+
+/// A message body cannot be published, e.g. a JSON string that holds invalid
+/// UTF-8. Nothing was sent.
+class invalid_message : public error {
+ public:
+  using error::error;
+};
+
+/// A notification on the channel is not a valid syncbus envelope (garbage,
+/// an unknown protocol version, a spill pointer to a row that is gone).
+/// Reported to the on_error handler; the listener keeps running.
+class protocol_error : public error {
+ public:
+  using error::error;
+};
+
+/// The bus was closed: publish() and subscribe() are no longer possible.
+class closed_error : public error {
+ public:
+  using error::error;
+};
+
+}  // namespace syncbus

@@ -1,0 +1,103 @@
+#pragma once
+/// \file postgres_bus.hpp
+/// The production ClusterBus: PostgreSQL LISTEN/NOTIFY carries the messages,
+/// a spill table carries those too large for a NOTIFY payload.
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include <syncbus/cluster_bus.hpp>
+
+namespace syncbus {
+
+/// How messages that do not fit in a NOTIFY payload are handled.
+enum class SpillMode {
+  /// Inline when the envelope is under the payload limit, else the message
+  /// goes into the spill table and the NOTIFY carries only a pointer.
+  overflow,
+  /// Every message goes through the spill table (durable in the database).
+  always,
+  /// Never use the table: publish() throws payload_too_large for a message
+  /// whose envelope does not fit, and sends nothing.
+  never,
+};
+
+/// Options of a PostgresClusterBus. Only `conninfo` is required.
+struct PostgresBusOptions {
+  /// libpq connection string or URI, e.g. "postgresql://app@db/app" or
+  /// "host=127.0.0.1 port=5432 dbname=app user=app".
+  std::string conninfo;
+  /// The NOTIFY channel: every bus on the same channel and database hears
+  /// the others. Used exactly as written (case-sensitive); 1 to 63 bytes.
+  std::string channel = "absolutejs_sync_cluster";
+  /// See SpillMode.
+  SpillMode spill = SpillMode::overflow;
+  /// Receives listener-side errors (invalid payloads on the channel, spill
+  /// rows that are gone, lost connections, exceptions thrown by handlers).
+  /// Called on a thread of the bus; must not block for long. Exceptions it
+  /// throws are ignored. Empty: such errors are dropped.
+  std::function<void(const std::exception&)> on_error;
+
+  /// The bus's identity (ClusterMessage::origin): 1 to 64 characters of
+  /// [A-Za-z0-9._:-]. Empty: a random id. Two live buses must never share one.
+  std::string instance_id;
+  /// Schema and name of the spill table.
+  std::string spill_schema = "public";
+  std::string spill_table = "sync_cluster_spill";
+  /// Create the spill table at construction when it is missing (idempotent,
+  /// safe when several instances start at once). Set to false when schema is
+  /// managed by migrations (see docs/OPERATIONS.md for the SQL); construction
+  /// then fails with a clear error if the table is missing.
+  bool create_spill_table = true;
+  /// application_name of the bus's connections (visible in
+  /// pg_stat_activity). Empty: "syncbus:" followed by the instance id.
+  std::string application_name;
+};
+
+/// ClusterBus over PostgreSQL LISTEN/NOTIFY.
+///
+/// The constructor connects twice: one connection publishes (pg_notify, one
+/// statement per message, serialised by a mutex), and a listener thread owns a
+/// second connection that LISTENs on the channel; messages go from it to a
+/// delivery thread that runs the handlers. Construction returns once the bus
+/// is listening, so it hears every message committed after that.
+///
+/// Thread safety: as ClusterBus; vacuum() may also be called from any thread.
+class PostgresClusterBus final : public ClusterBus {
+ public:
+  /// PostgreSQL rejects NOTIFY payloads of this many bytes or more.
+  static constexpr std::size_t notify_payload_limit = 8000;
+
+  /// Connects, creates the spill table if needed and starts listening.
+  /// Throws configuration_error for invalid options, connection_error when the
+  /// server cannot be reached, database_error when setup statements fail.
+  explicit PostgresClusterBus(PostgresBusOptions options);
+  ~PostgresClusterBus() override;
+
+  const std::string& instance_id() const override;
+  void publish(const nlohmann::json& body) override;
+  [[nodiscard]] Subscription subscribe(MessageHandler handler) override;
+  void close() override;
+
+  /// Deletes this channel's spill rows older than `older_than` and returns how
+  /// many it deleted (0 when no message ever spilled). Rows are not deleted
+  /// on delivery because every bus on the channel reads them: schedule
+  /// vacuum() with an age well above your listeners' worst lag.
+  /// Throws configuration_error for a negative age, closed_error after
+  /// close().
+  std::int64_t vacuum(std::chrono::milliseconds older_than);
+
+  /// The channel this bus publishes and listens on.
+  const std::string& channel() const noexcept;
+
+ private:
+  struct impl;
+  std::unique_ptr<impl> impl_;
+};
+
+}  // namespace syncbus

@@ -1,0 +1,87 @@
+#pragma once
+// The delivery stage shared by every bus: a thread of its own that runs the
+// handlers, fed by a queue, so that a slow handler never stalls the transport
+// (the PostgreSQL listener keeps draining its socket whatever handlers do).
+
+#include <syncbus/cluster_bus.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace syncbus::detail {
+
+using ErrorSink = std::function<void(const std::exception&)>;
+
+/// Calls `sink` with `e`, swallowing whatever the sink throws: an error
+/// handler must never take down a thread the library owns.
+void report(const ErrorSink& sink, const std::exception& e) noexcept;
+
+/// The set of handlers of one bus. Shared with every Subscription it hands
+/// out, so a Subscription may outlive its bus.
+class HandlerRegistry : public std::enable_shared_from_this<HandlerRegistry> {
+ public:
+  Subscription add(MessageHandler handler);
+  /// Calls every active handler with each message, in order, until `cancel`
+  /// becomes true. Exceptions thrown by handlers go to `sink`.
+  void deliver(const std::vector<ClusterMessage>& messages,
+               const ErrorSink& sink, const std::atomic<bool>& cancel);
+
+ private:
+  struct Entry {
+    MessageHandler handler;
+    std::atomic<bool> active{true};
+  };
+  void remove(const std::shared_ptr<Entry>& entry);
+
+  // Held while handlers run. Recursive so that a handler may subscribe or
+  // unsubscribe; a cancel from another thread waits on it, which is how
+  // unsubscribe() guarantees the handler is not running when it returns.
+  std::recursive_mutex delivering_;
+  std::mutex entries_mutex_;
+  std::vector<std::shared_ptr<Entry>> entries_;
+};
+
+/// A FIFO of messages and the thread that delivers them to a HandlerRegistry.
+class DeliveryQueue {
+ public:
+  explicit DeliveryQueue(ErrorSink on_error);
+  ~DeliveryQueue();
+  DeliveryQueue(const DeliveryQueue&) = delete;
+  DeliveryQueue& operator=(const DeliveryQueue&) = delete;
+
+  Subscription subscribe(MessageHandler handler);
+  /// Queues messages for delivery; ignored once stopped.
+  void post(std::vector<ClusterMessage> messages);
+  void post(ClusterMessage message);
+  /// Waits until the queue is empty and no handler is running.
+  bool wait_idle(std::chrono::milliseconds timeout);
+  /// Discards undelivered messages and stops the thread; joins it unless
+  /// called from a handler (the destructor joins then). Idempotent.
+  void stop() noexcept;
+
+ private:
+  void run();
+
+  ErrorSink on_error_;
+  std::shared_ptr<HandlerRegistry> handlers_ = std::make_shared<HandlerRegistry>();
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable idle_;
+  std::deque<ClusterMessage> queue_;
+  bool delivering_ = false;
+  bool stopping_ = false;
+  // Mirrors stopping_ for the handler loop, which runs without the mutex.
+  std::atomic<bool> cancelled_{false};
+  std::thread thread_;
+};
+
+}  // namespace syncbus::detail

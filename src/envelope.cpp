@@ -1,0 +1,117 @@
+#include "envelope.hpp"
+
+#include <syncbus/errors.hpp>
+
+#include <fmt/format.h>
+
+namespace syncbus::detail {
+namespace {
+
+// Quotes a payload for an error message without flooding it.
+std::string excerpt(std::string_view payload) {
+  constexpr std::size_t max_shown = 120;
+  std::string shown(payload.substr(0, max_shown));
+  for (char& c : shown) {
+    if (static_cast<unsigned char>(c) < 0x20) c = '?';
+  }
+  if (payload.size() > max_shown) {
+    shown += fmt::format("... ({} bytes)", payload.size());
+  }
+  return shown;
+}
+
+[[noreturn]] void reject(std::string_view payload, std::string_view why) {
+  throw protocol_error(fmt::format(
+      "syncbus: ignored a notification that is not a valid syncbus envelope "
+      "({}): {}. Is another program notifying on this channel?",
+      why, excerpt(payload)));
+}
+
+}  // namespace
+
+std::string serialize_body(const nlohmann::json& body, bool ascii_only) {
+  try {
+    return body.dump(-1, ' ', ascii_only, nlohmann::json::error_handler_t::strict);
+  } catch (const nlohmann::json::exception& e) {
+    throw invalid_message(fmt::format(
+        "syncbus: cannot publish this body: {}. Strings in a message body must "
+        "be valid UTF-8; nothing was sent",
+        e.what()));
+  }
+}
+
+std::string encode_inline(std::string_view origin, std::uint64_t sequence,
+                          std::string_view body_json) {
+  // Origins are plain ASCII (checked_instance_id), so no escaping is needed;
+  // building the text directly avoids copying the body into a JSON object.
+  std::string out;
+  out.reserve(body_json.size() + origin.size() + 48);
+  out += R"({"v":1,"origin":")";
+  out += origin;
+  out += R"(","seq":)";
+  out += std::to_string(sequence);
+  out += R"(,"body":)";
+  out += body_json;
+  out += '}';
+  return out;
+}
+
+std::string encode_spill_pointer(std::string_view origin,
+                                 std::uint64_t sequence) {
+  return fmt::format(R"({{"v":1,"origin":"{}","seq":{},"spilled":true}})",
+                     origin, sequence);
+}
+
+Envelope decode_envelope(std::string_view payload) {
+  auto doc = nlohmann::json::parse(payload, nullptr, /*allow_exceptions=*/false);
+  if (doc.is_discarded()) reject(payload, "not JSON");
+  if (!doc.is_object()) reject(payload, "not a JSON object");
+
+  const auto version = doc.find("v");
+  if (version == doc.end() || !version->is_number_integer()) {
+    reject(payload, "no integer \"v\" (protocol version)");
+  }
+  if (*version != protocol_version) {
+    throw protocol_error(fmt::format(
+        "syncbus: ignored an envelope of protocol version {} (this build "
+        "speaks version {}); upgrade syncbus on every instance of the cluster",
+        version->dump(), protocol_version));
+  }
+
+  Envelope envelope;
+  const auto origin = doc.find("origin");
+  if (origin == doc.end() || !origin->is_string() ||
+      origin->get_ref<const std::string&>().empty()) {
+    reject(payload, "no non-empty string \"origin\"");
+  }
+  envelope.origin = origin->get<std::string>();
+
+  const auto sequence = doc.find("seq");
+  if (sequence == doc.end() || !sequence->is_number_unsigned() ||
+      sequence->get<std::uint64_t>() == 0) {
+    reject(payload, "no positive integer \"seq\"");
+  }
+  envelope.sequence = sequence->get<std::uint64_t>();
+
+  const auto body = doc.find("body");
+  const auto spilled = doc.find("spilled");
+  const bool has_pointer =
+      spilled != doc.end() && spilled->is_boolean() && spilled->get<bool>();
+  if ((body != doc.end()) == has_pointer) {
+    reject(payload, "needs exactly one of \"body\" or \"spilled\":true");
+  }
+  if (body != doc.end()) envelope.body = std::move(*body);
+  return envelope;
+}
+
+nlohmann::json parse_body(std::string_view body_json) {
+  auto body = nlohmann::json::parse(body_json, nullptr, false);
+  if (body.is_discarded()) {
+    throw protocol_error(fmt::format(
+        "syncbus: a spilled message body is not valid JSON: {}",
+        excerpt(body_json)));
+  }
+  return body;
+}
+
+}  // namespace syncbus::detail

@@ -1,0 +1,16 @@
+#pragma once
+// Instance ids: the `origin` of every message a bus publishes.
+
+#include <string>
+
+namespace syncbus::detail {
+
+/// A fresh random id: 16 lowercase hex digits from std::random_device.
+std::string random_instance_id();
+
+/// Returns `id`, or a random id when it is empty. Throws configuration_error
+/// when it is not 1 to 64 characters of [A-Za-z0-9._:-] (ids travel in
+/// envelopes, SQL parameters and application_name: keep them plain).
+std::string checked_instance_id(const std::string& id);
+
+}  // namespace syncbus::detail

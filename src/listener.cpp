@@ -1,0 +1,186 @@
+#include "listener.hpp"
+
+#include <syncbus/errors.hpp>
+
+#include <fmt/format.h>
+#include <poll.h>
+#include <pqxx/notification>
+
+#include <algorithm>
+#include <random>
+
+#include "envelope.hpp"
+#include "pg_session.hpp"
+
+namespace syncbus::detail {
+namespace {
+
+// Collects payloads during get_notifs(); they are decoded afterwards, outside
+// libpqxx's callback, where the connection may run the spill fetch.
+class PayloadCollector final : public pqxx::notification_receiver {
+ public:
+  PayloadCollector(pqxx::connection_base& session, const std::string& channel,
+                   std::vector<std::string>& sink)
+      : pqxx::notification_receiver(session, channel), sink_(sink) {}
+  void operator()(const std::string& payload, int /*backend_pid*/) override {
+    sink_.push_back(payload);
+  }
+
+ private:
+  std::vector<std::string>& sink_;
+};
+
+constexpr std::chrono::milliseconds first_retry_delay{50};
+constexpr std::chrono::milliseconds max_retry_delay{5000};
+
+// Full jitter over [delay/2, delay]: instances that lost the server together
+// do not come back in lockstep.
+std::chrono::milliseconds jittered(std::chrono::milliseconds delay) {
+  thread_local std::minstd_rand random{std::random_device{}()};
+  std::uniform_int_distribution<long> pick(delay.count() / 2, delay.count());
+  return std::chrono::milliseconds(pick(random));
+}
+
+}  // namespace
+
+struct ListenerLoop::ListenSession {
+  std::unique_ptr<Session> connection;
+  std::vector<std::string> pending;
+  // Declared after `connection`, so destroyed before it (it UNLISTENs).
+  std::unique_ptr<PayloadCollector> collector;
+  int backend_pid = 0;
+};
+
+ListenerLoop::ListenerLoop(std::string conninfo, std::string application_name,
+                           std::string channel, const SpillStore& store,
+                           Deliver deliver, ErrorSink on_error)
+    : conninfo_(std::move(conninfo)),
+      application_name_(std::move(application_name)),
+      channel_(std::move(channel)),
+      store_(store),
+      deliver_(std::move(deliver)),
+      on_error_(std::move(on_error)) {
+  auto session = connect();
+  thread_ = std::thread([this, s = std::move(session)]() mutable {
+    run(std::move(s));
+  });
+}
+
+ListenerLoop::~ListenerLoop() { stop(); }
+
+void ListenerLoop::stop() noexcept {
+  wake_.signal();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::unique_ptr<ListenerLoop::ListenSession> ListenerLoop::connect() const {
+  auto session = std::make_unique<ListenSession>();
+  session->connection = open_session(conninfo_, application_name_);
+  try {
+    store_.prepare(*session->connection);
+    // Issues LISTEN with the channel quoted as an identifier.
+    session->collector = std::make_unique<PayloadCollector>(
+        *session->connection, channel_, session->pending);
+  } catch (...) {
+    rethrow_as_syncbus_error(fmt::format("listening on channel \"{}\"", channel_));
+  }
+  session->backend_pid = session->connection->backendpid();
+  return session;
+}
+
+bool ListenerLoop::pause(std::chrono::milliseconds delay) {
+  pollfd wake{wake_.fd(), POLLIN, 0};
+  const int ready = ::poll(&wake, 1, static_cast<int>(delay.count()));
+  return ready == 0 || (ready < 0 && errno == EINTR);
+}
+
+void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
+  auto retry_delay = first_retry_delay;
+  for (;;) {
+    if (!session) {
+      try {
+        session = connect();
+        retry_delay = first_retry_delay;
+      } catch (const std::exception& e) {
+        report(on_error_, e);
+        if (!pause(jittered(retry_delay))) return;
+        retry_delay = std::min(retry_delay * 2, max_retry_delay);
+        continue;
+      }
+    }
+
+    pollfd fds[2] = {{wake_.fd(), POLLIN, 0},
+                     {session->connection->sock(), POLLIN, 0}};
+    const int ready = ::poll(fds, 2, -1);
+    if (ready < 0 && errno == EINTR) continue;
+    if (fds[0].revents != 0) return;  // stop() was called
+
+    try {
+      receive(*session);
+    } catch (const std::exception& e) {
+      report(on_error_,
+             connection_error(fmt::format(
+                 "syncbus: the listener on channel \"{}\" lost its connection "
+                 "({}); reconnecting. Messages sent while it was away are "
+                 "missed",
+                 channel_, e.what())));
+      session.reset();
+    }
+  }
+}
+
+void ListenerLoop::receive(ListenSession& session) {
+  auto& connection = *session.connection;
+  try {
+    connection.get_notifs();
+  } catch (...) {
+    rethrow_as_syncbus_error("reading notifications");
+  }
+  // libpqxx may have re-established a broken connection by itself; a new
+  // backend means notifications may have been missed meanwhile.
+  if (!connection.is_open() || connection.sock() < 0 ||
+      connection.backendpid() != session.backend_pid) {
+    throw connection_error("the connection was reset");
+  }
+  if (session.pending.empty()) return;
+
+  std::vector<ClusterMessage> messages;
+  messages.reserve(session.pending.size());
+  for (const auto& payload : session.pending) {
+    try {
+      Envelope envelope = decode_envelope(payload);
+      ClusterMessage message{std::move(envelope.origin), envelope.sequence, {}};
+      if (envelope.body) {
+        message.body = std::move(*envelope.body);
+      } else {
+        std::optional<std::string> stored;
+        try {
+          stored = store_.fetch(connection, message.origin, message.sequence);
+        } catch (...) {
+          rethrow_as_syncbus_error(fmt::format(
+              "fetching spilled message {}#{}", message.origin, message.sequence));
+        }
+        if (!stored) {
+          throw protocol_error(fmt::format(
+              "syncbus: spilled message {}#{} on channel \"{}\" is not in {} "
+              "(vacuumed before this listener read it?); it was skipped. "
+              "Raise the vacuum age above your listeners' worst lag",
+              message.origin, message.sequence, channel_,
+              store_.qualified_name()));
+        }
+        message.body = parse_body(*stored);
+      }
+      messages.push_back(std::move(message));
+    } catch (const connection_error&) {
+      session.pending.clear();
+      deliver_(std::move(messages));
+      throw;
+    } catch (const std::exception& e) {
+      report(on_error_, e);
+    }
+  }
+  session.pending.clear();
+  deliver_(std::move(messages));
+}
+
+}  // namespace syncbus::detail

@@ -1,0 +1,57 @@
+#pragma once
+// The listening side of a PostgresClusterBus: a thread that owns its own
+// connection, LISTENs on the channel, waits with poll() on the socket and a
+// wake-up fd, decodes envelopes, follows spill pointers, and hands messages
+// to the delivery queue. It never holds a transaction open and never runs
+// handlers itself, so it keeps draining its socket whatever handlers do.
+
+#include <syncbus/cluster_bus.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "delivery_queue.hpp"
+#include "spill_store.hpp"
+#include "wake_fd.hpp"
+
+namespace syncbus::detail {
+
+class ListenerLoop {
+ public:
+  using Deliver = std::function<void(std::vector<ClusterMessage>)>;
+
+  /// Connects and LISTENs before returning (throws connection_error or
+  /// database_error), then starts the thread.
+  ListenerLoop(std::string conninfo, std::string application_name,
+               std::string channel, const SpillStore& store, Deliver deliver,
+               ErrorSink on_error);
+  ~ListenerLoop();
+  ListenerLoop(const ListenerLoop&) = delete;
+  ListenerLoop& operator=(const ListenerLoop&) = delete;
+
+  /// Interrupts any wait at once and joins the thread. Idempotent.
+  void stop() noexcept;
+
+ private:
+  struct ListenSession;
+  std::unique_ptr<ListenSession> connect() const;
+  void run(std::unique_ptr<ListenSession> session);
+  void receive(ListenSession& session);
+  /// Sleeps for `delay` unless stopped first; returns false when stopped.
+  bool pause(std::chrono::milliseconds delay);
+
+  std::string conninfo_;
+  std::string application_name_;
+  std::string channel_;
+  const SpillStore& store_;
+  Deliver deliver_;
+  ErrorSink on_error_;
+  WakeFd wake_;
+  std::thread thread_;
+};
+
+}  // namespace syncbus::detail

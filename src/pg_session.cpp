@@ -1,0 +1,82 @@
+#include "pg_session.hpp"
+
+#include <syncbus/errors.hpp>
+
+#include <fmt/format.h>
+#include <pqxx/except>
+#include <pqxx/nontransaction>
+
+namespace syncbus::detail {
+namespace {
+
+std::string trimmed(std::string text) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) {
+    text.pop_back();
+  }
+  return text;
+}
+
+}  // namespace
+
+[[noreturn]] void rethrow_as_syncbus_error(std::string_view doing) {
+  try {
+    throw;
+  } catch (const syncbus::error&) {
+    throw;
+  } catch (const pqxx::broken_connection& e) {
+    throw connection_error(fmt::format(
+        "syncbus: lost the connection to PostgreSQL while {}: {}. Check that "
+        "the server is up and reachable",
+        doing, trimmed(e.what())));
+  } catch (const pqxx::in_doubt_error& e) {
+    throw connection_error(fmt::format(
+        "syncbus: the connection broke while {} and the outcome is unknown: {}",
+        doing, trimmed(e.what())));
+  } catch (const pqxx::sql_error& e) {
+    throw database_error(
+        fmt::format("syncbus: PostgreSQL refused a statement while {}: {} "
+                    "(SQLSTATE {})",
+                    doing, trimmed(e.what()),
+                    e.sqlstate().empty() ? "unknown" : e.sqlstate()),
+        e.sqlstate());
+  } catch (const std::exception& e) {
+    throw error(fmt::format("syncbus: failed while {}: {}", doing,
+                            trimmed(e.what())));
+  }
+}
+
+std::unique_ptr<Session> open_session(const std::string& conninfo,
+                                      const std::string& application_name) {
+  std::unique_ptr<Session> session;
+  try {
+    session = std::make_unique<Session>(conninfo);
+  } catch (const std::exception& e) {
+    // libpq's message names host and port but not the password; the conninfo
+    // itself is never echoed.
+    throw connection_error(fmt::format(
+        "syncbus: could not connect to PostgreSQL: {}. Check "
+        "PostgresBusOptions::conninfo and that the server accepts connections",
+        trimmed(e.what())));
+  }
+  try {
+    // set_variable (not a raw SET) so libpqxx restores both if it ever
+    // re-establishes the connection by itself.
+    session->set_variable("client_encoding", "'UTF8'");
+    session->set_variable("application_name", session->quote(application_name));
+  } catch (...) {
+    rethrow_as_syncbus_error("setting up a new connection");
+  }
+  return session;
+}
+
+bool needs_ascii_payloads(pqxx::connection& session) {
+  try {
+    pqxx::nontransaction query(session);
+    const auto encoding = query.exec1("SHOW server_encoding")[0].as<std::string>();
+    return encoding != "UTF8" && encoding != "SQL_ASCII";
+  } catch (...) {
+    rethrow_as_syncbus_error("reading the server encoding");
+  }
+}
+
+}  // namespace syncbus::detail

@@ -1,0 +1,119 @@
+#include <syncbus/postgres_bus.hpp>
+
+#include <syncbus/errors.hpp>
+
+#include <fmt/format.h>
+
+#include <atomic>
+
+#include "delivery_queue.hpp"
+#include "instance_id.hpp"
+#include "listener.hpp"
+#include "pg_session.hpp"
+#include "publisher.hpp"
+#include "spill_store.hpp"
+
+namespace syncbus {
+namespace {
+
+void check_channel(const std::string& channel) {
+  // NAMEDATALEN - 1: LISTEN silently truncates longer names while pg_notify()
+  // rejects them, so such a bus would listen on a channel it never notifies.
+  constexpr std::size_t max_bytes = 63;
+  if (channel.empty() || channel.size() > max_bytes ||
+      channel.find('\0') != std::string::npos) {
+    throw configuration_error(fmt::format(
+        "syncbus: channel name of {} bytes is invalid: PostgreSQL channel names "
+        "are 1 to {} bytes with no NUL byte. Choose a shorter "
+        "PostgresBusOptions::channel",
+        channel.size(), max_bytes));
+  }
+}
+
+void check_options(const PostgresBusOptions& options) {
+  if (options.conninfo.empty()) {
+    throw configuration_error(
+        "syncbus: PostgresBusOptions::conninfo is empty; give a libpq "
+        "connection string such as \"postgresql://user@host/dbname\"");
+  }
+  check_channel(options.channel);
+}
+
+}  // namespace
+
+// Members are declared in dependency order; the destructor runs close() first
+// so that threads stop before the objects they use go away.
+struct PostgresClusterBus::impl {
+  PostgresBusOptions options;
+  std::string instance_id;
+  std::unique_ptr<detail::SpillStore> store;
+  std::unique_ptr<detail::DeliveryQueue> delivery;
+  std::unique_ptr<detail::Publisher> publisher;
+  std::unique_ptr<detail::ListenerLoop> listener;
+  std::atomic<bool> closed{false};
+};
+
+PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
+    : impl_(std::make_unique<impl>()) {
+  check_options(options);
+  auto& self = *impl_;
+  self.instance_id = detail::checked_instance_id(options.instance_id);
+  if (options.application_name.empty()) {
+    options.application_name = "syncbus:" + self.instance_id;
+  }
+  self.options = std::move(options);
+  const auto& opts = self.options;
+
+  auto publishing_session = detail::open_session(opts.conninfo, opts.application_name);
+  self.store = std::make_unique<detail::SpillStore>(
+      *publishing_session, opts.spill_schema, opts.spill_table, opts.channel);
+  self.store->ensure_table(*publishing_session, opts.create_spill_table);
+  self.publisher = std::make_unique<detail::Publisher>(
+      std::move(publishing_session), *self.store, opts.channel,
+      self.instance_id, opts.spill);
+  self.delivery = std::make_unique<detail::DeliveryQueue>(opts.on_error);
+  auto* delivery = self.delivery.get();
+  self.listener = std::make_unique<detail::ListenerLoop>(
+      opts.conninfo, opts.application_name, opts.channel, *self.store,
+      [delivery](std::vector<ClusterMessage> messages) {
+        delivery->post(std::move(messages));
+      },
+      opts.on_error);
+}
+
+PostgresClusterBus::~PostgresClusterBus() { close(); }
+
+const std::string& PostgresClusterBus::instance_id() const {
+  return impl_->instance_id;
+}
+
+const std::string& PostgresClusterBus::channel() const noexcept {
+  return impl_->options.channel;
+}
+
+void PostgresClusterBus::publish(const nlohmann::json& body) {
+  impl_->publisher->publish(body);
+}
+
+Subscription PostgresClusterBus::subscribe(MessageHandler handler) {
+  if (impl_->closed.load()) {
+    throw closed_error(fmt::format(
+        "syncbus: subscribe() on a PostgresClusterBus (channel \"{}\") that "
+        "was closed; create a new bus",
+        impl_->options.channel));
+  }
+  return impl_->delivery->subscribe(std::move(handler));
+}
+
+void PostgresClusterBus::close() {
+  if (impl_->closed.exchange(true)) return;
+  impl_->listener->stop();
+  impl_->delivery->stop();
+  impl_->publisher->close();
+}
+
+std::int64_t PostgresClusterBus::vacuum(std::chrono::milliseconds older_than) {
+  return impl_->publisher->vacuum(older_than);
+}
+
+}  // namespace syncbus

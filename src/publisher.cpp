@@ -1,0 +1,92 @@
+#include "publisher.hpp"
+
+#include <syncbus/errors.hpp>
+
+#include <fmt/format.h>
+#include <pqxx/nontransaction>
+
+#include "envelope.hpp"
+#include "pg_session.hpp"
+#include "spill_decision.hpp"
+
+namespace syncbus::detail {
+namespace {
+
+constexpr const char* notify_statement = "syncbus_notify";
+
+}  // namespace
+
+Publisher::Publisher(std::unique_ptr<Session> session,
+                     const SpillStore& store, std::string channel,
+                     std::string origin, SpillMode mode)
+    : session_(std::move(session)),
+      store_(store),
+      channel_(std::move(channel)),
+      origin_(std::move(origin)),
+      mode_(mode) {
+  ascii_only_ = needs_ascii_payloads(*session_);
+  try {
+    session_->prepare(notify_statement, "SELECT pg_notify($1, $2)");
+    store_.prepare(*session_);
+  } catch (...) {
+    rethrow_as_syncbus_error("preparing the publisher's statements");
+  }
+}
+
+void Publisher::publish(const nlohmann::json& body) {
+  // Serialising needs no lock and is the costliest step for large bodies.
+  const std::string body_json = serialize_body(body, ascii_only_);
+
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!session_) {
+    throw closed_error(fmt::format(
+        "syncbus: publish() on a PostgresClusterBus (channel \"{}\") that was "
+        "closed; create a new bus",
+        channel_));
+  }
+  const std::uint64_t sequence = last_sequence_ + 1;
+  std::string envelope = encode_inline(origin_, sequence, body_json);
+  // Throws before the sequence number is used (SpillMode::never).
+  const Route route = choose_route(mode_, envelope.size());
+  last_sequence_ = sequence;
+  try {
+    if (route == Route::inline_payload) {
+      pqxx::nontransaction statement(*session_);
+      statement.exec_prepared(notify_statement, channel_, envelope);
+    } else {
+      store_.store_and_notify(*session_, origin_, sequence, body_json,
+                              encode_spill_pointer(origin_, sequence));
+    }
+  } catch (...) {
+    rethrow_as_syncbus_error(fmt::format(
+        "publishing message {}#{} ({} bytes) to channel \"{}\"", origin_,
+        sequence, body_json.size(), channel_));
+  }
+}
+
+std::int64_t Publisher::vacuum(std::chrono::milliseconds older_than) {
+  if (older_than.count() < 0) {
+    throw configuration_error(fmt::format(
+        "syncbus: vacuum() was given a negative age ({} ms); pass how old a "
+        "spill row must be to be deleted, e.g. std::chrono::minutes(1)",
+        older_than.count()));
+  }
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (!session_) {
+    throw closed_error("syncbus: vacuum() on a PostgresClusterBus that was "
+                       "closed; create a new bus or use another open one");
+  }
+  try {
+    return store_.vacuum(*session_, older_than);
+  } catch (...) {
+    rethrow_as_syncbus_error(
+        fmt::format("vacuuming the spill table {}", store_.qualified_name()));
+  }
+}
+
+void Publisher::close() noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  session_.reset();
+}
+
+}  // namespace syncbus::detail

@@ -1,0 +1,57 @@
+#pragma once
+// The spill table: where messages too large for a NOTIFY payload (or every
+// message, in SpillMode::always) are stored, keyed by (channel, origin,
+// sequence). Owns the table's SQL; every value is a statement parameter.
+
+#include <pqxx/connection>
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace syncbus::detail {
+
+class SpillStore {
+ public:
+  /// `schema` and `table` are used as quoted identifiers, exactly as given.
+  SpillStore(pqxx::connection& session, const std::string& schema,
+             const std::string& table, std::string channel);
+
+  /// The CREATE statements for the table and its index (idempotent).
+  std::string create_sql() const;
+
+  /// Creates the table when missing, under an advisory lock so that instances
+  /// starting at once do not race; when `create` is false a missing table is
+  /// a configuration_error naming the SQL to run.
+  void ensure_table(pqxx::connection& session, bool create) const;
+
+  /// Prepares this store's statements on a connection; call once per
+  /// connection before the calls below.
+  void prepare(pqxx::connection& session) const;
+
+  /// One statement, committed on return: stores the body and NOTIFYs
+  /// `pointer_payload`, atomically.
+  void store_and_notify(pqxx::connection& session, const std::string& origin,
+                        std::uint64_t sequence, const std::string& body_json,
+                        const std::string& pointer_payload) const;
+
+  /// The stored body text of (channel, origin, sequence), if the row exists.
+  std::optional<std::string> fetch(pqxx::connection& session,
+                                   const std::string& origin,
+                                   std::uint64_t sequence) const;
+
+  /// Deletes this channel's rows older than `older_than`; returns the count.
+  std::int64_t vacuum(pqxx::connection& session,
+                      std::chrono::milliseconds older_than) const;
+
+  const std::string& qualified_name() const noexcept { return qualified_name_; }
+
+ private:
+  std::string qualified_name_;  // "schema"."table", quoted by the server's rules
+  std::string key_name_;
+  std::string index_name_;
+  std::string channel_;
+};
+
+}  // namespace syncbus::detail
