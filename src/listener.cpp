@@ -131,22 +131,34 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
 
 void ListenerLoop::receive(ListenSession& session) {
   auto& connection = *session.connection;
-  try {
-    connection.get_notifs();
-  } catch (...) {
-    rethrow_as_syncbus_error("reading notifications");
+  std::vector<std::string> payloads;
+  // A spill fetch is a query on this connection: while libpq waits for its
+  // result it reads further NOTIFYs off the socket into its own queue, and
+  // poll() would then never report them. So drain until libpq holds nothing.
+  for (;;) {
+    try {
+      connection.get_notifs();
+    } catch (...) {
+      rethrow_as_syncbus_error("reading notifications");
+    }
+    // libpqxx may have re-established a broken connection by itself; a new
+    // backend means notifications may have been missed meanwhile.
+    if (!connection.is_open() || connection.sock() < 0 ||
+        connection.backendpid() != session.backend_pid) {
+      throw connection_error("the connection was reset");
+    }
+    if (session.pending.empty()) return;
+    payloads.clear();
+    payloads.swap(session.pending);
+    decode_and_deliver(connection, payloads);
   }
-  // libpqxx may have re-established a broken connection by itself; a new
-  // backend means notifications may have been missed meanwhile.
-  if (!connection.is_open() || connection.sock() < 0 ||
-      connection.backendpid() != session.backend_pid) {
-    throw connection_error("the connection was reset");
-  }
-  if (session.pending.empty()) return;
+}
 
+void ListenerLoop::decode_and_deliver(pqxx::connection& connection,
+                                      const std::vector<std::string>& payloads) {
   std::vector<ClusterMessage> messages;
-  messages.reserve(session.pending.size());
-  for (const auto& payload : session.pending) {
+  messages.reserve(payloads.size());
+  for (const auto& payload : payloads) {
     try {
       Envelope envelope = decode_envelope(payload);
       ClusterMessage message{std::move(envelope.origin), envelope.sequence, {}};
@@ -172,14 +184,13 @@ void ListenerLoop::receive(ListenSession& session) {
       }
       messages.push_back(std::move(message));
     } catch (const connection_error&) {
-      session.pending.clear();
+      // Deliver what came before, in order, then let run() reconnect.
       deliver_(std::move(messages));
       throw;
     } catch (const std::exception& e) {
       report(on_error_, e);
     }
   }
-  session.pending.clear();
   deliver_(std::move(messages));
 }
 

@@ -41,6 +41,8 @@ class ListenerLoop {
   std::unique_ptr<ListenSession> connect() const;
   void run(std::unique_ptr<ListenSession> session);
   void receive(ListenSession& session);
+  void decode_and_deliver(pqxx::connection& connection,
+                          const std::vector<std::string>& payloads);
   /// Sleeps for `delay` unless stopped first; returns false when stopped.
   bool pause(std::chrono::milliseconds delay);
 

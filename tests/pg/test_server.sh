@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Starts or stops the throwaway PostgreSQL server that the db tests use.
+#
+#   test_server.sh start STATE_DIR   writes STATE_DIR/url (a libpq conninfo)
+#   test_server.sh stop  STATE_DIR   stops the server and deletes its files
+#
+# When SYNCBUS_TEST_DATABASE_URL is set, that server is used and nothing is
+# started. Otherwise a cluster is created in a fresh /tmp directory (initdb
+# --auth=trust --no-sync), run as the postgres user when we are root (the
+# server refuses to run as root), listening on 127.0.0.1 at a free port with
+# its unix socket in that private directory.
+set -euo pipefail
+
+action=${1:?usage: test_server.sh start|stop STATE_DIR}
+state=${2:?usage: test_server.sh start|stop STATE_DIR}
+mkdir -p "$state"
+
+find_bindir() {
+  if [[ -n "${SYNCBUS_PG_BINDIR:-}" ]]; then echo "$SYNCBUS_PG_BINDIR"; return; fi
+  local dir
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [[ -z "$dir" || ! -x "$dir/initdb" ]]; then
+    echo "test_server.sh: no PostgreSQL server binaries in /usr/lib/postgresql/*/bin;" \
+         "install them (apt-get install postgresql-15) or set SYNCBUS_TEST_DATABASE_URL" >&2
+    exit 1
+  fi
+  echo "$dir"
+}
+
+as_server_user() {
+  if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+start() {
+  if [[ -n "${SYNCBUS_TEST_DATABASE_URL:-}" ]]; then
+    echo "$SYNCBUS_TEST_DATABASE_URL" > "$state/url"
+    echo "test_server.sh: using the server in SYNCBUS_TEST_DATABASE_URL"
+    return
+  fi
+  if [[ -f "$state/cluster" ]]; then stop; fi
+  local bindir dir port
+  bindir=$(find_bindir)
+  dir=$(mktemp -d /tmp/syncbus-pg.XXXXXX)
+  chmod 755 "$dir"
+  echo "$dir" > "$state/cluster"
+  if [[ $(id -u) -eq 0 ]]; then chown postgres: "$dir"; fi
+  as_server_user "$bindir/initdb" -D "$dir/data" --auth=trust --no-sync \
+    --encoding=UTF8 --locale=C --username=postgres > "$dir/initdb.log" 2>&1 || {
+      cat "$dir/initdb.log" >&2; exit 1; }
+  for _ in $(seq 1 20); do
+    port=$((20000 + RANDOM % 30000))
+    if as_server_user "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
+         -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$dir -c fsync=off -c max_connections=300" \
+         start > /dev/null; then
+      echo "host=127.0.0.1 port=$port dbname=postgres user=postgres" > "$state/url"
+      echo "test_server.sh: PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (data in $dir)"
+      return
+    fi
+  done
+  echo "test_server.sh: could not start PostgreSQL; its log:" >&2
+  cat "$dir/server.log" >&2 || true
+  exit 1
+}
+
+stop() {
+  if [[ -f "$state/cluster" ]]; then
+    local dir bindir
+    dir=$(cat "$state/cluster")
+    bindir=$(find_bindir)
+    if [[ -d "$dir/data" ]]; then
+      as_server_user "$bindir/pg_ctl" -D "$dir/data" -m immediate -w stop > /dev/null 2>&1 || true
+    fi
+    rm -rf "$dir"
+    rm -f "$state/cluster"
+  fi
+  rm -f "$state/url"
+}
+
+case "$action" in
+  start) start ;;
+  stop) stop ;;
+  *) echo "usage: test_server.sh start|stop STATE_DIR" >&2; exit 2 ;;
+esac

@@ -1,0 +1,100 @@
+#include "envelope.hpp"
+
+#include <syncbus/errors.hpp>
+
+#include <gtest/gtest.h>
+
+namespace syncbus::detail {
+namespace {
+
+TEST(Envelope, InlineRoundTripsOriginSequenceAndBody) {
+  const nlohmann::json body = {{"table", "todos"}, {"id", 42}, {"done", true}};
+  const auto payload = encode_inline("node-a", 7, serialize_body(body, false));
+  const Envelope decoded = decode_envelope(payload);
+  EXPECT_EQ(decoded.origin, "node-a");
+  EXPECT_EQ(decoded.sequence, 7u);
+  ASSERT_FALSE(decoded.spilled());
+  EXPECT_EQ(*decoded.body, body);
+}
+
+TEST(Envelope, InlineWireFormatIsTheDocumentedOne) {
+  EXPECT_EQ(encode_inline("a1", 3, serialize_body({{"k", 1}}, false)),
+            R"({"v":1,"origin":"a1","seq":3,"body":{"k":1}})");
+  EXPECT_EQ(encode_spill_pointer("a1", 3),
+            R"({"v":1,"origin":"a1","seq":3,"spilled":true})");
+}
+
+TEST(Envelope, SpillPointerRoundTrips) {
+  const Envelope decoded = decode_envelope(encode_spill_pointer("b", 18446744073709551615u));
+  EXPECT_EQ(decoded.origin, "b");
+  EXPECT_EQ(decoded.sequence, 18446744073709551615u);
+  EXPECT_TRUE(decoded.spilled());
+}
+
+TEST(Envelope, EveryKindOfJsonBodyRoundTrips) {
+  for (const nlohmann::json& body :
+       {nlohmann::json(nullptr), nlohmann::json(0), nlohmann::json(-1.5),
+        nlohmann::json(""), nlohmann::json("héllo wörld ✓ 𝄞"),
+        nlohmann::json::array(), nlohmann::json::object(),
+        nlohmann::json::parse(R"({"a":[1,{"b":"\u0000"}]})")}) {
+    const auto decoded = decode_envelope(encode_inline("o", 1, serialize_body(body, false)));
+    ASSERT_FALSE(decoded.spilled());
+    EXPECT_EQ(*decoded.body, body) << body.dump();
+  }
+}
+
+TEST(Envelope, MultiByteTextIsSentAsRawUtf8UnlessAsciiIsRequired) {
+  const nlohmann::json body = "日本語";
+  EXPECT_EQ(serialize_body(body, false).size(), 2 + 9u);  // 3 bytes a character
+  const auto ascii = serialize_body(body, true);
+  EXPECT_EQ(ascii, R"("\u65e5\u672c\u8a9e")");
+  EXPECT_EQ(*decode_envelope(encode_inline("o", 1, ascii)).body, body);
+}
+
+TEST(Envelope, InvalidUtf8BodyIsRejectedAsInvalidMessage) {
+  const nlohmann::json body = std::string("\xff\xfe", 2);
+  EXPECT_THROW(serialize_body(body, false), invalid_message);
+}
+
+TEST(Envelope, DecoderRejectsWhatIsNotAnEnvelope) {
+  for (const std::string payload :
+       {"", "garbage", "{", "[]", "42", R"({"v":1})",
+        R"({"v":"1","origin":"a","seq":1,"body":1})",
+        R"({"v":1,"origin":"","seq":1,"body":1})",
+        R"({"v":1,"origin":5,"seq":1,"body":1})",
+        R"({"v":1,"origin":"a","seq":0,"body":1})",
+        R"({"v":1,"origin":"a","seq":-3,"body":1})",
+        R"({"v":1,"origin":"a","seq":1.5,"body":1})",
+        R"({"v":1,"origin":"a","seq":1})",
+        R"({"v":1,"origin":"a","seq":1,"spilled":false})",
+        R"({"v":1,"origin":"a","seq":1,"body":1,"spilled":true})"}) {
+    EXPECT_THROW(decode_envelope(payload), protocol_error) << payload;
+  }
+}
+
+TEST(Envelope, UnknownVersionIsNamedInTheError) {
+  try {
+    decode_envelope(R"({"v":2,"origin":"a","seq":1,"body":1})");
+    FAIL() << "version 2 was accepted";
+  } catch (const protocol_error& e) {
+    EXPECT_NE(std::string(e.what()).find("version 2"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Envelope, UnknownFieldsAreIgnoredForForwardCompatibility) {
+  const auto decoded =
+      decode_envelope(R"({"v":1,"origin":"a","seq":2,"body":"x","trace":"abc"})");
+  EXPECT_EQ(*decoded.body, "x");
+}
+
+TEST(Envelope, ErrorMessagesQuoteOnlyAnExcerptOfHugeGarbage) {
+  try {
+    decode_envelope(std::string(100000, 'x'));
+    FAIL();
+  } catch (const protocol_error& e) {
+    EXPECT_LT(std::string(e.what()).size(), 600u);
+  }
+}
+
+}  // namespace
+}  // namespace syncbus::detail

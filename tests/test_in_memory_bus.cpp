@@ -1,0 +1,222 @@
+#include <syncbus/errors.hpp>
+#include <syncbus/in_memory_bus.hpp>
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <thread>
+
+#include "test_support.hpp"
+
+namespace syncbus {
+namespace {
+
+using testing::Collector;
+using testing::eventually;
+
+TEST(InMemoryBus, ThreeInstancesOnOneHubHearEachOtherAndThemselves) {
+  auto hub = std::make_shared<InMemoryHub>();
+  InMemoryClusterBus a(hub), b(hub), c(hub);
+  Collector at_a, at_b, at_c;
+  auto sa = a.subscribe(at_a.handler());
+  auto sb = b.subscribe(at_b.handler());
+  auto sc = c.subscribe(at_c.handler());
+
+  a.publish({{"from", "a"}});
+  b.publish({{"from", "b"}});
+  c.publish({{"from", "c"}});
+  ASSERT_TRUE(hub->wait_idle());
+
+  for (Collector* seen : {&at_a, &at_b, &at_c}) {
+    const auto messages = seen->messages();
+    ASSERT_EQ(messages.size(), 3u);
+    std::map<std::string, std::string> from_by_origin;
+    for (const auto& m : messages) {
+      from_by_origin[m.origin] = m.body.at("from");
+      EXPECT_EQ(m.sequence, 1u);
+    }
+    EXPECT_EQ(from_by_origin[a.instance_id()], "a");
+    EXPECT_EQ(from_by_origin[b.instance_id()], "b");
+    EXPECT_EQ(from_by_origin[c.instance_id()], "c");
+  }
+}
+
+TEST(InMemoryBus, DefaultConstructedBusIsAClusterOfOne) {
+  InMemoryClusterBus alone;
+  InMemoryClusterBus other;  // a different cluster
+  Collector at_alone, at_other;
+  auto s1 = alone.subscribe(at_alone.handler());
+  auto s2 = other.subscribe(at_other.handler());
+  alone.publish("hello");
+  ASSERT_TRUE(alone.hub()->wait_idle());
+  ASSERT_TRUE(other.hub()->wait_idle());
+  EXPECT_EQ(at_alone.size(), 1u);
+  EXPECT_EQ(at_other.size(), 0u);
+  EXPECT_EQ(alone.hub()->bus_count(), 1u);
+}
+
+TEST(InMemoryBus, SequencesCount1Up2Up3PerOriginInPublishOrder) {
+  auto hub = std::make_shared<InMemoryHub>();
+  InMemoryClusterBus a(hub), b(hub);
+  Collector at_b;
+  auto s = b.subscribe(at_b.handler());
+  constexpr int count = 1000;
+  std::thread other([&] {
+    for (int i = 0; i < count; ++i) b.publish(i);
+  });
+  for (int i = 0; i < count; ++i) a.publish(i);
+  other.join();
+  ASSERT_TRUE(hub->wait_idle());
+
+  std::map<std::string, std::uint64_t> last;
+  for (const auto& m : at_b.messages()) {
+    EXPECT_EQ(m.sequence, last[m.origin] + 1) << m.origin;
+    EXPECT_EQ(m.body.get<int>(), static_cast<int>(m.sequence) - 1);
+    last[m.origin] = m.sequence;
+  }
+  EXPECT_EQ(last[a.instance_id()], static_cast<std::uint64_t>(count));
+  EXPECT_EQ(last[b.instance_id()], static_cast<std::uint64_t>(count));
+}
+
+TEST(InMemoryBus, InstanceIdsAreRandomByDefaultAndConfigurable) {
+  auto hub = std::make_shared<InMemoryHub>();
+  InMemoryClusterBus a(hub), b(hub);
+  EXPECT_NE(a.instance_id(), b.instance_id());
+  EXPECT_EQ(a.instance_id().size(), 16u);
+  InMemoryClusterBus named(hub, {"engine-1", {}});
+  EXPECT_EQ(named.instance_id(), "engine-1");
+  EXPECT_THROW(InMemoryClusterBus(hub, {"has space", {}}), configuration_error);
+  EXPECT_THROW(InMemoryClusterBus(nullptr), configuration_error);
+}
+
+TEST(InMemoryBus, UnsubscribeStopsDeliveryToThatHandlerOnly) {
+  auto hub = std::make_shared<InMemoryHub>();
+  InMemoryClusterBus bus(hub);
+  Collector kept, dropped;
+  auto keep = bus.subscribe(kept.handler());
+  auto drop = bus.subscribe(dropped.handler());
+  bus.publish(1);
+  ASSERT_TRUE(hub->wait_idle());
+  drop.unsubscribe();
+  bus.publish(2);
+  {
+    Subscription scoped = bus.subscribe(dropped.handler());
+  }  // destroyed: never sees 3
+  bus.publish(3);
+  ASSERT_TRUE(hub->wait_idle());
+  EXPECT_EQ(kept.size(), 3u);
+  EXPECT_EQ(dropped.size(), 1u);
+}
+
+TEST(InMemoryBus, UnsubscribeWaitsForARunningHandler) {
+  InMemoryClusterBus bus;
+  std::atomic<bool> in_handler{false};
+  std::atomic<bool> release{false};
+  std::atomic<bool> finished{false};
+  auto subscription = bus.subscribe([&](const ClusterMessage&) {
+    in_handler = true;
+    while (!release) std::this_thread::yield();
+    finished = true;
+  });
+  bus.publish(1);
+  ASSERT_TRUE(eventually([&] { return in_handler.load(); }));
+  std::thread releaser([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    release = true;
+  });
+  subscription.unsubscribe();
+  EXPECT_TRUE(finished.load()) << "unsubscribe() returned while the handler ran";
+  releaser.join();
+}
+
+TEST(InMemoryBus, AHandlerMayPublishAndUnsubscribeItself) {
+  InMemoryClusterBus bus;
+  Collector seen;
+  auto observer = bus.subscribe(seen.handler());
+  Subscription self;
+  self = bus.subscribe([&](const ClusterMessage& m) {
+    if (m.body == "ping") {
+      bus.publish("pong");
+      self.unsubscribe();
+    }
+  });
+  bus.publish("ping");
+  ASSERT_TRUE(seen.wait_for_count(2));
+  bus.publish("after");
+  ASSERT_TRUE(bus.hub()->wait_idle());
+  const auto messages = seen.messages();
+  ASSERT_EQ(messages.size(), 3u);
+  EXPECT_EQ(messages[1].body, "pong");
+  EXPECT_FALSE(self.active());
+}
+
+TEST(InMemoryBus, AThrowingHandlerIsReportedAndDeliveryGoesOn) {
+  auto hub = std::make_shared<InMemoryHub>();
+  std::atomic<int> errors{0};
+  std::string last_error;
+  std::mutex mutex;
+  InMemoryClusterBus bus(hub, {"", [&](const std::exception& e) {
+                                 std::lock_guard<std::mutex> lock(mutex);
+                                 last_error = e.what();
+                                 ++errors;
+                               }});
+  Collector seen;
+  auto thrower = bus.subscribe([](const ClusterMessage& m) {
+    if (m.body == 2) throw std::runtime_error("handler failed on purpose");
+  });
+  auto good = bus.subscribe(seen.handler());
+  for (int i = 1; i <= 3; ++i) bus.publish(i);
+  ASSERT_TRUE(hub->wait_idle());
+  EXPECT_EQ(seen.size(), 3u);
+  EXPECT_EQ(errors.load(), 1);
+  std::lock_guard<std::mutex> lock(mutex);
+  EXPECT_NE(last_error.find("handler failed on purpose"), std::string::npos);
+}
+
+TEST(InMemoryBus, CloseIsIdempotentStopsDeliveryAndRejectsPublish) {
+  auto hub = std::make_shared<InMemoryHub>();
+  InMemoryClusterBus a(hub), b(hub);
+  Collector at_b;
+  auto s = b.subscribe(at_b.handler());
+  b.close();
+  b.close();
+  EXPECT_EQ(hub->bus_count(), 1u);
+  a.publish(1);
+  ASSERT_TRUE(hub->wait_idle());
+  EXPECT_EQ(at_b.size(), 0u);
+  EXPECT_THROW(b.publish(1), closed_error);
+  EXPECT_THROW((void)b.subscribe([](const ClusterMessage&) {}), closed_error);
+}
+
+TEST(InMemoryBus, EmptyHandlerIsRejected) {
+  InMemoryClusterBus bus;
+  EXPECT_THROW((void)bus.subscribe(nullptr), configuration_error);
+}
+
+TEST(InMemoryBus, SubscriptionMayOutliveItsBus) {
+  Subscription subscription;
+  {
+    InMemoryClusterBus bus;
+    subscription = bus.subscribe([](const ClusterMessage&) {});
+  }
+  subscription.unsubscribe();  // must not touch the destroyed bus
+  SUCCEED();
+}
+
+TEST(InMemoryBus, ASlowHandlerDoesNotBlockPublishers) {
+  auto hub = std::make_shared<InMemoryHub>();
+  InMemoryClusterBus slow(hub), fast(hub);
+  std::atomic<bool> release{false};
+  auto blocker = slow.subscribe([&](const ClusterMessage&) {
+    while (!release) std::this_thread::yield();
+  });
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < 100; ++i) fast.publish(i);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+  release = true;
+  EXPECT_TRUE(hub->wait_idle());
+}
+
+}  // namespace
+}  // namespace syncbus

@@ -1,0 +1,310 @@
+// PostgresClusterBus against a real PostgreSQL (the ctest fixture's throwaway
+// server, or SYNCBUS_TEST_DATABASE_URL).
+#include <syncbus/errors.hpp>
+#include <syncbus/postgres_bus.hpp>
+
+#include <gtest/gtest.h>
+#include <pqxx/pqxx>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "test_support.hpp"
+
+namespace syncbus {
+namespace {
+
+using testing::Collector;
+using testing::eventually;
+using testing::unique_channel;
+
+class ErrorLog {
+ public:
+  std::function<void(const std::exception&)> handler() {
+    return [this](const std::exception& e) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      errors_.emplace_back(e.what());
+    };
+  }
+  std::vector<std::string> errors() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return errors_;
+  }
+  std::size_t count_containing(const std::string& text) const {
+    std::size_t n = 0;
+    for (const auto& e : errors()) n += e.find(text) != std::string::npos;
+    return n;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::string> errors_;
+};
+
+class PostgresBusTest : public testing::PostgresTest {
+ protected:
+  PostgresBusOptions options(const std::string& channel) const {
+    PostgresBusOptions o;
+    o.conninfo = url();
+    o.channel = channel;
+    return o;
+  }
+
+  void raw_notify(const std::string& channel, const std::string& payload) {
+    pqxx::connection connection(url());
+    pqxx::nontransaction(connection).exec_params("SELECT pg_notify($1, $2)",
+                                                 channel, payload);
+  }
+};
+
+TEST_F(PostgresBusTest, ThreeBusesOnOneChannelSeeEveryMessageInOrder) {
+  const auto channel = unique_channel("three");
+  PostgresClusterBus a(options(channel)), b(options(channel)), c(options(channel));
+  std::vector<PostgresClusterBus*> buses{&a, &b, &c};
+  Collector seen[3];
+  std::vector<Subscription> subscriptions;
+  for (int i = 0; i < 3; ++i) subscriptions.push_back(buses[i]->subscribe(seen[i].handler()));
+
+  constexpr int per_bus = 20;
+  for (int n = 1; n <= per_bus; ++n) {
+    for (auto* bus : buses) bus->publish({{"n", n}, {"from", bus->instance_id()}});
+  }
+  for (auto& collector : seen) {
+    ASSERT_TRUE(collector.wait_for_count(3 * per_bus));
+    std::map<std::string, std::uint64_t> last;
+    for (const auto& m : collector.messages()) {
+      EXPECT_EQ(m.sequence, last[m.origin] + 1) << "out of order from " << m.origin;
+      EXPECT_EQ(m.body.at("n"), static_cast<int>(m.sequence));
+      EXPECT_EQ(m.body.at("from"), m.origin);
+      last[m.origin] = m.sequence;
+    }
+    for (auto* bus : buses) EXPECT_EQ(last[bus->instance_id()], std::uint64_t{per_bus});
+  }
+}
+
+TEST_F(PostgresBusTest, AnotherChannelSeesNoneOfIt) {
+  const auto channel = unique_channel("busy");
+  const auto other_channel = unique_channel("quiet");
+  PostgresClusterBus a(options(channel)), b(options(channel));
+  PostgresClusterBus outsider(options(other_channel));
+  Collector at_b, at_outsider;
+  auto sb = b.subscribe(at_b.handler());
+  auto so = outsider.subscribe(at_outsider.handler());
+  for (int i = 0; i < 10; ++i) a.publish(i);
+  a.publish(std::string(20000, 'x'));  // spilled: the row is not the outsider's either
+  ASSERT_TRUE(at_b.wait_for_count(11));
+  // The outsider's listener is live and in order: once its own marker
+  // arrives, anything from the other channel would have arrived before it.
+  outsider.publish("marker");
+  ASSERT_TRUE(at_outsider.wait_for_count(1));
+  const auto seen = at_outsider.messages();
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0].body, "marker");
+}
+
+TEST_F(PostgresBusTest, ChannelNamesAreUsedExactlyAsWritten) {
+  // Mixed case, spaces, quotes: LISTEN quotes the name, pg_notify gets it as
+  // a parameter, so both sides agree and no name is folded or injected.
+  for (const std::string channel :
+       {std::string("MixedCase_") + unique_channel("x"), std::string("with space \"quote\" 'x';--"),
+        std::string("ünïcødé-") + unique_channel("u")}) {
+    ErrorLog errors;
+    auto o = options(channel.substr(0, 63));
+    o.on_error = errors.handler();
+    PostgresClusterBus bus(o);
+    Collector seen;
+    auto s = bus.subscribe(seen.handler());
+    bus.publish("hi");
+    ASSERT_TRUE(seen.wait_for_count(1)) << channel;
+    EXPECT_EQ(seen.messages()[0].body, "hi");
+    EXPECT_TRUE(errors.errors().empty()) << errors.errors()[0];
+  }
+  // The lower-case twin of a mixed-case channel is a different channel.
+  const auto mixed = "Case_" + unique_channel("c");
+  std::string lower = mixed;
+  for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  PostgresClusterBus upper_bus(options(mixed)), lower_bus(options(lower));
+  Collector at_lower;
+  auto s = lower_bus.subscribe(at_lower.handler());
+  upper_bus.publish("not for you");
+  lower_bus.publish("marker");
+  ASSERT_TRUE(at_lower.wait_for_count(1));
+  ASSERT_EQ(at_lower.size(), 1u);
+  EXPECT_EQ(at_lower.messages()[0].body, "marker");
+}
+
+TEST_F(PostgresBusTest, InvalidOptionsAreRejectedClearly) {
+  auto o = options(std::string(64, 'c'));
+  try {
+    PostgresClusterBus bus(o);
+    FAIL() << "a 64-byte channel was accepted";
+  } catch (const configuration_error& e) {
+    EXPECT_NE(std::string(e.what()).find("63 bytes"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(PostgresClusterBus(options("")), configuration_error);
+  PostgresBusOptions no_conninfo;
+  EXPECT_THROW(PostgresClusterBus{no_conninfo}, configuration_error);
+  auto bad_id = options(unique_channel("id"));
+  bad_id.instance_id = "bad id'; DROP TABLE x";
+  EXPECT_THROW(PostgresClusterBus{bad_id}, configuration_error);
+}
+
+TEST_F(PostgresBusTest, UnreachableServerIsAConnectionErrorWithoutThePassword) {
+  PostgresBusOptions o;
+  o.conninfo = "host=127.0.0.1 port=1 dbname=x user=x password=hunter2secret connect_timeout=2";
+  try {
+    PostgresClusterBus bus(o);
+    FAIL() << "connected to port 1";
+  } catch (const connection_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("could not connect"), std::string::npos) << what;
+    EXPECT_EQ(what.find("hunter2secret"), std::string::npos) << what;
+  }
+}
+
+TEST_F(PostgresBusTest, GarbageOnTheChannelReachesOnErrorAndDeliveryGoesOn) {
+  const auto channel = unique_channel("garbage");
+  ErrorLog errors;
+  auto o = options(channel);
+  o.on_error = errors.handler();
+  PostgresClusterBus bus(o);
+  Collector seen;
+  auto s = bus.subscribe(seen.handler());
+
+  bus.publish("before");
+  raw_notify(channel, "garbage");
+  raw_notify(channel, R"({"v":1,"origin":"x","seq":1,"body":)");  // truncated
+  raw_notify(channel, R"({"v":99,"origin":"x","seq":1,"body":1})");
+  raw_notify(channel, R"({"v":1,"origin":"ghost","seq":5,"spilled":true})");
+  raw_notify(channel, "");
+  bus.publish("after");
+
+  ASSERT_TRUE(seen.wait_for_count(2));
+  ASSERT_TRUE(eventually([&] { return errors.errors().size() >= 5; }));
+  const auto messages = seen.messages();
+  ASSERT_EQ(messages.size(), 2u);
+  EXPECT_EQ(messages[0].body, "before");
+  EXPECT_EQ(messages[1].body, "after");
+  EXPECT_EQ(messages[1].sequence, 2u);
+  EXPECT_EQ(errors.errors().size(), 5u);
+  EXPECT_EQ(errors.count_containing("not JSON"), 3u);  // garbage, truncated, empty
+  EXPECT_EQ(errors.count_containing("version 99"), 1u);
+  EXPECT_EQ(errors.count_containing("ghost#5"), 1u);
+}
+
+TEST_F(PostgresBusTest, AThrowingHandlerIsReportedAndOthersStillReceive) {
+  const auto channel = unique_channel("throw");
+  ErrorLog errors;
+  auto o = options(channel);
+  o.on_error = errors.handler();
+  PostgresClusterBus bus(o);
+  Collector seen;
+  auto bad = bus.subscribe([](const ClusterMessage&) { throw std::logic_error("oops"); });
+  auto good = bus.subscribe(seen.handler());
+  bus.publish(1);
+  bus.publish(2);
+  ASSERT_TRUE(seen.wait_for_count(2));
+  ASSERT_TRUE(eventually([&] { return errors.errors().size() == 2; }));
+  EXPECT_EQ(errors.count_containing("oops"), 2u);
+}
+
+TEST_F(PostgresBusTest, CloseIsQuickIdempotentAndFinal) {
+  const auto channel = unique_channel("close");
+  PostgresClusterBus a(options(channel)), b(options(channel));
+  Collector at_b;
+  auto s = b.subscribe(at_b.handler());
+  const auto start = std::chrono::steady_clock::now();
+  b.close();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(1));
+  b.close();
+  EXPECT_THROW(b.publish(1), closed_error);
+  EXPECT_THROW((void)b.subscribe([](const ClusterMessage&) {}), closed_error);
+  EXPECT_THROW(b.vacuum(std::chrono::seconds(1)), closed_error);
+  a.publish(1);  // b's listener is gone: nothing reaches at_b
+  Collector at_a;
+  auto sa = a.subscribe(at_a.handler());
+  a.publish(2);
+  ASSERT_TRUE(at_a.wait_for_count(1));
+  EXPECT_EQ(at_b.size(), 0u);
+}
+
+TEST_F(PostgresBusTest, ConcurrentPublishersOnOneBusKeepPerOriginOrder) {
+  const auto channel = unique_channel("threads");
+  ErrorLog errors;
+  auto receiver_options = options(channel);
+  receiver_options.on_error = errors.handler();
+  PostgresClusterBus publisher(options(channel)), receiver(receiver_options);
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  constexpr int threads = 4;
+  constexpr int per_thread = 100;
+  std::vector<std::thread> workers;
+  for (int t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      for (int i = 0; i < per_thread; ++i) {
+        // Every 10th message spills, so inline and spilled ones interleave.
+        const std::size_t size = i % 10 == 0 ? 9000 : 10;
+        publisher.publish({{"t", t}, {"i", i}, {"pad", std::string(size, 'p')}});
+      }
+    });
+  }
+  for (auto& w : workers) w.join();
+  ASSERT_TRUE(seen.wait_for_count(threads * per_thread))
+      << seen.size() << " arrived; errors: " << errors.errors().size()
+      << (errors.errors().empty() ? "" : " first: " + errors.errors()[0]);
+  std::uint64_t last = 0;
+  std::map<int, int> next_i_per_thread;
+  for (const auto& m : seen.messages()) {
+    EXPECT_EQ(m.origin, publisher.instance_id());
+    EXPECT_EQ(m.sequence, last + 1);
+    last = m.sequence;
+    const int t = m.body.at("t");
+    EXPECT_EQ(m.body.at("i").get<int>(), next_i_per_thread[t]++);
+  }
+  EXPECT_EQ(last, std::uint64_t{threads * per_thread});
+}
+
+TEST_F(PostgresBusTest, ConnectionsCarryAnApplicationName) {
+  const auto channel = unique_channel("appname");
+  auto o = options(channel);
+  o.instance_id = "app-name-test";
+  PostgresClusterBus bus(o);
+  pqxx::connection connection(url());
+  const auto rows = pqxx::nontransaction(connection).exec_params(
+      "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+      "syncbus:app-name-test");
+  EXPECT_EQ(rows[0][0].as<int>(), 2);  // publisher and listener
+}
+
+TEST_F(PostgresBusTest, ListenerRecoversFromATerminatedBackend) {
+  const auto channel = unique_channel("reconnect");
+  ErrorLog errors;
+  auto o = options(channel);
+  o.instance_id = "reconnect-listener";
+  o.on_error = errors.handler();
+  PostgresClusterBus listener(o);
+  PostgresClusterBus publisher(options(channel));
+  Collector seen;
+  auto s = listener.subscribe(seen.handler());
+  publisher.publish("first");
+  ASSERT_TRUE(seen.wait_for_count(1));
+
+  pqxx::connection admin(url());
+  // The listener's connection is the one that LISTENs.
+  const auto killed = pqxx::nontransaction(admin).exec_params(
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+      "WHERE application_name = $1 AND query LIKE 'LISTEN%'",
+      "syncbus:reconnect-listener");
+  ASSERT_EQ(killed[0][0].as<int>(), 1);
+  ASSERT_TRUE(eventually([&] { return errors.count_containing("lost its connection") >= 1; }));
+  // Once reconnected, new messages flow again.
+  ASSERT_TRUE(eventually([&] {
+    publisher.publish("probe");
+    return seen.wait_for_count(2, std::chrono::milliseconds(100));
+  }));
+}
+
+}  // namespace
+}  // namespace syncbus

@@ -1,0 +1,235 @@
+// The spill path against a real PostgreSQL: every size arrives intact under
+// overflow and always, never refuses what does not fit, vacuum counts.
+#include <syncbus/errors.hpp>
+#include <syncbus/postgres_bus.hpp>
+
+#include <gtest/gtest.h>
+#include <pqxx/pqxx>
+
+#include <thread>
+
+#include "envelope.hpp"
+#include "test_support.hpp"
+
+namespace syncbus {
+namespace {
+
+using testing::Collector;
+using testing::unique_channel;
+
+class SpillTest : public testing::PostgresTest {
+ protected:
+  PostgresBusOptions options(const std::string& channel, SpillMode mode) const {
+    PostgresBusOptions o;
+    o.conninfo = url();
+    o.channel = channel;
+    o.spill = mode;
+    return o;
+  }
+
+  std::int64_t spill_rows(const std::string& channel,
+                          const std::string& table = "sync_cluster_spill") {
+    pqxx::connection connection(url());
+    pqxx::nontransaction query(connection);
+    return query
+        .exec_params("SELECT count(*) FROM public." + connection.quote_name(table) +
+                         " WHERE channel = $1",
+                     channel)[0][0]
+        .as<std::int64_t>();
+  }
+
+  // Bodies whose envelopes straddle the 8000-byte payload limit byte by byte,
+  // in ASCII and in 2- and 4-byte UTF-8, plus 0, 1, 100 KB and 10 MB.
+  static std::vector<std::string> boundary_bodies() {
+    std::vector<std::string> bodies{"", "x"};
+    for (std::size_t n = 7900; n <= 8100; ++n) bodies.emplace_back(n, 'a');
+    for (std::size_t n = 3940; n <= 4010; ++n) {  // "é" is 2 bytes
+      std::string s;
+      for (std::size_t i = 0; i < n; ++i) s += "\xc3\xa9";
+      bodies.push_back(s);
+    }
+    for (std::size_t n = 1970; n <= 2005; ++n) {  // U+1D11E is 4 bytes
+      std::string s;
+      for (std::size_t i = 0; i < n; ++i) s += "\xf0\x9d\x84\x9e";
+      bodies.push_back(s);
+    }
+    bodies.emplace_back(100 * 1024, 'k');
+    std::string ten_mb(10 * 1024 * 1024, 'm');
+    for (std::size_t i = 0; i < ten_mb.size(); i += 4096) ten_mb[i] = static_cast<char>('a' + i % 26);
+    bodies.push_back(std::move(ten_mb));
+    return bodies;
+  }
+
+  void expect_all_sizes_arrive_intact(SpillMode mode) {
+    const auto channel = unique_channel(mode == SpillMode::always ? "always" : "overflow");
+    PostgresClusterBus sender(options(channel, mode)), receiver(options(channel, mode));
+    Collector seen;
+    auto s = receiver.subscribe(seen.handler());
+    const auto bodies = boundary_bodies();
+    std::int64_t expected_spills = 0;
+    bool saw_inline_just_below = false;
+    bool saw_spill_at_limit = false;
+    for (std::size_t i = 0; i < bodies.size(); ++i) {
+      const auto envelope_size =
+          detail::encode_inline(sender.instance_id(), i + 1,
+                                detail::serialize_body(bodies[i], false))
+              .size();
+      const bool spills = mode == SpillMode::always || envelope_size >= 8000;
+      expected_spills += spills;
+      saw_inline_just_below |= envelope_size == 7999 && !spills;
+      saw_spill_at_limit |= envelope_size == 8000 && spills;
+      sender.publish(bodies[i]);
+    }
+    ASSERT_TRUE(seen.wait_for_count(bodies.size(), std::chrono::seconds(60)));
+    const auto messages = seen.messages();
+    ASSERT_EQ(messages.size(), bodies.size());
+    for (std::size_t i = 0; i < bodies.size(); ++i) {
+      EXPECT_EQ(messages[i].sequence, i + 1);
+      ASSERT_TRUE(messages[i].body.is_string());
+      EXPECT_TRUE(messages[i].body.get_ref<const std::string&>() == bodies[i])
+          << "body " << i << " of " << bodies[i].size() << " bytes was altered";
+    }
+    EXPECT_EQ(spill_rows(channel), expected_spills);
+    if (mode == SpillMode::overflow) {
+      EXPECT_TRUE(saw_inline_just_below) << "no envelope of exactly 7999 bytes was tried";
+      EXPECT_TRUE(saw_spill_at_limit) << "no envelope of exactly 8000 bytes was tried";
+    }
+  }
+};
+
+TEST_F(SpillTest, OverflowDeliversEverySizeIntactAndSpillsOnlyWhatMustSpill) {
+  expect_all_sizes_arrive_intact(SpillMode::overflow);
+}
+
+TEST_F(SpillTest, AlwaysDeliversEverySizeIntactThroughTheTable) {
+  expect_all_sizes_arrive_intact(SpillMode::always);
+}
+
+TEST_F(SpillTest, NeverRefusesOversizedAndSendsNothing) {
+  const auto channel = unique_channel("never");
+  PostgresClusterBus sender(options(channel, SpillMode::never));
+  PostgresClusterBus receiver(options(channel, SpillMode::overflow));
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  sender.publish(std::string(7900, 'a'));  // fits
+  try {
+    sender.publish(std::string(8000, 'a'));
+    FAIL() << "an oversized message was sent under SpillMode::never";
+  } catch (const payload_too_large& e) {
+    EXPECT_GE(e.size(), 8000u);
+    EXPECT_EQ(e.limit(), 8000u);
+    EXPECT_NE(std::string(e.what()).find(std::to_string(e.size()) + " bytes"), std::string::npos);
+  }
+  sender.publish("marker");
+  ASSERT_TRUE(seen.wait_for_count(2));
+  const auto messages = seen.messages();
+  ASSERT_EQ(messages.size(), 2u);
+  EXPECT_EQ(messages[1].body, "marker");
+  // The refused message used no sequence number: no gap for receivers.
+  EXPECT_EQ(messages[1].sequence, 2u);
+  EXPECT_EQ(spill_rows(channel), 0);
+}
+
+TEST_F(SpillTest, InvalidUtf8IsRefusedAndNothingIsSent) {
+  const auto channel = unique_channel("utf8");
+  PostgresClusterBus bus(options(channel, SpillMode::overflow));
+  Collector seen;
+  auto s = bus.subscribe(seen.handler());
+  EXPECT_THROW(bus.publish(std::string("\xc3\x28", 2)), invalid_message);
+  bus.publish("ok");
+  ASSERT_TRUE(seen.wait_for_count(1));
+  EXPECT_EQ(seen.messages()[0].sequence, 1u);
+}
+
+TEST_F(SpillTest, VacuumCountsWhatItDeletesAndOnlyOnItsChannel) {
+  const auto channel = unique_channel("vacuum");
+  const auto other = unique_channel("vacuum_other");
+  PostgresClusterBus bus(options(channel, SpillMode::overflow));
+  PostgresClusterBus other_bus(options(other, SpillMode::always));
+  EXPECT_EQ(bus.vacuum(std::chrono::milliseconds(0)), 0) << "nothing spilled yet";
+  bus.publish("small");  // inline: no row
+  for (int i = 0; i < 3; ++i) bus.publish(std::string(10000, 'v'));
+  other_bus.publish("kept");
+  EXPECT_EQ(spill_rows(channel), 3);
+  EXPECT_EQ(bus.vacuum(std::chrono::hours(1)), 0) << "rows are younger than an hour";
+  EXPECT_EQ(spill_rows(channel), 3);
+  EXPECT_EQ(bus.vacuum(std::chrono::milliseconds(0)), 3);
+  EXPECT_EQ(spill_rows(channel), 0);
+  EXPECT_EQ(spill_rows(other), 1);
+  EXPECT_EQ(bus.vacuum(std::chrono::milliseconds(0)), 0);
+  EXPECT_THROW(bus.vacuum(std::chrono::milliseconds(-1)), configuration_error);
+}
+
+TEST_F(SpillTest, TableIsCreatedOnceWhenManyInstancesStartTogether) {
+  const auto channel = unique_channel("race");
+  const std::string table = "spill_race_" + channel.substr(channel.rfind('_') + 1);
+  constexpr int instances = 8;
+  std::vector<std::unique_ptr<PostgresClusterBus>> buses(instances);
+  std::vector<std::string> failures(instances);
+  std::vector<std::thread> starters;
+  for (int i = 0; i < instances; ++i) {
+    starters.emplace_back([&, i] {
+      try {
+        auto o = options(channel, SpillMode::always);
+        o.spill_table = table;
+        buses[i] = std::make_unique<PostgresClusterBus>(o);
+      } catch (const std::exception& e) {
+        failures[i] = e.what();
+      }
+    });
+  }
+  for (auto& t : starters) t.join();
+  for (const auto& f : failures) EXPECT_EQ(f, "");
+  ASSERT_TRUE(buses[0]);
+  Collector seen;
+  auto s = buses[1]->subscribe(seen.handler());
+  buses[0]->publish("through the new table");
+  ASSERT_TRUE(seen.wait_for_count(1));
+  EXPECT_EQ(spill_rows(channel, table), 1);
+}
+
+TEST_F(SpillTest, MissingTableWithoutCreateIsAClearError) {
+  auto o = options(unique_channel("nocreate"), SpillMode::overflow);
+  o.spill_table = "no_such_spill_table";
+  o.create_spill_table = false;
+  try {
+    PostgresClusterBus bus(o);
+    FAIL() << "constructed without a spill table";
+  } catch (const configuration_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("no_such_spill_table"), std::string::npos) << what;
+    EXPECT_NE(what.find("CREATE TABLE"), std::string::npos) << what;
+  }
+}
+
+TEST_F(SpillTest, VacuumedRowIsReportedAndLaterMessagesStillArrive) {
+  const auto channel = unique_channel("gone");
+  std::vector<std::string> errors;
+  std::mutex mutex;
+  auto o = options(channel, SpillMode::always);
+  o.on_error = [&](const std::exception& e) {
+    std::lock_guard<std::mutex> lock(mutex);
+    errors.emplace_back(e.what());
+  };
+  PostgresClusterBus receiver(o);
+  PostgresClusterBus sender(options(channel, SpillMode::always));
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  // Delete the row the moment it commits: a pointer to a row that is gone.
+  pqxx::connection admin(url());
+  pqxx::nontransaction(admin).exec_params(
+      "SELECT pg_notify($1, $2)", channel,
+      R"({"v":1,"origin":"vanished","seq":1,"spilled":true})");
+  sender.publish("still here");
+  ASSERT_TRUE(seen.wait_for_count(1));
+  EXPECT_EQ(seen.messages()[0].body, "still here");
+  ASSERT_TRUE(testing::eventually([&] {
+    std::lock_guard<std::mutex> lock(mutex);
+    return errors.size() == 1;
+  }));
+  std::lock_guard<std::mutex> lock(mutex);
+  EXPECT_NE(errors[0].find("vanished#1"), std::string::npos) << errors[0];
+}
+
+}  // namespace
+}  // namespace syncbus
