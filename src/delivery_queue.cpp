@@ -18,8 +18,7 @@ void report(const ErrorSink& sink, const std::exception& e) noexcept {
 
 Subscription HandlerRegistry::add(MessageHandler handler) {
   if (!handler) {
-    throw configuration_error(
-        "syncbus: subscribe() was given an empty handler; pass a callable");
+    throw configuration_error("syncbus: subscribe() was given an empty handler; pass a callable");
   }
   auto entry = std::make_shared<Entry>();
   entry->handler = std::move(handler);
@@ -37,12 +36,10 @@ Subscription HandlerRegistry::add(MessageHandler handler) {
 void HandlerRegistry::remove(const std::shared_ptr<Entry>& entry) {
   std::lock_guard<std::recursive_mutex> wait_for_delivery(delivering_);
   std::lock_guard<std::mutex> lock(entries_mutex_);
-  entries_.erase(std::remove(entries_.begin(), entries_.end(), entry),
-                 entries_.end());
+  entries_.erase(std::remove(entries_.begin(), entries_.end(), entry), entries_.end());
 }
 
-void HandlerRegistry::deliver(const std::vector<ClusterMessage>& messages,
-                              const ErrorSink& sink,
+void HandlerRegistry::deliver(const std::vector<ClusterMessage>& messages, const ErrorSink& sink,
                               const std::atomic<bool>& cancel) {
   std::lock_guard<std::recursive_mutex> delivering(delivering_);
   std::vector<std::shared_ptr<Entry>> snapshot;
@@ -57,14 +54,14 @@ void HandlerRegistry::deliver(const std::vector<ClusterMessage>& messages,
       try {
         entry->handler(message);
       } catch (const std::exception& e) {
-        report(sink, error("syncbus: a message handler threw while handling "
-                           "message " + message.origin + "#" +
-                           std::to_string(message.sequence) + ": " + e.what()));
+        report(sink,
+               error("syncbus: a message handler threw while handling "
+                     "message " +
+                     message.origin + "#" + std::to_string(message.sequence) + ": " + e.what()));
       } catch (...) {
         report(sink, error("syncbus: a message handler threw a non-std "
                            "exception while handling message " +
-                           message.origin + "#" +
-                           std::to_string(message.sequence)));
+                           message.origin + "#" + std::to_string(message.sequence)));
       }
     }
   }
@@ -103,9 +100,8 @@ void DeliveryQueue::post(ClusterMessage message) {
 
 bool DeliveryQueue::wait_idle(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mutex_);
-  return idle_.wait_for(lock, timeout, [this] {
-    return stopping_ || (queue_.empty() && !delivering_);
-  });
+  return idle_.wait_for(lock, timeout,
+                        [this] { return stopping_ || (queue_.empty() && !delivering_); });
 }
 
 void DeliveryQueue::stop() noexcept {
@@ -128,8 +124,7 @@ void DeliveryQueue::run() {
   for (;;) {
     wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
     if (stopping_) return;
-    batch.assign(std::make_move_iterator(queue_.begin()),
-                 std::make_move_iterator(queue_.end()));
+    batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
     queue_.clear();
     delivering_ = true;
     lock.unlock();

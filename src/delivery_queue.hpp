@@ -32,8 +32,8 @@ class HandlerRegistry : public std::enable_shared_from_this<HandlerRegistry> {
   Subscription add(MessageHandler handler);
   /// Calls every active handler with each message, in order, until `cancel`
   /// becomes true. Exceptions thrown by handlers go to `sink`.
-  void deliver(const std::vector<ClusterMessage>& messages,
-               const ErrorSink& sink, const std::atomic<bool>& cancel);
+  void deliver(const std::vector<ClusterMessage>& messages, const ErrorSink& sink,
+               const std::atomic<bool>& cancel);
 
  private:
   struct Entry {

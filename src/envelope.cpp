@@ -21,10 +21,10 @@ std::string excerpt(std::string_view payload) {
 }
 
 [[noreturn]] void reject(std::string_view payload, std::string_view why) {
-  throw protocol_error(fmt::format(
-      "syncbus: ignored a notification that is not a valid syncbus envelope "
-      "({}): {}. Is another program notifying on this channel?",
-      why, excerpt(payload)));
+  throw protocol_error(
+      fmt::format("syncbus: ignored a notification that is not a valid syncbus envelope "
+                  "({}): {}. Is another program notifying on this channel?",
+                  why, excerpt(payload)));
 }
 
 }  // namespace
@@ -33,10 +33,10 @@ std::string serialize_body(const nlohmann::json& body, bool ascii_only) {
   try {
     return body.dump(-1, ' ', ascii_only, nlohmann::json::error_handler_t::strict);
   } catch (const nlohmann::json::exception& e) {
-    throw invalid_message(fmt::format(
-        "syncbus: cannot publish this body: {}. Strings in a message body must "
-        "be valid UTF-8; nothing was sent",
-        e.what()));
+    throw invalid_message(
+        fmt::format("syncbus: cannot publish this body: {}. Strings in a message body must "
+                    "be valid UTF-8; nothing was sent",
+                    e.what()));
   }
 }
 
@@ -56,10 +56,8 @@ std::string encode_inline(std::string_view origin, std::uint64_t sequence,
   return out;
 }
 
-std::string encode_spill_pointer(std::string_view origin,
-                                 std::uint64_t sequence) {
-  return fmt::format(R"({{"v":1,"origin":"{}","seq":{},"spilled":true}})",
-                     origin, sequence);
+std::string encode_spill_pointer(std::string_view origin, std::uint64_t sequence) {
+  return fmt::format(R"({{"v":1,"origin":"{}","seq":{},"spilled":true}})", origin, sequence);
 }
 
 Envelope decode_envelope(std::string_view payload) {
@@ -72,10 +70,10 @@ Envelope decode_envelope(std::string_view payload) {
     reject(payload, "no integer \"v\" (protocol version)");
   }
   if (*version != protocol_version) {
-    throw protocol_error(fmt::format(
-        "syncbus: ignored an envelope of protocol version {} (this build "
-        "speaks version {}); upgrade syncbus on every instance of the cluster",
-        version->dump(), protocol_version));
+    throw protocol_error(
+        fmt::format("syncbus: ignored an envelope of protocol version {} (this build "
+                    "speaks version {}); upgrade syncbus on every instance of the cluster",
+                    version->dump(), protocol_version));
   }
 
   Envelope envelope;
@@ -95,8 +93,7 @@ Envelope decode_envelope(std::string_view payload) {
 
   const auto body = doc.find("body");
   const auto spilled = doc.find("spilled");
-  const bool has_pointer =
-      spilled != doc.end() && spilled->is_boolean() && spilled->get<bool>();
+  const bool has_pointer = spilled != doc.end() && spilled->is_boolean() && spilled->get<bool>();
   if ((body != doc.end()) == has_pointer) {
     reject(payload, "needs exactly one of \"body\" or \"spilled\":true");
   }
@@ -107,9 +104,8 @@ Envelope decode_envelope(std::string_view payload) {
 nlohmann::json parse_body(std::string_view body_json) {
   auto body = nlohmann::json::parse(body_json, nullptr, false);
   if (body.is_discarded()) {
-    throw protocol_error(fmt::format(
-        "syncbus: a spilled message body is not valid JSON: {}",
-        excerpt(body_json)));
+    throw protocol_error(
+        fmt::format("syncbus: a spilled message body is not valid JSON: {}", excerpt(body_json)));
   }
   return body;
 }

@@ -30,8 +30,7 @@ std::string encode_inline(std::string_view origin, std::uint64_t sequence,
                           std::string_view body_json);
 
 /// The envelope that points at a spill row.
-std::string encode_spill_pointer(std::string_view origin,
-                                 std::uint64_t sequence);
+std::string encode_spill_pointer(std::string_view origin, std::uint64_t sequence);
 
 /// A decoded envelope.
 struct Envelope {

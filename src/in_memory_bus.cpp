@@ -57,8 +57,7 @@ struct InMemoryClusterBus::impl {
   bool closed = false;
 };
 
-InMemoryClusterBus::InMemoryClusterBus()
-    : InMemoryClusterBus(std::make_shared<InMemoryHub>()) {}
+InMemoryClusterBus::InMemoryClusterBus() : InMemoryClusterBus(std::make_shared<InMemoryHub>()) {}
 
 InMemoryClusterBus::InMemoryClusterBus(std::shared_ptr<InMemoryHub> hub,
                                        InMemoryBusOptions options) {
@@ -81,20 +80,17 @@ InMemoryClusterBus::InMemoryClusterBus(std::shared_ptr<InMemoryHub> hub,
 
 InMemoryClusterBus::~InMemoryClusterBus() { close(); }
 
-const std::string& InMemoryClusterBus::instance_id() const {
-  return impl_->instance_id;
-}
+const std::string& InMemoryClusterBus::instance_id() const { return impl_->instance_id; }
 
-const std::shared_ptr<InMemoryHub>& InMemoryClusterBus::hub() const noexcept {
-  return impl_->hub;
-}
+const std::shared_ptr<InMemoryHub>& InMemoryClusterBus::hub() const noexcept { return impl_->hub; }
 
 void InMemoryClusterBus::publish(const nlohmann::json& body) {
   auto& hub_state = *impl_->hub->state_;
   std::lock_guard<std::mutex> lock(hub_state.mutex);
   if (impl_->closed) {
-    throw closed_error("syncbus: publish() on an InMemoryClusterBus that was "
-                       "closed; create a new bus");
+    throw closed_error(
+        "syncbus: publish() on an InMemoryClusterBus that was "
+        "closed; create a new bus");
   }
   ClusterMessage message{impl_->instance_id, ++impl_->last_sequence, body};
   hub_state.fan_out(message);
@@ -104,8 +100,9 @@ Subscription InMemoryClusterBus::subscribe(MessageHandler handler) {
   {
     std::lock_guard<std::mutex> lock(impl_->hub->state_->mutex);
     if (impl_->closed) {
-      throw closed_error("syncbus: subscribe() on an InMemoryClusterBus that "
-                         "was closed; create a new bus");
+      throw closed_error(
+          "syncbus: subscribe() on an InMemoryClusterBus that "
+          "was closed; create a new bus");
     }
   }
   return impl_->queue->subscribe(std::move(handler));
@@ -118,8 +115,7 @@ void InMemoryClusterBus::close() {
     if (impl_->closed) return;
     impl_->closed = true;
     auto& members = hub_state.members;
-    members.erase(std::remove(members.begin(), members.end(), impl_->queue),
-                  members.end());
+    members.erase(std::remove(members.begin(), members.end(), impl_->queue), members.end());
   }
   impl_->queue->stop();
 }

@@ -21,15 +21,14 @@ std::string checked_instance_id(const std::string& id) {
   bool plain = id.size() <= max_length;
   for (const char c : id) {
     const bool allowed = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-                         (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-                         c == ':' || c == '-';
+                         (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' || c == '-';
     plain = plain && allowed;
   }
   if (!plain) {
-    throw configuration_error(fmt::format(
-        "syncbus: instance_id \"{}\" is invalid: use 1 to {} characters of "
-        "A-Z a-z 0-9 . _ : - (or leave it empty for a random id)",
-        id.size() > 80 ? id.substr(0, 80) + "..." : id, max_length));
+    throw configuration_error(
+        fmt::format("syncbus: instance_id \"{}\" is invalid: use 1 to {} characters of "
+                    "A-Z a-z 0-9 . _ : - (or leave it empty for a random id)",
+                    id.size() > 80 ? id.substr(0, 80) + "..." : id, max_length));
   }
   return id;
 }

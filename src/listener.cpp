@@ -51,9 +51,8 @@ struct ListenerLoop::ListenSession {
   int backend_pid = 0;
 };
 
-ListenerLoop::ListenerLoop(std::string conninfo, std::string application_name,
-                           std::string channel, const SpillStore& store,
-                           Deliver deliver, ErrorSink on_error)
+ListenerLoop::ListenerLoop(std::string conninfo, std::string application_name, std::string channel,
+                           const SpillStore& store, Deliver deliver, ErrorSink on_error)
     : conninfo_(std::move(conninfo)),
       application_name_(std::move(application_name)),
       channel_(std::move(channel)),
@@ -61,9 +60,7 @@ ListenerLoop::ListenerLoop(std::string conninfo, std::string application_name,
       deliver_(std::move(deliver)),
       on_error_(std::move(on_error)) {
   auto session = connect();
-  thread_ = std::thread([this, s = std::move(session)]() mutable {
-    run(std::move(s));
-  });
+  thread_ = std::thread([this, s = std::move(session)]() mutable { run(std::move(s)); });
 }
 
 ListenerLoop::~ListenerLoop() { stop(); }
@@ -79,8 +76,8 @@ std::unique_ptr<ListenerLoop::ListenSession> ListenerLoop::connect() const {
   try {
     store_.prepare(*session->connection);
     // Issues LISTEN with the channel quoted as an identifier.
-    session->collector = std::make_unique<PayloadCollector>(
-        *session->connection, channel_, session->pending);
+    session->collector =
+        std::make_unique<PayloadCollector>(*session->connection, channel_, session->pending);
   } catch (...) {
     rethrow_as_syncbus_error(fmt::format("listening on channel \"{}\"", channel_));
   }
@@ -109,8 +106,7 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
       }
     }
 
-    pollfd fds[2] = {{wake_.fd(), POLLIN, 0},
-                     {session->connection->sock(), POLLIN, 0}};
+    pollfd fds[2] = {{wake_.fd(), POLLIN, 0}, {session->connection->sock(), POLLIN, 0}};
     const int ready = ::poll(fds, 2, -1);
     if (ready < 0 && errno == EINTR) continue;
     if (fds[0].revents != 0) return;  // stop() was called
@@ -118,12 +114,11 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
     try {
       receive(*session);
     } catch (const std::exception& e) {
-      report(on_error_,
-             connection_error(fmt::format(
-                 "syncbus: the listener on channel \"{}\" lost its connection "
-                 "({}); reconnecting. Messages sent while it was away are "
-                 "missed",
-                 channel_, e.what())));
+      report(on_error_, connection_error(fmt::format(
+                            "syncbus: the listener on channel \"{}\" lost its connection "
+                            "({}); reconnecting. Messages sent while it was away are "
+                            "missed",
+                            channel_, e.what())));
       session.reset();
     }
   }
@@ -169,16 +164,15 @@ void ListenerLoop::decode_and_deliver(pqxx::connection& connection,
         try {
           stored = store_.fetch(connection, message.origin, message.sequence);
         } catch (...) {
-          rethrow_as_syncbus_error(fmt::format(
-              "fetching spilled message {}#{}", message.origin, message.sequence));
+          rethrow_as_syncbus_error(
+              fmt::format("fetching spilled message {}#{}", message.origin, message.sequence));
         }
         if (!stored) {
-          throw protocol_error(fmt::format(
-              "syncbus: spilled message {}#{} on channel \"{}\" is not in {} "
-              "(vacuumed before this listener read it?); it was skipped. "
-              "Raise the vacuum age above your listeners' worst lag",
-              message.origin, message.sequence, channel_,
-              store_.qualified_name()));
+          throw protocol_error(
+              fmt::format("syncbus: spilled message {}#{} on channel \"{}\" is not in {} "
+                          "(vacuumed before this listener read it?); it was skipped. "
+                          "Raise the vacuum age above your listeners' worst lag",
+                          message.origin, message.sequence, channel_, store_.qualified_name()));
         }
         message.body = parse_body(*stored);
       }

@@ -26,9 +26,8 @@ class ListenerLoop {
 
   /// Connects and LISTENs before returning (throws connection_error or
   /// database_error), then starts the thread.
-  ListenerLoop(std::string conninfo, std::string application_name,
-               std::string channel, const SpillStore& store, Deliver deliver,
-               ErrorSink on_error);
+  ListenerLoop(std::string conninfo, std::string application_name, std::string channel,
+               const SpillStore& store, Deliver deliver, ErrorSink on_error);
   ~ListenerLoop();
   ListenerLoop(const ListenerLoop&) = delete;
   ListenerLoop& operator=(const ListenerLoop&) = delete;
@@ -41,8 +40,7 @@ class ListenerLoop {
   std::unique_ptr<ListenSession> connect() const;
   void run(std::unique_ptr<ListenSession> session);
   void receive(ListenSession& session);
-  void decode_and_deliver(pqxx::connection& connection,
-                          const std::vector<std::string>& payloads);
+  void decode_and_deliver(pqxx::connection& connection, const std::vector<std::string>& payloads);
   /// Sleeps for `delay` unless stopped first; returns false when stopped.
   bool pause(std::chrono::milliseconds delay);
 

@@ -24,24 +24,22 @@ std::string trimmed(std::string text) {
   } catch (const syncbus::error&) {
     throw;
   } catch (const pqxx::broken_connection& e) {
-    throw connection_error(fmt::format(
-        "syncbus: lost the connection to PostgreSQL while {}: {}. Check that "
-        "the server is up and reachable",
-        doing, trimmed(e.what())));
+    throw connection_error(
+        fmt::format("syncbus: lost the connection to PostgreSQL while {}: {}. Check that "
+                    "the server is up and reachable",
+                    doing, trimmed(e.what())));
   } catch (const pqxx::in_doubt_error& e) {
-    throw connection_error(fmt::format(
-        "syncbus: the connection broke while {} and the outcome is unknown: {}",
-        doing, trimmed(e.what())));
+    throw connection_error(
+        fmt::format("syncbus: the connection broke while {} and the outcome is unknown: {}", doing,
+                    trimmed(e.what())));
   } catch (const pqxx::sql_error& e) {
     throw database_error(
         fmt::format("syncbus: PostgreSQL refused a statement while {}: {} "
                     "(SQLSTATE {})",
-                    doing, trimmed(e.what()),
-                    e.sqlstate().empty() ? "unknown" : e.sqlstate()),
+                    doing, trimmed(e.what()), e.sqlstate().empty() ? "unknown" : e.sqlstate()),
         e.sqlstate());
   } catch (const std::exception& e) {
-    throw error(fmt::format("syncbus: failed while {}: {}", doing,
-                            trimmed(e.what())));
+    throw error(fmt::format("syncbus: failed while {}: {}", doing, trimmed(e.what())));
   }
 }
 
@@ -53,10 +51,10 @@ std::unique_ptr<Session> open_session(const std::string& conninfo,
   } catch (const std::exception& e) {
     // libpq's message names host and port but not the password; the conninfo
     // itself is never echoed.
-    throw connection_error(fmt::format(
-        "syncbus: could not connect to PostgreSQL: {}. Check "
-        "PostgresBusOptions::conninfo and that the server accepts connections",
-        trimmed(e.what())));
+    throw connection_error(
+        fmt::format("syncbus: could not connect to PostgreSQL: {}. Check "
+                    "PostgresBusOptions::conninfo and that the server accepts connections",
+                    trimmed(e.what())));
   }
   try {
     // set_variable (not a raw SET) so libpqxx restores both if it ever

@@ -20,13 +20,12 @@ void check_channel(const std::string& channel) {
   // NAMEDATALEN - 1: LISTEN silently truncates longer names while pg_notify()
   // rejects them, so such a bus would listen on a channel it never notifies.
   constexpr std::size_t max_bytes = 63;
-  if (channel.empty() || channel.size() > max_bytes ||
-      channel.find('\0') != std::string::npos) {
-    throw configuration_error(fmt::format(
-        "syncbus: channel name of {} bytes is invalid: PostgreSQL channel names "
-        "are 1 to {} bytes with no NUL byte. Choose a shorter "
-        "PostgresBusOptions::channel",
-        channel.size(), max_bytes));
+  if (channel.empty() || channel.size() > max_bytes || channel.find('\0') != std::string::npos) {
+    throw configuration_error(
+        fmt::format("syncbus: channel name of {} bytes is invalid: PostgreSQL channel names "
+                    "are 1 to {} bytes with no NUL byte. Choose a shorter "
+                    "PostgresBusOptions::channel",
+                    channel.size(), max_bytes));
   }
 }
 
@@ -65,42 +64,33 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
   const auto& opts = self.options;
 
   auto publishing_session = detail::open_session(opts.conninfo, opts.application_name);
-  self.store = std::make_unique<detail::SpillStore>(
-      *publishing_session, opts.spill_schema, opts.spill_table, opts.channel);
+  self.store = std::make_unique<detail::SpillStore>(*publishing_session, opts.spill_schema,
+                                                    opts.spill_table, opts.channel);
   self.store->ensure_table(*publishing_session, opts.create_spill_table);
-  self.publisher = std::make_unique<detail::Publisher>(
-      std::move(publishing_session), *self.store, opts.channel,
-      self.instance_id, opts.spill);
+  self.publisher = std::make_unique<detail::Publisher>(std::move(publishing_session), *self.store,
+                                                       opts.channel, self.instance_id, opts.spill);
   self.delivery = std::make_unique<detail::DeliveryQueue>(opts.on_error);
   auto* delivery = self.delivery.get();
   self.listener = std::make_unique<detail::ListenerLoop>(
       opts.conninfo, opts.application_name, opts.channel, *self.store,
-      [delivery](std::vector<ClusterMessage> messages) {
-        delivery->post(std::move(messages));
-      },
+      [delivery](std::vector<ClusterMessage> messages) { delivery->post(std::move(messages)); },
       opts.on_error);
 }
 
 PostgresClusterBus::~PostgresClusterBus() { close(); }
 
-const std::string& PostgresClusterBus::instance_id() const {
-  return impl_->instance_id;
-}
+const std::string& PostgresClusterBus::instance_id() const { return impl_->instance_id; }
 
-const std::string& PostgresClusterBus::channel() const noexcept {
-  return impl_->options.channel;
-}
+const std::string& PostgresClusterBus::channel() const noexcept { return impl_->options.channel; }
 
-void PostgresClusterBus::publish(const nlohmann::json& body) {
-  impl_->publisher->publish(body);
-}
+void PostgresClusterBus::publish(const nlohmann::json& body) { impl_->publisher->publish(body); }
 
 Subscription PostgresClusterBus::subscribe(MessageHandler handler) {
   if (impl_->closed.load()) {
-    throw closed_error(fmt::format(
-        "syncbus: subscribe() on a PostgresClusterBus (channel \"{}\") that "
-        "was closed; create a new bus",
-        impl_->options.channel));
+    throw closed_error(
+        fmt::format("syncbus: subscribe() on a PostgresClusterBus (channel \"{}\") that "
+                    "was closed; create a new bus",
+                    impl_->options.channel));
   }
   return impl_->delivery->subscribe(std::move(handler));
 }

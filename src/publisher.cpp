@@ -16,8 +16,7 @@ constexpr const char* notify_statement = "syncbus_notify";
 
 }  // namespace
 
-Publisher::Publisher(std::unique_ptr<Session> session,
-                     const SpillStore& store, std::string channel,
+Publisher::Publisher(std::unique_ptr<Session> session, const SpillStore& store, std::string channel,
                      std::string origin, SpillMode mode)
     : session_(std::move(session)),
       store_(store),
@@ -39,10 +38,10 @@ void Publisher::publish(const nlohmann::json& body) {
 
   std::lock_guard<std::mutex> lock(mutex_);
   if (!session_) {
-    throw closed_error(fmt::format(
-        "syncbus: publish() on a PostgresClusterBus (channel \"{}\") that was "
-        "closed; create a new bus",
-        channel_));
+    throw closed_error(
+        fmt::format("syncbus: publish() on a PostgresClusterBus (channel \"{}\") that was "
+                    "closed; create a new bus",
+                    channel_));
   }
   const std::uint64_t sequence = last_sequence_ + 1;
   std::string envelope = encode_inline(origin_, sequence, body_json);
@@ -58,29 +57,28 @@ void Publisher::publish(const nlohmann::json& body) {
                               encode_spill_pointer(origin_, sequence));
     }
   } catch (...) {
-    rethrow_as_syncbus_error(fmt::format(
-        "publishing message {}#{} ({} bytes) to channel \"{}\"", origin_,
-        sequence, body_json.size(), channel_));
+    rethrow_as_syncbus_error(fmt::format("publishing message {}#{} ({} bytes) to channel \"{}\"",
+                                         origin_, sequence, body_json.size(), channel_));
   }
 }
 
 std::int64_t Publisher::vacuum(std::chrono::milliseconds older_than) {
   if (older_than.count() < 0) {
-    throw configuration_error(fmt::format(
-        "syncbus: vacuum() was given a negative age ({} ms); pass how old a "
-        "spill row must be to be deleted, e.g. std::chrono::minutes(1)",
-        older_than.count()));
+    throw configuration_error(
+        fmt::format("syncbus: vacuum() was given a negative age ({} ms); pass how old a "
+                    "spill row must be to be deleted, e.g. std::chrono::minutes(1)",
+                    older_than.count()));
   }
   std::lock_guard<std::mutex> lock(mutex_);
   if (!session_) {
-    throw closed_error("syncbus: vacuum() on a PostgresClusterBus that was "
-                       "closed; create a new bus or use another open one");
+    throw closed_error(
+        "syncbus: vacuum() on a PostgresClusterBus that was "
+        "closed; create a new bus or use another open one");
   }
   try {
     return store_.vacuum(*session_, older_than);
   } catch (...) {
-    rethrow_as_syncbus_error(
-        fmt::format("vacuuming the spill table {}", store_.qualified_name()));
+    rethrow_as_syncbus_error(fmt::format("vacuuming the spill table {}", store_.qualified_name()));
   }
 }
 

@@ -20,8 +20,8 @@ namespace syncbus::detail {
 class Publisher {
  public:
   /// Takes a connection on which `store` may be used; prepares statements.
-  Publisher(std::unique_ptr<Session> session, const SpillStore& store,
-            std::string channel, std::string origin, SpillMode mode);
+  Publisher(std::unique_ptr<Session> session, const SpillStore& store, std::string channel,
+            std::string origin, SpillMode mode);
 
   /// Sends one message; returns once it is committed. Throws payload_too_large
   /// (SpillMode::never), invalid_message, connection_error or database_error.

@@ -51,17 +51,16 @@ void SpillStore::ensure_table(pqxx::connection& session, bool create) const {
   try {
     pqxx::work txn(session);
     const auto exists =
-        txn.exec_params1("SELECT to_regclass($1) IS NOT NULL", qualified_name_)[0]
-            .as<bool>();
+        txn.exec_params1("SELECT to_regclass($1) IS NOT NULL", qualified_name_)[0].as<bool>();
     if (exists) {
       txn.commit();
       return;
     }
     if (!create) {
-      throw configuration_error(fmt::format(
-          "syncbus: the spill table {} does not exist and "
-          "PostgresBusOptions::create_spill_table is false. Create it with:\n{}",
-          qualified_name_, create_sql()));
+      throw configuration_error(
+          fmt::format("syncbus: the spill table {} does not exist and "
+                      "PostgresBusOptions::create_spill_table is false. Create it with:\n{}",
+                      qualified_name_, create_sql()));
     }
     // Concurrent CREATE TABLE IF NOT EXISTS can still fail on the catalog's
     // unique index; the lock makes the instances take turns.
@@ -70,45 +69,37 @@ void SpillStore::ensure_table(pqxx::connection& session, bool create) const {
     txn.exec(create_sql());
     txn.commit();
   } catch (...) {
-    rethrow_as_syncbus_error(
-        fmt::format("creating the spill table {}", qualified_name_));
+    rethrow_as_syncbus_error(fmt::format("creating the spill table {}", qualified_name_));
   }
 }
 
 void SpillStore::prepare(pqxx::connection& session) const {
-  session.prepare(store_statement,
-                  fmt::format("WITH stored AS (INSERT INTO {} (channel, origin, "
-                              "sequence, body) VALUES ($1, $2, $3, $4) "
-                              "RETURNING 1) SELECT pg_notify($1, $5) FROM stored",
+  session.prepare(store_statement, fmt::format("WITH stored AS (INSERT INTO {} (channel, origin, "
+                                               "sequence, body) VALUES ($1, $2, $3, $4) "
+                                               "RETURNING 1) SELECT pg_notify($1, $5) FROM stored",
+                                               qualified_name_));
+  session.prepare(fetch_statement, fmt::format("SELECT body FROM {} WHERE channel = $1 AND "
+                                               "origin = $2 AND sequence = $3",
+                                               qualified_name_));
+  session.prepare(vacuum_statement,
+                  fmt::format("DELETE FROM {} WHERE channel = $1 AND created_at < now() - "
+                              "$2::bigint * interval '1 millisecond'",
                               qualified_name_));
-  session.prepare(fetch_statement,
-                  fmt::format("SELECT body FROM {} WHERE channel = $1 AND "
-                              "origin = $2 AND sequence = $3",
-                              qualified_name_));
-  session.prepare(
-      vacuum_statement,
-      fmt::format("DELETE FROM {} WHERE channel = $1 AND created_at < now() - "
-                  "$2::bigint * interval '1 millisecond'",
-                  qualified_name_));
 }
 
-void SpillStore::store_and_notify(pqxx::connection& session,
-                                  const std::string& origin,
-                                  std::uint64_t sequence,
-                                  const std::string& body_json,
+void SpillStore::store_and_notify(pqxx::connection& session, const std::string& origin,
+                                  std::uint64_t sequence, const std::string& body_json,
                                   const std::string& pointer_payload) const {
   pqxx::nontransaction statement(session);
-  statement.exec_prepared(store_statement, channel_, origin,
-                          static_cast<std::int64_t>(sequence), body_json,
-                          pointer_payload);
+  statement.exec_prepared(store_statement, channel_, origin, static_cast<std::int64_t>(sequence),
+                          body_json, pointer_payload);
 }
 
-std::optional<std::string> SpillStore::fetch(pqxx::connection& session,
-                                             const std::string& origin,
+std::optional<std::string> SpillStore::fetch(pqxx::connection& session, const std::string& origin,
                                              std::uint64_t sequence) const {
   pqxx::nontransaction statement(session);
-  const auto rows = statement.exec_prepared(
-      fetch_statement, channel_, origin, static_cast<std::int64_t>(sequence));
+  const auto rows = statement.exec_prepared(fetch_statement, channel_, origin,
+                                            static_cast<std::int64_t>(sequence));
   if (rows.empty()) return std::nullopt;
   return rows[0][0].as<std::string>();
 }
@@ -116,8 +107,8 @@ std::optional<std::string> SpillStore::fetch(pqxx::connection& session,
 std::int64_t SpillStore::vacuum(pqxx::connection& session,
                                 std::chrono::milliseconds older_than) const {
   pqxx::nontransaction statement(session);
-  const auto result = statement.exec_prepared(
-      vacuum_statement, channel_, static_cast<std::int64_t>(older_than.count()));
+  const auto result = statement.exec_prepared(vacuum_statement, channel_,
+                                              static_cast<std::int64_t>(older_than.count()));
   return static_cast<std::int64_t>(result.affected_rows());
 }
 

@@ -15,8 +15,8 @@ namespace syncbus::detail {
 class SpillStore {
  public:
   /// `schema` and `table` are used as quoted identifiers, exactly as given.
-  SpillStore(pqxx::connection& session, const std::string& schema,
-             const std::string& table, std::string channel);
+  SpillStore(pqxx::connection& session, const std::string& schema, const std::string& table,
+             std::string channel);
 
   /// The CREATE statements for the table and its index (idempotent).
   std::string create_sql() const;
@@ -37,13 +37,11 @@ class SpillStore {
                         const std::string& pointer_payload) const;
 
   /// The stored body text of (channel, origin, sequence), if the row exists.
-  std::optional<std::string> fetch(pqxx::connection& session,
-                                   const std::string& origin,
+  std::optional<std::string> fetch(pqxx::connection& session, const std::string& origin,
                                    std::uint64_t sequence) const;
 
   /// Deletes this channel's rows older than `older_than`; returns the count.
-  std::int64_t vacuum(pqxx::connection& session,
-                      std::chrono::milliseconds older_than) const;
+  std::int64_t vacuum(pqxx::connection& session, std::chrono::milliseconds older_than) const;
 
   const std::string& qualified_name() const noexcept { return qualified_name_; }
 

@@ -4,8 +4,7 @@
 
 namespace syncbus {
 
-Subscription::Subscription(std::function<void()> cancel) noexcept
-    : cancel_(std::move(cancel)) {}
+Subscription::Subscription(std::function<void()> cancel) noexcept : cancel_(std::move(cancel)) {}
 
 Subscription::~Subscription() { unsubscribe(); }
 

@@ -15,8 +15,7 @@ class WakeFd {
  public:
   WakeFd() : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     if (fd_ < 0) {
-      throw std::system_error(errno, std::generic_category(),
-                              "syncbus: eventfd() failed");
+      throw std::system_error(errno, std::generic_category(), "syncbus: eventfd() failed");
     }
   }
   ~WakeFd() { ::close(fd_); }

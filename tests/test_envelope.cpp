@@ -20,8 +20,7 @@ TEST(Envelope, InlineRoundTripsOriginSequenceAndBody) {
 TEST(Envelope, InlineWireFormatIsTheDocumentedOne) {
   EXPECT_EQ(encode_inline("a1", 3, serialize_body({{"k", 1}}, false)),
             R"({"v":1,"origin":"a1","seq":3,"body":{"k":1}})");
-  EXPECT_EQ(encode_spill_pointer("a1", 3),
-            R"({"v":1,"origin":"a1","seq":3,"spilled":true})");
+  EXPECT_EQ(encode_spill_pointer("a1", 3), R"({"v":1,"origin":"a1","seq":3,"spilled":true})");
 }
 
 TEST(Envelope, SpillPointerRoundTrips) {
@@ -33,9 +32,8 @@ TEST(Envelope, SpillPointerRoundTrips) {
 
 TEST(Envelope, EveryKindOfJsonBodyRoundTrips) {
   for (const nlohmann::json& body :
-       {nlohmann::json(nullptr), nlohmann::json(0), nlohmann::json(-1.5),
-        nlohmann::json(""), nlohmann::json("héllo wörld ✓ 𝄞"),
-        nlohmann::json::array(), nlohmann::json::object(),
+       {nlohmann::json(nullptr), nlohmann::json(0), nlohmann::json(-1.5), nlohmann::json(""),
+        nlohmann::json("héllo wörld ✓ 𝄞"), nlohmann::json::array(), nlohmann::json::object(),
         nlohmann::json::parse(R"({"a":[1,{"b":"\u0000"}]})")}) {
     const auto decoded = decode_envelope(encode_inline("o", 1, serialize_body(body, false)));
     ASSERT_FALSE(decoded.spilled());
@@ -58,14 +56,10 @@ TEST(Envelope, InvalidUtf8BodyIsRejectedAsInvalidMessage) {
 
 TEST(Envelope, DecoderRejectsWhatIsNotAnEnvelope) {
   for (const std::string payload :
-       {"", "garbage", "{", "[]", "42", R"({"v":1})",
-        R"({"v":"1","origin":"a","seq":1,"body":1})",
-        R"({"v":1,"origin":"","seq":1,"body":1})",
-        R"({"v":1,"origin":5,"seq":1,"body":1})",
-        R"({"v":1,"origin":"a","seq":0,"body":1})",
-        R"({"v":1,"origin":"a","seq":-3,"body":1})",
-        R"({"v":1,"origin":"a","seq":1.5,"body":1})",
-        R"({"v":1,"origin":"a","seq":1})",
+       {"", "garbage", "{", "[]", "42", R"({"v":1})", R"({"v":"1","origin":"a","seq":1,"body":1})",
+        R"({"v":1,"origin":"","seq":1,"body":1})", R"({"v":1,"origin":5,"seq":1,"body":1})",
+        R"({"v":1,"origin":"a","seq":0,"body":1})", R"({"v":1,"origin":"a","seq":-3,"body":1})",
+        R"({"v":1,"origin":"a","seq":1.5,"body":1})", R"({"v":1,"origin":"a","seq":1})",
         R"({"v":1,"origin":"a","seq":1,"spilled":false})",
         R"({"v":1,"origin":"a","seq":1,"body":1,"spilled":true})"}) {
     EXPECT_THROW(decode_envelope(payload), protocol_error) << payload;
@@ -82,8 +76,7 @@ TEST(Envelope, UnknownVersionIsNamedInTheError) {
 }
 
 TEST(Envelope, UnknownFieldsAreIgnoredForForwardCompatibility) {
-  const auto decoded =
-      decode_envelope(R"({"v":1,"origin":"a","seq":2,"body":"x","trace":"abc"})");
+  const auto decoded = decode_envelope(R"({"v":1,"origin":"a","seq":2,"body":"x","trace":"abc"})");
   EXPECT_EQ(*decoded.body, "x");
 }
 

@@ -100,9 +100,7 @@ TEST(InMemoryBus, UnsubscribeStopsDeliveryToThatHandlerOnly) {
   ASSERT_TRUE(hub->wait_idle());
   drop.unsubscribe();
   bus.publish(2);
-  {
-    Subscription scoped = bus.subscribe(dropped.handler());
-  }  // destroyed: never sees 3
+  { Subscription scoped = bus.subscribe(dropped.handler()); }  // destroyed: never sees 3
   bus.publish(3);
   ASSERT_TRUE(hub->wait_idle());
   EXPECT_EQ(kept.size(), 3u);

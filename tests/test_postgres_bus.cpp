@@ -54,8 +54,7 @@ class PostgresBusTest : public testing::PostgresTest {
 
   void raw_notify(const std::string& channel, const std::string& payload) {
     pqxx::connection connection(url());
-    pqxx::nontransaction(connection).exec_params("SELECT pg_notify($1, $2)",
-                                                 channel, payload);
+    pqxx::nontransaction(connection).exec_params("SELECT pg_notify($1, $2)", channel, payload);
   }
 };
 
@@ -272,9 +271,10 @@ TEST_F(PostgresBusTest, ConnectionsCarryAnApplicationName) {
   o.instance_id = "app-name-test";
   PostgresClusterBus bus(o);
   pqxx::connection connection(url());
-  const auto rows = pqxx::nontransaction(connection).exec_params(
-      "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-      "syncbus:app-name-test");
+  const auto rows =
+      pqxx::nontransaction(connection)
+          .exec_params("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                       "syncbus:app-name-test");
   EXPECT_EQ(rows[0][0].as<int>(), 2);  // publisher and listener
 }
 

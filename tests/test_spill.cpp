@@ -32,9 +32,9 @@ class SpillTest : public testing::PostgresTest {
     pqxx::connection connection(url());
     pqxx::nontransaction query(connection);
     return query
-        .exec_params("SELECT count(*) FROM public." + connection.quote_name(table) +
-                         " WHERE channel = $1",
-                     channel)[0][0]
+        .exec_params(
+            "SELECT count(*) FROM public." + connection.quote_name(table) + " WHERE channel = $1",
+            channel)[0][0]
         .as<std::int64_t>();
   }
 
@@ -55,7 +55,8 @@ class SpillTest : public testing::PostgresTest {
     }
     bodies.emplace_back(100 * 1024, 'k');
     std::string ten_mb(10 * 1024 * 1024, 'm');
-    for (std::size_t i = 0; i < ten_mb.size(); i += 4096) ten_mb[i] = static_cast<char>('a' + i % 26);
+    for (std::size_t i = 0; i < ten_mb.size(); i += 4096)
+      ten_mb[i] = static_cast<char>('a' + i % 26);
     bodies.push_back(std::move(ten_mb));
     return bodies;
   }
@@ -70,10 +71,9 @@ class SpillTest : public testing::PostgresTest {
     bool saw_inline_just_below = false;
     bool saw_spill_at_limit = false;
     for (std::size_t i = 0; i < bodies.size(); ++i) {
-      const auto envelope_size =
-          detail::encode_inline(sender.instance_id(), i + 1,
-                                detail::serialize_body(bodies[i], false))
-              .size();
+      const auto envelope_size = detail::encode_inline(sender.instance_id(), i + 1,
+                                                       detail::serialize_body(bodies[i], false))
+                                     .size();
       const bool spills = mode == SpillMode::always || envelope_size >= 8000;
       expected_spills += spills;
       saw_inline_just_below |= envelope_size == 7999 && !spills;
@@ -217,9 +217,8 @@ TEST_F(SpillTest, VacuumedRowIsReportedAndLaterMessagesStillArrive) {
   auto s = receiver.subscribe(seen.handler());
   // Delete the row the moment it commits: a pointer to a row that is gone.
   pqxx::connection admin(url());
-  pqxx::nontransaction(admin).exec_params(
-      "SELECT pg_notify($1, $2)", channel,
-      R"({"v":1,"origin":"vanished","seq":1,"spilled":true})");
+  pqxx::nontransaction(admin).exec_params("SELECT pg_notify($1, $2)", channel,
+                                          R"({"v":1,"origin":"vanished","seq":1,"spilled":true})");
   sender.publish("still here");
   ASSERT_TRUE(seen.wait_for_count(1));
   EXPECT_EQ(seen.messages()[0].body, "still here");

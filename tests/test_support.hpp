@@ -34,8 +34,7 @@ class Collector {
   bool wait_for_count(std::size_t count,
                       std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
     std::unique_lock<std::mutex> lock(mutex_);
-    return arrived_.wait_for(lock, timeout,
-                             [&] { return messages_.size() >= count; });
+    return arrived_.wait_for(lock, timeout, [&] { return messages_.size() >= count; });
   }
 
   std::vector<ClusterMessage> messages() const {

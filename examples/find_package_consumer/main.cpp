@@ -20,7 +20,7 @@ int main() {
   } catch (const syncbus::configuration_error&) {
     rejected = true;
   }
-  std::printf("syncbus %s: received %d, empty conninfo rejected: %s\n",
-              syncbus::version_string, received, rejected ? "yes" : "no");
+  std::printf("syncbus %s: received %d, empty conninfo rejected: %s\n", syncbus::version_string,
+              received, rejected ? "yes" : "no");
   return received == 1 && rejected ? 0 : 1;
 }

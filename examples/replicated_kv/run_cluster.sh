@@ -33,7 +33,7 @@ if [[ $failed -ne 0 ]]; then
   echo "==> FAILED: a process exited with an error" >&2
   exit 1
 fi
-digests=$(awk '{print $2, $3}' "$out"/*.out | sort -u)
+digests=$(grep -h ' digest=' "$out"/*.out | awk '{print $2, $3}' | sort -u)
 if [[ $(wc -l <<< "$digests") -ne 1 || -z "$digests" ]]; then
   echo "==> FAILED: the digests differ" >&2
   exit 1

@@ -60,8 +60,7 @@ class InMemoryClusterBus final : public ClusterBus {
   /// A cluster of one: a bus with a hub of its own.
   InMemoryClusterBus();
   /// A bus joining `hub`'s cluster. Throws configuration_error for a null hub.
-  explicit InMemoryClusterBus(std::shared_ptr<InMemoryHub> hub,
-                              InMemoryBusOptions options = {});
+  explicit InMemoryClusterBus(std::shared_ptr<InMemoryHub> hub, InMemoryBusOptions options = {});
   ~InMemoryClusterBus() override;
 
   const std::string& instance_id() const override;

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Builds syncbus and runs every test, three times over: a warnings-as-errors
+# build, then under AddressSanitizer + UndefinedBehaviorSanitizer, then under
+# ThreadSanitizer. Tests that need PostgreSQL get a throwaway server that
+# ctest starts and stops (or SYNCBUS_TEST_DATABASE_URL's).
+#
+#   scripts/test.sh            everything (what CI runs)
+#   scripts/test.sh ci         one configuration: ci, asan or tsan
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+presets=("$@")
+[[ ${#presets[@]} -gt 0 ]] || presets=(ci asan tsan)
+
+scripts/install-deps.sh
+
+echo "==> format: clang-format --dry-run -Werror"
+git ls-files -- '*.hpp' '*.cpp' | xargs clang-format --dry-run -Werror
+
+# Whatever happens, no test server outlives this script.
+cleanup() {
+  for state in build/*/pg-state; do
+    [[ -d "$state" ]] && tests/pg/test_server.sh stop "$state" > /dev/null 2>&1 || true
+  done
+}
+trap cleanup EXIT
+
+jobs=$(nproc)
+for preset in "${presets[@]}"; do
+  echo "==> [$preset] configure"
+  cmake --preset "$preset" > /dev/null
+  echo "==> [$preset] build"
+  cmake --build --preset "$preset" -j "$jobs" -- --no-print-directory > "build/$preset-build.log" 2>&1 || {
+    cat "build/$preset-build.log"; exit 1; }
+  echo "==> [$preset] test"
+  ctest --preset "$preset"
+done
+echo "==> all tests passed (${presets[*]})"
