@@ -26,6 +26,7 @@ cleanup() {
 trap cleanup EXIT
 
 jobs=$(nproc)
+passed=0
 for preset in "${presets[@]}"; do
   echo "==> [$preset] configure"
   cmake --preset "$preset" > /dev/null
@@ -33,6 +34,10 @@ for preset in "${presets[@]}"; do
   cmake --build --preset "$preset" -j "$jobs" -- --no-print-directory > "build/$preset-build.log" 2>&1 || {
     cat "build/$preset-build.log"; exit 1; }
   echo "==> [$preset] test"
-  ctest --preset "$preset"
+  ctest --preset "$preset" 2>&1 | tee "build/$preset-ctest.log"
+  # ctest's summary: "100% tests passed, 0 tests failed out of 57"
+  total=$(sed -n 's/.*tests failed out of \([0-9]*\).*/\1/p' "build/$preset-ctest.log" | tail -n 1)
+  passed=$((passed + ${total:-0}))
 done
-echo "==> all tests passed (${presets[*]})"
+echo "==> all tests passed in ${#presets[@]} builds (${presets[*]})"
+echo "tests: $passed passed, 0 failed"
