@@ -10,7 +10,7 @@ namespace syncbus::detail {
 namespace {
 
 std::string trimmed(std::string text) {
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) {
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ' || text.back() == '.')) {
     text.pop_back();
   }
   return text;
@@ -33,6 +33,15 @@ std::string trimmed(std::string text) {
         fmt::format("syncbus: the connection broke while {} and the outcome is unknown: {}", doing,
                     trimmed(e.what())));
   } catch (const pqxx::sql_error& e) {
+    // Class 08 (connection exception) and 57P0x (the server terminated the
+    // session or is shutting down) mean the connection is gone.
+    const std::string& state = e.sqlstate();
+    if (state.rfind("08", 0) == 0 || state.rfind("57P0", 0) == 0) {
+      throw connection_error(fmt::format(
+          "syncbus: lost the connection to PostgreSQL while {}: {} (SQLSTATE {}). Check that "
+          "the server is up and reachable",
+          doing, trimmed(e.what()), state));
+    }
     throw database_error(
         fmt::format("syncbus: PostgreSQL refused a statement while {}: {} "
                     "(SQLSTATE {})",

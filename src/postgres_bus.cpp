@@ -67,7 +67,8 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
   self.store = std::make_unique<detail::SpillStore>(*publishing_session, opts.spill_schema,
                                                     opts.spill_table, opts.channel);
   self.store->ensure_table(*publishing_session, opts.create_spill_table);
-  self.publisher = std::make_unique<detail::Publisher>(std::move(publishing_session), *self.store,
+  self.publisher = std::make_unique<detail::Publisher>(std::move(publishing_session), opts.conninfo,
+                                                       opts.application_name, *self.store,
                                                        opts.channel, self.instance_id, opts.spill);
   self.delivery = std::make_unique<detail::DeliveryQueue>(opts.on_error);
   auto* delivery = self.delivery.get();

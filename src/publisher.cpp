@@ -16,20 +16,50 @@ constexpr const char* notify_statement = "syncbus_notify";
 
 }  // namespace
 
-Publisher::Publisher(std::unique_ptr<Session> session, const SpillStore& store, std::string channel,
+Publisher::Publisher(std::unique_ptr<Session> session, std::string conninfo,
+                     std::string application_name, const SpillStore& store, std::string channel,
                      std::string origin, SpillMode mode)
     : session_(std::move(session)),
+      conninfo_(std::move(conninfo)),
+      application_name_(std::move(application_name)),
       store_(store),
       channel_(std::move(channel)),
       origin_(std::move(origin)),
       mode_(mode) {
   ascii_only_ = needs_ascii_payloads(*session_);
+  prepare(*session_);
+}
+
+void Publisher::prepare(Session& session) {
   try {
-    session_->prepare(notify_statement, "SELECT pg_notify($1, $2)");
-    store_.prepare(*session_);
+    session.prepare(notify_statement, "SELECT pg_notify($1, $2)");
+    store_.prepare(session);
   } catch (...) {
     rethrow_as_syncbus_error("preparing the publisher's statements");
   }
+}
+
+template <typename Work, typename Describe>
+auto Publisher::with_session(Work&& work, Describe&& describe) {
+  try {
+    return work(session());
+  } catch (...) {
+    try {
+      rethrow_as_syncbus_error(describe());
+    } catch (const connection_error&) {
+      session_.reset();  // reconnect on the next call
+      throw;
+    }
+  }
+}
+
+Session& Publisher::session() {
+  if (!session_) {
+    auto fresh = open_session(conninfo_, application_name_);
+    prepare(*fresh);
+    session_ = std::move(fresh);
+  }
+  return *session_;
 }
 
 void Publisher::publish(const nlohmann::json& body) {
@@ -37,7 +67,7 @@ void Publisher::publish(const nlohmann::json& body) {
   const std::string body_json = serialize_body(body, ascii_only_);
 
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!session_) {
+  if (closed_) {
     throw closed_error(
         fmt::format("syncbus: publish() on a PostgresClusterBus (channel \"{}\") that was "
                     "closed; create a new bus",
@@ -48,18 +78,20 @@ void Publisher::publish(const nlohmann::json& body) {
   // Throws before the sequence number is used (SpillMode::never).
   const Route route = choose_route(mode_, envelope.size());
   last_sequence_ = sequence;
-  try {
-    if (route == Route::inline_payload) {
-      pqxx::nontransaction statement(*session_);
-      statement.exec_prepared(notify_statement, channel_, envelope);
-    } else {
-      store_.store_and_notify(*session_, origin_, sequence, body_json,
-                              encode_spill_pointer(origin_, sequence));
-    }
-  } catch (...) {
-    rethrow_as_syncbus_error(fmt::format("publishing message {}#{} ({} bytes) to channel \"{}\"",
-                                         origin_, sequence, body_json.size(), channel_));
-  }
+  with_session(
+      [&](Session& session) {
+        if (route == Route::inline_payload) {
+          pqxx::nontransaction statement(session);
+          statement.exec_prepared(notify_statement, channel_, envelope);
+        } else {
+          store_.store_and_notify(session, origin_, sequence, body_json,
+                                  encode_spill_pointer(origin_, sequence));
+        }
+      },
+      [&] {
+        return fmt::format("publishing message {}#{} ({} bytes) to channel \"{}\"", origin_,
+                           sequence, body_json.size(), channel_);
+      });
 }
 
 std::int64_t Publisher::vacuum(std::chrono::milliseconds older_than) {
@@ -70,20 +102,19 @@ std::int64_t Publisher::vacuum(std::chrono::milliseconds older_than) {
                     older_than.count()));
   }
   std::lock_guard<std::mutex> lock(mutex_);
-  if (!session_) {
+  if (closed_) {
     throw closed_error(
         "syncbus: vacuum() on a PostgresClusterBus that was "
         "closed; create a new bus or use another open one");
   }
-  try {
-    return store_.vacuum(*session_, older_than);
-  } catch (...) {
-    rethrow_as_syncbus_error(fmt::format("vacuuming the spill table {}", store_.qualified_name()));
-  }
+  return with_session(
+      [&](Session& session) { return store_.vacuum(session, older_than); },
+      [&] { return fmt::format("vacuuming the spill table {}", store_.qualified_name()); });
 }
 
 void Publisher::close() noexcept {
   std::lock_guard<std::mutex> lock(mutex_);
+  closed_ = true;
   session_.reset();
 }
 

@@ -19,9 +19,11 @@ namespace syncbus::detail {
 
 class Publisher {
  public:
-  /// Takes a connection on which `store` may be used; prepares statements.
-  Publisher(std::unique_ptr<Session> session, const SpillStore& store, std::string channel,
-            std::string origin, SpillMode mode);
+  /// Takes an open connection to `conninfo` and prepares its statements. A
+  /// connection that breaks is dropped and replaced, on the next call, by a
+  /// new one set up the same way (never by libpqxx's silent reactivation).
+  Publisher(std::unique_ptr<Session> session, std::string conninfo, std::string application_name,
+            const SpillStore& store, std::string channel, std::string origin, SpillMode mode);
 
   /// Sends one message; returns once it is committed. Throws payload_too_large
   /// (SpillMode::never), invalid_message, connection_error or database_error.
@@ -33,8 +35,19 @@ class Publisher {
   void close() noexcept;
 
  private:
+  /// The open session, reconnecting first if the last one broke.
+  Session& session();
+  /// Runs work(session()); translates failures, naming describe(), and drops
+  /// a session whose connection broke.
+  template <typename Work, typename Describe>
+  auto with_session(Work&& work, Describe&& describe);
+  void prepare(Session& session);
+
   std::mutex mutex_;
-  std::unique_ptr<Session> session_;
+  bool closed_ = false;
+  std::unique_ptr<Session> session_;  // null after a broken connection
+  std::string conninfo_;
+  std::string application_name_;
   const SpillStore& store_;
   std::string channel_;
   std::string origin_;

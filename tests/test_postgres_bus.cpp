@@ -306,5 +306,45 @@ TEST_F(PostgresBusTest, ListenerRecoversFromATerminatedBackend) {
   }));
 }
 
+TEST_F(PostgresBusTest, PublishAfterAKilledPublisherConnectionFailsClearlyThenRecovers) {
+  const auto channel = unique_channel("pubkill");
+  auto o = options(channel);
+  o.instance_id = "killed-publisher";
+  PostgresClusterBus bus(o);
+  Collector seen;
+  auto s = bus.subscribe(seen.handler());
+  bus.publish("one");
+  ASSERT_TRUE(seen.wait_for_count(1));
+
+  pqxx::connection admin(url());
+  const auto killed = pqxx::nontransaction(admin).exec_params(
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+      "WHERE application_name = $1 AND query NOT LIKE 'LISTEN%'",
+      "syncbus:killed-publisher");
+  ASSERT_EQ(killed[0][0].as<int>(), 1);
+
+  // The first publish on the dead connection may fail; it must say so with a
+  // connection_error, never pretend. Within a few tries the bus publishes again.
+  int failures = 0;
+  bool delivered = false;
+  for (int attempt = 0; attempt < 5 && !delivered; ++attempt) {
+    try {
+      bus.publish("after");
+      delivered = true;
+    } catch (const connection_error& e) {
+      ++failures;
+      EXPECT_NE(std::string(e.what()).find("killed-publisher#"), std::string::npos) << e.what();
+    }
+  }
+  ASSERT_TRUE(delivered);
+  EXPECT_LE(failures, 1);
+  ASSERT_TRUE(seen.wait_for_count(2));
+  const auto last = seen.messages().back();
+  EXPECT_EQ(last.body, "after");
+  // A failed publish uses up its sequence number: receivers see a gap, never
+  // a reused number.
+  EXPECT_EQ(last.sequence, 2u + static_cast<unsigned>(failures));
+}
+
 }  // namespace
 }  // namespace syncbus
