@@ -22,6 +22,10 @@ install(FILES
   "${PROJECT_BINARY_DIR}/syncbusConfigVersion.cmake"
   DESTINATION ${SYNCBUS_CONFIG_DIR})
 
+# Relocatable: the prefix is found from the .pc file's own location, so
+# `cmake --install --prefix ANYWHERE` yields a working file.
+file(RELATIVE_PATH SYNCBUS_PC_PREFIX_FROM_PCFILEDIR
+  "/prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/prefix")
 configure_file(cmake/syncbus.pc.in "${PROJECT_BINARY_DIR}/syncbus.pc" @ONLY)
 install(FILES "${PROJECT_BINARY_DIR}/syncbus.pc"
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Checks the three ways a project can consume syncbus, each by building and
+# running examples/find_package_consumer/main.cpp:
+#   1. find_package(syncbus) against a tree installed with cmake --install
+#      (into a non-root prefix);
+#   2. pkg-config against that same installed tree;
+#   3. add_subdirectory() of the source tree.
+#   check_packaging.sh BUILD_DIR SOURCE_DIR WORK_DIR
+set -euo pipefail
+build=${1:?} source=${2:?} work=${3:?}
+rm -rf "$work"
+mkdir -p "$work"
+# The consumers are built with the same compiler and flags (sanitizers included).
+flags=$(sed -n 's/^CMAKE_CXX_FLAGS:STRING=//p' "$build/CMakeCache.txt")
+compiler=$(sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' "$build/CMakeCache.txt")
+consumer="$source/examples/find_package_consumer"
+
+echo "--- find_package(syncbus) after cmake --install"
+cmake --install "$build" --prefix "$work/prefix" > "$work/install.log"
+cmake -S "$consumer" -B "$work/find_package" -DCMAKE_PREFIX_PATH="$work/prefix" \
+  -DCMAKE_CXX_COMPILER="$compiler" -DCMAKE_CXX_FLAGS="$flags" > "$work/find_package.log"
+cmake --build "$work/find_package" >> "$work/find_package.log"
+"$work/find_package/consumer"
+
+echo "--- pkg-config syncbus"
+libdir=$(ls -d "$work"/prefix/lib*/pkgconfig | head -n 1)
+# shellcheck disable=SC2046 # the flags are meant to split into words
+"$compiler" -std=c++17 $flags "$consumer/main.cpp" -o "$work/pkg_config_consumer" \
+  $(PKG_CONFIG_PATH="$libdir" pkg-config --cflags --libs --static syncbus)
+"$work/pkg_config_consumer"
+
+echo "--- add_subdirectory(syncbus)"
+cmake -S "$source/tests/packaging/add_subdirectory_consumer" -B "$work/add_subdirectory" \
+  -DSYNCBUS_SOURCE_DIR="$source" -DCMAKE_CXX_COMPILER="$compiler" -DCMAKE_CXX_FLAGS="$flags" \
+  > "$work/add_subdirectory.log"
+cmake --build "$work/add_subdirectory" -j 2 >> "$work/add_subdirectory.log"
+"$work/add_subdirectory/consumer"
