@@ -15,7 +15,7 @@ presets=("$@")
 scripts/install-deps.sh
 
 echo "==> format: clang-format --dry-run -Werror"
-git ls-files -- '*.hpp' '*.cpp' | xargs clang-format --dry-run -Werror
+git ls-files --cached --others --exclude-standard -- '*.hpp' '*.cpp' | xargs clang-format --dry-run -Werror
 
 # Whatever happens, no test server outlives this script.
 cleanup() {

@@ -67,8 +67,12 @@ void HandlerRegistry::deliver(const std::vector<ClusterMessage>& messages, const
   }
 }
 
-DeliveryQueue::DeliveryQueue(ErrorSink on_error)
-    : on_error_(std::move(on_error)), thread_([this] { run(); }) {}
+DeliveryQueue::DeliveryQueue(ErrorSink on_error, GapHandler on_gap,
+                             std::shared_ptr<StatsCounters> stats)
+    : on_error_(std::move(on_error)),
+      on_gap_(std::move(on_gap)),
+      stats_(std::move(stats)),
+      thread_([this] { run(); }) {}
 
 DeliveryQueue::~DeliveryQueue() {
   stop();
@@ -79,21 +83,21 @@ Subscription DeliveryQueue::subscribe(MessageHandler handler) {
   return handlers_->add(std::move(handler));
 }
 
-void DeliveryQueue::post(std::vector<ClusterMessage> messages) {
-  if (messages.empty()) return;
+void DeliveryQueue::post(std::vector<Inbound> items) {
+  if (items.empty()) return;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return;
-    for (auto& m : messages) queue_.push_back(std::move(m));
+    for (auto& item : items) queue_.push_back(std::move(item));
   }
   wake_.notify_one();
 }
 
-void DeliveryQueue::post(ClusterMessage message) {
+void DeliveryQueue::post(Inbound item) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return;
-    queue_.push_back(std::move(message));
+    queue_.push_back(std::move(item));
   }
   wake_.notify_one();
 }
@@ -119,7 +123,7 @@ void DeliveryQueue::stop() noexcept {
 }
 
 void DeliveryQueue::run() {
-  std::vector<ClusterMessage> batch;
+  std::vector<Inbound> batch;
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
     wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
@@ -128,11 +132,66 @@ void DeliveryQueue::run() {
     queue_.clear();
     delivering_ = true;
     lock.unlock();
-    handlers_->deliver(batch, on_error_, cancelled_);
+    deliver(batch);
     batch.clear();
     lock.lock();
     delivering_ = false;
     if (queue_.empty()) idle_.notify_all();
+  }
+}
+
+void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
+  // Consecutive messages go to the handlers together (one lock, one snapshot
+  // of the handler list); a gap is reported between the messages it
+  // separates.
+  std::vector<ClusterMessage> run;
+  const auto flush = [&] {
+    if (run.empty()) return;
+    handlers_->deliver(run, on_error_, cancelled_);
+    StatsCounters::add(stats_->delivered, run.size());
+    run.clear();
+  };
+  for (auto& item : batch) {
+    if (cancelled_.load(std::memory_order_relaxed)) return;
+    switch (item.kind) {
+      case Inbound::Kind::message: {
+        const auto verdict = tracker_.on_message(item.message.origin, item.message.sequence);
+        if (verdict.gap) {
+          flush();
+          report_gap(*verdict.gap);
+        }
+        if (!verdict.deliver) {
+          StatsCounters::add(stats_->duplicates_dropped);
+          continue;
+        }
+        run.push_back(std::move(item.message));
+        break;
+      }
+      case Inbound::Kind::heartbeat:
+        if (auto gap = tracker_.on_heartbeat(item.message.origin, item.message.sequence)) {
+          flush();
+          report_gap(*gap);
+        }
+        break;
+      case Inbound::Kind::connection_reset:
+        flush();
+        report_gap(GapEvent{});
+        break;
+    }
+  }
+  flush();
+}
+
+void DeliveryQueue::report_gap(const GapEvent& gap) {
+  StatsCounters::add(stats_->gaps);
+  StatsCounters::add(stats_->messages_missing, gap.count());
+  if (!on_gap_) return;
+  try {
+    on_gap_(gap);
+  } catch (const std::exception& e) {
+    report(on_error_, error(std::string("syncbus: the on_gap handler threw: ") + e.what()));
+  } catch (...) {
+    report(on_error_, error("syncbus: the on_gap handler threw a non-std exception"));
   }
 }
 

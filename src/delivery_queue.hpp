@@ -2,8 +2,11 @@
 // The delivery stage shared by every bus: a thread of its own that runs the
 // handlers, fed by a queue, so that a slow handler never stalls the transport
 // (the PostgreSQL listener keeps draining its socket whatever handlers do).
+// It is also where sequence numbers are checked: duplicates are dropped and
+// gaps reported, in stream order, before the message that follows them.
 
 #include <syncbus/cluster_bus.hpp>
+#include <syncbus/gap_event.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -16,6 +19,9 @@
 #include <mutex>
 #include <thread>
 #include <vector>
+
+#include "sequence_tracker.hpp"
+#include "stats_counters.hpp"
 
 namespace syncbus::detail {
 
@@ -50,18 +56,29 @@ class HandlerRegistry : public std::enable_shared_from_this<HandlerRegistry> {
   std::vector<std::shared_ptr<Entry>> entries_;
 };
 
-/// A FIFO of messages and the thread that delivers them to a HandlerRegistry.
+/// What the transport hands to the delivery stage.
+struct Inbound {
+  enum class Kind {
+    message,           // deliver `message` (after the sequence check)
+    heartbeat,         // message.origin's last sequence is message.sequence
+    connection_reset,  // the transport reconnected: report a gap of unknown range
+  };
+  Kind kind = Kind::message;
+  ClusterMessage message;
+};
+
+/// A FIFO of inbound items and the thread that delivers them.
 class DeliveryQueue {
  public:
-  explicit DeliveryQueue(ErrorSink on_error);
+  DeliveryQueue(ErrorSink on_error, GapHandler on_gap, std::shared_ptr<StatsCounters> stats);
   ~DeliveryQueue();
   DeliveryQueue(const DeliveryQueue&) = delete;
   DeliveryQueue& operator=(const DeliveryQueue&) = delete;
 
   Subscription subscribe(MessageHandler handler);
-  /// Queues messages for delivery; ignored once stopped.
-  void post(std::vector<ClusterMessage> messages);
-  void post(ClusterMessage message);
+  /// Queues items for delivery, in order; ignored once stopped.
+  void post(std::vector<Inbound> items);
+  void post(Inbound item);
   /// Waits until the queue is empty and no handler is running.
   bool wait_idle(std::chrono::milliseconds timeout);
   /// Discards undelivered messages and stops the thread; joins it unless
@@ -70,13 +87,19 @@ class DeliveryQueue {
 
  private:
   void run();
+  /// Runs one batch through the tracker and the handlers.
+  void deliver(std::vector<Inbound>& batch);
+  void report_gap(const GapEvent& gap);
 
   ErrorSink on_error_;
+  GapHandler on_gap_;
+  std::shared_ptr<StatsCounters> stats_;
+  SequenceTracker tracker_;  // used by the delivery thread only
   std::shared_ptr<HandlerRegistry> handlers_ = std::make_shared<HandlerRegistry>();
   std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable idle_;
-  std::deque<ClusterMessage> queue_;
+  std::deque<Inbound> queue_;
   bool delivering_ = false;
   bool stopping_ = false;
   // Mirrors stopping_ for the handler loop, which runs without the mutex.

@@ -60,6 +60,10 @@ std::string encode_spill_pointer(std::string_view origin, std::uint64_t sequence
   return fmt::format(R"({{"v":1,"origin":"{}","seq":{},"spilled":true}})", origin, sequence);
 }
 
+std::string encode_heartbeat(std::string_view origin, std::uint64_t last_sequence) {
+  return fmt::format(R"({{"v":1,"origin":"{}","seq":{},"heartbeat":true}})", origin, last_sequence);
+}
+
 Envelope decode_envelope(std::string_view payload) {
   auto doc = nlohmann::json::parse(payload, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) reject(payload, "not JSON");
@@ -92,12 +96,21 @@ Envelope decode_envelope(std::string_view payload) {
   envelope.sequence = sequence->get<std::uint64_t>();
 
   const auto body = doc.find("body");
-  const auto spilled = doc.find("spilled");
-  const bool has_pointer = spilled != doc.end() && spilled->is_boolean() && spilled->get<bool>();
-  if ((body != doc.end()) == has_pointer) {
-    reject(payload, "needs exactly one of \"body\" or \"spilled\":true");
+  const auto is_true = [&doc](const char* field) {
+    const auto it = doc.find(field);
+    return it != doc.end() && it->is_boolean() && it->get<bool>();
+  };
+  const bool spilled = is_true("spilled");
+  const bool heartbeat = is_true("heartbeat");
+  if ((body != doc.end()) + spilled + heartbeat != 1) {
+    reject(payload, "needs exactly one of \"body\", \"spilled\":true or \"heartbeat\":true");
   }
-  if (body != doc.end()) envelope.body = std::move(*body);
+  if (body != doc.end()) {
+    envelope.kind = Envelope::Kind::inline_body;
+    envelope.body = std::move(*body);
+  } else {
+    envelope.kind = spilled ? Envelope::Kind::spill_pointer : Envelope::Kind::heartbeat;
+  }
   return envelope;
 }
 

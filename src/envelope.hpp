@@ -2,8 +2,9 @@
 // The envelope: what travels in a NOTIFY payload (docs/PROTOCOL.md).
 // Pure functions, no I/O: easy to unit-test and to fuzz.
 //
-//   inline:  {"v":1,"origin":"a1","seq":7,"body":<JSON>}
-//   pointer: {"v":1,"origin":"a1","seq":7,"spilled":true}
+//   inline:    {"v":1,"origin":"a1","seq":7,"body":<JSON>}
+//   pointer:   {"v":1,"origin":"a1","seq":7,"spilled":true}
+//   heartbeat: {"v":1,"origin":"a1","seq":7,"heartbeat":true}  (7: last sent)
 //
 // A pointer names the spill row by (channel, origin, seq), the row's unique
 // key, so a receiver can only ever follow it into its own channel's rows.
@@ -32,13 +33,18 @@ std::string encode_inline(std::string_view origin, std::uint64_t sequence,
 /// The envelope that points at a spill row.
 std::string encode_spill_pointer(std::string_view origin, std::uint64_t sequence);
 
+/// A heartbeat: `sequence` is the origin's last published sequence number.
+std::string encode_heartbeat(std::string_view origin, std::uint64_t last_sequence);
+
 /// A decoded envelope.
 struct Envelope {
+  enum class Kind { inline_body, spill_pointer, heartbeat };
+  Kind kind = Kind::inline_body;
   std::string origin;
   std::uint64_t sequence = 0;
-  /// The body when it travelled inline; empty for a spill pointer.
-  std::optional<nlohmann::json> body;
-  bool spilled() const noexcept { return !body.has_value(); }
+  /// The body when kind is inline_body.
+  nlohmann::json body;
+  bool spilled() const noexcept { return kind == Kind::spill_pointer; }
 };
 
 /// Decodes a NOTIFY payload. Throws protocol_error, naming what is wrong, for

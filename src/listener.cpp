@@ -52,13 +52,15 @@ struct ListenerLoop::ListenSession {
 };
 
 ListenerLoop::ListenerLoop(std::string conninfo, std::string application_name, std::string channel,
-                           const SpillStore& store, Deliver deliver, ErrorSink on_error)
+                           const SpillStore& store, Deliver deliver, ErrorSink on_error,
+                           std::shared_ptr<StatsCounters> stats)
     : conninfo_(std::move(conninfo)),
       application_name_(std::move(application_name)),
       channel_(std::move(channel)),
       store_(store),
       deliver_(std::move(deliver)),
-      on_error_(std::move(on_error)) {
+      on_error_(std::move(on_error)),
+      stats_(std::move(stats)) {
   auto session = connect();
   thread_ = std::thread([this, s = std::move(session)]() mutable { run(std::move(s)); });
 }
@@ -98,6 +100,9 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
       try {
         session = connect();
         retry_delay = first_retry_delay;
+        // Listening again: whatever was committed while away is missed.
+        StatsCounters::add(stats_->reconnects);
+        deliver_({Inbound{Inbound::Kind::connection_reset, {}}});
       } catch (const std::exception& e) {
         report(on_error_, e);
         if (!pause(jittered(retry_delay))) return;
@@ -151,14 +156,18 @@ void ListenerLoop::receive(ListenSession& session) {
 
 void ListenerLoop::decode_and_deliver(pqxx::connection& connection,
                                       const std::vector<std::string>& payloads) {
-  std::vector<ClusterMessage> messages;
-  messages.reserve(payloads.size());
+  std::vector<Inbound> items;
+  items.reserve(payloads.size());
   for (const auto& payload : payloads) {
     try {
       Envelope envelope = decode_envelope(payload);
       ClusterMessage message{std::move(envelope.origin), envelope.sequence, {}};
-      if (envelope.body) {
-        message.body = std::move(*envelope.body);
+      if (envelope.kind == Envelope::Kind::heartbeat) {
+        items.push_back({Inbound::Kind::heartbeat, std::move(message)});
+        continue;
+      }
+      if (envelope.kind == Envelope::Kind::inline_body) {
+        message.body = std::move(envelope.body);
       } else {
         std::optional<std::string> stored;
         try {
@@ -168,6 +177,9 @@ void ListenerLoop::decode_and_deliver(pqxx::connection& connection,
               fmt::format("fetching spilled message {}#{}", message.origin, message.sequence));
         }
         if (!stored) {
+          // The message is lost: say so as an exact gap, now, through the
+          // tracker (a heartbeat up to its number does exactly that).
+          items.push_back({Inbound::Kind::heartbeat, message});
           throw protocol_error(
               fmt::format("syncbus: spilled message {}#{} on channel \"{}\" is not in {} "
                           "(vacuumed before this listener read it?); it was skipped. "
@@ -176,16 +188,16 @@ void ListenerLoop::decode_and_deliver(pqxx::connection& connection,
         }
         message.body = parse_body(*stored);
       }
-      messages.push_back(std::move(message));
+      items.push_back({Inbound::Kind::message, std::move(message)});
     } catch (const connection_error&) {
       // Deliver what came before, in order, then let run() reconnect.
-      deliver_(std::move(messages));
+      deliver_(std::move(items));
       throw;
     } catch (const std::exception& e) {
       report(on_error_, e);
     }
   }
-  deliver_(std::move(messages));
+  deliver_(std::move(items));
 }
 
 }  // namespace syncbus::detail

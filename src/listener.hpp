@@ -16,18 +16,22 @@
 
 #include "delivery_queue.hpp"
 #include "spill_store.hpp"
+#include "stats_counters.hpp"
 #include "wake_fd.hpp"
 
 namespace syncbus::detail {
 
 class ListenerLoop {
  public:
-  using Deliver = std::function<void(std::vector<ClusterMessage>)>;
+  using Deliver = std::function<void(std::vector<Inbound>)>;
 
   /// Connects and LISTENs before returning (throws connection_error or
-  /// database_error), then starts the thread.
+  /// database_error), then starts the thread. After a lost connection it
+  /// reconnects with capped, jittered exponential backoff, and delivers an
+  /// Inbound::connection_reset once listening again.
   ListenerLoop(std::string conninfo, std::string application_name, std::string channel,
-               const SpillStore& store, Deliver deliver, ErrorSink on_error);
+               const SpillStore& store, Deliver deliver, ErrorSink on_error,
+               std::shared_ptr<StatsCounters> stats);
   ~ListenerLoop();
   ListenerLoop(const ListenerLoop&) = delete;
   ListenerLoop& operator=(const ListenerLoop&) = delete;
@@ -50,6 +54,7 @@ class ListenerLoop {
   const SpillStore& store_;
   Deliver deliver_;
   ErrorSink on_error_;
+  std::shared_ptr<StatsCounters> stats_;
   WakeFd wake_;
   std::thread thread_;
 };

@@ -7,11 +7,13 @@
 #include <atomic>
 
 #include "delivery_queue.hpp"
+#include "heartbeat.hpp"
 #include "instance_id.hpp"
 #include "listener.hpp"
 #include "pg_session.hpp"
 #include "publisher.hpp"
 #include "spill_store.hpp"
+#include "stats_counters.hpp"
 
 namespace syncbus {
 namespace {
@@ -36,6 +38,12 @@ void check_options(const PostgresBusOptions& options) {
         "connection string such as \"postgresql://user@host/dbname\"");
   }
   check_channel(options.channel);
+  if (options.heartbeat_interval.count() < 0) {
+    throw configuration_error(fmt::format(
+        "syncbus: PostgresBusOptions::heartbeat_interval is negative ({} ms); use a positive "
+        "interval, or 0 to disable heartbeats",
+        options.heartbeat_interval.count()));
+  }
 }
 
 }  // namespace
@@ -45,10 +53,13 @@ void check_options(const PostgresBusOptions& options) {
 struct PostgresClusterBus::impl {
   PostgresBusOptions options;
   std::string instance_id;
+  std::shared_ptr<detail::StatsCounters> stats = std::make_shared<detail::StatsCounters>();
+  detail::ErrorSink on_error;  // counts, then calls the user's on_error
   std::unique_ptr<detail::SpillStore> store;
   std::unique_ptr<detail::DeliveryQueue> delivery;
   std::unique_ptr<detail::Publisher> publisher;
   std::unique_ptr<detail::ListenerLoop> listener;
+  std::unique_ptr<detail::HeartbeatLoop> heartbeat;
   std::atomic<bool> closed{false};
 };
 
@@ -63,19 +74,28 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
   self.options = std::move(options);
   const auto& opts = self.options;
 
+  self.on_error = [stats = self.stats, user = opts.on_error](const std::exception& e) {
+    stats->record_error(e);
+    detail::report(user, e);
+  };
+
   auto publishing_session = detail::open_session(opts.conninfo, opts.application_name);
   self.store = std::make_unique<detail::SpillStore>(*publishing_session, opts.spill_schema,
                                                     opts.spill_table, opts.channel);
   self.store->ensure_table(*publishing_session, opts.create_spill_table);
-  self.publisher = std::make_unique<detail::Publisher>(std::move(publishing_session), opts.conninfo,
-                                                       opts.application_name, *self.store,
-                                                       opts.channel, self.instance_id, opts.spill);
-  self.delivery = std::make_unique<detail::DeliveryQueue>(opts.on_error);
+  self.publisher = std::make_unique<detail::Publisher>(
+      std::move(publishing_session), opts.conninfo, opts.application_name, *self.store,
+      opts.channel, self.instance_id, opts.spill, self.stats);
+  self.delivery = std::make_unique<detail::DeliveryQueue>(self.on_error, opts.on_gap, self.stats);
   auto* delivery = self.delivery.get();
   self.listener = std::make_unique<detail::ListenerLoop>(
       opts.conninfo, opts.application_name, opts.channel, *self.store,
-      [delivery](std::vector<ClusterMessage> messages) { delivery->post(std::move(messages)); },
-      opts.on_error);
+      [delivery](std::vector<detail::Inbound> items) { delivery->post(std::move(items)); },
+      self.on_error, self.stats);
+  if (opts.heartbeat_interval.count() > 0) {
+    self.heartbeat = std::make_unique<detail::HeartbeatLoop>(
+        *self.publisher, opts.heartbeat_interval, self.on_error);
+  }
 }
 
 PostgresClusterBus::~PostgresClusterBus() { close(); }
@@ -96,8 +116,11 @@ Subscription PostgresClusterBus::subscribe(MessageHandler handler) {
   return impl_->delivery->subscribe(std::move(handler));
 }
 
+BusStats PostgresClusterBus::stats() const { return impl_->stats->snapshot(); }
+
 void PostgresClusterBus::close() {
   if (impl_->closed.exchange(true)) return;
+  if (impl_->heartbeat) impl_->heartbeat->stop();
   impl_->listener->stop();
   impl_->delivery->stop();
   impl_->publisher->close();

@@ -18,14 +18,15 @@ constexpr const char* notify_statement = "syncbus_notify";
 
 Publisher::Publisher(std::unique_ptr<Session> session, std::string conninfo,
                      std::string application_name, const SpillStore& store, std::string channel,
-                     std::string origin, SpillMode mode)
+                     std::string origin, SpillMode mode, std::shared_ptr<StatsCounters> stats)
     : session_(std::move(session)),
       conninfo_(std::move(conninfo)),
       application_name_(std::move(application_name)),
       store_(store),
       channel_(std::move(channel)),
       origin_(std::move(origin)),
-      mode_(mode) {
+      mode_(mode),
+      stats_(std::move(stats)) {
   ascii_only_ = needs_ascii_payloads(*session_);
   prepare(*session_);
 }
@@ -92,6 +93,24 @@ void Publisher::publish(const nlohmann::json& body) {
         return fmt::format("publishing message {}#{} ({} bytes) to channel \"{}\"", origin_,
                            sequence, body_json.size(), channel_);
       });
+  last_sent_ = std::chrono::steady_clock::now();
+  StatsCounters::add(stats_->published);
+  if (route == Route::spill_table) StatsCounters::add(stats_->spilled);
+}
+
+void Publisher::heartbeat_if_idle(std::chrono::milliseconds idle) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (closed_ || last_sequence_ == 0) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_sent_ < idle) return;
+  with_session(
+      [&](Session& session) {
+        pqxx::nontransaction statement(session);
+        statement.exec_prepared(notify_statement, channel_,
+                                encode_heartbeat(origin_, last_sequence_));
+      },
+      [&] { return fmt::format("sending a heartbeat to channel \"{}\"", channel_); });
+  last_sent_ = now;
 }
 
 std::int64_t Publisher::vacuum(std::chrono::milliseconds older_than) {

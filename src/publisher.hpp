@@ -14,6 +14,7 @@
 
 #include "pg_session.hpp"
 #include "spill_store.hpp"
+#include "stats_counters.hpp"
 
 namespace syncbus::detail {
 
@@ -23,13 +24,18 @@ class Publisher {
   /// connection that breaks is dropped and replaced, on the next call, by a
   /// new one set up the same way (never by libpqxx's silent reactivation).
   Publisher(std::unique_ptr<Session> session, std::string conninfo, std::string application_name,
-            const SpillStore& store, std::string channel, std::string origin, SpillMode mode);
+            const SpillStore& store, std::string channel, std::string origin, SpillMode mode,
+            std::shared_ptr<StatsCounters> stats);
 
   /// Sends one message; returns once it is committed. Throws payload_too_large
   /// (SpillMode::never), invalid_message, connection_error or database_error.
   void publish(const nlohmann::json& body);
 
   std::int64_t vacuum(std::chrono::milliseconds older_than);
+
+  /// Sends a heartbeat (the last sequence number) if something was published
+  /// and nothing was sent for `idle`. Throws like publish().
+  void heartbeat_if_idle(std::chrono::milliseconds idle);
 
   /// Closes the connection; later calls throw closed_error.
   void close() noexcept;
@@ -53,6 +59,8 @@ class Publisher {
   std::string origin_;
   SpillMode mode_;
   bool ascii_only_ = false;
+  std::shared_ptr<StatsCounters> stats_;
+  std::chrono::steady_clock::time_point last_sent_{};
   // Never reused, even after a failed publish: a failure at COMMIT leaves the
   // outcome unknown, and reusing the number could make receivers drop the
   // next message as a duplicate. A failure shows up as a gap instead.

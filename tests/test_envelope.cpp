@@ -14,7 +14,7 @@ TEST(Envelope, InlineRoundTripsOriginSequenceAndBody) {
   EXPECT_EQ(decoded.origin, "node-a");
   EXPECT_EQ(decoded.sequence, 7u);
   ASSERT_FALSE(decoded.spilled());
-  EXPECT_EQ(*decoded.body, body);
+  EXPECT_EQ(decoded.body, body);
 }
 
 TEST(Envelope, InlineWireFormatIsTheDocumentedOne) {
@@ -30,6 +30,15 @@ TEST(Envelope, SpillPointerRoundTrips) {
   EXPECT_TRUE(decoded.spilled());
 }
 
+TEST(Envelope, HeartbeatRoundTripsAndIsNeitherBodyNorPointer) {
+  EXPECT_EQ(encode_heartbeat("a1", 9), R"({"v":1,"origin":"a1","seq":9,"heartbeat":true})");
+  const Envelope decoded = decode_envelope(encode_heartbeat("a1", 9));
+  EXPECT_EQ(decoded.kind, Envelope::Kind::heartbeat);
+  EXPECT_EQ(decoded.origin, "a1");
+  EXPECT_EQ(decoded.sequence, 9u);
+  EXPECT_FALSE(decoded.spilled());
+}
+
 TEST(Envelope, EveryKindOfJsonBodyRoundTrips) {
   for (const nlohmann::json& body :
        {nlohmann::json(nullptr), nlohmann::json(0), nlohmann::json(-1.5), nlohmann::json(""),
@@ -37,7 +46,7 @@ TEST(Envelope, EveryKindOfJsonBodyRoundTrips) {
         nlohmann::json::parse(R"({"a":[1,{"b":"\u0000"}]})")}) {
     const auto decoded = decode_envelope(encode_inline("o", 1, serialize_body(body, false)));
     ASSERT_FALSE(decoded.spilled());
-    EXPECT_EQ(*decoded.body, body) << body.dump();
+    EXPECT_EQ(decoded.body, body) << body.dump();
   }
 }
 
@@ -46,7 +55,7 @@ TEST(Envelope, MultiByteTextIsSentAsRawUtf8UnlessAsciiIsRequired) {
   EXPECT_EQ(serialize_body(body, false).size(), 2 + 9u);  // 3 bytes a character
   const auto ascii = serialize_body(body, true);
   EXPECT_EQ(ascii, R"("\u65e5\u672c\u8a9e")");
-  EXPECT_EQ(*decode_envelope(encode_inline("o", 1, ascii)).body, body);
+  EXPECT_EQ(decode_envelope(encode_inline("o", 1, ascii)).body, body);
 }
 
 TEST(Envelope, InvalidUtf8BodyIsRejectedAsInvalidMessage) {
@@ -61,7 +70,10 @@ TEST(Envelope, DecoderRejectsWhatIsNotAnEnvelope) {
         R"({"v":1,"origin":"a","seq":0,"body":1})", R"({"v":1,"origin":"a","seq":-3,"body":1})",
         R"({"v":1,"origin":"a","seq":1.5,"body":1})", R"({"v":1,"origin":"a","seq":1})",
         R"({"v":1,"origin":"a","seq":1,"spilled":false})",
-        R"({"v":1,"origin":"a","seq":1,"body":1,"spilled":true})"}) {
+        R"({"v":1,"origin":"a","seq":1,"body":1,"spilled":true})",
+        R"({"v":1,"origin":"a","seq":1,"body":1,"heartbeat":true})",
+        R"({"v":1,"origin":"a","seq":1,"spilled":true,"heartbeat":true})",
+        R"({"v":1,"origin":"a","seq":1,"heartbeat":false})"}) {
     EXPECT_THROW(decode_envelope(payload), protocol_error) << payload;
   }
 }
@@ -77,7 +89,7 @@ TEST(Envelope, UnknownVersionIsNamedInTheError) {
 
 TEST(Envelope, UnknownFieldsAreIgnoredForForwardCompatibility) {
   const auto decoded = decode_envelope(R"({"v":1,"origin":"a","seq":2,"body":"x","trace":"abc"})");
-  EXPECT_EQ(*decoded.body, "x");
+  EXPECT_EQ(decoded.body, "x");
 }
 
 TEST(Envelope, ErrorMessagesQuoteOnlyAnExcerptOfHugeGarbage) {

@@ -211,23 +211,36 @@ TEST_F(SpillTest, VacuumedRowIsReportedAndLaterMessagesStillArrive) {
     std::lock_guard<std::mutex> lock(mutex);
     errors.emplace_back(e.what());
   };
+  std::vector<GapEvent> gaps;
+  o.on_gap = [&](const GapEvent& gap) {
+    std::lock_guard<std::mutex> lock(mutex);
+    gaps.push_back(gap);
+  };
   PostgresClusterBus receiver(o);
   PostgresClusterBus sender(options(channel, SpillMode::always));
   Collector seen;
   auto s = receiver.subscribe(seen.handler());
-  // Delete the row the moment it commits: a pointer to a row that is gone.
+  // A pointer to a row that is not there (vacuumed, or never written).
   pqxx::connection admin(url());
-  pqxx::nontransaction(admin).exec_params("SELECT pg_notify($1, $2)", channel,
-                                          R"({"v":1,"origin":"vanished","seq":1,"spilled":true})");
+  const auto notify = [&](const std::string& payload) {
+    pqxx::nontransaction(admin).exec_params("SELECT pg_notify($1, $2)", channel, payload);
+  };
+  notify(R"({"v":1,"origin":"vanished","seq":1,"body":"first"})");
+  notify(R"({"v":1,"origin":"vanished","seq":2,"spilled":true})");
   sender.publish("still here");
-  ASSERT_TRUE(seen.wait_for_count(1));
-  EXPECT_EQ(seen.messages()[0].body, "still here");
+  ASSERT_TRUE(seen.wait_for_count(2));
+  EXPECT_EQ(seen.messages()[0].body, "first");
+  EXPECT_EQ(seen.messages()[1].body, "still here");
   ASSERT_TRUE(testing::eventually([&] {
     std::lock_guard<std::mutex> lock(mutex);
-    return errors.size() == 1;
+    return errors.size() == 1 && gaps.size() == 1;
   }));
   std::lock_guard<std::mutex> lock(mutex);
-  EXPECT_NE(errors[0].find("vanished#1"), std::string::npos) << errors[0];
+  EXPECT_NE(errors[0].find("vanished#2"), std::string::npos) << errors[0];
+  // Reported as an exact gap at once, not only when "vanished" speaks again.
+  EXPECT_EQ(gaps[0].origin, "vanished");
+  EXPECT_EQ(gaps[0].first_missing, 2u);
+  EXPECT_EQ(gaps[0].last_missing, 2u);
 }
 
 }  // namespace

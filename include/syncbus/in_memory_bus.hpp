@@ -9,7 +9,9 @@
 #include <memory>
 #include <string>
 
+#include <syncbus/bus_stats.hpp>
 #include <syncbus/cluster_bus.hpp>
+#include <syncbus/gap_event.hpp>
 
 namespace syncbus {
 
@@ -35,6 +37,11 @@ class InMemoryHub {
   /// Number of open buses on this hub.
   std::size_t bus_count() const;
 
+  /// Sends every open bus a heartbeat from every bus that has published (its
+  /// last sequence number), as a PostgresClusterBus does when idle: a bus
+  /// that lost the last messages of a burst then reports the gap.
+  void send_heartbeats();
+
  private:
   friend class InMemoryClusterBus;
   struct state;
@@ -48,13 +55,21 @@ struct InMemoryBusOptions {
   /// Receives exceptions thrown by handlers (called on the delivery thread).
   /// Empty: they are swallowed after delivery continues.
   std::function<void(const std::exception&)> on_error;
+  /// Receives gap events (see GapEvent), on the delivery thread.
+  GapHandler on_gap;
 };
 
 /// ClusterBus over an InMemoryHub, with the same delivery semantics as
 /// PostgresClusterBus: publish() returns once the message is in the hub; each
 /// bus delivers on its own delivery thread, in publish order per origin, to
-/// its own subscribers too. Messages have no size limit.
-/// Thread-safe as described in ClusterBus.
+/// its own subscribers too; duplicates are dropped and gaps reported. Messages
+/// have no size limit.
+///
+/// Faults can be simulated, so that an engine can test its gap handling
+/// without PostgreSQL: lost and duplicated deliveries, and a disconnection.
+///
+/// Thread-safe as described in ClusterBus; the fault and stats calls may also
+/// be made from any thread.
 class InMemoryClusterBus final : public ClusterBus {
  public:
   /// A cluster of one: a bus with a hub of its own.
@@ -70,6 +85,20 @@ class InMemoryClusterBus final : public ClusterBus {
 
   /// The hub this bus belongs to.
   const std::shared_ptr<InMemoryHub>& hub() const noexcept;
+
+  /// This bus's counters.
+  BusStats stats() const;
+
+  /// Fault: the next `count` messages on their way to this bus are lost.
+  void drop_next_deliveries(std::size_t count = 1);
+  /// Fault: the next `count` messages reach this bus twice (the bus must
+  /// deliver each once: the copies show up in stats().duplicates_dropped).
+  void duplicate_next_deliveries(std::size_t count = 1);
+  /// Fault: this bus hears nothing until reconnect(); it may still publish.
+  void disconnect();
+  /// Ends disconnect(). Like a PostgreSQL listener that reconnected, the bus
+  /// reports a gap of unknown range, then hears messages again.
+  void reconnect();
 
  private:
   struct impl;

@@ -11,7 +11,9 @@
 #include <memory>
 #include <string>
 
+#include <syncbus/bus_stats.hpp>
 #include <syncbus/cluster_bus.hpp>
+#include <syncbus/gap_event.hpp>
 
 namespace syncbus {
 
@@ -42,6 +44,13 @@ struct PostgresBusOptions {
   /// Called on a thread of the bus; must not block for long. Exceptions it
   /// throws are ignored. Empty: such errors are dropped.
   std::function<void(const std::exception&)> on_error;
+  /// Receives gap events: messages this bus knows it missed (see GapEvent).
+  /// Called on the delivery thread, in stream order.
+  GapHandler on_gap;
+  /// When the bus has published nothing for this long, it sends a heartbeat
+  /// carrying its last sequence number, so receivers also find a loss at the
+  /// tail of a burst. Zero disables heartbeats.
+  std::chrono::milliseconds heartbeat_interval{2000};
 
   /// The bus's identity (ClusterMessage::origin): 1 to 64 characters of
   /// [A-Za-z0-9._:-]. Empty: a random id. Two live buses must never share one.
@@ -94,6 +103,9 @@ class PostgresClusterBus final : public ClusterBus {
 
   /// The channel this bus publishes and listens on.
   const std::string& channel() const noexcept;
+
+  /// This bus's counters; cheap enough to poll.
+  BusStats stats() const;
 
  private:
   struct impl;

@@ -1,0 +1,32 @@
+#pragma once
+/// \file bus_stats.hpp
+/// Counters of a bus, cheap enough to poll (a few atomic loads).
+
+#include <cstdint>
+#include <string>
+
+namespace syncbus {
+
+/// A snapshot of a bus's counters since it was created.
+struct BusStats {
+  /// Messages this bus published (committed).
+  std::uint64_t published = 0;
+  /// Of those, how many went through the spill table.
+  std::uint64_t spilled = 0;
+  /// Messages handed to this bus's handlers (counted once per message).
+  std::uint64_t delivered = 0;
+  /// Gap events reported (known and unknown range).
+  std::uint64_t gaps = 0;
+  /// Messages inside the gaps of known range.
+  std::uint64_t messages_missing = 0;
+  /// Messages received again and not delivered a second time.
+  std::uint64_t duplicates_dropped = 0;
+  /// Times the listener's connection was re-established.
+  std::uint64_t reconnects = 0;
+  /// Errors reported to on_error.
+  std::uint64_t errors = 0;
+  /// The last of those errors' messages ("" when none).
+  std::string last_error;
+};
+
+}  // namespace syncbus

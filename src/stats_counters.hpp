@@ -1,0 +1,56 @@
+#pragma once
+// The live counters behind BusStats, shared by a bus's publisher, listener
+// and delivery thread. Relaxed atomics: each counter is exact, a snapshot is
+// not a consistent cut across counters (nor does it need to be).
+
+#include <syncbus/bus_stats.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <string>
+
+namespace syncbus::detail {
+
+struct StatsCounters {
+  std::atomic<std::uint64_t> published{0};
+  std::atomic<std::uint64_t> spilled{0};
+  std::atomic<std::uint64_t> delivered{0};
+  std::atomic<std::uint64_t> gaps{0};
+  std::atomic<std::uint64_t> messages_missing{0};
+  std::atomic<std::uint64_t> duplicates_dropped{0};
+  std::atomic<std::uint64_t> reconnects{0};
+  std::atomic<std::uint64_t> errors{0};
+
+  static void add(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) noexcept {
+    counter.fetch_add(n, std::memory_order_relaxed);
+  }
+
+  void record_error(const std::exception& e) {
+    add(errors);
+    std::lock_guard<std::mutex> lock(last_error_mutex_);
+    last_error_ = e.what();
+  }
+
+  BusStats snapshot() const {
+    BusStats s;
+    s.published = published.load(std::memory_order_relaxed);
+    s.spilled = spilled.load(std::memory_order_relaxed);
+    s.delivered = delivered.load(std::memory_order_relaxed);
+    s.gaps = gaps.load(std::memory_order_relaxed);
+    s.messages_missing = messages_missing.load(std::memory_order_relaxed);
+    s.duplicates_dropped = duplicates_dropped.load(std::memory_order_relaxed);
+    s.reconnects = reconnects.load(std::memory_order_relaxed);
+    s.errors = errors.load(std::memory_order_relaxed);
+    std::lock_guard<std::mutex> lock(last_error_mutex_);
+    s.last_error = last_error_;
+    return s;
+  }
+
+ private:
+  mutable std::mutex last_error_mutex_;
+  std::string last_error_;
+};
+
+}  // namespace syncbus::detail

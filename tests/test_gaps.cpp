@@ -1,0 +1,159 @@
+// Gap detection, deduplication and stats of PostgresClusterBus against a real
+// PostgreSQL, with faults injected into the server.
+#include <syncbus/errors.hpp>
+#include <syncbus/postgres_bus.hpp>
+
+#include <gtest/gtest.h>
+#include <pqxx/pqxx>
+
+#include <mutex>
+
+#include "test_support.hpp"
+
+namespace syncbus {
+namespace {
+
+using testing::Collector;
+using testing::eventually;
+using testing::unique_channel;
+
+class GapLog {
+ public:
+  GapHandler handler() {
+    return [this](const GapEvent& gap) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      gaps_.push_back(gap);
+    };
+  }
+  std::vector<GapEvent> gaps() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return gaps_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<GapEvent> gaps_;
+};
+
+class GapTest : public testing::PostgresTest {
+ protected:
+  PostgresBusOptions options(const std::string& channel, const std::string& instance_id = "") {
+    PostgresBusOptions o;
+    o.conninfo = url();
+    o.channel = channel;
+    o.instance_id = instance_id;
+    return o;
+  }
+
+  int terminate(const std::string& application_name, bool listener) {
+    pqxx::connection admin(url());
+    return pqxx::nontransaction(admin)
+        .exec_params(std::string("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                 "WHERE application_name = $1 AND query ") +
+                         (listener ? "LIKE" : "NOT LIKE") + " 'LISTEN%'",
+                     application_name)[0][0]
+        .as<int>();
+  }
+
+  void raw_notify(const std::string& channel, const std::string& payload) {
+    pqxx::connection connection(url());
+    pqxx::nontransaction(connection).exec_params("SELECT pg_notify($1, $2)", channel, payload);
+  }
+};
+
+TEST_F(GapTest, AListenerReconnectIsReportedAsAGapOfUnknownRange) {
+  const auto channel = unique_channel("reconnect_gap");
+  GapLog gaps;
+  auto o = options(channel, "gap-listener");
+  o.on_gap = gaps.handler();
+  PostgresClusterBus listener(o);
+  PostgresClusterBus publisher(options(channel));
+  Collector seen;
+  auto s = listener.subscribe(seen.handler());
+  publisher.publish("before");
+  ASSERT_TRUE(seen.wait_for_count(1));
+
+  ASSERT_EQ(terminate("syncbus:gap-listener", /*listener=*/true), 1);
+  ASSERT_TRUE(eventually([&] { return !gaps.gaps().empty(); }));
+  const auto gap = gaps.gaps()[0];
+  EXPECT_FALSE(gap.range_known());
+  EXPECT_EQ(listener.stats().reconnects, 1u);
+  EXPECT_EQ(listener.stats().gaps, 1u);
+  // Live again, in order.
+  ASSERT_TRUE(eventually([&] {
+    publisher.publish("after");
+    return seen.wait_for_count(2, std::chrono::milliseconds(100));
+  }));
+}
+
+TEST_F(GapTest, AHeartbeatRevealsAFailedPublishAtTheTailOfABurst) {
+  const auto channel = unique_channel("heartbeat_gap");
+  GapLog gaps;
+  auto receiver_options = options(channel);
+  receiver_options.on_gap = gaps.handler();
+  PostgresClusterBus receiver(receiver_options);
+  auto publisher_options = options(channel, "tail-publisher");
+  publisher_options.heartbeat_interval = std::chrono::milliseconds(100);
+  PostgresClusterBus publisher(publisher_options);
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  publisher.publish(1);
+  ASSERT_TRUE(seen.wait_for_count(1));
+
+  // The publisher's connection dies: its next publish fails and uses up
+  // sequence number 2, which no later message will reveal.
+  ASSERT_EQ(terminate("syncbus:tail-publisher", /*listener=*/false), 1);
+  EXPECT_THROW(publisher.publish(2), connection_error);
+
+  ASSERT_TRUE(eventually([&] { return !gaps.gaps().empty(); }, std::chrono::seconds(10)));
+  const auto gap = gaps.gaps()[0];
+  EXPECT_EQ(gap.origin, "tail-publisher");
+  EXPECT_EQ(gap.first_missing, 2u);
+  EXPECT_EQ(gap.last_missing, 2u);
+  EXPECT_EQ(receiver.stats().messages_missing, 1u);
+  EXPECT_EQ(seen.size(), 1u) << "heartbeats are not delivered to handlers";
+}
+
+TEST_F(GapTest, ARepeatedEnvelopeIsDeliveredOnce) {
+  const auto channel = unique_channel("dupes");
+  PostgresClusterBus bus(options(channel));
+  Collector seen;
+  auto s = bus.subscribe(seen.handler());
+  const std::string envelope = R"({"v":1,"origin":"replayer","seq":1,"body":"once"})";
+  raw_notify(channel, envelope);
+  raw_notify(channel, envelope);  // a second transaction: PostgreSQL delivers it again
+  raw_notify(channel, R"({"v":1,"origin":"replayer","seq":2,"body":"twice"})");
+  ASSERT_TRUE(seen.wait_for_count(2));
+  ASSERT_TRUE(eventually([&] { return bus.stats().duplicates_dropped == 1; }));
+  const auto messages = seen.messages();
+  ASSERT_EQ(messages.size(), 2u);
+  EXPECT_EQ(messages[0].body, "once");
+  EXPECT_EQ(messages[1].body, "twice");
+}
+
+TEST_F(GapTest, StatsCountWhatHappened) {
+  const auto channel = unique_channel("stats");
+  PostgresClusterBus sender(options(channel)), receiver(options(channel));
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  for (int i = 0; i < 5; ++i) sender.publish(i);
+  sender.publish(std::string(9000, 'x'));  // spills
+  ASSERT_TRUE(seen.wait_for_count(6));
+  ASSERT_TRUE(eventually([&] { return receiver.stats().delivered == 6; }));
+  const auto sent = sender.stats();
+  EXPECT_EQ(sent.published, 6u);
+  EXPECT_EQ(sent.spilled, 1u);
+  const auto received = receiver.stats();
+  EXPECT_EQ(received.published, 0u);
+  EXPECT_EQ(received.gaps, 0u);
+  EXPECT_EQ(received.reconnects, 0u);
+  EXPECT_EQ(received.errors, 0u);
+  EXPECT_EQ(received.last_error, "");
+
+  raw_notify(channel, "not an envelope");
+  ASSERT_TRUE(eventually([&] { return receiver.stats().errors == 1; }));
+  EXPECT_NE(receiver.stats().last_error.find("not a valid syncbus envelope"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace syncbus

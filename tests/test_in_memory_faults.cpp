@@ -1,0 +1,165 @@
+// The in-memory bus's fault simulation, and the gap detection and
+// deduplication it exercises (shared with the PostgreSQL bus).
+#include <syncbus/in_memory_bus.hpp>
+
+#include <gtest/gtest.h>
+
+#include <mutex>
+
+#include "test_support.hpp"
+
+namespace syncbus {
+namespace {
+
+using testing::Collector;
+
+class GapLog {
+ public:
+  GapHandler handler() {
+    return [this](const GapEvent& gap) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      gaps_.push_back(gap);
+    };
+  }
+  std::vector<GapEvent> gaps() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return gaps_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<GapEvent> gaps_;
+};
+
+struct Cluster {
+  std::shared_ptr<InMemoryHub> hub = std::make_shared<InMemoryHub>();
+  GapLog gaps_at_b;
+  InMemoryClusterBus a{hub, {"a", {}, {}}};
+  InMemoryClusterBus b{hub, {"b", {}, gaps_at_b.handler()}};
+  Collector at_b;
+  Subscription subscription = b.subscribe(at_b.handler());
+
+  std::vector<std::uint64_t> sequences_at_b() const {
+    std::vector<std::uint64_t> out;
+    for (const auto& m : at_b.messages()) out.push_back(m.sequence);
+    return out;
+  }
+};
+
+TEST(InMemoryFaults, DroppedDeliveriesAreReportedAsAnExactGap) {
+  Cluster c;
+  c.a.publish(1);
+  c.b.drop_next_deliveries(2);
+  c.a.publish(2);
+  c.a.publish(3);
+  c.a.publish(4);
+  ASSERT_TRUE(c.hub->wait_idle());
+  EXPECT_EQ(c.sequences_at_b(), (std::vector<std::uint64_t>{1, 4}));
+  const auto gaps = c.gaps_at_b.gaps();
+  ASSERT_EQ(gaps.size(), 1u);
+  EXPECT_EQ(gaps[0].origin, "a");
+  EXPECT_EQ(gaps[0].first_missing, 2u);
+  EXPECT_EQ(gaps[0].last_missing, 3u);
+  const auto stats = c.b.stats();
+  EXPECT_EQ(stats.gaps, 1u);
+  EXPECT_EQ(stats.messages_missing, 2u);
+  EXPECT_EQ(stats.delivered, 2u);
+  // a's own delivery was untouched.
+  EXPECT_EQ(c.a.stats().delivered, 4u);
+  EXPECT_EQ(c.a.stats().published, 4u);
+}
+
+TEST(InMemoryFaults, TheGapIsReportedBeforeTheMessageThatFollowsIt) {
+  std::vector<std::string> order;
+  std::mutex mutex;
+  auto hub = std::make_shared<InMemoryHub>();
+  InMemoryClusterBus sender(hub, {"s", {}, {}});
+  InMemoryClusterBus receiver(hub, {"r", {}, [&](const GapEvent& g) {
+                                      std::lock_guard<std::mutex> lock(mutex);
+                                      order.push_back("gap " + std::to_string(g.first_missing));
+                                    }});
+  auto s = receiver.subscribe([&](const ClusterMessage& m) {
+    std::lock_guard<std::mutex> lock(mutex);
+    order.push_back("message " + std::to_string(m.sequence));
+  });
+  sender.publish(1);
+  receiver.drop_next_deliveries();
+  sender.publish(2);
+  sender.publish(3);
+  ASSERT_TRUE(hub->wait_idle());
+  std::lock_guard<std::mutex> lock(mutex);
+  EXPECT_EQ(order, (std::vector<std::string>{"message 1", "gap 2", "message 3"}));
+}
+
+TEST(InMemoryFaults, DuplicatedDeliveriesAreDeliveredOnce) {
+  Cluster c;
+  c.b.duplicate_next_deliveries(3);
+  for (int i = 1; i <= 5; ++i) c.a.publish(i);
+  ASSERT_TRUE(c.hub->wait_idle());
+  EXPECT_EQ(c.sequences_at_b(), (std::vector<std::uint64_t>{1, 2, 3, 4, 5}));
+  EXPECT_EQ(c.b.stats().duplicates_dropped, 3u);
+  EXPECT_TRUE(c.gaps_at_b.gaps().empty());
+}
+
+TEST(InMemoryFaults, ReconnectReportsAnUnknownGapThenTheExactOne) {
+  Cluster c;
+  c.a.publish(1);
+  ASSERT_TRUE(c.hub->wait_idle());
+  c.b.disconnect();
+  c.a.publish(2);
+  c.a.publish(3);
+  c.b.publish("b can still publish");
+  c.b.reconnect();
+  c.a.publish(4);
+  ASSERT_TRUE(c.hub->wait_idle());
+  EXPECT_EQ(c.sequences_at_b(), (std::vector<std::uint64_t>{1, 4}));
+  const auto gaps = c.gaps_at_b.gaps();
+  ASSERT_EQ(gaps.size(), 2u);
+  EXPECT_FALSE(gaps[0].range_known());
+  EXPECT_EQ(gaps[1].origin, "a");
+  EXPECT_EQ(gaps[1].first_missing, 2u);
+  EXPECT_EQ(gaps[1].last_missing, 3u);
+  EXPECT_EQ(c.b.stats().reconnects, 1u);
+  EXPECT_EQ(c.a.stats().delivered, 5u) << "a heard b's message";
+}
+
+TEST(InMemoryFaults, HeartbeatsRevealALossAtTheTailOfABurst) {
+  Cluster c;
+  c.a.publish(1);
+  c.b.drop_next_deliveries(2);
+  c.a.publish(2);
+  c.a.publish(3);  // the burst ends: no later message would reveal the loss
+  ASSERT_TRUE(c.hub->wait_idle());
+  EXPECT_TRUE(c.gaps_at_b.gaps().empty());
+  c.hub->send_heartbeats();
+  ASSERT_TRUE(c.hub->wait_idle());
+  const auto gaps = c.gaps_at_b.gaps();
+  ASSERT_EQ(gaps.size(), 1u);
+  EXPECT_EQ(gaps[0].first_missing, 2u);
+  EXPECT_EQ(gaps[0].last_missing, 3u);
+  c.hub->send_heartbeats();  // nothing new: no new gap
+  ASSERT_TRUE(c.hub->wait_idle());
+  EXPECT_EQ(c.gaps_at_b.gaps().size(), 1u);
+}
+
+TEST(InMemoryFaults, AThrowingGapHandlerGoesToOnErrorAndDeliveryContinues) {
+  auto hub = std::make_shared<InMemoryHub>();
+  std::atomic<int> errors{0};
+  InMemoryClusterBus a(hub);
+  InMemoryClusterBus b(hub, {"", [&](const std::exception&) { ++errors; },
+                             [](const GapEvent&) { throw std::runtime_error("gap handler bug"); }});
+  Collector at_b;
+  auto s = b.subscribe(at_b.handler());
+  a.publish(1);
+  b.drop_next_deliveries();
+  a.publish(2);
+  a.publish(3);
+  ASSERT_TRUE(hub->wait_idle());
+  EXPECT_EQ(at_b.size(), 2u);
+  EXPECT_EQ(errors.load(), 1);
+  EXPECT_EQ(b.stats().errors, 1u);
+  EXPECT_NE(b.stats().last_error.find("gap handler bug"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace syncbus
