@@ -68,10 +68,11 @@ void HandlerRegistry::deliver(const std::vector<ClusterMessage>& messages, const
 }
 
 DeliveryQueue::DeliveryQueue(ErrorSink on_error, GapHandler on_gap,
-                             std::shared_ptr<StatsCounters> stats)
+                             std::shared_ptr<StatsCounters> stats, std::size_t capacity)
     : on_error_(std::move(on_error)),
       on_gap_(std::move(on_gap)),
       stats_(std::move(stats)),
+      capacity_(capacity),
       thread_([this] { run(); }) {}
 
 DeliveryQueue::~DeliveryQueue() {
@@ -88,7 +89,7 @@ void DeliveryQueue::post(std::vector<Inbound> items) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return;
-    for (auto& item : items) queue_.push_back(std::move(item));
+    for (auto& item : items) enqueue(std::move(item));
   }
   wake_.notify_one();
 }
@@ -97,9 +98,27 @@ void DeliveryQueue::post(Inbound item) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return;
-    queue_.push_back(std::move(item));
+    enqueue(std::move(item));
   }
   wake_.notify_one();
+}
+
+void DeliveryQueue::enqueue(Inbound&& item) {
+  // Resets are rare and tiny: never dropped, or the gap would go unreported.
+  if (queue_.size() < capacity_ || item.kind == Inbound::Kind::connection_reset) {
+    queue_.push_back(std::move(item));
+    return;
+  }
+  // A dropped heartbeat says nothing that the next one will not.
+  if (item.kind != Inbound::Kind::message) return;
+  StatsCounters::add(stats_->dropped_queue_full);
+  const auto sequence = item.message.sequence;
+  const auto [entry, first] =
+      dropped_.try_emplace(std::move(item.message.origin), sequence, sequence);
+  if (!first) {
+    entry->second.first = std::min(entry->second.first, sequence);
+    entry->second.second = std::max(entry->second.second, sequence);
+  }
 }
 
 bool DeliveryQueue::wait_idle(std::chrono::milliseconds timeout) {
@@ -130,6 +149,12 @@ void DeliveryQueue::run() {
     if (stopping_) return;
     batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
     queue_.clear();
+    // Everything dropped arrived after everything queued (dropping only
+    // happens while the queue is full, and this takes it whole).
+    for (auto& [origin, range] : dropped_) {
+      batch.push_back(Inbound{Inbound::Kind::dropped, {origin, range.second, {}}, range.first});
+    }
+    dropped_.clear();
     delivering_ = true;
     lock.unlock();
     deliver(batch);
@@ -176,6 +201,13 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
       case Inbound::Kind::connection_reset:
         flush();
         report_gap(GapEvent{});
+        break;
+      case Inbound::Kind::dropped:
+        if (auto gap = tracker_.on_dropped(item.message.origin, item.first_dropped,
+                                           item.message.sequence)) {
+          flush();
+          report_gap(*gap);
+        }
         break;
     }
   }

@@ -18,6 +18,8 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "sequence_tracker.hpp"
@@ -62,15 +64,20 @@ struct Inbound {
     message,           // deliver `message` (after the sequence check)
     heartbeat,         // message.origin's last sequence is message.sequence
     connection_reset,  // the transport reconnected: report a gap of unknown range
+    dropped,           // message.origin's sequences first_dropped..message.sequence were dropped
   };
   Kind kind = Kind::message;
   ClusterMessage message;
+  std::uint64_t first_dropped = 0;  // for Kind::dropped
 };
 
 /// A FIFO of inbound items and the thread that delivers them.
 class DeliveryQueue {
  public:
-  DeliveryQueue(ErrorSink on_error, GapHandler on_gap, std::shared_ptr<StatsCounters> stats);
+  /// Holds at most `capacity` items; when full, new messages are dropped and
+  /// later reported as gaps (QueueFullPolicy::drop_and_report_gap).
+  DeliveryQueue(ErrorSink on_error, GapHandler on_gap, std::shared_ptr<StatsCounters> stats,
+                std::size_t capacity);
   ~DeliveryQueue();
   DeliveryQueue(const DeliveryQueue&) = delete;
   DeliveryQueue& operator=(const DeliveryQueue&) = delete;
@@ -87,6 +94,9 @@ class DeliveryQueue {
 
  private:
   void run();
+  /// Queues one item, or records it as dropped when the queue is full.
+  /// Called with mutex_ held.
+  void enqueue(Inbound&& item);
   /// Runs one batch through the tracker and the handlers.
   void deliver(std::vector<Inbound>& batch);
   void report_gap(const GapEvent& gap);
@@ -99,7 +109,10 @@ class DeliveryQueue {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable idle_;
+  std::size_t capacity_;
   std::deque<Inbound> queue_;
+  // Per origin, the range of messages dropped since the last batch was taken.
+  std::unordered_map<std::string, std::pair<std::uint64_t, std::uint64_t>> dropped_;
   bool delivering_ = false;
   bool stopping_ = false;
   // Mirrors stopping_ for the handler loop, which runs without the mutex.

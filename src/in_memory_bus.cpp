@@ -106,6 +106,11 @@ InMemoryClusterBus::InMemoryClusterBus(std::shared_ptr<InMemoryHub> hub,
         "syncbus: InMemoryClusterBus was given a null hub; pass "
         "std::make_shared<syncbus::InMemoryHub>() shared by the buses of one cluster");
   }
+  if (options.delivery_queue_capacity == 0) {
+    throw configuration_error(
+        "syncbus: InMemoryBusOptions::delivery_queue_capacity is 0; it must hold at least one "
+        "message");
+  }
   auto self = std::make_unique<impl>();
   self->hub = std::move(hub);
   self->member = std::make_shared<Member>();
@@ -115,8 +120,9 @@ InMemoryClusterBus::InMemoryClusterBus(std::shared_ptr<InMemoryHub> hub,
     stats->record_error(e);
     detail::report(user, e);
   };
-  self->member->queue = std::make_shared<detail::DeliveryQueue>(
-      std::move(counted_errors), std::move(options.on_gap), self->stats);
+  self->member->queue =
+      std::make_shared<detail::DeliveryQueue>(std::move(counted_errors), std::move(options.on_gap),
+                                              self->stats, options.delivery_queue_capacity);
   {
     std::lock_guard<std::mutex> lock(self->hub_state().mutex);
     self->hub_state().members.push_back(self->member);

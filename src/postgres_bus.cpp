@@ -38,6 +38,11 @@ void check_options(const PostgresBusOptions& options) {
         "connection string such as \"postgresql://user@host/dbname\"");
   }
   check_channel(options.channel);
+  if (options.delivery_queue_capacity == 0) {
+    throw configuration_error(
+        "syncbus: PostgresBusOptions::delivery_queue_capacity is 0; it must hold at least one "
+        "message");
+  }
   if (options.heartbeat_interval.count() < 0) {
     throw configuration_error(fmt::format(
         "syncbus: PostgresBusOptions::heartbeat_interval is negative ({} ms); use a positive "
@@ -86,7 +91,8 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
   self.publisher = std::make_unique<detail::Publisher>(
       std::move(publishing_session), opts.conninfo, opts.application_name, *self.store,
       opts.channel, self.instance_id, opts.spill, self.stats);
-  self.delivery = std::make_unique<detail::DeliveryQueue>(self.on_error, opts.on_gap, self.stats);
+  self.delivery = std::make_unique<detail::DeliveryQueue>(self.on_error, opts.on_gap, self.stats,
+                                                          opts.delivery_queue_capacity);
   auto* delivery = self.delivery.get();
   self.listener = std::make_unique<detail::ListenerLoop>(
       opts.conninfo, opts.application_name, opts.channel, *self.store,

@@ -1,5 +1,7 @@
 #include "sequence_tracker.hpp"
 
+#include <algorithm>
+
 namespace syncbus::detail {
 
 SequenceTracker::Verdict SequenceTracker::on_message(const std::string& origin,
@@ -25,6 +27,17 @@ std::optional<GapEvent> SequenceTracker::on_heartbeat(const std::string& origin,
   if (last_sequence <= last) return std::nullopt;
   GapEvent gap{origin, last + 1, last_sequence};
   last = last_sequence;
+  return gap;
+}
+
+std::optional<GapEvent> SequenceTracker::on_dropped(const std::string& origin, std::uint64_t first,
+                                                    std::uint64_t last) {
+  const auto [entry, first_sight] = last_seen_.try_emplace(origin, last);
+  if (first_sight) return GapEvent{origin, first, last};
+  std::uint64_t& seen = entry->second;
+  if (last <= seen) return std::nullopt;
+  GapEvent gap{origin, std::max(first, seen + 1), last};
+  seen = last;
   return gap;
 }
 

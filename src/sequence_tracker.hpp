@@ -29,6 +29,12 @@ class SequenceTracker {
   /// a burst, which no later message would reveal).
   std::optional<GapEvent> on_heartbeat(const std::string& origin, std::uint64_t last_sequence);
 
+  /// Messages first..last of `origin` were dropped before delivery: reports
+  /// what of that range lies beyond what was delivered, even for an origin
+  /// seen for the first time.
+  std::optional<GapEvent> on_dropped(const std::string& origin, std::uint64_t first,
+                                     std::uint64_t last);
+
   /// Number of origins tracked.
   std::size_t origins() const noexcept { return last_seen_.size(); }
 

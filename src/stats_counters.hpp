@@ -20,6 +20,7 @@ struct StatsCounters {
   std::atomic<std::uint64_t> gaps{0};
   std::atomic<std::uint64_t> messages_missing{0};
   std::atomic<std::uint64_t> duplicates_dropped{0};
+  std::atomic<std::uint64_t> dropped_queue_full{0};
   std::atomic<std::uint64_t> reconnects{0};
   std::atomic<std::uint64_t> errors{0};
 
@@ -41,6 +42,7 @@ struct StatsCounters {
     s.gaps = gaps.load(std::memory_order_relaxed);
     s.messages_missing = messages_missing.load(std::memory_order_relaxed);
     s.duplicates_dropped = duplicates_dropped.load(std::memory_order_relaxed);
+    s.dropped_queue_full = dropped_queue_full.load(std::memory_order_relaxed);
     s.reconnects = reconnects.load(std::memory_order_relaxed);
     s.errors = errors.load(std::memory_order_relaxed);
     std::lock_guard<std::mutex> lock(last_error_mutex_);

@@ -6,7 +6,9 @@
 #include <gtest/gtest.h>
 #include <pqxx/pqxx>
 
+#include <atomic>
 #include <mutex>
+#include <thread>
 
 #include "test_support.hpp"
 
@@ -153,6 +155,53 @@ TEST_F(GapTest, StatsCountWhatHappened) {
   raw_notify(channel, "not an envelope");
   ASSERT_TRUE(eventually([&] { return receiver.stats().errors == 1; }));
   EXPECT_NE(receiver.stats().last_error.find("not a valid syncbus envelope"), std::string::npos);
+}
+
+TEST_F(GapTest, ABlockedHandlerNeverStallsTheListenerAndLossesAreExactGaps) {
+  const auto channel = unique_channel("blocked");
+  GapLog gaps;
+  auto slow_options = options(channel, "blocked-handler");
+  slow_options.on_gap = gaps.handler();
+  slow_options.delivery_queue_capacity = 50;
+  PostgresClusterBus slow(slow_options);
+  PostgresClusterBus sender(options(channel, "fast-sender"));
+  std::atomic<bool> blocked{false};
+  std::atomic<bool> release{false};
+  Collector seen;
+  auto record = slow.subscribe(seen.handler());
+  auto blocker = slow.subscribe([&](const ClusterMessage& m) {
+    if (m.sequence != 1) return;
+    blocked = true;
+    while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  });
+  sender.publish(std::string(1000, 'x'));
+  ASSERT_TRUE(eventually([&] { return blocked.load(); }));
+
+  constexpr int total = 3000;
+  for (int i = 2; i <= total; ++i) sender.publish(std::string(1000, 'x'));
+  // The listener went on reading its socket: the server's NOTIFY queue is
+  // not held back by the blocked handler.
+  ASSERT_TRUE(eventually([&] { return slow.stats().dropped_queue_full > 0; }));
+  pqxx::connection admin(url());
+  const double usage =
+      pqxx::nontransaction(admin).exec1("SELECT pg_notification_queue_usage()")[0].as<double>();
+  EXPECT_LT(usage, 0.01);
+  release = true;
+
+  // Every message is either delivered once or inside exactly one gap.
+  ASSERT_TRUE(eventually([&] {
+    const auto s = slow.stats();
+    return s.delivered + s.messages_missing == static_cast<std::uint64_t>(total);
+  }));
+  std::vector<int> covered(total + 1, 0);
+  for (const auto& m : seen.messages()) ++covered[m.sequence];
+  for (const auto& g : gaps.gaps()) {
+    ASSERT_TRUE(g.range_known());
+    EXPECT_EQ(g.origin, "fast-sender");
+    for (auto seq = g.first_missing; seq <= g.last_missing; ++seq) ++covered[seq];
+  }
+  for (int seq = 1; seq <= total; ++seq) EXPECT_EQ(covered[seq], 1) << "sequence " << seq;
+  EXPECT_EQ(sender.stats().errors, 0u);
 }
 
 }  // namespace

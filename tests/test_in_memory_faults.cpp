@@ -1,10 +1,13 @@
 // The in-memory bus's fault simulation, and the gap detection and
 // deduplication it exercises (shared with the PostgreSQL bus).
+#include <syncbus/errors.hpp>
 #include <syncbus/in_memory_bus.hpp>
 
 #include <gtest/gtest.h>
 
+#include <map>
 #include <mutex>
+#include <numeric>
 
 #include "test_support.hpp"
 
@@ -159,6 +162,58 @@ TEST(InMemoryFaults, AThrowingGapHandlerGoesToOnErrorAndDeliveryContinues) {
   EXPECT_EQ(errors.load(), 1);
   EXPECT_EQ(b.stats().errors, 1u);
   EXPECT_NE(b.stats().last_error.find("gap handler bug"), std::string::npos);
+}
+
+TEST(InMemoryFaults, AFullDeliveryQueueDropsAndReportsExactGaps) {
+  auto hub = std::make_shared<InMemoryHub>();
+  GapLog gaps;
+  InMemoryBusOptions small;
+  small.instance_id = "slow";
+  small.on_gap = gaps.handler();
+  small.delivery_queue_capacity = 10;
+  InMemoryClusterBus a(hub, {"a", {}, {}}), c(hub, {"c", {}, {}}), slow(hub, small);
+  std::atomic<bool> blocked{false};
+  std::atomic<bool> release{false};
+  Collector seen;
+  auto record = slow.subscribe(seen.handler());
+  auto blocker = slow.subscribe([&](const ClusterMessage& m) {
+    if (m.sequence != 1 || m.origin != "a") return;
+    blocked = true;
+    while (!release) std::this_thread::yield();
+  });
+  a.publish(1);
+  ASSERT_TRUE(testing::eventually([&] { return blocked.load(); }));
+  for (int i = 2; i <= 100; ++i) a.publish(i);  // 2..11 fit, 12..100 do not
+  c.publish("only while full");                 // c is first seen as dropped
+  release = true;
+  ASSERT_TRUE(hub->wait_idle());
+
+  std::vector<std::uint64_t> delivered;
+  for (const auto& m : seen.messages()) delivered.push_back(m.sequence);
+  std::vector<std::uint64_t> expected(11);
+  std::iota(expected.begin(), expected.end(), 1);
+  EXPECT_EQ(delivered, expected);
+  const auto reported = gaps.gaps();
+  ASSERT_EQ(reported.size(), 2u);
+  std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> by_origin;
+  for (const auto& g : reported) by_origin[g.origin] = {g.first_missing, g.last_missing};
+  EXPECT_EQ(by_origin["a"], std::make_pair(std::uint64_t{12}, std::uint64_t{100}));
+  EXPECT_EQ(by_origin["c"], std::make_pair(std::uint64_t{1}, std::uint64_t{1}));
+  const auto stats = slow.stats();
+  EXPECT_EQ(stats.dropped_queue_full, 90u);
+  EXPECT_EQ(stats.messages_missing, 90u);
+  EXPECT_EQ(stats.delivered, 11u);
+  // Afterwards delivery is normal again.
+  a.publish(101);
+  ASSERT_TRUE(hub->wait_idle());
+  EXPECT_EQ(seen.messages().back().sequence, 101u);
+  EXPECT_EQ(gaps.gaps().size(), 2u);
+}
+
+TEST(InMemoryFaults, ZeroCapacityIsRejected) {
+  InMemoryBusOptions none;
+  none.delivery_queue_capacity = 0;
+  EXPECT_THROW(InMemoryClusterBus(std::make_shared<InMemoryHub>(), none), configuration_error);
 }
 
 }  // namespace

@@ -76,6 +76,26 @@ TEST(SequenceTracker, HeartbeatOfAnUnknownOriginSetsTheBaseline) {
   EXPECT_FALSE(tracker.on_message("a", 8).deliver);
 }
 
+TEST(SequenceTracker, DroppedRangeIsAGapEvenForANewOrigin) {
+  SequenceTracker tracker;
+  const auto gap = tracker.on_dropped("new", 1, 4);
+  ASSERT_TRUE(gap);
+  EXPECT_EQ(gap->first_missing, 1u);
+  EXPECT_EQ(gap->last_missing, 4u);
+  EXPECT_FALSE(tracker.on_message("new", 5).gap);
+}
+
+TEST(SequenceTracker, DroppedRangeOnlyReportsWhatWasNotDelivered) {
+  SequenceTracker tracker;
+  tracker.on_message("a", 5);
+  EXPECT_FALSE(tracker.on_dropped("a", 3, 5));  // all delivered already
+  const auto gap = tracker.on_dropped("a", 4, 9);
+  ASSERT_TRUE(gap);
+  EXPECT_EQ(gap->first_missing, 6u);
+  EXPECT_EQ(gap->last_missing, 9u);
+  EXPECT_FALSE(tracker.on_message("a", 8).deliver);
+}
+
 TEST(SequenceTracker, UnknownRangeGapHasNoCount) {
   GapEvent unknown;
   EXPECT_FALSE(unknown.range_known());

@@ -21,6 +21,9 @@ struct BusStats {
   std::uint64_t messages_missing = 0;
   /// Messages received again and not delivered a second time.
   std::uint64_t duplicates_dropped = 0;
+  /// Messages dropped because the delivery queue was full (each also inside a
+  /// reported gap).
+  std::uint64_t dropped_queue_full = 0;
   /// Times the listener's connection was re-established.
   std::uint64_t reconnects = 0;
   /// Errors reported to on_error.

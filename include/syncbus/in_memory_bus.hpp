@@ -12,6 +12,7 @@
 #include <syncbus/bus_stats.hpp>
 #include <syncbus/cluster_bus.hpp>
 #include <syncbus/gap_event.hpp>
+#include <syncbus/queue_policy.hpp>
 
 namespace syncbus {
 
@@ -57,6 +58,10 @@ struct InMemoryBusOptions {
   std::function<void(const std::exception&)> on_error;
   /// Receives gap events (see GapEvent), on the delivery thread.
   GapHandler on_gap;
+  /// Messages the delivery queue holds while handlers are busy (at least 1),
+  /// and what happens when it is full.
+  std::size_t delivery_queue_capacity = default_delivery_queue_capacity;
+  QueueFullPolicy queue_full_policy = QueueFullPolicy::drop_and_report_gap;
 };
 
 /// ClusterBus over an InMemoryHub, with the same delivery semantics as

@@ -14,6 +14,7 @@
 #include <syncbus/bus_stats.hpp>
 #include <syncbus/cluster_bus.hpp>
 #include <syncbus/gap_event.hpp>
+#include <syncbus/queue_policy.hpp>
 
 namespace syncbus {
 
@@ -51,6 +52,10 @@ struct PostgresBusOptions {
   /// carrying its last sequence number, so receivers also find a loss at the
   /// tail of a burst. Zero disables heartbeats.
   std::chrono::milliseconds heartbeat_interval{2000};
+  /// Messages the delivery queue holds while handlers are busy (at least 1),
+  /// and what happens when it is full.
+  std::size_t delivery_queue_capacity = default_delivery_queue_capacity;
+  QueueFullPolicy queue_full_policy = QueueFullPolicy::drop_and_report_gap;
 
   /// The bus's identity (ClusterMessage::origin): 1 to 64 characters of
   /// [A-Za-z0-9._:-]. Empty: a random id. Two live buses must never share one.
