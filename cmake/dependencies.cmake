@@ -4,12 +4,16 @@ find_package(Threads REQUIRED)
 find_package(nlohmann_json 3.2 REQUIRED)
 find_package(fmt REQUIRED)
 
+# libpq itself, used directly to parse connection strings.
+find_package(PkgConfig REQUIRED)
+pkg_check_modules(PQ REQUIRED IMPORTED_TARGET libpq)
+set(SYNCBUS_PQ_TARGET PkgConfig::PQ)
+
 find_package(libpqxx CONFIG QUIET)
 if(libpqxx_FOUND)
   set(SYNCBUS_PQXX_TARGET libpqxx::pqxx)
   set(SYNCBUS_PQXX_FROM_PKG_CONFIG OFF)
 else()
-  find_package(PkgConfig REQUIRED)
   pkg_check_modules(PQXX REQUIRED IMPORTED_TARGET libpqxx)
   set(SYNCBUS_PQXX_TARGET PkgConfig::PQXX)
   set(SYNCBUS_PQXX_FROM_PKG_CONFIG ON)

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 #include <poll.h>
+#include <pqxx/nontransaction>
 #include <pqxx/notification>
 
 #include <algorithm>
@@ -31,7 +32,9 @@ class PayloadCollector final : public pqxx::notification_receiver {
 };
 
 constexpr std::chrono::milliseconds first_retry_delay{50};
-constexpr std::chrono::milliseconds max_retry_delay{5000};
+// Capped so a listener is back within about a second of the server, while
+// making at most a few attempts a second during a long outage.
+constexpr std::chrono::milliseconds max_retry_delay{1000};
 
 // Full jitter over [delay/2, delay]: instances that lost the server together
 // do not come back in lockstep.
@@ -53,14 +56,17 @@ struct ListenerLoop::ListenSession {
 
 ListenerLoop::ListenerLoop(std::string conninfo, std::string application_name, std::string channel,
                            const SpillStore& store, Deliver deliver, ErrorSink on_error,
-                           std::shared_ptr<StatsCounters> stats)
+                           std::shared_ptr<StatsCounters> stats, DeadlineTimer& deadlines,
+                           Timeouts timeouts)
     : conninfo_(std::move(conninfo)),
       application_name_(std::move(application_name)),
       channel_(std::move(channel)),
       store_(store),
       deliver_(std::move(deliver)),
       on_error_(std::move(on_error)),
-      stats_(std::move(stats)) {
+      stats_(std::move(stats)),
+      deadlines_(deadlines),
+      timeouts_(timeouts) {
   auto session = connect();
   thread_ = std::thread([this, s = std::move(session)]() mutable { run(std::move(s)); });
 }
@@ -69,6 +75,7 @@ ListenerLoop::~ListenerLoop() { stop(); }
 
 void ListenerLoop::stop() noexcept {
   wake_.signal();
+  deadlines_.cut_all(this);  // a ping or fetch in flight returns at once
   if (thread_.joinable()) thread_.join();
 }
 
@@ -112,11 +119,15 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
     }
 
     pollfd fds[2] = {{wake_.fd(), POLLIN, 0}, {session->connection->sock(), POLLIN, 0}};
-    const int ready = ::poll(fds, 2, -1);
+    const int idle_ms = timeouts_.ping_interval.count() > 0
+                            ? static_cast<int>(timeouts_.ping_interval.count())
+                            : -1;
+    const int ready = ::poll(fds, 2, idle_ms);
     if (ready < 0 && errno == EINTR) continue;
     if (fds[0].revents != 0) return;  // stop() was called
 
     try {
+      if (ready == 0) ping(*session);
       receive(*session);
     } catch (const std::exception& e) {
       report(on_error_, connection_error(fmt::format(
@@ -126,6 +137,22 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
                             channel_, e.what())));
       session.reset();
     }
+  }
+}
+
+void ListenerLoop::ping(ListenSession& session) {
+  const auto guard = deadlines_.arm(session.connection->sock(),
+                                    DeadlineTimer::Clock::now() + timeouts_.ping, this);
+  try {
+    pqxx::nontransaction(*session.connection).exec("SELECT 1");
+  } catch (...) {
+    if (guard.expired()) {
+      throw timeout_error(fmt::format(
+          "syncbus: the listener on channel \"{}\" got no answer to its ping within {} ms "
+          "(is the server frozen, or the network gone?); reconnecting",
+          channel_, timeouts_.ping.count()));
+    }
+    rethrow_as_syncbus_error("pinging the server");
   }
 }
 
@@ -170,9 +197,16 @@ void ListenerLoop::decode_and_deliver(pqxx::connection& connection,
         message.body = std::move(envelope.body);
       } else {
         std::optional<std::string> stored;
+        const auto guard =
+            deadlines_.arm(connection.sock(), DeadlineTimer::Clock::now() + timeouts_.query, this);
         try {
           stored = store_.fetch(connection, message.origin, message.sequence);
         } catch (...) {
+          if (guard.expired()) {
+            throw timeout_error(
+                fmt::format("syncbus: fetching spilled message {}#{} took over {} ms; reconnecting",
+                            message.origin, message.sequence, timeouts_.query.count()));
+          }
           rethrow_as_syncbus_error(
               fmt::format("fetching spilled message {}#{}", message.origin, message.sequence));
         }

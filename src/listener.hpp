@@ -14,6 +14,7 @@
 #include <thread>
 #include <vector>
 
+#include "deadline_timer.hpp"
 #include "delivery_queue.hpp"
 #include "spill_store.hpp"
 #include "stats_counters.hpp"
@@ -25,13 +26,22 @@ class ListenerLoop {
  public:
   using Deliver = std::function<void(std::vector<Inbound>)>;
 
+  struct Timeouts {
+    /// After this long without traffic, the listener pings the server
+    /// (0: never), and fails over if the answer takes longer than `ping`.
+    std::chrono::milliseconds ping_interval;
+    std::chrono::milliseconds ping;
+    /// Deadline of every other statement (spill fetches).
+    std::chrono::milliseconds query;
+  };
+
   /// Connects and LISTENs before returning (throws connection_error or
   /// database_error), then starts the thread. After a lost connection it
   /// reconnects with capped, jittered exponential backoff, and delivers an
   /// Inbound::connection_reset once listening again.
   ListenerLoop(std::string conninfo, std::string application_name, std::string channel,
                const SpillStore& store, Deliver deliver, ErrorSink on_error,
-               std::shared_ptr<StatsCounters> stats);
+               std::shared_ptr<StatsCounters> stats, DeadlineTimer& deadlines, Timeouts timeouts);
   ~ListenerLoop();
   ListenerLoop(const ListenerLoop&) = delete;
   ListenerLoop& operator=(const ListenerLoop&) = delete;
@@ -44,6 +54,9 @@ class ListenerLoop {
   std::unique_ptr<ListenSession> connect() const;
   void run(std::unique_ptr<ListenSession> session);
   void receive(ListenSession& session);
+  /// An application-level liveness check: TCP keepalives do not notice a
+  /// frozen server. Throws timeout_error past the ping deadline.
+  void ping(ListenSession& session);
   void decode_and_deliver(pqxx::connection& connection, const std::vector<std::string>& payloads);
   /// Sleeps for `delay` unless stopped first; returns false when stopped.
   bool pause(std::chrono::milliseconds delay);
@@ -55,6 +68,8 @@ class ListenerLoop {
   Deliver deliver_;
   ErrorSink on_error_;
   std::shared_ptr<StatsCounters> stats_;
+  DeadlineTimer& deadlines_;
+  Timeouts timeouts_;
   WakeFd wake_;
   std::thread thread_;
 };

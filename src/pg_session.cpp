@@ -6,6 +6,8 @@
 #include <pqxx/except>
 #include <pqxx/nontransaction>
 
+#include "conninfo.hpp"
+
 namespace syncbus::detail {
 namespace {
 
@@ -36,6 +38,15 @@ std::string trimmed(std::string text) {
     // Class 08 (connection exception) and 57P0x (the server terminated the
     // session or is shutting down) mean the connection is gone.
     const std::string& state = e.sqlstate();
+    if (state == "54000" && std::string(e.what()).find("NOTIFY queue") != std::string::npos) {
+      throw notify_queue_full(
+          fmt::format("syncbus: PostgreSQL's NOTIFY queue is full while {}: {} (SQLSTATE 54000). "
+                      "A listening session somewhere stopped reading: look for it with "
+                      "SELECT pg_notification_queue_usage() and pg_stat_activity "
+                      "(state 'idle in transaction'), and end it",
+                      doing, trimmed(e.what())),
+          state);
+    }
     if (state.rfind("08", 0) == 0 || state.rfind("57P0", 0) == 0) {
       throw connection_error(fmt::format(
           "syncbus: lost the connection to PostgreSQL while {}: {} (SQLSTATE {}). Check that "
@@ -54,26 +65,21 @@ std::string trimmed(std::string text) {
 
 std::unique_ptr<Session> open_session(const std::string& conninfo,
                                       const std::string& application_name) {
-  std::unique_ptr<Session> session;
+  // Set at connection time rather than by SET: no extra round trips, and they
+  // hold for whatever connection libpq makes from this string.
+  const std::string full_conninfo = with_connection_options(
+      conninfo, {{"application_name", application_name}, {"client_encoding", "UTF8"}},
+      {{"connect_timeout", "5"}});
   try {
-    session = std::make_unique<Session>(conninfo);
+    return std::make_unique<Session>(full_conninfo);
   } catch (const std::exception& e) {
     // libpq's message names host and port but not the password; the conninfo
     // itself is never echoed.
-    throw connection_error(
-        fmt::format("syncbus: could not connect to PostgreSQL: {}. Check "
-                    "PostgresBusOptions::conninfo and that the server accepts connections",
-                    trimmed(e.what())));
+    throw connection_error(fmt::format(
+        "syncbus: could not connect to PostgreSQL: {}. Check PostgresBusOptions::conninfo and "
+        "that the server accepts connections",
+        trimmed(e.what())));
   }
-  try {
-    // set_variable (not a raw SET) so libpqxx restores both if it ever
-    // re-establishes the connection by itself.
-    session->set_variable("client_encoding", "'UTF8'");
-    session->set_variable("application_name", session->quote(application_name));
-  } catch (...) {
-    rethrow_as_syncbus_error("setting up a new connection");
-  }
-  return session;
 }
 
 bool needs_ascii_payloads(pqxx::connection& session) {

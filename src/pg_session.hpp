@@ -28,7 +28,8 @@ class Session final : public pqxx::connection {
   NoticeSilencer silencer_{*this};
 };
 
-/// Opens a connection, sets client_encoding to UTF8 and application_name.
+/// Opens a connection with client_encoding UTF8, `application_name`, and a
+/// connect_timeout of 5 s unless the conninfo sets one.
 /// Throws connection_error (the libpq message, never the conninfo, which may
 /// hold a password) or database_error.
 std::unique_ptr<Session> open_session(const std::string& conninfo,

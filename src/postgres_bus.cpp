@@ -6,6 +6,7 @@
 
 #include <atomic>
 
+#include "deadline_timer.hpp"
 #include "delivery_queue.hpp"
 #include "heartbeat.hpp"
 #include "instance_id.hpp"
@@ -43,6 +44,22 @@ void check_options(const PostgresBusOptions& options) {
         "syncbus: PostgresBusOptions::delivery_queue_capacity is 0; it must hold at least one "
         "message");
   }
+  const std::pair<const char*, std::chrono::milliseconds> timeouts[] = {
+      {"publish_timeout", options.publish_timeout},
+      {"ping_timeout", options.ping_timeout},
+      {"query_timeout", options.query_timeout}};
+  for (const auto& [name, value] : timeouts) {
+    if (value.count() <= 0) {
+      throw configuration_error(fmt::format(
+          "syncbus: PostgresBusOptions::{} is {} ms; it must be positive", name, value.count()));
+    }
+  }
+  if (options.ping_interval.count() < 0) {
+    throw configuration_error(
+        fmt::format("syncbus: PostgresBusOptions::ping_interval is negative ({} ms); use a "
+                    "positive interval, or 0 to disable pings",
+                    options.ping_interval.count()));
+  }
   if (options.heartbeat_interval.count() < 0) {
     throw configuration_error(fmt::format(
         "syncbus: PostgresBusOptions::heartbeat_interval is negative ({} ms); use a positive "
@@ -61,6 +78,7 @@ struct PostgresClusterBus::impl {
   std::shared_ptr<detail::StatsCounters> stats = std::make_shared<detail::StatsCounters>();
   detail::ErrorSink on_error;  // counts, then calls the user's on_error
   std::unique_ptr<detail::SpillStore> store;
+  detail::DeadlineTimer deadlines;
   std::unique_ptr<detail::DeliveryQueue> delivery;
   std::unique_ptr<detail::Publisher> publisher;
   std::unique_ptr<detail::ListenerLoop> listener;
@@ -90,14 +108,16 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
   self.store->ensure_table(*publishing_session, opts.create_spill_table);
   self.publisher = std::make_unique<detail::Publisher>(
       std::move(publishing_session), opts.conninfo, opts.application_name, *self.store,
-      opts.channel, self.instance_id, opts.spill, self.stats);
+      opts.channel, self.instance_id, opts.spill, self.stats, self.deadlines, opts.publish_timeout,
+      opts.query_timeout);
   self.delivery = std::make_unique<detail::DeliveryQueue>(self.on_error, opts.on_gap, self.stats,
                                                           opts.delivery_queue_capacity);
   auto* delivery = self.delivery.get();
   self.listener = std::make_unique<detail::ListenerLoop>(
       opts.conninfo, opts.application_name, opts.channel, *self.store,
       [delivery](std::vector<detail::Inbound> items) { delivery->post(std::move(items)); },
-      self.on_error, self.stats);
+      self.on_error, self.stats, self.deadlines,
+      detail::ListenerLoop::Timeouts{opts.ping_interval, opts.ping_timeout, opts.query_timeout});
   if (opts.heartbeat_interval.count() > 0) {
     self.heartbeat = std::make_unique<detail::HeartbeatLoop>(
         *self.publisher, opts.heartbeat_interval, self.on_error);

@@ -18,7 +18,9 @@ constexpr const char* notify_statement = "syncbus_notify";
 
 Publisher::Publisher(std::unique_ptr<Session> session, std::string conninfo,
                      std::string application_name, const SpillStore& store, std::string channel,
-                     std::string origin, SpillMode mode, std::shared_ptr<StatsCounters> stats)
+                     std::string origin, SpillMode mode, std::shared_ptr<StatsCounters> stats,
+                     DeadlineTimer& deadlines, std::chrono::milliseconds publish_timeout,
+                     std::chrono::milliseconds query_timeout)
     : session_(std::move(session)),
       conninfo_(std::move(conninfo)),
       application_name_(std::move(application_name)),
@@ -26,7 +28,10 @@ Publisher::Publisher(std::unique_ptr<Session> session, std::string conninfo,
       channel_(std::move(channel)),
       origin_(std::move(origin)),
       mode_(mode),
-      stats_(std::move(stats)) {
+      stats_(std::move(stats)),
+      deadlines_(deadlines),
+      publish_timeout_(publish_timeout),
+      query_timeout_(query_timeout) {
   ascii_only_ = needs_ascii_payloads(*session_);
   prepare(*session_);
 }
@@ -41,14 +46,29 @@ void Publisher::prepare(Session& session) {
 }
 
 template <typename Work, typename Describe>
-auto Publisher::with_session(Work&& work, Describe&& describe) {
+auto Publisher::with_session(std::chrono::milliseconds timeout, Work&& work, Describe&& describe) {
+  const auto deadline = DeadlineTimer::Clock::now() + timeout;
+  bool timed_out = false;
   try {
-    return work(session());
+    Session& open = session();
+    const auto guard = deadlines_.arm(open.sock(), deadline);
+    try {
+      return work(open);
+    } catch (...) {
+      timed_out = guard.expired();
+      throw;
+    }
   } catch (...) {
     try {
       rethrow_as_syncbus_error(describe());
     } catch (const connection_error&) {
       session_.reset();  // reconnect on the next call
+      if (timed_out) {
+        throw timeout_error(fmt::format(
+            "syncbus: no answer from PostgreSQL within {} ms while {}; the connection was "
+            "dropped and is replaced on the next call. Is the server frozen or unreachable?",
+            timeout.count(), describe()));
+      }
       throw;
     }
   }
@@ -80,6 +100,7 @@ void Publisher::publish(const nlohmann::json& body) {
   const Route route = choose_route(mode_, envelope.size());
   last_sequence_ = sequence;
   with_session(
+      publish_timeout_,
       [&](Session& session) {
         if (route == Route::inline_payload) {
           pqxx::nontransaction statement(session);
@@ -104,6 +125,7 @@ void Publisher::heartbeat_if_idle(std::chrono::milliseconds idle) {
   const auto now = std::chrono::steady_clock::now();
   if (now - last_sent_ < idle) return;
   with_session(
+      publish_timeout_,
       [&](Session& session) {
         pqxx::nontransaction statement(session);
         statement.exec_prepared(notify_statement, channel_,
@@ -127,7 +149,7 @@ std::int64_t Publisher::vacuum(std::chrono::milliseconds older_than) {
         "closed; create a new bus or use another open one");
   }
   return with_session(
-      [&](Session& session) { return store_.vacuum(session, older_than); },
+      query_timeout_, [&](Session& session) { return store_.vacuum(session, older_than); },
       [&] { return fmt::format("vacuuming the spill table {}", store_.qualified_name()); });
 }
 

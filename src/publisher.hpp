@@ -12,6 +12,7 @@
 #include <mutex>
 #include <string>
 
+#include "deadline_timer.hpp"
 #include "pg_session.hpp"
 #include "spill_store.hpp"
 #include "stats_counters.hpp"
@@ -25,10 +26,12 @@ class Publisher {
   /// new one set up the same way (never by libpqxx's silent reactivation).
   Publisher(std::unique_ptr<Session> session, std::string conninfo, std::string application_name,
             const SpillStore& store, std::string channel, std::string origin, SpillMode mode,
-            std::shared_ptr<StatsCounters> stats);
+            std::shared_ptr<StatsCounters> stats, DeadlineTimer& deadlines,
+            std::chrono::milliseconds publish_timeout, std::chrono::milliseconds query_timeout);
 
   /// Sends one message; returns once it is committed. Throws payload_too_large
-  /// (SpillMode::never), invalid_message, connection_error or database_error.
+  /// (SpillMode::never), invalid_message, timeout_error (past the publish
+  /// timeout), connection_error, notify_queue_full or database_error.
   void publish(const nlohmann::json& body);
 
   std::int64_t vacuum(std::chrono::milliseconds older_than);
@@ -43,10 +46,10 @@ class Publisher {
  private:
   /// The open session, reconnecting first if the last one broke.
   Session& session();
-  /// Runs work(session()); translates failures, naming describe(), and drops
-  /// a session whose connection broke.
+  /// Runs work(session()) under a deadline of `timeout` from now; translates
+  /// failures, naming describe(), and drops a session whose connection broke.
   template <typename Work, typename Describe>
-  auto with_session(Work&& work, Describe&& describe);
+  auto with_session(std::chrono::milliseconds timeout, Work&& work, Describe&& describe);
   void prepare(Session& session);
 
   std::mutex mutex_;
@@ -60,6 +63,9 @@ class Publisher {
   SpillMode mode_;
   bool ascii_only_ = false;
   std::shared_ptr<StatsCounters> stats_;
+  DeadlineTimer& deadlines_;
+  std::chrono::milliseconds publish_timeout_;
+  std::chrono::milliseconds query_timeout_;
   std::chrono::steady_clock::time_point last_sent_{};
   // Never reused, even after a failed publish: a failure at COMMIT leaves the
   // outcome unknown, and reusing the number could make receivers drop the

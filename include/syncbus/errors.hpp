@@ -30,6 +30,16 @@ class connection_error : public error {
   using error::error;
 };
 
+/// A statement did not finish within its client-side deadline (a frozen or
+/// unreachable server, or a lost network). The connection was dropped and is
+/// replaced on the next call. For publish(): the message may or may not have
+/// been committed; its sequence number is never reused, so receivers see
+/// either the message or a gap, never a duplicate.
+class timeout_error : public connection_error {
+ public:
+  using connection_error::connection_error;
+};
+
 /// A statement failed on the server. sqlstate() is the server's five-character
 /// SQLSTATE code ("" when unknown), e.g. "42501" for a missing privilege.
 class database_error : public error {
@@ -41,6 +51,15 @@ class database_error : public error {
 
  private:
   std::string sqlstate_;
+};
+
+/// PostgreSQL's server-wide NOTIFY queue is full (SQLSTATE 54000): some
+/// listening session stopped reading (stuck in a transaction, or a process
+/// that stopped draining its socket) and every NOTIFY on the server now
+/// fails. Find it with pg_notification_queue_usage() and pg_stat_activity.
+class notify_queue_full : public database_error {
+ public:
+  using database_error::database_error;
 };
 
 /// A message does not fit in a NOTIFY payload and the bus was configured with

@@ -52,6 +52,19 @@ struct PostgresBusOptions {
   /// carrying its last sequence number, so receivers also find a loss at the
   /// tail of a burst. Zero disables heartbeats.
   std::chrono::milliseconds heartbeat_interval{2000};
+  /// Client-side deadline of publish() (and heartbeats): past it, publish()
+  /// throws timeout_error and the connection is replaced. A frozen server is
+  /// only noticed this way; TCP keepalives do not see it.
+  std::chrono::milliseconds publish_timeout{5000};
+  /// The listener pings the server after this long without traffic (0: never)
+  /// and reconnects if the answer takes longer than ping_timeout, so a frozen
+  /// server or a silent network is noticed within their sum.
+  std::chrono::milliseconds ping_interval{2000};
+  std::chrono::milliseconds ping_timeout{3000};
+  /// Client-side deadline of every other statement (spill fetches, vacuum).
+  /// Connecting is bounded by libpq's connect_timeout: 5 s unless the
+  /// conninfo sets one.
+  std::chrono::milliseconds query_timeout{10000};
   /// Messages the delivery queue holds while handlers are busy (at least 1),
   /// and what happens when it is full.
   std::size_t delivery_queue_capacity = default_delivery_queue_capacity;

@@ -4,6 +4,12 @@
 #   test_server.sh start STATE_DIR   writes STATE_DIR/url (a libpq conninfo)
 #   test_server.sh stop  STATE_DIR   stops the server and deletes its files
 #
+# Fault injection, for a server this script started:
+#   test_server.sh freeze STATE_DIR  SIGSTOP the postmaster and all its children
+#   test_server.sh thaw   STATE_DIR  SIGCONT them
+#   test_server.sh down   STATE_DIR [fast|immediate]  stop it, keeping its data
+#   test_server.sh up     STATE_DIR  start it again on the same port
+#
 # When SYNCBUS_TEST_DATABASE_URL is set, that server is used and nothing is
 # started. Otherwise a cluster is created in a fresh /tmp directory (initdb
 # --auth=trust --no-sync), run as the postgres user when we are root (the
@@ -31,6 +37,32 @@ as_server_user() {
   if [[ $(id -u) -eq 0 ]]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+server_start() {
+  local bindir=$1 dir=$2 port=$3
+  as_server_user "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
+    -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$dir -c fsync=off -c max_connections=300" \
+    start > /dev/null
+}
+
+local_cluster() {
+  if [[ ! -f "$state/cluster" ]]; then
+    echo "test_server.sh: no server started by this script in $state" >&2
+    exit 1
+  fi
+  cat "$state/cluster"
+}
+
+postmaster_pid() {
+  head -n 1 "$(local_cluster)/data/postmaster.pid"
+}
+
+signal_all() {
+  local pid
+  pid=$(postmaster_pid)
+  kill "-$1" "$pid"
+  pkill "-$1" -P "$pid" || true
+}
+
 start() {
   if [[ -n "${SYNCBUS_TEST_DATABASE_URL:-}" ]]; then
     echo "$SYNCBUS_TEST_DATABASE_URL" > "$state/url"
@@ -49,10 +81,9 @@ start() {
       cat "$dir/initdb.log" >&2; exit 1; }
   for _ in $(seq 1 20); do
     port=$((20000 + RANDOM % 30000))
-    if as_server_user "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 30 \
-         -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$dir -c fsync=off -c max_connections=300" \
-         start > /dev/null; then
+    if server_start "$bindir" "$dir" "$port"; then
       echo "host=127.0.0.1 port=$port dbname=postgres user=postgres" > "$state/url"
+      echo "$port" > "$state/port"
       echo "test_server.sh: PostgreSQL $("$bindir/postgres" --version | awk '{print $3}') on 127.0.0.1:$port (data in $dir)"
       return
     fi
@@ -73,11 +104,15 @@ stop() {
     rm -rf "$dir"
     rm -f "$state/cluster"
   fi
-  rm -f "$state/url"
+  rm -f "$state/url" "$state/port"
 }
 
 case "$action" in
   start) start ;;
   stop) stop ;;
-  *) echo "usage: test_server.sh start|stop STATE_DIR" >&2; exit 2 ;;
+  freeze) signal_all STOP ;;
+  thaw) signal_all CONT ;;
+  down) as_server_user "$(find_bindir)/pg_ctl" -D "$(local_cluster)/data" -m "${3:-fast}" -w stop > /dev/null ;;
+  up) server_start "$(find_bindir)" "$(local_cluster)" "$(cat "$state/port")" ;;
+  *) echo "usage: test_server.sh start|stop|freeze|thaw|down|up STATE_DIR" >&2; exit 2 ;;
 esac

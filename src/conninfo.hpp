@@ -1,0 +1,20 @@
+#pragma once
+// Connection strings: the user's (a libpq URI or key=value string) with the
+// options the bus needs added, parsed by libpq itself.
+
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace syncbus::detail {
+
+using ConnectionOptions = std::vector<std::pair<std::string, std::string>>;
+
+/// Rewrites `conninfo` as key='value' pairs, with `overrides` replacing what
+/// the user set and `defaults` added where the user set nothing. Throws
+/// configuration_error, without echoing the string (it may hold a password),
+/// when libpq cannot parse it.
+std::string with_connection_options(const std::string& conninfo, const ConnectionOptions& overrides,
+                                    const ConnectionOptions& defaults);
+
+}  // namespace syncbus::detail

@@ -1,0 +1,49 @@
+#include "conninfo.hpp"
+
+#include <syncbus/errors.hpp>
+
+#include <gtest/gtest.h>
+
+namespace syncbus::detail {
+namespace {
+
+TEST(Conninfo, KeyValueStringGainsDefaultsAndOverrides) {
+  const auto out =
+      with_connection_options("host=db port=5433 dbname=app application_name=mine",
+                              {{"application_name", "syncbus:x"}}, {{"connect_timeout", "5"}});
+  EXPECT_EQ(out,
+            "application_name='syncbus:x' connect_timeout='5' dbname='app' host='db' port='5433'");
+}
+
+TEST(Conninfo, UriIsUnderstoodToo) {
+  const auto out = with_connection_options("postgresql://app@db:6000/appdb?sslmode=disable", {},
+                                           {{"connect_timeout", "5"}});
+  EXPECT_EQ(out,
+            "connect_timeout='5' dbname='appdb' host='db' port='6000' sslmode='disable' "
+            "user='app'");
+}
+
+TEST(Conninfo, TheUsersOwnConnectTimeoutWinsOverTheDefault) {
+  const auto out =
+      with_connection_options("host=db connect_timeout=30", {}, {{"connect_timeout", "5"}});
+  EXPECT_EQ(out, "connect_timeout='30' host='db'");
+}
+
+TEST(Conninfo, QuotesAndBackslashesInValuesAreEscaped) {
+  const auto out = with_connection_options(R"(password='it\'s \\ secret' host=h)", {}, {});
+  EXPECT_EQ(out, R"(host='h' password='it\'s \\ secret')");
+}
+
+TEST(Conninfo, InvalidStringIsAConfigurationErrorThatDoesNotEchoIt) {
+  try {
+    with_connection_options("host=db password=hunter2secret bogus_option=1", {}, {});
+    FAIL() << "an unknown option was accepted";
+  } catch (const configuration_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("bogus_option"), std::string::npos) << what;
+    EXPECT_EQ(what.find("hunter2secret"), std::string::npos) << what;
+  }
+}
+
+}  // namespace
+}  // namespace syncbus::detail

@@ -1,0 +1,231 @@
+// Faults injected into a real PostgreSQL that each test starts for itself
+// (tests/pg/test_server.sh), since they freeze, stop and restart it.
+#include <syncbus/errors.hpp>
+#include <syncbus/postgres_bus.hpp>
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <mutex>
+
+#include "test_support.hpp"
+
+namespace syncbus {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Collector;
+using testing::eventually;
+using testing::unique_channel;
+
+// A throwaway server of this test's own.
+class DedicatedServer {
+ public:
+  DedicatedServer() {
+    char pattern[] = "/tmp/syncbus-fault-test.XXXXXX";
+    state_ = ::mkdtemp(pattern);
+    started_ = control("start");
+    if (started_) {
+      std::ifstream file(state_ + "/url");
+      std::getline(file, url_);
+    }
+  }
+  ~DedicatedServer() {
+    control("thaw");  // a frozen postmaster would not stop
+    control("stop");
+    std::system(("rm -rf '" + state_ + "'").c_str());
+  }
+  bool started() const { return started_; }
+  const std::string& url() const { return url_; }
+  void freeze() { ASSERT_TRUE(control("freeze")); }
+  void thaw() { ASSERT_TRUE(control("thaw")); }
+  void down(const std::string& mode) { ASSERT_TRUE(control("down", mode)); }
+  void up() { ASSERT_TRUE(control("up")); }
+
+ private:
+  bool control(const std::string& action, const std::string& mode = "") {
+    const std::string command = "env -u SYNCBUS_TEST_DATABASE_URL '" SYNCBUS_TEST_SERVER_SCRIPT
+                                "' " +
+                                action + " '" + state_ + "' " + mode + " > /dev/null";
+    return std::system(command.c_str()) == 0;
+  }
+  std::string state_;
+  std::string url_;
+  bool started_ = false;
+};
+
+class Log {
+ public:
+  std::function<void(const std::exception&)> errors() {
+    return [this](const std::exception& e) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      errors_.emplace_back(e.what());
+    };
+  }
+  GapHandler gaps() {
+    return [this](const GapEvent& gap) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      gaps_.push_back(gap);
+    };
+  }
+  std::size_t errors_containing(const std::string& text) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::size_t n = 0;
+    for (const auto& e : errors_) n += e.find(text) != std::string::npos;
+    return n;
+  }
+  std::size_t unknown_gaps() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::size_t n = 0;
+    for (const auto& g : gaps_) n += !g.range_known();
+    return n;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::string> errors_;
+  std::vector<GapEvent> gaps_;
+};
+
+class FaultTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!server_.started()) {
+      if (testing::running_in_ci()) FAIL() << "could not start a dedicated PostgreSQL";
+      GTEST_SKIP() << "no PostgreSQL server binaries to start a dedicated server";
+    }
+  }
+  PostgresBusOptions options(const std::string& channel, Log* log = nullptr) {
+    PostgresBusOptions o;
+    o.conninfo = server_.url();
+    o.channel = channel;
+    o.heartbeat_interval = 0ms;
+    o.publish_timeout = 1000ms;
+    o.ping_interval = 300ms;
+    o.ping_timeout = 500ms;
+    if (log != nullptr) {
+      o.on_error = log->errors();
+      o.on_gap = log->gaps();
+    }
+    return o;
+  }
+  static std::chrono::milliseconds since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                 start);
+  }
+
+  DedicatedServer server_;
+};
+
+TEST_F(FaultTest, AFrozenServerIsNoticedAndPublishFailsWithinItsDeadline) {
+  const auto channel = unique_channel("frozen");
+  Log log;
+  PostgresClusterBus listener(options(channel, &log));
+  PostgresClusterBus publisher(options(channel));
+  Collector seen;
+  auto s = listener.subscribe(seen.handler());
+  publisher.publish("before");
+  ASSERT_TRUE(seen.wait_for_count(1));
+
+  server_.freeze();
+  const auto frozen_at = std::chrono::steady_clock::now();
+  EXPECT_THROW(publisher.publish("during"), timeout_error);
+  EXPECT_GE(since(frozen_at), 900ms);
+  EXPECT_LT(since(frozen_at), 2500ms) << "publish must not hang past its deadline";
+  // The listener pings after 300 ms of silence and gives up on it after 500.
+  ASSERT_TRUE(eventually([&] { return log.errors_containing("no answer to its ping") > 0; }, 5s));
+  EXPECT_LT(since(frozen_at), 3000ms);
+
+  server_.thaw();
+  // Back: the listener reports that it may have missed messages, and both
+  // sides work again.
+  ASSERT_TRUE(eventually([&] { return log.unknown_gaps() > 0; }, 10s));
+  const auto arrived = [&](const std::string& body) {
+    std::size_t n = 0;
+    for (const auto& m : seen.messages()) n += m.body == body;
+    return n;
+  };
+  ASSERT_TRUE(eventually(
+      [&] {
+        try {
+          publisher.publish("after");
+        } catch (const connection_error&) {
+          return false;
+        }
+        return eventually([&] { return arrived("after") > 0; }, 500ms);
+      },
+      15s));
+  // The timed-out publish's outcome was unknown: the server, once thawed, may
+  // still have committed what it had already received. Either way it arrives
+  // at most once, and in order.
+  EXPECT_LE(arrived("during"), 1u);
+  const auto messages = seen.messages();
+  EXPECT_EQ(messages.front().body, "before");
+  EXPECT_EQ(messages.back().body, "after");
+  for (std::size_t i = 1; i < messages.size(); ++i) {
+    EXPECT_GT(messages[i].sequence, messages[i - 1].sequence);
+  }
+}
+
+TEST_F(FaultTest, AStoppedServerIsRetriedGentlyAndRejoinedQuickly) {
+  const auto channel = unique_channel("down");
+  Log log;
+  PostgresClusterBus listener(options(channel, &log));
+  PostgresClusterBus publisher(options(channel));
+  PostgresClusterBus closed_during_outage(options(channel));
+  Collector seen;
+  auto s = listener.subscribe(seen.handler());
+  publisher.publish("before");
+  ASSERT_TRUE(seen.wait_for_count(1));
+
+  server_.down("fast");
+  std::this_thread::sleep_for(5s);  // the outage itself: nothing to poll for
+  // A handful of attempts a second at most, never a busy loop.
+  const auto failed_attempts = log.errors_containing("could not connect");
+  EXPECT_GE(failed_attempts, 3u);
+  EXPECT_LE(failed_attempts, 15u);
+  EXPECT_THROW(publisher.publish("during"), connection_error);
+  const auto closing = std::chrono::steady_clock::now();
+  closed_during_outage.close();
+  EXPECT_LT(since(closing), 1000ms);
+
+  server_.up();
+  const auto up_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(eventually([&] { return listener.stats().reconnects > 0; }, 10s));
+  EXPECT_LT(since(up_at), 2000ms) << "re-listening must follow the server within 2 s";
+  EXPECT_GE(log.unknown_gaps(), 1u);
+  publisher.publish("after");
+  ASSERT_TRUE(seen.wait_for_count(2, 5s));
+  EXPECT_EQ(seen.messages().back().body, "after");
+}
+
+TEST_F(FaultTest, AnImmediateRestartIsSurvivedByBothSides) {
+  const auto channel = unique_channel("restart");
+  Log log;
+  PostgresClusterBus listener(options(channel, &log));
+  PostgresClusterBus publisher(options(channel));
+  Collector seen;
+  auto s = listener.subscribe(seen.handler());
+  publisher.publish("before");
+  ASSERT_TRUE(seen.wait_for_count(1));
+
+  server_.down("immediate");
+  server_.up();
+  const auto up_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(eventually([&] { return listener.stats().reconnects > 0; }, 10s));
+  EXPECT_LT(since(up_at), 2000ms);
+  ASSERT_TRUE(eventually(
+      [&] {
+        try {
+          publisher.publish("after");
+        } catch (const connection_error&) {
+          return false;
+        }
+        return seen.wait_for_count(2, 500ms);
+      },
+      10s));
+}
+
+}  // namespace
+}  // namespace syncbus
