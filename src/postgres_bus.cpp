@@ -8,9 +8,9 @@
 
 #include "deadline_timer.hpp"
 #include "delivery_queue.hpp"
-#include "heartbeat.hpp"
 #include "instance_id.hpp"
 #include "listener.hpp"
+#include "periodic_tasks.hpp"
 #include "pg_session.hpp"
 #include "publisher.hpp"
 #include "spill_store.hpp"
@@ -60,6 +60,18 @@ void check_options(const PostgresBusOptions& options) {
                     "positive interval, or 0 to disable pings",
                     options.ping_interval.count()));
   }
+  if (!(options.queue_usage_warning > 0 && options.queue_usage_warning <= 1)) {
+    throw configuration_error(fmt::format(
+        "syncbus: PostgresBusOptions::queue_usage_warning is {}; give a fraction of the "
+        "NOTIFY queue above 0 and at most 1, e.g. 0.1",
+        options.queue_usage_warning));
+  }
+  if (options.queue_usage_interval.count() < 0 || options.watchdog_interval.count() < 0 ||
+      options.watchdog_stuck_after.count() <= 0) {
+    throw configuration_error(
+        "syncbus: PostgresBusOptions::queue_usage_interval and watchdog_interval must not be "
+        "negative (0 turns them off), and watchdog_stuck_after must be positive");
+  }
   if (options.heartbeat_interval.count() < 0) {
     throw configuration_error(fmt::format(
         "syncbus: PostgresBusOptions::heartbeat_interval is negative ({} ms); use a positive "
@@ -82,9 +94,59 @@ struct PostgresClusterBus::impl {
   std::unique_ptr<detail::DeliveryQueue> delivery;
   std::unique_ptr<detail::Publisher> publisher;
   std::unique_ptr<detail::ListenerLoop> listener;
-  std::unique_ptr<detail::HeartbeatLoop> heartbeat;
+  std::unique_ptr<detail::PeriodicTasks> timers;
+
+  std::vector<detail::PeriodicTasks::Task> periodic_tasks();
   std::atomic<bool> closed{false};
 };
+
+// The bus's timers: each may be switched off with a zero interval.
+std::vector<detail::PeriodicTasks::Task> PostgresClusterBus::impl::periodic_tasks() {
+  const auto& opts = options;
+  // The tasks run on the timer thread, which close() stops before these go.
+  auto* publishing = publisher.get();
+  auto* counters = stats.get();
+  std::vector<detail::PeriodicTasks::Task> tasks;
+  if (opts.heartbeat_interval.count() > 0) {
+    tasks.push_back({opts.heartbeat_interval, [publishing, idle = opts.heartbeat_interval] {
+                       publishing->heartbeat_if_idle(idle);
+                     }});
+  }
+  if (opts.queue_usage_interval.count() > 0) {
+    tasks.push_back(
+        {opts.queue_usage_interval,
+         [publishing, counters, warning = opts.queue_usage_warning, on_error = on_error] {
+           const double usage = publishing->notification_queue_usage();
+           counters->notification_queue_usage.store(usage, std::memory_order_relaxed);
+           if (usage >= warning) {
+             detail::report(
+                 on_error,
+                 error(fmt::format(
+                     "syncbus: PostgreSQL's NOTIFY queue is {:.1f}% full (warning at {:.1f}%): "
+                     "a listening session on this server has stopped reading. When the queue "
+                     "is full every NOTIFY fails. Find it in pg_stat_activity (state 'idle in "
+                     "transaction', or wait_event 'ClientWrite'), or enable the watchdog "
+                     "(PostgresBusOptions::watchdog_interval)",
+                     usage * 100, warning * 100)));
+           }
+         }});
+  }
+  if (opts.watchdog_interval.count() > 0) {
+    tasks.push_back(
+        {opts.watchdog_interval,
+         [publishing, counters, stuck_after = opts.watchdog_stuck_after, on_error = on_error] {
+           const auto terminated = publishing->terminate_stuck_listeners(stuck_after);
+           if (terminated == 0) return;
+           detail::StatsCounters::add(counters->stuck_listeners_terminated,
+                                      static_cast<std::uint64_t>(terminated));
+           detail::report(on_error,
+                          error(fmt::format("syncbus: the watchdog terminated {} stuck syncbus "
+                                            "session(s) that held back the NOTIFY queue",
+                                            terminated)));
+         }});
+  }
+  return tasks;
+}
 
 PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
     : impl_(std::make_unique<impl>()) {
@@ -118,10 +180,7 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
       [delivery](std::vector<detail::Inbound> items) { delivery->post(std::move(items)); },
       self.on_error, self.stats, self.deadlines,
       detail::ListenerLoop::Timeouts{opts.ping_interval, opts.ping_timeout, opts.query_timeout});
-  if (opts.heartbeat_interval.count() > 0) {
-    self.heartbeat = std::make_unique<detail::HeartbeatLoop>(
-        *self.publisher, opts.heartbeat_interval, self.on_error);
-  }
+  self.timers = std::make_unique<detail::PeriodicTasks>(self.periodic_tasks(), self.on_error);
 }
 
 PostgresClusterBus::~PostgresClusterBus() { close(); }
@@ -146,7 +205,7 @@ BusStats PostgresClusterBus::stats() const { return impl_->stats->snapshot(); }
 
 void PostgresClusterBus::close() {
   if (impl_->closed.exchange(true)) return;
-  if (impl_->heartbeat) impl_->heartbeat->stop();
+  impl_->timers->stop();
   impl_->listener->stop();
   impl_->delivery->stop();
   impl_->publisher->close();

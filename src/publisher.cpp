@@ -135,6 +135,41 @@ void Publisher::heartbeat_if_idle(std::chrono::milliseconds idle) {
   last_sent_ = now;
 }
 
+double Publisher::notification_queue_usage() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (closed_) return 0;
+  return with_session(
+      query_timeout_,
+      [](Session& session) {
+        return pqxx::nontransaction(session)
+            .exec1("SELECT pg_notification_queue_usage()")[0]
+            .as<double>();
+      },
+      [] { return std::string("reading pg_notification_queue_usage()"); });
+}
+
+std::int64_t Publisher::terminate_stuck_listeners(std::chrono::milliseconds stuck_after) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (closed_) return 0;
+  return with_session(
+      query_timeout_,
+      [&](Session& session) {
+        // 'idle in transaction': get_notifs() sees nothing while a transaction
+        // is open, and the session pins the queue tail. ClientWrite: the
+        // server is blocked sending to a client that stopped reading.
+        return pqxx::nontransaction(session)
+            .exec_params1(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name LIKE 'syncbus:%' AND pid <> pg_backend_pid() "
+                "AND ((state = 'idle in transaction' AND state_change < now() - $1::bigint * "
+                "interval '1 millisecond') OR (wait_event = 'ClientWrite' AND "
+                "state_change < now() - $1::bigint * interval '1 millisecond'))",
+                static_cast<std::int64_t>(stuck_after.count()))[0]
+            .as<std::int64_t>();
+      },
+      [] { return std::string("looking for stuck listeners in pg_stat_activity"); });
+}
+
 std::int64_t Publisher::vacuum(std::chrono::milliseconds older_than) {
   if (older_than.count() < 0) {
     throw configuration_error(

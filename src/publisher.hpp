@@ -40,6 +40,14 @@ class Publisher {
   /// and nothing was sent for `idle`. Throws like publish().
   void heartbeat_if_idle(std::chrono::milliseconds idle);
 
+  /// pg_notification_queue_usage(), 0 to 1.
+  double notification_queue_usage();
+
+  /// Terminates other sessions whose application_name starts with "syncbus:"
+  /// and that have been idle in a transaction, or blocked writing to their
+  /// client, for longer than `stuck_after`. Returns how many.
+  std::int64_t terminate_stuck_listeners(std::chrono::milliseconds stuck_after);
+
   /// Closes the connection; later calls throw closed_error.
   void close() noexcept;
 

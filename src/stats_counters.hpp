@@ -23,6 +23,8 @@ struct StatsCounters {
   std::atomic<std::uint64_t> dropped_queue_full{0};
   std::atomic<std::uint64_t> reconnects{0};
   std::atomic<std::uint64_t> errors{0};
+  std::atomic<std::uint64_t> stuck_listeners_terminated{0};
+  std::atomic<double> notification_queue_usage{0};
 
   static void add(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) noexcept {
     counter.fetch_add(n, std::memory_order_relaxed);
@@ -45,6 +47,8 @@ struct StatsCounters {
     s.dropped_queue_full = dropped_queue_full.load(std::memory_order_relaxed);
     s.reconnects = reconnects.load(std::memory_order_relaxed);
     s.errors = errors.load(std::memory_order_relaxed);
+    s.stuck_listeners_terminated = stuck_listeners_terminated.load(std::memory_order_relaxed);
+    s.notification_queue_usage = notification_queue_usage.load(std::memory_order_relaxed);
     std::lock_guard<std::mutex> lock(last_error_mutex_);
     s.last_error = last_error_;
     return s;

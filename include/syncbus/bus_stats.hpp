@@ -26,6 +26,11 @@ struct BusStats {
   std::uint64_t dropped_queue_full = 0;
   /// Times the listener's connection was re-established.
   std::uint64_t reconnects = 0;
+  /// The last pg_notification_queue_usage() seen (0 to 1): how full the
+  /// server-wide NOTIFY queue is. Near 0 in a healthy cluster.
+  double notification_queue_usage = 0;
+  /// Stuck listener sessions the watchdog terminated.
+  std::uint64_t stuck_listeners_terminated = 0;
   /// Errors reported to on_error.
   std::uint64_t errors = 0;
   /// The last of those errors' messages ("" when none).

@@ -65,6 +65,20 @@ struct PostgresBusOptions {
   /// Connecting is bounded by libpq's connect_timeout: 5 s unless the
   /// conninfo sets one.
   std::chrono::milliseconds query_timeout{10000};
+  /// Every this often the bus reads pg_notification_queue_usage() (into
+  /// stats()) and reports to on_error when it is at or above
+  /// queue_usage_warning: some listening session on the server has stopped
+  /// reading, and when the queue is full every NOTIFY fails. 0: never.
+  std::chrono::milliseconds queue_usage_interval{5000};
+  double queue_usage_warning = 0.1;
+  /// Opt-in watchdog: every this often, terminate syncbus sessions (found by
+  /// an application_name starting with "syncbus:") that have been idle in a
+  /// transaction, or blocked writing to their client, for longer than
+  /// watchdog_stuck_after: such a session holds back the server-wide NOTIFY
+  /// queue for every channel. Needs the right to signal those backends (the
+  /// same role, or pg_signal_backend). 0: off (the default).
+  std::chrono::milliseconds watchdog_interval{0};
+  std::chrono::milliseconds watchdog_stuck_after{10000};
   /// Messages the delivery queue holds while handlers are busy (at least 1),
   /// and what happens when it is full.
   std::size_t delivery_queue_capacity = default_delivery_queue_capacity;
