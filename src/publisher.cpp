@@ -5,6 +5,9 @@
 #include <fmt/format.h>
 #include <pqxx/nontransaction>
 
+#include <algorithm>
+#include <thread>
+
 #include "envelope.hpp"
 #include "pg_session.hpp"
 #include "spill_decision.hpp"
@@ -99,21 +102,48 @@ void Publisher::publish(const nlohmann::json& body) {
   // Throws before the sequence number is used (SpillMode::never).
   const Route route = choose_route(mode_, envelope.size());
   last_sequence_ = sequence;
-  with_session(
-      publish_timeout_,
-      [&](Session& session) {
-        if (route == Route::inline_payload) {
-          pqxx::nontransaction statement(session);
-          statement.exec_prepared(notify_statement, channel_, envelope);
-        } else {
-          store_.store_and_notify(session, origin_, sequence, body_json,
-                                  encode_spill_pointer(origin_, sequence));
-        }
-      },
-      [&] {
-        return fmt::format("publishing message {}#{} ({} bytes) to channel \"{}\"", origin_,
-                           sequence, body_json.size(), channel_);
-      });
+  const auto describe = [&] {
+    return fmt::format("publishing message {}#{} ({} bytes) to channel \"{}\"", origin_, sequence,
+                       body_json.size(), channel_);
+  };
+  const auto send = [&](Session& session) {
+    if (route == Route::inline_payload) {
+      pqxx::nontransaction statement(session);
+      statement.exec_prepared(notify_statement, channel_, envelope);
+    } else {
+      store_.store_and_notify(session, origin_, sequence, body_json,
+                              encode_spill_pointer(origin_, sequence));
+    }
+  };
+  // A lost connection is retried, with the same origin and sequence, until
+  // the deadline: a repeat of an inline message that did commit is dropped by
+  // receivers as a duplicate, and a spilled one hits the table's unique key,
+  // which proves the first attempt committed.
+  const auto deadline = std::chrono::steady_clock::now() + publish_timeout_;
+  auto pause = std::chrono::milliseconds(20);
+  for (bool retry = false;; retry = true) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+        deadline - std::chrono::steady_clock::now());
+    try {
+      with_session(std::max(left, std::chrono::milliseconds(1)), send, describe);
+      break;
+    } catch (const timeout_error&) {
+      throw;
+    } catch (const connection_error& e) {
+      if (std::chrono::steady_clock::now() + pause >= deadline) {
+        throw timeout_error(
+            fmt::format("syncbus: could not publish within {} ms ({}); last error: {}",
+                        publish_timeout_.count(), describe(), e.what()));
+      }
+      std::this_thread::sleep_for(pause);
+      pause = std::min(pause * 2, std::chrono::milliseconds(500));
+    } catch (const database_error& e) {
+      // On a first attempt the same key would mean another live bus uses
+      // this instance id: that is an error, not a success.
+      if (retry && route == Route::spill_table && e.sqlstate() == "23505") break;
+      throw;
+    }
+  }
   last_sent_ = std::chrono::steady_clock::now();
   StatsCounters::add(stats_->published);
   if (route == Route::spill_table) StatsCounters::add(stats_->spilled);

@@ -76,6 +76,14 @@ class Log {
     for (const auto& e : errors_) n += e.find(text) != std::string::npos;
     return n;
   }
+  std::vector<GapEvent> known_gaps() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<GapEvent> out;
+    for (const auto& g : gaps_) {
+      if (g.range_known()) out.push_back(g);
+    }
+    return out;
+  }
   std::size_t unknown_gaps() const {
     std::lock_guard<std::mutex> lock(mutex_);
     std::size_t n = 0;
@@ -199,6 +207,39 @@ TEST_F(FaultTest, AStoppedServerIsRetriedGentlyAndRejoinedQuickly) {
   publisher.publish("after");
   ASSERT_TRUE(seen.wait_for_count(2, 5s));
   EXPECT_EQ(seen.messages().back().body, "after");
+}
+
+TEST_F(FaultTest, APublishThatFailedAtTheTailOfABurstIsRevealedByTheHeartbeat) {
+  const auto channel = unique_channel("tail");
+  Log log;
+  auto receiver_options = options(channel, &log);
+  PostgresClusterBus receiver(receiver_options);
+  auto publisher_options = options(channel);
+  publisher_options.instance_id = "tail-publisher";
+  publisher_options.heartbeat_interval = 100ms;
+  PostgresClusterBus publisher(publisher_options);
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  publisher.publish(1);
+  ASSERT_TRUE(seen.wait_for_count(1));
+
+  // The server goes away: publish 2 is retried until its deadline, fails, and
+  // uses up its sequence number, which no later message will reveal.
+  server_.down("fast");
+  EXPECT_THROW(publisher.publish(2), timeout_error);
+  server_.up();
+
+  std::vector<GapEvent> exact;
+  ASSERT_TRUE(eventually(
+      [&] {
+        exact = log.known_gaps();
+        return !exact.empty();
+      },
+      15s));
+  EXPECT_EQ(exact[0].origin, "tail-publisher");
+  EXPECT_EQ(exact[0].first_missing, 2u);
+  EXPECT_EQ(exact[0].last_missing, 2u);
+  EXPECT_EQ(seen.size(), 1u);
 }
 
 TEST_F(FaultTest, AnImmediateRestartIsSurvivedByBothSides) {
