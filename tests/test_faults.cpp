@@ -10,6 +10,7 @@
 #include <fstream>
 #include <mutex>
 
+#include "pg_helpers.hpp"
 #include "test_support.hpp"
 
 namespace syncbus {
@@ -17,6 +18,7 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::Collector;
+using testing::EventLog;
 using testing::eventually;
 using testing::unique_channel;
 
@@ -56,45 +58,17 @@ class DedicatedServer {
   bool started_ = false;
 };
 
-class Log {
- public:
-  std::function<void(const std::exception&)> errors() {
-    return [this](const std::exception& e) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      errors_.emplace_back(e.what());
-    };
+// A listening bus and a publishing bus that have exchanged a first message.
+struct ListenerAndPublisher {
+  ListenerAndPublisher(PostgresBusOptions listener_options, PostgresBusOptions publisher_options)
+      : listener(std::move(listener_options)), publisher(std::move(publisher_options)) {
+    publisher.publish("before");
+    EXPECT_TRUE(seen.wait_for_count(1));
   }
-  GapHandler gaps() {
-    return [this](const GapEvent& gap) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      gaps_.push_back(gap);
-    };
-  }
-  std::size_t errors_containing(const std::string& text) const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    std::size_t n = 0;
-    for (const auto& e : errors_) n += e.find(text) != std::string::npos;
-    return n;
-  }
-  std::vector<GapEvent> known_gaps() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    std::vector<GapEvent> out;
-    for (const auto& g : gaps_) {
-      if (g.range_known()) out.push_back(g);
-    }
-    return out;
-  }
-  std::size_t unknown_gaps() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    std::size_t n = 0;
-    for (const auto& g : gaps_) n += !g.range_known();
-    return n;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::vector<std::string> errors_;
-  std::vector<GapEvent> gaps_;
+  PostgresClusterBus listener;
+  PostgresClusterBus publisher;
+  Collector seen;
+  Subscription subscription = listener.subscribe(seen.handler());
 };
 
 class FaultTest : public ::testing::Test {
@@ -105,7 +79,7 @@ class FaultTest : public ::testing::Test {
       GTEST_SKIP() << "no PostgreSQL server binaries to start a dedicated server";
     }
   }
-  PostgresBusOptions options(const std::string& channel, Log* log = nullptr) {
+  PostgresBusOptions options(const std::string& channel, EventLog* log = nullptr) {
     PostgresBusOptions o;
     o.conninfo = server_.url();
     o.channel = channel;
@@ -114,10 +88,30 @@ class FaultTest : public ::testing::Test {
     o.ping_interval = 300ms;
     o.ping_timeout = 500ms;
     if (log != nullptr) {
-      o.on_error = log->errors();
-      o.on_gap = log->gaps();
+      o.on_error = log->error_handler();
+      o.on_gap = log->gap_handler();
     }
     return o;
+  }
+  static std::size_t arrived(const Collector& seen, const std::string& body) {
+    std::size_t n = 0;
+    for (const auto& m : seen.messages()) n += m.body == body;
+    return n;
+  }
+  // Publishes `body` (again after each failure: the server may still be on
+  // its way back) until `seen` has it, or `within` passes.
+  static bool publish_until_heard(PostgresClusterBus& publisher, const Collector& seen,
+                                  const std::string& body, std::chrono::milliseconds within) {
+    return eventually(
+        [&] {
+          try {
+            publisher.publish(body);
+          } catch (const connection_error&) {
+            return false;
+          }
+          return eventually([&] { return arrived(seen, body) > 0; }, 500ms);
+        },
+        within);
   }
   static std::chrono::milliseconds since(std::chrono::steady_clock::time_point start) {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
@@ -129,13 +123,9 @@ class FaultTest : public ::testing::Test {
 
 TEST_F(FaultTest, AFrozenServerIsNoticedAndPublishFailsWithinItsDeadline) {
   const auto channel = unique_channel("frozen");
-  Log log;
-  PostgresClusterBus listener(options(channel, &log));
-  PostgresClusterBus publisher(options(channel));
-  Collector seen;
-  auto s = listener.subscribe(seen.handler());
-  publisher.publish("before");
-  ASSERT_TRUE(seen.wait_for_count(1));
+  EventLog log;
+  ListenerAndPublisher buses(options(channel, &log), options(channel));
+  auto& [listener, publisher, seen, subscription] = buses;
 
   server_.freeze();
   const auto frozen_at = std::chrono::steady_clock::now();
@@ -150,25 +140,11 @@ TEST_F(FaultTest, AFrozenServerIsNoticedAndPublishFailsWithinItsDeadline) {
   // Back: the listener reports that it may have missed messages, and both
   // sides work again.
   ASSERT_TRUE(eventually([&] { return log.unknown_gaps() > 0; }, 10s));
-  const auto arrived = [&](const std::string& body) {
-    std::size_t n = 0;
-    for (const auto& m : seen.messages()) n += m.body == body;
-    return n;
-  };
-  ASSERT_TRUE(eventually(
-      [&] {
-        try {
-          publisher.publish("after");
-        } catch (const connection_error&) {
-          return false;
-        }
-        return eventually([&] { return arrived("after") > 0; }, 500ms);
-      },
-      15s));
+  ASSERT_TRUE(publish_until_heard(publisher, seen, "after", 15s));
   // The timed-out publish's outcome was unknown: the server, once thawed, may
   // still have committed what it had already received. Either way it arrives
   // at most once, and in order.
-  EXPECT_LE(arrived("during"), 1u);
+  EXPECT_LE(arrived(seen, "during"), 1u);
   const auto messages = seen.messages();
   EXPECT_EQ(messages.front().body, "before");
   EXPECT_EQ(messages.back().body, "after");
@@ -179,14 +155,10 @@ TEST_F(FaultTest, AFrozenServerIsNoticedAndPublishFailsWithinItsDeadline) {
 
 TEST_F(FaultTest, AStoppedServerIsRetriedGentlyAndRejoinedQuickly) {
   const auto channel = unique_channel("down");
-  Log log;
-  PostgresClusterBus listener(options(channel, &log));
-  PostgresClusterBus publisher(options(channel));
+  EventLog log;
+  ListenerAndPublisher buses(options(channel, &log), options(channel));
+  auto& [listener, publisher, seen, subscription] = buses;
   PostgresClusterBus closed_during_outage(options(channel));
-  Collector seen;
-  auto s = listener.subscribe(seen.handler());
-  publisher.publish("before");
-  ASSERT_TRUE(seen.wait_for_count(1));
 
   server_.down("fast");
   std::this_thread::sleep_for(5s);  // the outage itself: nothing to poll for
@@ -211,22 +183,17 @@ TEST_F(FaultTest, AStoppedServerIsRetriedGentlyAndRejoinedQuickly) {
 
 TEST_F(FaultTest, APublishThatFailedAtTheTailOfABurstIsRevealedByTheHeartbeat) {
   const auto channel = unique_channel("tail");
-  Log log;
-  auto receiver_options = options(channel, &log);
-  PostgresClusterBus receiver(receiver_options);
+  EventLog log;
   auto publisher_options = options(channel);
   publisher_options.instance_id = "tail-publisher";
   publisher_options.heartbeat_interval = 100ms;
-  PostgresClusterBus publisher(publisher_options);
-  Collector seen;
-  auto s = receiver.subscribe(seen.handler());
-  publisher.publish(1);
-  ASSERT_TRUE(seen.wait_for_count(1));
+  ListenerAndPublisher buses(options(channel, &log), publisher_options);
+  auto& [listener, publisher, seen, subscription] = buses;
 
   // The server goes away: publish 2 is retried until its deadline, fails, and
   // uses up its sequence number, which no later message will reveal.
   server_.down("fast");
-  EXPECT_THROW(publisher.publish(2), timeout_error);
+  EXPECT_THROW(publisher.publish("lost"), timeout_error);
   server_.up();
 
   std::vector<GapEvent> exact;
@@ -244,29 +211,16 @@ TEST_F(FaultTest, APublishThatFailedAtTheTailOfABurstIsRevealedByTheHeartbeat) {
 
 TEST_F(FaultTest, AnImmediateRestartIsSurvivedByBothSides) {
   const auto channel = unique_channel("restart");
-  Log log;
-  PostgresClusterBus listener(options(channel, &log));
-  PostgresClusterBus publisher(options(channel));
-  Collector seen;
-  auto s = listener.subscribe(seen.handler());
-  publisher.publish("before");
-  ASSERT_TRUE(seen.wait_for_count(1));
+  EventLog log;
+  ListenerAndPublisher buses(options(channel, &log), options(channel));
+  auto& [listener, publisher, seen, subscription] = buses;
 
   server_.down("immediate");
   server_.up();
   const auto up_at = std::chrono::steady_clock::now();
   ASSERT_TRUE(eventually([&] { return listener.stats().reconnects > 0; }, 10s));
   EXPECT_LT(since(up_at), 2000ms);
-  ASSERT_TRUE(eventually(
-      [&] {
-        try {
-          publisher.publish("after");
-        } catch (const connection_error&) {
-          return false;
-        }
-        return seen.wait_for_count(2, 500ms);
-      },
-      10s));
+  ASSERT_TRUE(publish_until_heard(publisher, seen, "after", 10s));
 }
 
 // A session that LISTENs and then sits in an open transaction: it stops
@@ -288,18 +242,10 @@ class WedgedListener {
   std::unique_ptr<pqxx::work> open_;
 };
 
-int sessions_named(const std::string& url, const std::string& application_name) {
-  pqxx::connection admin(url);
-  return pqxx::nontransaction(admin)
-      .exec_params1("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-                    application_name)[0]
-      .as<int>();
-}
-
 TEST_F(FaultTest, AFillingNotifyQueueIsSeenInStatsAndReported) {
   const auto channel = unique_channel("queue_usage");
   WedgedListener wedged(server_.url(), "some-other-app", channel);
-  Log log;
+  EventLog log;
   auto o = options(channel, &log);
   o.queue_usage_interval = 200ms;
   o.queue_usage_warning = 0.001;  // 0.1% of the 8 GB queue: about 8 MB
@@ -314,14 +260,15 @@ TEST_F(FaultTest, TheWatchdogTerminatesStuckSyncbusSessionsOnly) {
   const auto channel = unique_channel("watchdog");
   WedgedListener stuck_syncbus(server_.url(), "syncbus:wedged", channel);
   WedgedListener stuck_stranger(server_.url(), "not-syncbus", channel);
-  Log log;
+  EventLog log;
   auto o = options(channel, &log);
   o.watchdog_interval = 200ms;
   o.watchdog_stuck_after = 300ms;
   PostgresClusterBus bus(o);
   ASSERT_TRUE(eventually([&] { return bus.stats().stuck_listeners_terminated >= 1; }, 10s));
-  EXPECT_EQ(sessions_named(server_.url(), "syncbus:wedged"), 0);
-  EXPECT_EQ(sessions_named(server_.url(), "not-syncbus"), 1) << "only syncbus sessions are ours";
+  EXPECT_EQ(testing::sessions_named(server_.url(), "syncbus:wedged"), 0);
+  EXPECT_EQ(testing::sessions_named(server_.url(), "not-syncbus"), 1)
+      << "only syncbus sessions are ours";
   EXPECT_GE(log.errors_containing("watchdog terminated"), 1u);
   // The bus's own sessions never sit in a transaction: they are untouched.
   Collector seen;

@@ -10,64 +10,25 @@
 #include <mutex>
 #include <thread>
 
+#include "pg_helpers.hpp"
 #include "test_support.hpp"
 
 namespace syncbus {
 namespace {
 
+using testing::BusConnection;
 using testing::Collector;
+using testing::EventLog;
 using testing::eventually;
 using testing::unique_channel;
 
-class GapLog {
- public:
-  GapHandler handler() {
-    return [this](const GapEvent& gap) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      gaps_.push_back(gap);
-    };
-  }
-  std::vector<GapEvent> gaps() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return gaps_;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::vector<GapEvent> gaps_;
-};
-
-class GapTest : public testing::PostgresTest {
- protected:
-  PostgresBusOptions options(const std::string& channel, const std::string& instance_id = "") {
-    PostgresBusOptions o;
-    o.conninfo = url();
-    o.channel = channel;
-    o.instance_id = instance_id;
-    return o;
-  }
-
-  int terminate(const std::string& application_name, bool listener) {
-    pqxx::connection admin(url());
-    return pqxx::nontransaction(admin)
-        .exec_params(std::string("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                                 "WHERE application_name = $1 AND query ") +
-                         (listener ? "LIKE" : "NOT LIKE") + " 'LISTEN%'",
-                     application_name)[0][0]
-        .as<int>();
-  }
-
-  void raw_notify(const std::string& channel, const std::string& payload) {
-    pqxx::connection connection(url());
-    pqxx::nontransaction(connection).exec_params("SELECT pg_notify($1, $2)", channel, payload);
-  }
-};
+class GapTest : public testing::PostgresTest {};
 
 TEST_F(GapTest, AListenerReconnectIsReportedAsAGapOfUnknownRange) {
   const auto channel = unique_channel("reconnect_gap");
-  GapLog gaps;
+  EventLog gaps;
   auto o = options(channel, "gap-listener");
-  o.on_gap = gaps.handler();
+  o.on_gap = gaps.gap_handler();
   PostgresClusterBus listener(o);
   PostgresClusterBus publisher(options(channel));
   Collector seen;
@@ -75,7 +36,7 @@ TEST_F(GapTest, AListenerReconnectIsReportedAsAGapOfUnknownRange) {
   publisher.publish("before");
   ASSERT_TRUE(seen.wait_for_count(1));
 
-  ASSERT_EQ(terminate("syncbus:gap-listener", /*listener=*/true), 1);
+  ASSERT_EQ(testing::terminate_backend(url(), "syncbus:gap-listener", BusConnection::listener), 1);
   ASSERT_TRUE(eventually([&] { return !gaps.gaps().empty(); }));
   const auto gap = gaps.gaps()[0];
   EXPECT_FALSE(gap.range_known());
@@ -90,9 +51,9 @@ TEST_F(GapTest, AListenerReconnectIsReportedAsAGapOfUnknownRange) {
 
 TEST_F(GapTest, AHeartbeatAheadOfWhatArrivedIsAnExactGap) {
   const auto channel = unique_channel("heartbeat_gap");
-  GapLog gaps;
+  EventLog gaps;
   auto o = options(channel);
-  o.on_gap = gaps.handler();
+  o.on_gap = gaps.gap_handler();
   PostgresClusterBus receiver(o);
   Collector seen;
   auto s = receiver.subscribe(seen.handler());
@@ -149,9 +110,9 @@ TEST_F(GapTest, StatsCountWhatHappened) {
 
 TEST_F(GapTest, ABlockedHandlerNeverStallsTheListenerAndLossesAreExactGaps) {
   const auto channel = unique_channel("blocked");
-  GapLog gaps;
+  EventLog gaps;
   auto slow_options = options(channel, "blocked-handler");
-  slow_options.on_gap = gaps.handler();
+  slow_options.on_gap = gaps.gap_handler();
   slow_options.delivery_queue_capacity = 50;
   PostgresClusterBus slow(slow_options);
   PostgresClusterBus sender(options(channel, "fast-sender"));

@@ -15,30 +15,13 @@ namespace syncbus {
 namespace {
 
 using testing::Collector;
-
-class GapLog {
- public:
-  GapHandler handler() {
-    return [this](const GapEvent& gap) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      gaps_.push_back(gap);
-    };
-  }
-  std::vector<GapEvent> gaps() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return gaps_;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::vector<GapEvent> gaps_;
-};
+using testing::EventLog;
 
 struct Cluster {
   std::shared_ptr<InMemoryHub> hub = std::make_shared<InMemoryHub>();
-  GapLog gaps_at_b;
+  EventLog gaps_at_b;
   InMemoryClusterBus a{hub, {"a", {}, {}}};
-  InMemoryClusterBus b{hub, {"b", {}, gaps_at_b.handler()}};
+  InMemoryClusterBus b{hub, {"b", {}, gaps_at_b.gap_handler()}};
   Collector at_b;
   Subscription subscription = b.subscribe(at_b.handler());
 
@@ -166,10 +149,10 @@ TEST(InMemoryFaults, AThrowingGapHandlerGoesToOnErrorAndDeliveryContinues) {
 
 TEST(InMemoryFaults, AFullDeliveryQueueDropsAndReportsExactGaps) {
   auto hub = std::make_shared<InMemoryHub>();
-  GapLog gaps;
+  EventLog gaps;
   InMemoryBusOptions small;
   small.instance_id = "slow";
-  small.on_gap = gaps.handler();
+  small.on_gap = gaps.gap_handler();
   small.delivery_queue_capacity = 10;
   InMemoryClusterBus a(hub, {"a", {}, {}}), c(hub, {"c", {}, {}}), slow(hub, small);
   std::atomic<bool> blocked{false};

@@ -11,52 +11,19 @@
 #include <mutex>
 #include <thread>
 
+#include "pg_helpers.hpp"
 #include "test_support.hpp"
 
 namespace syncbus {
 namespace {
 
+using testing::BusConnection;
 using testing::Collector;
+using testing::EventLog;
 using testing::eventually;
 using testing::unique_channel;
 
-class ErrorLog {
- public:
-  std::function<void(const std::exception&)> handler() {
-    return [this](const std::exception& e) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      errors_.emplace_back(e.what());
-    };
-  }
-  std::vector<std::string> errors() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return errors_;
-  }
-  std::size_t count_containing(const std::string& text) const {
-    std::size_t n = 0;
-    for (const auto& e : errors()) n += e.find(text) != std::string::npos;
-    return n;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::vector<std::string> errors_;
-};
-
-class PostgresBusTest : public testing::PostgresTest {
- protected:
-  PostgresBusOptions options(const std::string& channel) const {
-    PostgresBusOptions o;
-    o.conninfo = url();
-    o.channel = channel;
-    return o;
-  }
-
-  void raw_notify(const std::string& channel, const std::string& payload) {
-    pqxx::connection connection(url());
-    pqxx::nontransaction(connection).exec_params("SELECT pg_notify($1, $2)", channel, payload);
-  }
-};
+class PostgresBusTest : public testing::PostgresTest {};
 
 TEST_F(PostgresBusTest, ThreeBusesOnOneChannelSeeEveryMessageInOrder) {
   const auto channel = unique_channel("three");
@@ -109,9 +76,9 @@ TEST_F(PostgresBusTest, ChannelNamesAreUsedExactlyAsWritten) {
   for (const std::string channel :
        {std::string("MixedCase_") + unique_channel("x"), std::string("with space \"quote\" 'x';--"),
         std::string("ünïcødé-") + unique_channel("u")}) {
-    ErrorLog errors;
+    EventLog errors;
     auto o = options(channel.substr(0, 63));
-    o.on_error = errors.handler();
+    o.on_error = errors.error_handler();
     PostgresClusterBus bus(o);
     Collector seen;
     auto s = bus.subscribe(seen.handler());
@@ -165,9 +132,9 @@ TEST_F(PostgresBusTest, UnreachableServerIsAConnectionErrorWithoutThePassword) {
 
 TEST_F(PostgresBusTest, GarbageOnTheChannelReachesOnErrorAndDeliveryGoesOn) {
   const auto channel = unique_channel("garbage");
-  ErrorLog errors;
+  EventLog errors;
   auto o = options(channel);
-  o.on_error = errors.handler();
+  o.on_error = errors.error_handler();
   PostgresClusterBus bus(o);
   Collector seen;
   auto s = bus.subscribe(seen.handler());
@@ -188,16 +155,16 @@ TEST_F(PostgresBusTest, GarbageOnTheChannelReachesOnErrorAndDeliveryGoesOn) {
   EXPECT_EQ(messages[1].body, "after");
   EXPECT_EQ(messages[1].sequence, 2u);
   EXPECT_EQ(errors.errors().size(), 5u);
-  EXPECT_EQ(errors.count_containing("not JSON"), 3u);  // garbage, truncated, empty
-  EXPECT_EQ(errors.count_containing("version 99"), 1u);
-  EXPECT_EQ(errors.count_containing("ghost#5"), 1u);
+  EXPECT_EQ(errors.errors_containing("not JSON"), 3u);  // garbage, truncated, empty
+  EXPECT_EQ(errors.errors_containing("version 99"), 1u);
+  EXPECT_EQ(errors.errors_containing("ghost#5"), 1u);
 }
 
 TEST_F(PostgresBusTest, AThrowingHandlerIsReportedAndOthersStillReceive) {
   const auto channel = unique_channel("throw");
-  ErrorLog errors;
+  EventLog errors;
   auto o = options(channel);
-  o.on_error = errors.handler();
+  o.on_error = errors.error_handler();
   PostgresClusterBus bus(o);
   Collector seen;
   auto bad = bus.subscribe([](const ClusterMessage&) { throw std::logic_error("oops"); });
@@ -206,7 +173,7 @@ TEST_F(PostgresBusTest, AThrowingHandlerIsReportedAndOthersStillReceive) {
   bus.publish(2);
   ASSERT_TRUE(seen.wait_for_count(2));
   ASSERT_TRUE(eventually([&] { return errors.errors().size() == 2; }));
-  EXPECT_EQ(errors.count_containing("oops"), 2u);
+  EXPECT_EQ(errors.errors_containing("oops"), 2u);
 }
 
 TEST_F(PostgresBusTest, CloseIsQuickIdempotentAndFinal) {
@@ -231,9 +198,9 @@ TEST_F(PostgresBusTest, CloseIsQuickIdempotentAndFinal) {
 
 TEST_F(PostgresBusTest, ConcurrentPublishersOnOneBusKeepPerOriginOrder) {
   const auto channel = unique_channel("threads");
-  ErrorLog errors;
+  EventLog errors;
   auto receiver_options = options(channel);
-  receiver_options.on_error = errors.handler();
+  receiver_options.on_error = errors.error_handler();
   PostgresClusterBus publisher(options(channel)), receiver(receiver_options);
   Collector seen;
   auto s = receiver.subscribe(seen.handler());
@@ -280,10 +247,10 @@ TEST_F(PostgresBusTest, ConnectionsCarryAnApplicationName) {
 
 TEST_F(PostgresBusTest, ListenerRecoversFromATerminatedBackend) {
   const auto channel = unique_channel("reconnect");
-  ErrorLog errors;
+  EventLog errors;
   auto o = options(channel);
   o.instance_id = "reconnect-listener";
-  o.on_error = errors.handler();
+  o.on_error = errors.error_handler();
   PostgresClusterBus listener(o);
   PostgresClusterBus publisher(options(channel));
   Collector seen;
@@ -291,14 +258,9 @@ TEST_F(PostgresBusTest, ListenerRecoversFromATerminatedBackend) {
   publisher.publish("first");
   ASSERT_TRUE(seen.wait_for_count(1));
 
-  pqxx::connection admin(url());
-  // The listener's connection is the one that LISTENs.
-  const auto killed = pqxx::nontransaction(admin).exec_params(
-      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-      "WHERE application_name = $1 AND query LIKE 'LISTEN%'",
-      "syncbus:reconnect-listener");
-  ASSERT_EQ(killed[0][0].as<int>(), 1);
-  ASSERT_TRUE(eventually([&] { return errors.count_containing("lost its connection") >= 1; }));
+  ASSERT_EQ(
+      testing::terminate_backend(url(), "syncbus:reconnect-listener", BusConnection::listener), 1);
+  ASSERT_TRUE(eventually([&] { return errors.errors_containing("lost its connection") >= 1; }));
   // Once reconnected, new messages flow again.
   ASSERT_TRUE(eventually([&] {
     publisher.publish("probe");
@@ -317,12 +279,8 @@ TEST_F(PostgresBusTest, PublishOnAKilledConnectionIsRetriedWithTheSameSequence) 
   bus.publish("one");
   ASSERT_TRUE(seen.wait_for_count(1));
 
-  pqxx::connection admin(url());
-  const auto killed = pqxx::nontransaction(admin).exec_params(
-      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-      "WHERE application_name = $1 AND query NOT LIKE 'LISTEN%'",
-      "syncbus:killed-publisher");
-  ASSERT_EQ(killed[0][0].as<int>(), 1);
+  ASSERT_EQ(testing::terminate_backend(url(), "syncbus:killed-publisher", BusConnection::publisher),
+            1);
 
   // The dead connection is noticed, replaced, and the message sent again
   // within the publish deadline: the caller sees success.

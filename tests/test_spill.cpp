@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "envelope.hpp"
+#include "pg_helpers.hpp"
 #include "test_support.hpp"
 
 namespace syncbus {
@@ -20,9 +21,7 @@ using testing::unique_channel;
 class SpillTest : public testing::PostgresTest {
  protected:
   PostgresBusOptions options(const std::string& channel, SpillMode mode) const {
-    PostgresBusOptions o;
-    o.conninfo = url();
-    o.channel = channel;
+    auto o = PostgresTest::options(channel);
     o.spill = mode;
     return o;
   }
@@ -221,12 +220,8 @@ TEST_F(SpillTest, VacuumedRowIsReportedAndLaterMessagesStillArrive) {
   Collector seen;
   auto s = receiver.subscribe(seen.handler());
   // A pointer to a row that is not there (vacuumed, or never written).
-  pqxx::connection admin(url());
-  const auto notify = [&](const std::string& payload) {
-    pqxx::nontransaction(admin).exec_params("SELECT pg_notify($1, $2)", channel, payload);
-  };
-  notify(R"({"v":1,"origin":"vanished","seq":1,"body":"first"})");
-  notify(R"({"v":1,"origin":"vanished","seq":2,"spilled":true})");
+  raw_notify(channel, R"({"v":1,"origin":"vanished","seq":1,"body":"first"})");
+  raw_notify(channel, R"({"v":1,"origin":"vanished","seq":2,"spilled":true})");
   sender.publish("still here");
   ASSERT_TRUE(seen.wait_for_count(2));
   EXPECT_EQ(seen.messages()[0].body, "first");

@@ -3,6 +3,7 @@
 // wait (never a fixed sleep), and the test database's connection string.
 
 #include <syncbus/cluster_bus.hpp>
+#include <syncbus/gap_event.hpp>
 
 #include <gtest/gtest.h>
 
@@ -54,6 +55,49 @@ class Collector {
   std::vector<ClusterMessage> messages_;
 };
 
+/// Records what a bus reports to on_error and on_gap, from any thread.
+class EventLog {
+ public:
+  std::function<void(const std::exception&)> error_handler() {
+    return [this](const std::exception& e) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      errors_.emplace_back(e.what());
+    };
+  }
+  GapHandler gap_handler() {
+    return [this](const GapEvent& gap) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      gaps_.push_back(gap);
+    };
+  }
+  std::vector<std::string> errors() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return errors_;
+  }
+  std::size_t errors_containing(const std::string& text) const {
+    std::size_t n = 0;
+    for (const auto& e : errors()) n += e.find(text) != std::string::npos;
+    return n;
+  }
+  std::vector<GapEvent> gaps() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return gaps_;
+  }
+  std::vector<GapEvent> known_gaps() const {
+    std::vector<GapEvent> out;
+    for (const auto& g : gaps()) {
+      if (g.range_known()) out.push_back(g);
+    }
+    return out;
+  }
+  std::size_t unknown_gaps() const { return gaps().size() - known_gaps().size(); }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::string> errors_;
+  std::vector<GapEvent> gaps_;
+};
+
 /// Polls `condition` every few milliseconds until it holds or `timeout` passes.
 inline bool eventually(const std::function<bool()>& condition,
                        std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
@@ -73,43 +117,9 @@ inline std::string unique_channel(const std::string& what) {
   return "syncbus_t_" + what.substr(0, 30) + "_" + std::to_string(random() % 1000000000);
 }
 
-/// The test server's conninfo: SYNCBUS_TEST_DATABASE_URL, else the file the
-/// ctest fixture wrote (SYNCBUS_TEST_STATE_DIR/url); "" when neither exists.
-inline std::string test_database_url() {
-  if (const char* url = std::getenv("SYNCBUS_TEST_DATABASE_URL"); url && *url) {
-    return url;
-  }
-  if (const char* dir = std::getenv("SYNCBUS_TEST_STATE_DIR"); dir && *dir) {
-    std::ifstream file(std::string(dir) + "/url");
-    std::string url;
-    if (std::getline(file, url) && !url.empty()) return url;
-  }
-  return "";
-}
-
 inline bool running_in_ci() {
   const char* ci = std::getenv("CI");
   return ci && std::string(ci) == "true";
 }
-
-/// Base fixture of tests that need PostgreSQL. Without a server it skips,
-/// except under CI=true, where it fails: CI never skips silently.
-class PostgresTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    url_ = test_database_url();
-    if (url_.empty()) {
-      if (running_in_ci()) {
-        FAIL() << "No PostgreSQL for the db tests: run them through ctest (its "
-                  "fixture starts a server) or set SYNCBUS_TEST_DATABASE_URL";
-      }
-      GTEST_SKIP() << "No PostgreSQL: set SYNCBUS_TEST_DATABASE_URL or run via ctest";
-    }
-  }
-  const std::string& url() const { return url_; }
-
- private:
-  std::string url_;
-};
 
 }  // namespace syncbus::testing

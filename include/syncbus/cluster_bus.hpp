@@ -30,7 +30,8 @@ using MessageHandler = std::function<void(const ClusterMessage&)>;
 /// Destroying it, or calling unsubscribe(), stops delivery to its handler:
 /// once unsubscribe() returns, the handler is not running and will not be
 /// called again (unless unsubscribe() is called from inside that very
-/// handler, in which case the current call simply finishes). A default-
+/// handler, in which case the current call simply finishes). Because it
+/// waits, do not call it while holding a lock that the handler takes. A default-
 /// constructed Subscription is empty. A Subscription may outlive its bus.
 /// Not thread-safe itself: one Subscription object belongs to one thread at a
 /// time (different Subscriptions may be used from different threads).

@@ -104,9 +104,12 @@ struct PostgresBusOptions {
 ///
 /// The constructor connects twice: one connection publishes (pg_notify, one
 /// statement per message, serialised by a mutex), and a listener thread owns a
-/// second connection that LISTENs on the channel; messages go from it to a
-/// delivery thread that runs the handlers. Construction returns once the bus
-/// is listening, so it hears every message committed after that.
+/// second connection that LISTENs on the channel; messages go from it, through
+/// a bounded queue, to a delivery thread that runs the handlers. A timer
+/// thread sends heartbeats and watches the NOTIFY queue, and a deadline thread
+/// enforces the client-side timeouts. Construction returns once the bus is
+/// listening, so it hears every message committed after that. The destructor
+/// (or close()) stops and joins all four threads.
 ///
 /// Thread safety: as ClusterBus; vacuum() may also be called from any thread.
 class PostgresClusterBus final : public ClusterBus {

@@ -1,0 +1,101 @@
+#pragma once
+// Things db tests do to the server behind the bus's back, over connections of
+// their own.
+
+#include <syncbus/postgres_bus.hpp>
+
+#include <gtest/gtest.h>
+#include <pqxx/pqxx>
+
+#include <cstdlib>
+#include <fstream>
+#include <string>
+
+#include "test_support.hpp"
+
+namespace syncbus::testing {
+
+/// NOTIFYs `payload` on `channel`, as any client of the database could.
+inline void raw_notify(const std::string& url, const std::string& channel,
+                       const std::string& payload) {
+  pqxx::connection connection(url);
+  pqxx::nontransaction(connection).exec_params("SELECT pg_notify($1, $2)", channel, payload);
+}
+
+/// Which of a bus's two connections to act on: the listener's is the one
+/// whose last statement was LISTEN.
+enum class BusConnection { listener, publisher };
+
+/// Terminates the backend of a bus connection (by application_name); returns
+/// how many were terminated.
+inline int terminate_backend(const std::string& url, const std::string& application_name,
+                             BusConnection which) {
+  pqxx::connection admin(url);
+  const std::string match = which == BusConnection::listener ? "LIKE" : "NOT LIKE";
+  return pqxx::nontransaction(admin)
+      .exec_params1(
+          "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+          "WHERE application_name = $1 AND query " +
+              match + " 'LISTEN%'",
+          application_name)[0]
+      .as<int>();
+}
+
+/// Number of sessions with this application_name.
+inline int sessions_named(const std::string& url, const std::string& application_name) {
+  pqxx::connection admin(url);
+  return pqxx::nontransaction(admin)
+      .exec_params1("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
+                    application_name)[0]
+      .as<int>();
+}
+
+/// The test server's conninfo: SYNCBUS_TEST_DATABASE_URL, else the file the
+/// ctest fixture wrote (SYNCBUS_TEST_STATE_DIR/url); "" when neither exists.
+inline std::string test_database_url() {
+  if (const char* url = std::getenv("SYNCBUS_TEST_DATABASE_URL"); url && *url) {
+    return url;
+  }
+  if (const char* dir = std::getenv("SYNCBUS_TEST_STATE_DIR"); dir && *dir) {
+    std::ifstream file(std::string(dir) + "/url");
+    std::string url;
+    if (std::getline(file, url) && !url.empty()) return url;
+  }
+  return "";
+}
+
+/// Base fixture of tests that need PostgreSQL. Without a server it skips,
+/// except under CI=true, where it fails: CI never skips silently.
+class PostgresTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    url_ = test_database_url();
+    if (url_.empty()) {
+      if (running_in_ci()) {
+        FAIL() << "No PostgreSQL for the db tests: run them through ctest (its "
+                  "fixture starts a server) or set SYNCBUS_TEST_DATABASE_URL";
+      }
+      GTEST_SKIP() << "No PostgreSQL: set SYNCBUS_TEST_DATABASE_URL or run via ctest";
+    }
+  }
+  const std::string& url() const { return url_; }
+
+  /// Options of a bus on the test server.
+  PostgresBusOptions options(const std::string& channel,
+                             const std::string& instance_id = "") const {
+    PostgresBusOptions o;
+    o.conninfo = url_;
+    o.channel = channel;
+    o.instance_id = instance_id;
+    return o;
+  }
+
+  void raw_notify(const std::string& channel, const std::string& payload) const {
+    testing::raw_notify(url_, channel, payload);
+  }
+
+ private:
+  std::string url_;
+};
+
+}  // namespace syncbus::testing
