@@ -57,7 +57,7 @@ struct ListenerLoop::ListenSession {
 ListenerLoop::ListenerLoop(std::string conninfo, std::string application_name, std::string channel,
                            const SpillStore& store, Deliver deliver, ErrorSink on_error,
                            std::shared_ptr<StatsCounters> stats, DeadlineTimer& deadlines,
-                           Timeouts timeouts)
+                           Timeouts timeouts, CatchUp catch_up)
     : conninfo_(std::move(conninfo)),
       application_name_(std::move(application_name)),
       channel_(std::move(channel)),
@@ -66,7 +66,8 @@ ListenerLoop::ListenerLoop(std::string conninfo, std::string application_name, s
       on_error_(std::move(on_error)),
       stats_(std::move(stats)),
       deadlines_(deadlines),
-      timeouts_(timeouts) {
+      timeouts_(timeouts),
+      catch_up_(catch_up) {
   auto session = connect();
   thread_ = std::thread([this, s = std::move(session)]() mutable { run(std::move(s)); });
 }
@@ -107,11 +108,21 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
       try {
         session = connect();
         retry_delay = first_retry_delay;
-        // Listening again: whatever was committed while away is missed.
         StatsCounters::add(stats_->reconnects);
-        deliver_({Inbound{Inbound::Kind::connection_reset, {}}});
+        if (catch_up_.enabled) {
+          // LISTEN first (connect() did), then read what was missed, then go
+          // live: NOTIFYs arriving meanwhile wait in the socket, after it.
+          const auto away = std::chrono::duration_cast<std::chrono::milliseconds>(
+              std::chrono::steady_clock::now() - last_contact_);
+          catch_up(*session, away + catch_up_.margin);
+          last_contact_ = std::chrono::steady_clock::now();
+        } else {
+          // Listening again: whatever was committed while away is missed.
+          deliver_({Inbound{Inbound::Kind::connection_reset, {}}});
+        }
       } catch (const std::exception& e) {
         report(on_error_, e);
+        session.reset();
         if (!pause(jittered(retry_delay))) return;
         retry_delay = std::min(retry_delay * 2, max_retry_delay);
         continue;
@@ -129,6 +140,7 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
     try {
       if (ready == 0) ping(*session);
       receive(*session);
+      last_contact_ = std::chrono::steady_clock::now();
     } catch (const std::exception& e) {
       report(on_error_, connection_error(fmt::format(
                             "syncbus: the listener on channel \"{}\" lost its connection "
@@ -153,6 +165,42 @@ void ListenerLoop::ping(ListenSession& session) {
           channel_, timeouts_.ping.count()));
     }
     rethrow_as_syncbus_error("pinging the server");
+  }
+}
+
+void ListenerLoop::catch_up(ListenSession& session, std::chrono::milliseconds window) {
+  constexpr int page_size = 256;
+  std::string after_origin;
+  std::uint64_t after_sequence = 0;
+  for (;;) {
+    std::vector<SpillStore::StoredMessage> page;
+    const auto guard = deadlines_.arm(session.connection->sock(),
+                                      DeadlineTimer::Clock::now() + timeouts_.query, this);
+    try {
+      page =
+          store_.fetch_recent(*session.connection, window, after_origin, after_sequence, page_size);
+    } catch (...) {
+      if (guard.expired()) {
+        throw timeout_error(
+            fmt::format("syncbus: catching up from {} took over {} ms per page; reconnecting",
+                        store_.qualified_name(), timeouts_.query.count()));
+      }
+      rethrow_as_syncbus_error("catching up from the spill table after a reconnect");
+    }
+    std::vector<Inbound> items;
+    items.reserve(page.size());
+    for (auto& row : page) {
+      try {
+        items.push_back(
+            {Inbound::Kind::message, {row.origin, row.sequence, parse_body(row.body_json)}});
+      } catch (const std::exception& e) {
+        report(on_error_, e);  // the tracker reports the hole it leaves
+      }
+    }
+    deliver_(std::move(items));
+    if (page.size() < static_cast<std::size_t>(page_size)) return;
+    after_origin = page.back().origin;
+    after_sequence = page.back().sequence;
   }
 }
 

@@ -35,13 +35,24 @@ class ListenerLoop {
     std::chrono::milliseconds query;
   };
 
+  /// SpillMode::always: every message is in the spill table, so after a
+  /// reconnect the listener reads what it missed instead of reporting an
+  /// unknown gap: the rows created since its last confirmed contact with the
+  /// server, less `margin` (for statements that began before and committed
+  /// after).
+  struct CatchUp {
+    bool enabled = false;
+    std::chrono::milliseconds margin{10000};
+  };
+
   /// Connects and LISTENs before returning (throws connection_error or
   /// database_error), then starts the thread. After a lost connection it
   /// reconnects with capped, jittered exponential backoff, and delivers an
   /// Inbound::connection_reset once listening again.
   ListenerLoop(std::string conninfo, std::string application_name, std::string channel,
                const SpillStore& store, Deliver deliver, ErrorSink on_error,
-               std::shared_ptr<StatsCounters> stats, DeadlineTimer& deadlines, Timeouts timeouts);
+               std::shared_ptr<StatsCounters> stats, DeadlineTimer& deadlines, Timeouts timeouts,
+               CatchUp catch_up);
   ~ListenerLoop();
   ListenerLoop(const ListenerLoop&) = delete;
   ListenerLoop& operator=(const ListenerLoop&) = delete;
@@ -57,6 +68,9 @@ class ListenerLoop {
   /// An application-level liveness check: TCP keepalives do not notice a
   /// frozen server. Throws timeout_error past the ping deadline.
   void ping(ListenSession& session);
+  /// Delivers this channel's rows from the last `window`, page by page, in
+  /// order per origin; the delivery stage drops what was delivered already.
+  void catch_up(ListenSession& session, std::chrono::milliseconds window);
   void decode_and_deliver(pqxx::connection& connection, const std::vector<std::string>& payloads);
   /// Sleeps for `delay` unless stopped first; returns false when stopped.
   bool pause(std::chrono::milliseconds delay);
@@ -70,6 +84,9 @@ class ListenerLoop {
   std::shared_ptr<StatsCounters> stats_;
   DeadlineTimer& deadlines_;
   Timeouts timeouts_;
+  CatchUp catch_up_;
+  // Last time the server was known to be talking to this listener.
+  std::chrono::steady_clock::time_point last_contact_ = std::chrono::steady_clock::now();
   WakeFd wake_;
   std::thread thread_;
 };

@@ -179,7 +179,8 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
       opts.conninfo, opts.application_name, opts.channel, *self.store,
       [delivery](std::vector<detail::Inbound> items) { delivery->post(std::move(items)); },
       self.on_error, self.stats, self.deadlines,
-      detail::ListenerLoop::Timeouts{opts.ping_interval, opts.ping_timeout, opts.query_timeout});
+      detail::ListenerLoop::Timeouts{opts.ping_interval, opts.ping_timeout, opts.query_timeout},
+      detail::ListenerLoop::CatchUp{opts.spill == SpillMode::always, opts.catch_up_margin});
   self.timers = std::make_unique<detail::PeriodicTasks>(self.periodic_tasks(), self.on_error);
 }
 

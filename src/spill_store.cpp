@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 #include <pqxx/nontransaction>
+#include <pqxx/result>
 #include <pqxx/transaction>
 
 #include "pg_session.hpp"
@@ -14,6 +15,7 @@ namespace {
 constexpr const char* store_statement = "syncbus_spill_store";
 constexpr const char* fetch_statement = "syncbus_spill_fetch";
 constexpr const char* vacuum_statement = "syncbus_spill_vacuum";
+constexpr const char* recent_statement = "syncbus_spill_recent";
 
 }  // namespace
 
@@ -81,6 +83,11 @@ void SpillStore::prepare(pqxx::connection& session) const {
   session.prepare(fetch_statement, fmt::format("SELECT body FROM {} WHERE channel = $1 AND "
                                                "origin = $2 AND sequence = $3",
                                                qualified_name_));
+  session.prepare(recent_statement,
+                  fmt::format("SELECT origin, sequence, body FROM {} WHERE channel = $1 AND "
+                              "created_at >= now() - $2::bigint * interval '1 millisecond' AND "
+                              "(origin, sequence) > ($3, $4) ORDER BY origin, sequence LIMIT $5",
+                              qualified_name_));
   session.prepare(vacuum_statement,
                   fmt::format("DELETE FROM {} WHERE channel = $1 AND created_at < now() - "
                               "$2::bigint * interval '1 millisecond'",
@@ -102,6 +109,24 @@ std::optional<std::string> SpillStore::fetch(pqxx::connection& session, const st
                                             static_cast<std::int64_t>(sequence));
   if (rows.empty()) return std::nullopt;
   return rows[0][0].as<std::string>();
+}
+
+std::vector<SpillStore::StoredMessage> SpillStore::fetch_recent(pqxx::connection& session,
+                                                                std::chrono::milliseconds window,
+                                                                const std::string& after_origin,
+                                                                std::uint64_t after_sequence,
+                                                                int limit) const {
+  pqxx::nontransaction statement(session);
+  const auto rows =
+      statement.exec_prepared(recent_statement, channel_, static_cast<std::int64_t>(window.count()),
+                              after_origin, static_cast<std::int64_t>(after_sequence), limit);
+  std::vector<StoredMessage> out;
+  out.reserve(rows.size());
+  for (pqxx::result::size_type i = 0; i < rows.size(); ++i) {
+    const auto row = rows[i];
+    out.push_back({row[0].as<std::string>(), row[1].as<std::uint64_t>(), row[2].as<std::string>()});
+  }
+  return out;
 }
 
 std::int64_t SpillStore::vacuum(pqxx::connection& session,

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace syncbus::detail {
 
@@ -39,6 +40,22 @@ class SpillStore {
   /// The stored body text of (channel, origin, sequence), if the row exists.
   std::optional<std::string> fetch(pqxx::connection& session, const std::string& origin,
                                    std::uint64_t sequence) const;
+
+  /// One stored message, as catch-up reads it.
+  struct StoredMessage {
+    std::string origin;
+    std::uint64_t sequence = 0;
+    std::string body_json;
+  };
+
+  /// Up to `limit` of this channel's rows created in the last `window`,
+  /// ordered by (origin, sequence) and after (after_origin, after_sequence):
+  /// a keyset page. Never by id: bigserial ids are taken at INSERT, not at
+  /// COMMIT, so rows commit out of id order.
+  std::vector<StoredMessage> fetch_recent(pqxx::connection& session,
+                                          std::chrono::milliseconds window,
+                                          const std::string& after_origin,
+                                          std::uint64_t after_sequence, int limit) const;
 
   /// Deletes this channel's rows older than `older_than`; returns the count.
   std::int64_t vacuum(pqxx::connection& session, std::chrono::milliseconds older_than) const;

@@ -22,21 +22,24 @@ inline void raw_notify(const std::string& url, const std::string& channel,
   pqxx::nontransaction(connection).exec_params("SELECT pg_notify($1, $2)", channel, payload);
 }
 
-/// Which of a bus's two connections to act on: the listener's is the one
-/// whose last statement was LISTEN.
+/// Which of a bus's two connections to act on. Both carry the bus's
+/// application_name; they are told apart by their last statement: only the
+/// listener runs LISTEN, spill fetches, catch-up reads and pings.
 enum class BusConnection { listener, publisher };
 
 /// Terminates the backend of a bus connection (by application_name); returns
 /// how many were terminated.
 inline int terminate_backend(const std::string& url, const std::string& application_name,
                              BusConnection which) {
+  const std::string listener_statement =
+      "(query LIKE 'LISTEN %' OR query LIKE 'SELECT body FROM %' OR "
+      "query LIKE 'SELECT origin, sequence, body FROM %' OR query = 'SELECT 1')";
   pqxx::connection admin(url);
-  const std::string match = which == BusConnection::listener ? "LIKE" : "NOT LIKE";
   return pqxx::nontransaction(admin)
       .exec_params1(
           "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-          "WHERE application_name = $1 AND query " +
-              match + " 'LISTEN%'",
+          "WHERE application_name = $1 AND " +
+              std::string(which == BusConnection::listener ? "" : "NOT ") + listener_statement,
           application_name)[0]
       .as<int>();
 }

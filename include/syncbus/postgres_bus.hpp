@@ -65,6 +65,10 @@ struct PostgresBusOptions {
   /// Connecting is bounded by libpq's connect_timeout: 5 s unless the
   /// conninfo sets one.
   std::chrono::milliseconds query_timeout{10000};
+  /// SpillMode::always only: after a reconnect the listener reads the rows it
+  /// missed from the spill table, from its last contact with the server less
+  /// this margin (for statements that started before and committed after).
+  std::chrono::milliseconds catch_up_margin{10000};
   /// Every this often the bus reads pg_notification_queue_usage() (into
   /// stats()) and reports to on_error when it is at or above
   /// queue_usage_warning: some listening session on the server has stopped
