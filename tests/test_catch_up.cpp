@@ -6,7 +6,10 @@
 #include <gtest/gtest.h>
 #include <pqxx/pqxx>
 
+#include <atomic>
+#include <iostream>
 #include <map>
+#include <thread>
 
 #include "pg_helpers.hpp"
 #include "test_support.hpp"
@@ -117,6 +120,91 @@ TEST_F(CatchUpTest, OverflowModeReportsTheReconnectInstead) {
             1);
   ASSERT_TRUE(eventually([&] { return log.unknown_gaps() == 1; }, 5s));
 }
+
+// 10,000 messages at 2,000/s while the receiver's listener is killed 5 times.
+class SoakTest : public CatchUpTest, public ::testing::WithParamInterface<SpillMode> {};
+
+TEST_P(SoakTest, TenThousandMessagesThroughFiveListenerKills) {
+  const SpillMode mode = GetParam();
+  const std::string name = mode == SpillMode::always ? "always" : "overflow";
+  const auto channel = unique_channel("soak_" + name);
+  // Instance ids unique to this test: ctest runs the modes in parallel, and
+  // the kills find the listener by its application_name.
+  const std::string receiver_id = "soak-receiver-" + name;
+  EventLog log;
+  auto receiver_options = options(channel, receiver_id);
+  receiver_options.spill = mode;
+  receiver_options.on_gap = log.gap_handler();
+  auto publisher_options = options(channel, "soak-publisher-" + name);
+  publisher_options.spill = mode;
+  PostgresClusterBus receiver(receiver_options);
+  PostgresClusterBus publisher(publisher_options);
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+
+  constexpr int total = 10000;
+  constexpr auto interval = std::chrono::microseconds(500);  // 2,000 a second
+  std::atomic<bool> publishing{true};
+  std::vector<std::chrono::milliseconds> reconnect_times;
+  std::thread killer([&] {
+    for (int kill = 1; kill <= 5 && publishing; ++kill) {
+      std::this_thread::sleep_for(800ms);
+      const auto killed_at = std::chrono::steady_clock::now();
+      if (testing::terminate_backend(url(), "syncbus:" + receiver_id, BusConnection::listener) !=
+          1) {
+        continue;
+      }
+      eventually([&] { return receiver.stats().reconnects >= static_cast<std::uint64_t>(kill); },
+                 5s);
+      reconnect_times.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - killed_at));
+    }
+  });
+  const auto start = std::chrono::steady_clock::now();
+  for (int i = 0; i < total; ++i) {
+    std::this_thread::sleep_until(start + i * interval);
+    publisher.publish(i);
+  }
+  publishing = false;
+  killer.join();
+  ASSERT_EQ(reconnect_times.size(), 5u);
+  for (const auto t : reconnect_times) EXPECT_LT(t, 1000ms) << "a reconnect took too long";
+
+  // Settle: everything committed has been delivered or reported.
+  ASSERT_TRUE(eventually(
+      [&] {
+        std::uint64_t missing = 0;
+        for (const auto& g : log.known_gaps()) missing += g.count();
+        return seen.size() + missing >= static_cast<std::size_t>(total);
+      },
+      30s));
+  std::vector<int> covered(total + 1, 0);
+  std::uint64_t last = 0;
+  for (const auto& m : seen.messages()) {
+    EXPECT_GT(m.sequence, last) << "in order, never twice";
+    last = m.sequence;
+    ++covered[m.sequence];
+  }
+  for (const auto& g : log.known_gaps()) {
+    for (auto seq = g.first_missing; seq <= g.last_missing && seq <= total; ++seq) ++covered[seq];
+  }
+  for (int seq = 1; seq <= total; ++seq) {
+    ASSERT_EQ(covered[seq], 1) << "sequence " << seq << " neither delivered once nor in one gap";
+  }
+  const auto stats = receiver.stats();
+  std::cout << "soak " << name << ": delivered " << stats.delivered << ", in gaps "
+            << stats.messages_missing << " (" << stats.gaps << " gaps), duplicates dropped "
+            << stats.duplicates_dropped << ", reconnects " << stats.reconnects << "\n";
+  if (mode == SpillMode::always) {
+    EXPECT_EQ(seen.size(), static_cast<std::size_t>(total)) << "always: nothing lost";
+    EXPECT_TRUE(log.gaps().empty());
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, SoakTest, ::testing::Values(SpillMode::always, SpillMode::overflow),
+                         [](const ::testing::TestParamInfo<SpillMode>& info) {
+                           return info.param == SpillMode::always ? "always" : "overflow";
+                         });
 
 }  // namespace
 }  // namespace syncbus
