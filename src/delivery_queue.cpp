@@ -16,6 +16,13 @@ void report(const ErrorSink& sink, const std::exception& e) noexcept {
   }
 }
 
+ErrorSink counting_errors(std::shared_ptr<StatsCounters> stats, ErrorSink user) {
+  return [stats = std::move(stats), user = std::move(user)](const std::exception& e) {
+    stats->record_error(e);
+    report(user, e);
+  };
+}
+
 Subscription HandlerRegistry::add(MessageHandler handler) {
   if (!handler) {
     throw configuration_error("syncbus: subscribe() was given an empty handler; pass a callable");

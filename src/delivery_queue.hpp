@@ -33,6 +33,10 @@ using ErrorSink = std::function<void(const std::exception&)>;
 /// handler must never take down a thread the library owns.
 void report(const ErrorSink& sink, const std::exception& e) noexcept;
 
+/// The error sink a bus hands its parts: counts the error in `stats` (and
+/// keeps its message as the last error), then reports it to `user`.
+ErrorSink counting_errors(std::shared_ptr<StatsCounters> stats, ErrorSink user);
+
 /// The set of handlers of one bus. Shared with every Subscription it hands
 /// out, so a Subscription may outlive its bus.
 class HandlerRegistry : public std::enable_shared_from_this<HandlerRegistry> {

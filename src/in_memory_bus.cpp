@@ -115,11 +115,7 @@ InMemoryClusterBus::InMemoryClusterBus(std::shared_ptr<InMemoryHub> hub,
   self->hub = std::move(hub);
   self->member = std::make_shared<Member>();
   self->member->origin = detail::checked_instance_id(options.instance_id);
-  detail::ErrorSink counted_errors = [stats = self->stats,
-                                      user = std::move(options.on_error)](const std::exception& e) {
-    stats->record_error(e);
-    detail::report(user, e);
-  };
+  auto counted_errors = detail::counting_errors(self->stats, std::move(options.on_error));
   self->member->queue =
       std::make_shared<detail::DeliveryQueue>(std::move(counted_errors), std::move(options.on_gap),
                                               self->stats, options.delivery_queue_capacity);

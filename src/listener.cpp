@@ -12,6 +12,7 @@
 
 #include "envelope.hpp"
 #include "pg_session.hpp"
+#include "statement_deadline.hpp"
 
 namespace syncbus::detail {
 namespace {
@@ -153,43 +154,28 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
 }
 
 void ListenerLoop::ping(ListenSession& session) {
-  const auto guard = deadlines_.arm(session.connection->sock(),
-                                    DeadlineTimer::Clock::now() + timeouts_.ping, this);
-  try {
-    pqxx::nontransaction(*session.connection).exec("SELECT 1");
-  } catch (...) {
-    if (guard.expired()) {
-      throw timeout_error(fmt::format(
-          "syncbus: the listener on channel \"{}\" got no answer to its ping within {} ms "
-          "(is the server frozen, or the network gone?); reconnecting",
-          channel_, timeouts_.ping.count()));
-    }
-    rethrow_as_syncbus_error("pinging the server");
-  }
+  auto& connection = *session.connection;
+  run_with_deadline(
+      deadlines_, connection.sock(), timeouts_.ping, this,
+      [&] { pqxx::nontransaction(connection).exec("SELECT 1"); },
+      [&] { return fmt::format("pinging the server from the listener on \"{}\"", channel_); });
 }
 
 void ListenerLoop::catch_up(ListenSession& session, std::chrono::milliseconds window) {
   constexpr int page_size = 256;
   std::string after_origin;
   std::uint64_t after_sequence = 0;
+  auto& connection = *session.connection;
   for (;;) {
-    std::vector<SpillStore::StoredMessage> page;
-    const auto guard = deadlines_.arm(session.connection->sock(),
-                                      DeadlineTimer::Clock::now() + timeouts_.query, this);
-    try {
-      page =
-          store_.fetch_recent(*session.connection, window, after_origin, after_sequence, page_size);
-    } catch (...) {
-      if (guard.expired()) {
-        throw timeout_error(
-            fmt::format("syncbus: catching up from {} took over {} ms per page; reconnecting",
-                        store_.qualified_name(), timeouts_.query.count()));
-      }
-      rethrow_as_syncbus_error("catching up from the spill table after a reconnect");
-    }
+    const auto page = run_with_deadline(
+        deadlines_, connection.sock(), timeouts_.query, this,
+        [&] {
+          return store_.fetch_recent(connection, window, after_origin, after_sequence, page_size);
+        },
+        [&] { return fmt::format("catching up from {}", store_.qualified_name()); });
     std::vector<Inbound> items;
     items.reserve(page.size());
-    for (auto& row : page) {
+    for (const auto& row : page) {
       try {
         items.push_back(
             {Inbound::Kind::message, {row.origin, row.sequence, parse_body(row.body_json)}});
@@ -244,20 +230,13 @@ void ListenerLoop::decode_and_deliver(pqxx::connection& connection,
       if (envelope.kind == Envelope::Kind::inline_body) {
         message.body = std::move(envelope.body);
       } else {
-        std::optional<std::string> stored;
-        const auto guard =
-            deadlines_.arm(connection.sock(), DeadlineTimer::Clock::now() + timeouts_.query, this);
-        try {
-          stored = store_.fetch(connection, message.origin, message.sequence);
-        } catch (...) {
-          if (guard.expired()) {
-            throw timeout_error(
-                fmt::format("syncbus: fetching spilled message {}#{} took over {} ms; reconnecting",
-                            message.origin, message.sequence, timeouts_.query.count()));
-          }
-          rethrow_as_syncbus_error(
-              fmt::format("fetching spilled message {}#{}", message.origin, message.sequence));
-        }
+        const auto stored = run_with_deadline(
+            deadlines_, connection.sock(), timeouts_.query, this,
+            [&] { return store_.fetch(connection, message.origin, message.sequence); },
+            [&] {
+              return fmt::format("fetching spilled message {}#{}", message.origin,
+                                 message.sequence);
+            });
         if (!stored) {
           // The message is lost: say so as an exact gap, now, through the
           // tracker (a heartbeat up to its number does exactly that).

@@ -159,10 +159,7 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
   self.options = std::move(options);
   const auto& opts = self.options;
 
-  self.on_error = [stats = self.stats, user = opts.on_error](const std::exception& e) {
-    stats->record_error(e);
-    detail::report(user, e);
-  };
+  self.on_error = detail::counting_errors(self.stats, opts.on_error);
 
   auto publishing_session = detail::open_session(opts.conninfo, opts.application_name);
   self.store = std::make_unique<detail::SpillStore>(*publishing_session, opts.spill_schema,

@@ -11,6 +11,7 @@
 #include "envelope.hpp"
 #include "pg_session.hpp"
 #include "spill_decision.hpp"
+#include "statement_deadline.hpp"
 
 namespace syncbus::detail {
 namespace {
@@ -50,30 +51,13 @@ void Publisher::prepare(Session& session) {
 
 template <typename Work, typename Describe>
 auto Publisher::with_session(std::chrono::milliseconds timeout, Work&& work, Describe&& describe) {
-  const auto deadline = DeadlineTimer::Clock::now() + timeout;
-  bool timed_out = false;
   try {
     Session& open = session();
-    const auto guard = deadlines_.arm(open.sock(), deadline);
-    try {
-      return work(open);
-    } catch (...) {
-      timed_out = guard.expired();
-      throw;
-    }
-  } catch (...) {
-    try {
-      rethrow_as_syncbus_error(describe());
-    } catch (const connection_error&) {
-      session_.reset();  // reconnect on the next call
-      if (timed_out) {
-        throw timeout_error(fmt::format(
-            "syncbus: no answer from PostgreSQL within {} ms while {}; the connection was "
-            "dropped and is replaced on the next call. Is the server frozen or unreachable?",
-            timeout.count(), describe()));
-      }
-      throw;
-    }
+    return run_with_deadline(
+        deadlines_, open.sock(), timeout, this, [&] { return work(open); }, describe);
+  } catch (const connection_error&) {
+    session_.reset();  // timed out or broken: reconnect on the next call
+    throw;
   }
 }
 
