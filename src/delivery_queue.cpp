@@ -75,11 +75,13 @@ void HandlerRegistry::deliver(const std::vector<ClusterMessage>& messages, const
 }
 
 DeliveryQueue::DeliveryQueue(ErrorSink on_error, GapHandler on_gap,
-                             std::shared_ptr<StatsCounters> stats, std::size_t capacity)
+                             std::shared_ptr<StatsCounters> stats, std::size_t capacity,
+                             QueueFullPolicy policy)
     : on_error_(std::move(on_error)),
       on_gap_(std::move(on_gap)),
       stats_(std::move(stats)),
       capacity_(capacity),
+      policy_(policy),
       thread_([this] { run(); }) {}
 
 DeliveryQueue::~DeliveryQueue() {
@@ -111,6 +113,15 @@ void DeliveryQueue::post(Inbound item) {
 }
 
 void DeliveryQueue::enqueue(Inbound&& item) {
+  if (policy_ == QueueFullPolicy::drop_and_reread && item.kind != Inbound::Kind::connection_reset) {
+    // Held back behind the messages to re-read; a heartbeat would report them
+    // as a gap.
+    const auto held = withheld_.find(item.message.origin);
+    if (held != withheld_.end() && item.message.sequence >= held->second) {
+      if (item.kind == Inbound::Kind::message) StatsCounters::add(stats_->dropped_queue_full);
+      return;
+    }
+  }
   // Resets are rare and tiny: never dropped, or the gap would go unreported.
   if (queue_.size() < capacity_ || item.kind == Inbound::Kind::connection_reset) {
     queue_.push_back(std::move(item));
@@ -120,12 +131,64 @@ void DeliveryQueue::enqueue(Inbound&& item) {
   if (item.kind != Inbound::Kind::message) return;
   StatsCounters::add(stats_->dropped_queue_full);
   const auto sequence = item.message.sequence;
+  if (policy_ == QueueFullPolicy::drop_and_reread) {
+    // Not withheld yet (checked above), or withheld from a later sequence.
+    auto [held, first] = withheld_.try_emplace(std::move(item.message.origin), sequence);
+    if (!first) held->second = std::min(held->second, sequence);
+    return;
+  }
   const auto [entry, first] =
       dropped_.try_emplace(std::move(item.message.origin), sequence, sequence);
   if (!first) {
     entry->second.first = std::min(entry->second.first, sequence);
     entry->second.second = std::max(entry->second.second, sequence);
   }
+}
+
+bool DeliveryQueue::drop_if_withheld(const std::string& origin, std::uint64_t sequence) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto held = withheld_.find(origin);
+  if (held == withheld_.end() || sequence < held->second) return false;
+  StatsCounters::add(stats_->dropped_queue_full);
+  return true;
+}
+
+std::optional<DeliveryQueue::RereadRequest> DeliveryQueue::next_reread() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (stopping_ || withheld_.empty() || queue_.size() >= capacity_) return std::nullopt;
+  const auto& [origin, from] = *withheld_.begin();
+  return RereadRequest{origin, from, capacity_ - queue_.size()};
+}
+
+void DeliveryQueue::post_reread(const std::string& origin, std::vector<Inbound> messages,
+                                std::uint64_t next_sequence, bool reached_end) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto held = withheld_.find(origin);
+    if (stopping_ || held == withheld_.end()) return;
+    bool all_fitted = true;
+    for (auto& item : messages) {
+      if (item.message.sequence < held->second) continue;
+      if (queue_.size() >= capacity_) {
+        held->second = item.message.sequence;  // the rest waits for more room
+        all_fitted = false;
+        break;
+      }
+      held->second = item.message.sequence + 1;
+      queue_.push_back(std::move(item));
+      StatsCounters::add(stats_->reread_from_table);
+    }
+    if (all_fitted) {
+      held->second = std::max(held->second, next_sequence);
+      if (reached_end) withheld_.erase(held);
+    }
+  }
+  wake_.notify_one();
+}
+
+void DeliveryQueue::on_room_for_reread(std::function<void()> notify) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  notify_room_ = std::move(notify);
 }
 
 bool DeliveryQueue::wait_idle(std::chrono::milliseconds timeout) {
@@ -162,6 +225,7 @@ void DeliveryQueue::run() {
       batch.push_back(Inbound{Inbound::Kind::dropped, {origin, range.second, {}}, range.first});
     }
     dropped_.clear();
+    if (!withheld_.empty() && notify_room_) notify_room_();
     delivering_ = true;
     lock.unlock();
     deliver(batch);

@@ -7,6 +7,7 @@
 
 #include <syncbus/cluster_bus.hpp>
 #include <syncbus/gap_event.hpp>
+#include <syncbus/queue_policy.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -17,6 +18,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
+#include <string>
 #include <thread>
 #include <unordered_map>
 #include <utility>
@@ -78,10 +81,12 @@ struct Inbound {
 /// A FIFO of inbound items and the thread that delivers them.
 class DeliveryQueue {
  public:
-  /// Holds at most `capacity` items; when full, new messages are dropped and
-  /// later reported as gaps (QueueFullPolicy::drop_and_report_gap).
+  /// Holds at most `capacity` items. When full, new messages are dropped and,
+  /// by `policy` (drop_and_report_gap or drop_and_reread, never automatic):
+  /// reported as gaps once the handlers catch up, or withheld per origin until
+  /// the transport reads them back (next_reread / post_reread).
   DeliveryQueue(ErrorSink on_error, GapHandler on_gap, std::shared_ptr<StatsCounters> stats,
-                std::size_t capacity);
+                std::size_t capacity, QueueFullPolicy policy);
   ~DeliveryQueue();
   DeliveryQueue(const DeliveryQueue&) = delete;
   DeliveryQueue& operator=(const DeliveryQueue&) = delete;
@@ -95,6 +100,33 @@ class DeliveryQueue {
   /// Discards undelivered messages and stops the thread; joins it unless
   /// called from a handler (the destructor joins then). Idempotent.
   void stop() noexcept;
+
+  // drop_and_reread: an origin whose message was dropped is withheld from
+  // that sequence on; everything it sends later is dropped too (so nothing
+  // overtakes the messages to re-read) until the transport has read its
+  // messages back, in order, up to the newest. The transport is the only
+  // poster, so nothing else moves an origin's hold meanwhile.
+
+  /// True (and the message counted as dropped) when `origin`'s `sequence` is
+  /// withheld: the transport need not even fetch its body.
+  bool drop_if_withheld(const std::string& origin, std::uint64_t sequence);
+  struct RereadRequest {
+    std::string origin;
+    std::uint64_t from_sequence = 0;
+    std::size_t room = 0;  // how many messages the queue can take now
+  };
+  /// A withheld origin to read back, when the queue has room for some.
+  std::optional<RereadRequest> next_reread();
+  /// The messages the transport read back for `origin`, in sequence order,
+  /// and the sequence after the last row it read (past rows it could not
+  /// decode). `reached_end`: no newer rows exist, so the hold is lifted once
+  /// all of `messages` fit. What does not fit stays withheld.
+  void post_reread(const std::string& origin, std::vector<Inbound> messages,
+                   std::uint64_t next_sequence, bool reached_end);
+  /// Called, from the delivery thread and under the queue's lock (so it must
+  /// be quick and must not call back), whenever it has made room while an
+  /// origin is withheld. Empty to stop the calls.
+  void on_room_for_reread(std::function<void()> notify);
 
  private:
   void run();
@@ -114,7 +146,11 @@ class DeliveryQueue {
   std::condition_variable wake_;
   std::condition_variable idle_;
   std::size_t capacity_;
+  QueueFullPolicy policy_;
   std::deque<Inbound> queue_;
+  // drop_and_reread: per withheld origin, the first sequence to read back.
+  std::unordered_map<std::string, std::uint64_t> withheld_;
+  std::function<void()> notify_room_;
   // Per origin, the range of messages dropped since the last batch was taken.
   std::unordered_map<std::string, std::pair<std::uint64_t, std::uint64_t>> dropped_;
   bool delivering_ = false;

@@ -4,6 +4,10 @@
 
 #include <fmt/format.h>
 
+#include <cstdint>
+
+#include "instance_id.hpp"
+
 namespace syncbus::detail {
 namespace {
 
@@ -82,16 +86,20 @@ Envelope decode_envelope(std::string_view payload) {
 
   Envelope envelope;
   const auto origin = doc.find("origin");
-  if (origin == doc.end() || !origin->is_string() ||
-      origin->get_ref<const std::string&>().empty()) {
-    reject(payload, "no non-empty string \"origin\"");
+  if (origin == doc.end() || !origin->is_string()) reject(payload, "no string \"origin\"");
+  // Origins are instance ids; anything else did not come from a syncbus bus,
+  // and must not reach the dedupe state or a spill-table query.
+  if (!is_plain_instance_id(origin->get_ref<const std::string&>())) {
+    reject(payload, "\"origin\" is not 1 to 64 characters of A-Z a-z 0-9 . _ : -");
   }
   envelope.origin = origin->get<std::string>();
 
   const auto sequence = doc.find("seq");
+  // The spill table keeps sequences as bigint: at most 2^63 - 1.
   if (sequence == doc.end() || !sequence->is_number_unsigned() ||
-      sequence->get<std::uint64_t>() == 0) {
-    reject(payload, "no positive integer \"seq\"");
+      sequence->get<std::uint64_t>() == 0 ||
+      sequence->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) {
+    reject(payload, "no \"seq\" from 1 to 2^63-1");
   }
   envelope.sequence = sequence->get<std::uint64_t>();
 

@@ -111,14 +111,19 @@ InMemoryClusterBus::InMemoryClusterBus(std::shared_ptr<InMemoryHub> hub,
         "syncbus: InMemoryBusOptions::delivery_queue_capacity is 0; it must hold at least one "
         "message");
   }
+  if (options.queue_full_policy == QueueFullPolicy::drop_and_reread) {
+    throw configuration_error(
+        "syncbus: InMemoryBusOptions::queue_full_policy is drop_and_reread, but an in-memory bus "
+        "keeps no spill table to re-read from; use drop_and_report_gap (or automatic)");
+  }
   auto self = std::make_unique<impl>();
   self->hub = std::move(hub);
   self->member = std::make_shared<Member>();
   self->member->origin = detail::checked_instance_id(options.instance_id);
   auto counted_errors = detail::counting_errors(self->stats, std::move(options.on_error));
-  self->member->queue =
-      std::make_shared<detail::DeliveryQueue>(std::move(counted_errors), std::move(options.on_gap),
-                                              self->stats, options.delivery_queue_capacity);
+  self->member->queue = std::make_shared<detail::DeliveryQueue>(
+      std::move(counted_errors), std::move(options.on_gap), self->stats,
+      options.delivery_queue_capacity, QueueFullPolicy::drop_and_report_gap);
   {
     std::lock_guard<std::mutex> lock(self->hub_state().mutex);
     self->hub_state().members.push_back(self->member);

@@ -8,7 +8,10 @@
 #include <pqxx/notification>
 
 #include <algorithm>
+#include <map>
 #include <random>
+#include <string_view>
+#include <utility>
 
 #include "envelope.hpp"
 #include "pg_session.hpp"
@@ -56,26 +59,28 @@ struct ListenerLoop::ListenSession {
 };
 
 ListenerLoop::ListenerLoop(std::string conninfo, std::string application_name, std::string channel,
-                           const SpillStore& store, Deliver deliver, ErrorSink on_error,
+                           const SpillStore& store, DeliveryQueue& queue, ErrorSink on_error,
                            std::shared_ptr<StatsCounters> stats, DeadlineTimer& deadlines,
                            Timeouts timeouts, CatchUp catch_up)
     : conninfo_(std::move(conninfo)),
       application_name_(std::move(application_name)),
       channel_(std::move(channel)),
       store_(store),
-      deliver_(std::move(deliver)),
+      queue_(queue),
       on_error_(std::move(on_error)),
       stats_(std::move(stats)),
       deadlines_(deadlines),
       timeouts_(timeouts),
       catch_up_(catch_up) {
   auto session = connect();
+  queue_.on_room_for_reread([this] { room_.signal(); });
   thread_ = std::thread([this, s = std::move(session)]() mutable { run(std::move(s)); });
 }
 
 ListenerLoop::~ListenerLoop() { stop(); }
 
 void ListenerLoop::stop() noexcept {
+  queue_.on_room_for_reread(nullptr);
   wake_.signal();
   deadlines_.cut_all(this);  // a ping or fetch in flight returns at once
   if (thread_.joinable()) thread_.join();
@@ -104,6 +109,7 @@ bool ListenerLoop::pause(std::chrono::milliseconds delay) {
 
 void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
   auto retry_delay = first_retry_delay;
+  bool rereading = false;
   for (;;) {
     if (!session) {
       try {
@@ -119,7 +125,7 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
           last_contact_ = std::chrono::steady_clock::now();
         } else {
           // Listening again: whatever was committed while away is missed.
-          deliver_({Inbound{Inbound::Kind::connection_reset, {}}});
+          queue_.post(Inbound{Inbound::Kind::connection_reset, {}});
         }
       } catch (const std::exception& e) {
         report(on_error_, e);
@@ -130,25 +136,33 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
       }
     }
 
-    pollfd fds[2] = {{wake_.fd(), POLLIN, 0}, {session->connection->sock(), POLLIN, 0}};
+    pollfd fds[3] = {
+        {wake_.fd(), POLLIN, 0}, {session->connection->sock(), POLLIN, 0}, {room_.fd(), POLLIN, 0}};
     const int idle_ms = timeouts_.ping_interval.count() > 0
                             ? static_cast<int>(timeouts_.ping_interval.count())
                             : -1;
-    const int ready = ::poll(fds, 2, idle_ms);
+    // With messages left to read back, only look at the socket in passing.
+    const int ready = ::poll(fds, 3, rereading ? 0 : idle_ms);
     if (ready < 0 && errno == EINTR) continue;
     if (fds[0].revents != 0) return;  // stop() was called
+    if (fds[2].revents != 0) room_.consume();
 
     try {
-      if (ready == 0) ping(*session);
+      if (ready == 0 && !rereading) ping(*session);
       receive(*session);
+      rereading = reread_step(*session);
       last_contact_ = std::chrono::steady_clock::now();
     } catch (const std::exception& e) {
-      report(on_error_, connection_error(fmt::format(
-                            "syncbus: the listener on channel \"{}\" lost its connection "
-                            "({}); reconnecting. Messages sent while it was away are "
-                            "missed",
-                            channel_, e.what())));
+      report(on_error_,
+             connection_error(fmt::format(
+                 "syncbus: the listener on channel \"{}\" lost its connection "
+                 "({}); reconnecting. {}",
+                 channel_, e.what(),
+                 catch_up_.enabled ? "It will read what it missed from the spill table"
+                                   : "Messages sent while it is away are missed (reported as a "
+                                     "gap of unknown range)")));
       session.reset();
+      rereading = false;
     }
   }
 }
@@ -173,21 +187,44 @@ void ListenerLoop::catch_up(ListenSession& session, std::chrono::milliseconds wi
           return store_.fetch_recent(connection, window, after_origin, after_sequence, page_size);
         },
         [&] { return fmt::format("catching up from {}", store_.qualified_name()); });
-    std::vector<Inbound> items;
-    items.reserve(page.size());
-    for (const auto& row : page) {
-      try {
-        items.push_back(
-            {Inbound::Kind::message, {row.origin, row.sequence, parse_body(row.body_json)}});
-      } catch (const std::exception& e) {
-        report(on_error_, e);  // the tracker reports the hole it leaves
-      }
-    }
-    deliver_(std::move(items));
+    queue_.post(decode_rows(page));
     if (page.size() < static_cast<std::size_t>(page_size)) return;
     after_origin = page.back().origin;
     after_sequence = page.back().sequence;
   }
+}
+
+std::vector<Inbound> ListenerLoop::decode_rows(const std::vector<SpillStore::StoredMessage>& rows) {
+  std::vector<Inbound> items;
+  items.reserve(rows.size());
+  for (const auto& row : rows) {
+    try {
+      items.push_back(
+          {Inbound::Kind::message, {row.origin, row.sequence, parse_body(row.body_json)}});
+    } catch (const std::exception& e) {
+      report(on_error_, e);
+    }
+  }
+  return items;
+}
+
+bool ListenerLoop::reread_step(ListenSession& session) {
+  constexpr std::size_t page_size = 256;
+  const auto request = queue_.next_reread();
+  if (!request) return false;
+  const int limit = static_cast<int>(std::min(page_size, request->room));
+  auto& connection = *session.connection;
+  const auto rows = run_with_deadline(
+      deadlines_, connection.sock(), timeouts_.query, this,
+      [&] { return store_.fetch_from(connection, request->origin, request->from_sequence, limit); },
+      [&] {
+        return fmt::format("re-reading messages of {} from {}", request->origin,
+                           store_.qualified_name());
+      });
+  const auto next_sequence = rows.empty() ? request->from_sequence : rows.back().sequence + 1;
+  queue_.post_reread(request->origin, decode_rows(rows), next_sequence,
+                     rows.size() < static_cast<std::size_t>(limit));
+  return true;
 }
 
 void ListenerLoop::receive(ListenSession& session) {
@@ -217,48 +254,100 @@ void ListenerLoop::receive(ListenSession& session) {
 
 void ListenerLoop::decode_and_deliver(pqxx::connection& connection,
                                       const std::vector<std::string>& payloads) {
+  // Spill pointers are followed in one query per chunk, not one per message:
+  // a round trip per message would make the listener slower than the
+  // publishers in SpillMode::always, and libpq would buffer the backlog of
+  // notifications without bound. The chunk bounds the query's size.
+  constexpr std::size_t chunk_size = 512;
+  for (std::size_t first = 0; first < payloads.size(); first += chunk_size) {
+    const auto last = std::min(payloads.size(), first + chunk_size);
+    deliver_chunk(connection, payloads.data() + first, payloads.data() + last);
+  }
+}
+
+void ListenerLoop::deliver_chunk(pqxx::connection& connection, const std::string* begin,
+                                 const std::string* end) {
   std::vector<Inbound> items;
-  items.reserve(payloads.size());
-  for (const auto& payload : payloads) {
+  items.reserve(static_cast<std::size_t>(end - begin));
+  std::vector<std::size_t> awaiting_body;  // indexes of spill pointers in `items`
+  std::vector<SpillStore::MessageKey> keys;
+  for (const auto* payload = begin; payload != end; ++payload) {
     try {
-      Envelope envelope = decode_envelope(payload);
+      Envelope envelope = decode_envelope(*payload);
       ClusterMessage message{std::move(envelope.origin), envelope.sequence, {}};
       if (envelope.kind == Envelope::Kind::heartbeat) {
         items.push_back({Inbound::Kind::heartbeat, std::move(message)});
+      } else if (queue_.drop_if_withheld(message.origin, message.sequence)) {
         continue;
-      }
-      if (envelope.kind == Envelope::Kind::inline_body) {
+      } else if (envelope.kind == Envelope::Kind::inline_body) {
         message.body = std::move(envelope.body);
+        items.push_back({Inbound::Kind::message, std::move(message)});
       } else {
-        const auto stored = run_with_deadline(
-            deadlines_, connection.sock(), timeouts_.query, this,
-            [&] { return store_.fetch(connection, message.origin, message.sequence); },
-            [&] {
-              return fmt::format("fetching spilled message {}#{}", message.origin,
-                                 message.sequence);
-            });
-        if (!stored) {
-          // The message is lost: say so as an exact gap, now, through the
-          // tracker (a heartbeat up to its number does exactly that).
-          items.push_back({Inbound::Kind::heartbeat, message});
-          throw protocol_error(
-              fmt::format("syncbus: spilled message {}#{} on channel \"{}\" is not in {} "
-                          "(vacuumed before this listener read it?); it was skipped. "
-                          "Raise the vacuum age above your listeners' worst lag",
-                          message.origin, message.sequence, channel_, store_.qualified_name()));
-        }
-        message.body = parse_body(*stored);
+        awaiting_body.push_back(items.size());
+        keys.push_back({message.origin, message.sequence});
+        items.push_back({Inbound::Kind::message, std::move(message)});
       }
-      items.push_back({Inbound::Kind::message, std::move(message)});
-    } catch (const connection_error&) {
-      // Deliver what came before, in order, then let run() reconnect.
-      deliver_(std::move(items));
-      throw;
     } catch (const std::exception& e) {
       report(on_error_, e);
     }
   }
-  deliver_(std::move(items));
+  if (!keys.empty()) {
+    std::vector<SpillStore::StoredMessage> rows;
+    try {
+      rows = run_with_deadline(
+          deadlines_, connection.sock(), timeouts_.query, this,
+          [&] { return store_.fetch_many(connection, keys); },
+          [&] {
+            return fmt::format("fetching {} spilled message(s) from {}", keys.size(),
+                               store_.qualified_name());
+          });
+    } catch (const connection_error&) {
+      // Deliver what came before the first pointer, in order, then let run()
+      // reconnect (and catch up, or report the unknown gap).
+      items.resize(awaiting_body.front());
+      queue_.post(std::move(items));
+      throw;
+    } catch (const std::exception& e) {
+      // Reported once; the messages it was fetching are lost: exact gaps.
+      report(on_error_, e);
+      for (const auto index : awaiting_body) items[index].kind = Inbound::Kind::heartbeat;
+      queue_.post(std::move(items));
+      return;
+    }
+    attach_bodies(items, awaiting_body, rows);
+  }
+  queue_.post(std::move(items));
+}
+
+void ListenerLoop::attach_bodies(std::vector<Inbound>& items,
+                                 const std::vector<std::size_t>& awaiting_body,
+                                 std::vector<SpillStore::StoredMessage>& rows) {
+  std::map<std::pair<std::string_view, std::uint64_t>, std::string*> body_of;
+  for (auto& row : rows) body_of[{row.origin, row.sequence}] = &row.body_json;
+  for (const auto index : awaiting_body) {
+    auto& item = items[index];
+    const auto found = body_of.find({item.message.origin, item.message.sequence});
+    std::string why;
+    if (found == body_of.end()) {
+      why = fmt::format(
+          "is not in {} (vacuumed before this listener read it?). Raise the vacuum age above "
+          "your listeners' worst lag",
+          store_.qualified_name());
+    } else {
+      try {
+        item.message.body = parse_body(*found->second);
+        continue;
+      } catch (const std::exception& e) {
+        why = fmt::format("could not be read: {}", e.what());
+      }
+    }
+    report(on_error_, protocol_error(fmt::format(
+                          "syncbus: skipped spilled message {}#{} on channel \"{}\": it {}",
+                          item.message.origin, item.message.sequence, channel_, why)));
+    // The message is lost: say so now, as an exact gap, through the sequence
+    // check (a heartbeat up to its number does exactly that).
+    item.kind = Inbound::Kind::heartbeat;
+  }
 }
 
 }  // namespace syncbus::detail

@@ -24,8 +24,6 @@ namespace syncbus::detail {
 
 class ListenerLoop {
  public:
-  using Deliver = std::function<void(std::vector<Inbound>)>;
-
   struct Timeouts {
     /// After this long without traffic, the listener pings the server
     /// (0: never), and fails over if the answer takes longer than `ping`.
@@ -46,11 +44,13 @@ class ListenerLoop {
   };
 
   /// Connects and LISTENs before returning (throws connection_error or
-  /// database_error), then starts the thread. After a lost connection it
-  /// reconnects with capped, jittered exponential backoff, and delivers an
-  /// Inbound::connection_reset once listening again.
+  /// database_error), then starts the thread, which posts what it receives to
+  /// `queue` (and, under QueueFullPolicy::drop_and_reread, reads back from
+  /// the spill table what the queue withheld). After a lost connection it
+  /// reconnects with capped, jittered exponential backoff, and posts an
+  /// Inbound::connection_reset once listening again (or catches up).
   ListenerLoop(std::string conninfo, std::string application_name, std::string channel,
-               const SpillStore& store, Deliver deliver, ErrorSink on_error,
+               const SpillStore& store, DeliveryQueue& queue, ErrorSink on_error,
                std::shared_ptr<StatsCounters> stats, DeadlineTimer& deadlines, Timeouts timeouts,
                CatchUp catch_up);
   ~ListenerLoop();
@@ -71,7 +71,19 @@ class ListenerLoop {
   /// Delivers this channel's rows from the last `window`, page by page, in
   /// order per origin; the delivery stage drops what was delivered already.
   void catch_up(ListenSession& session, std::chrono::milliseconds window);
+  /// Reads back one page of what the delivery queue withheld; false when
+  /// there was nothing to read back (or no room yet).
+  bool reread_step(ListenSession& session);
+  /// Decodes rows read from the spill table; a row that cannot be decoded is
+  /// reported and left out (the sequence check reports the hole).
+  std::vector<Inbound> decode_rows(const std::vector<SpillStore::StoredMessage>& rows);
   void decode_and_deliver(pqxx::connection& connection, const std::vector<std::string>& payloads);
+  void deliver_chunk(pqxx::connection& connection, const std::string* begin,
+                     const std::string* end);
+  /// Fills in the bodies of the spill pointers at `awaiting_body` from `rows`;
+  /// a pointer with no (valid) row is reported, and becomes an exact gap.
+  void attach_bodies(std::vector<Inbound>& items, const std::vector<std::size_t>& awaiting_body,
+                     std::vector<SpillStore::StoredMessage>& rows);
   /// Sleeps for `delay` unless stopped first; returns false when stopped.
   bool pause(std::chrono::milliseconds delay);
 
@@ -79,7 +91,7 @@ class ListenerLoop {
   std::string application_name_;
   std::string channel_;
   const SpillStore& store_;
-  Deliver deliver_;
+  DeliveryQueue& queue_;
   ErrorSink on_error_;
   std::shared_ptr<StatsCounters> stats_;
   DeadlineTimer& deadlines_;
@@ -88,6 +100,8 @@ class ListenerLoop {
   // Last time the server was known to be talking to this listener.
   std::chrono::steady_clock::time_point last_contact_ = std::chrono::steady_clock::now();
   WakeFd wake_;
+  // Signalled by the delivery thread when it has room for withheld messages.
+  WakeFd room_;
   std::thread thread_;
 };
 

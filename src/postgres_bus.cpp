@@ -44,6 +44,13 @@ void check_options(const PostgresBusOptions& options) {
         "syncbus: PostgresBusOptions::delivery_queue_capacity is 0; it must hold at least one "
         "message");
   }
+  if (options.queue_full_policy == QueueFullPolicy::drop_and_reread &&
+      options.spill != SpillMode::always) {
+    throw configuration_error(
+        "syncbus: PostgresBusOptions::queue_full_policy is drop_and_reread, which needs every "
+        "message in the spill table: set spill = SpillMode::always, or use drop_and_report_gap "
+        "(or automatic)");
+  }
   const std::pair<const char*, std::chrono::milliseconds> timeouts[] = {
       {"publish_timeout", options.publish_timeout},
       {"ping_timeout", options.ping_timeout},
@@ -169,15 +176,18 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
       std::move(publishing_session), opts.conninfo, opts.application_name, *self.store,
       opts.channel, self.instance_id, opts.spill, self.stats, self.deadlines, opts.publish_timeout,
       opts.query_timeout);
-  self.delivery = std::make_unique<detail::DeliveryQueue>(self.on_error, opts.on_gap, self.stats,
-                                                          opts.delivery_queue_capacity);
-  auto* delivery = self.delivery.get();
+  const bool durable = opts.spill == SpillMode::always;
+  const auto queue_full_policy = opts.queue_full_policy != QueueFullPolicy::automatic
+                                     ? opts.queue_full_policy
+                                 : durable ? QueueFullPolicy::drop_and_reread
+                                           : QueueFullPolicy::drop_and_report_gap;
+  self.delivery = std::make_unique<detail::DeliveryQueue>(
+      self.on_error, opts.on_gap, self.stats, opts.delivery_queue_capacity, queue_full_policy);
   self.listener = std::make_unique<detail::ListenerLoop>(
-      opts.conninfo, opts.application_name, opts.channel, *self.store,
-      [delivery](std::vector<detail::Inbound> items) { delivery->post(std::move(items)); },
+      opts.conninfo, opts.application_name, opts.channel, *self.store, *self.delivery,
       self.on_error, self.stats, self.deadlines,
       detail::ListenerLoop::Timeouts{opts.ping_interval, opts.ping_timeout, opts.query_timeout},
-      detail::ListenerLoop::CatchUp{opts.spill == SpillMode::always, opts.catch_up_margin});
+      detail::ListenerLoop::CatchUp{durable, opts.catch_up_margin});
   self.timers = std::make_unique<detail::PeriodicTasks>(self.periodic_tasks(), self.on_error);
 }
 

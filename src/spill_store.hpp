@@ -7,7 +7,6 @@
 
 #include <chrono>
 #include <cstdint>
-#include <optional>
 #include <string>
 #include <vector>
 
@@ -37,16 +36,23 @@ class SpillStore {
                         std::uint64_t sequence, const std::string& body_json,
                         const std::string& pointer_payload) const;
 
-  /// The stored body text of (channel, origin, sequence), if the row exists.
-  std::optional<std::string> fetch(pqxx::connection& session, const std::string& origin,
-                                   std::uint64_t sequence) const;
-
-  /// One stored message, as catch-up reads it.
+  /// One stored message, as the listener reads it.
   struct StoredMessage {
     std::string origin;
     std::uint64_t sequence = 0;
     std::string body_json;
   };
+
+  /// One message's key in the table (channel aside).
+  struct MessageKey {
+    std::string origin;
+    std::uint64_t sequence = 0;
+  };
+
+  /// The stored messages among `keys`, in one query, in no particular order;
+  /// keys with no row are simply absent.
+  std::vector<StoredMessage> fetch_many(pqxx::connection& session,
+                                        const std::vector<MessageKey>& keys) const;
 
   /// Up to `limit` of this channel's rows created in the last `window`,
   /// ordered by (origin, sequence) and after (after_origin, after_sequence):
@@ -56,6 +62,12 @@ class SpillStore {
                                           std::chrono::milliseconds window,
                                           const std::string& after_origin,
                                           std::uint64_t after_sequence, int limit) const;
+
+  /// This channel's messages of `origin` from `from_sequence` on, at most
+  /// `limit`, in sequence order (re-reading what a full delivery queue
+  /// dropped).
+  std::vector<StoredMessage> fetch_from(pqxx::connection& session, const std::string& origin,
+                                        std::uint64_t from_sequence, int limit) const;
 
   /// Deletes this channel's rows older than `older_than`; returns the count.
   std::int64_t vacuum(pqxx::connection& session, std::chrono::milliseconds older_than) const;

@@ -21,6 +21,7 @@ struct StatsCounters {
   std::atomic<std::uint64_t> messages_missing{0};
   std::atomic<std::uint64_t> duplicates_dropped{0};
   std::atomic<std::uint64_t> dropped_queue_full{0};
+  std::atomic<std::uint64_t> reread_from_table{0};
   std::atomic<std::uint64_t> reconnects{0};
   std::atomic<std::uint64_t> errors{0};
   std::atomic<std::uint64_t> stuck_listeners_terminated{0};
@@ -45,6 +46,7 @@ struct StatsCounters {
     s.messages_missing = messages_missing.load(std::memory_order_relaxed);
     s.duplicates_dropped = duplicates_dropped.load(std::memory_order_relaxed);
     s.dropped_queue_full = dropped_queue_full.load(std::memory_order_relaxed);
+    s.reread_from_table = reread_from_table.load(std::memory_order_relaxed);
     s.reconnects = reconnects.load(std::memory_order_relaxed);
     s.errors = errors.load(std::memory_order_relaxed);
     s.stuck_listeners_terminated = stuck_listeners_terminated.load(std::memory_order_relaxed);

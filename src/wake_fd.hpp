@@ -23,10 +23,15 @@ class WakeFd {
   WakeFd& operator=(const WakeFd&) = delete;
 
   int fd() const noexcept { return fd_; }
-  /// Makes the fd readable until the process ends: a wake-up is for good.
+  /// Makes the fd readable until consume() is called.
   void signal() noexcept {
     const std::uint64_t one = 1;
     [[maybe_unused]] const auto written = ::write(fd_, &one, sizeof one);
+  }
+  /// Makes the fd unreadable again (all signals so far are taken).
+  void consume() noexcept {
+    std::uint64_t count = 0;
+    [[maybe_unused]] const auto read = ::read(fd_, &count, sizeof count);
   }
 
  private:

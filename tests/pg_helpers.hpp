@@ -32,7 +32,7 @@ enum class BusConnection { listener, publisher };
 inline int terminate_backend(const std::string& url, const std::string& application_name,
                              BusConnection which) {
   const std::string listener_statement =
-      "(query LIKE 'LISTEN %' OR query LIKE 'SELECT body FROM %' OR "
+      "(query LIKE 'LISTEN %' OR query LIKE 'SELECT k.origin, k.sequence, s.body FROM %' OR "
       "query LIKE 'SELECT origin, sequence, body FROM %' OR query = 'SELECT 1')";
   pqxx::connection admin(url);
   return pqxx::nontransaction(admin)
@@ -90,6 +90,16 @@ class PostgresTest : public ::testing::Test {
     o.conninfo = url_;
     o.channel = channel;
     o.instance_id = instance_id;
+    return o;
+  }
+
+  /// Options of a durable bus (SpillMode::always) without heartbeats, whose
+  /// promise is: every acknowledged message exactly once, in order per origin.
+  PostgresBusOptions durable_options(const std::string& channel,
+                                     const std::string& instance_id = "") const {
+    auto o = options(channel, instance_id);
+    o.spill = SpillMode::always;
+    o.heartbeat_interval = std::chrono::milliseconds(0);
     return o;
   }
 

@@ -19,39 +19,22 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::BusConnection;
+using testing::check_exactly_once_in_order;
 using testing::Collector;
 using testing::EventLog;
 using testing::eventually;
 using testing::unique_channel;
 
-class CatchUpTest : public testing::PostgresTest {
- protected:
-  PostgresBusOptions always(const std::string& channel, const std::string& instance_id = "") const {
-    auto o = options(channel, instance_id);
-    o.spill = SpillMode::always;
-    o.heartbeat_interval = 0ms;
-    return o;
-  }
-
-  // Every message once, in order per origin; returns how many per origin.
-  static std::map<std::string, std::uint64_t> check_exactly_once_in_order(const Collector& seen) {
-    std::map<std::string, std::uint64_t> last;
-    for (const auto& m : seen.messages()) {
-      EXPECT_EQ(m.sequence, last[m.origin] + 1) << "from " << m.origin;
-      last[m.origin] = m.sequence;
-    }
-    return last;
-  }
-};
+class CatchUpTest : public testing::PostgresTest {};
 
 TEST_F(CatchUpTest, AcknowledgedMessagesSurviveRepeatedListenerKills) {
   const auto channel = unique_channel("always_kills");
   EventLog log;
-  auto receiver_options = always(channel, "catch-up-receiver");
+  auto receiver_options = durable_options(channel, "catch-up-receiver");
   receiver_options.on_error = log.error_handler();
   receiver_options.on_gap = log.gap_handler();
   PostgresClusterBus receiver(receiver_options);
-  PostgresClusterBus publisher(always(channel, "catch-up-publisher"));
+  PostgresClusterBus publisher(durable_options(channel, "catch-up-publisher"));
   Collector seen;
   auto s = receiver.subscribe(seen.handler());
 
@@ -77,10 +60,10 @@ TEST_F(CatchUpTest, AcknowledgedMessagesSurviveRepeatedListenerKills) {
 TEST_F(CatchUpTest, ARowCommittedOutOfIdOrderWhileAwayIsNotMissed) {
   const auto channel = unique_channel("id_order");
   EventLog log;
-  auto receiver_options = always(channel, "id-order-receiver");
+  auto receiver_options = durable_options(channel, "id-order-receiver");
   receiver_options.on_gap = log.gap_handler();
   PostgresClusterBus receiver(receiver_options);
-  PostgresClusterBus publisher(always(channel, "fast"));
+  PostgresClusterBus publisher(durable_options(channel, "fast"));
   Collector seen;
   auto s = receiver.subscribe(seen.handler());
 
@@ -108,6 +91,79 @@ TEST_F(CatchUpTest, ARowCommittedOutOfIdOrderWhileAwayIsNotMissed) {
   ASSERT_TRUE(seen.wait_for_count(3, 10s));
   EXPECT_EQ(seen.size(), 3u) << "no duplicates";
   EXPECT_TRUE(log.gaps().empty());
+}
+
+// A publisher speaking the wire protocol over a plain connection, so that it
+// can hold a transaction open as long as it likes: its row takes its id
+// early and commits late.
+void publish_slowly(const std::string& url, const std::string& channel, const std::string& origin,
+                    std::uint64_t sequence, std::chrono::milliseconds held_open) {
+  pqxx::connection connection(url);
+  pqxx::work transaction(connection);
+  transaction.exec_params(
+      "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) "
+      "VALUES ($1, $2, $3, $4)",
+      channel, origin, static_cast<std::int64_t>(sequence),
+      "{\"slow\":" + std::to_string(sequence) + "}");
+  transaction.exec_params("SELECT pg_notify($1, $2)", channel,
+                          R"({"v":1,"origin":")" + origin + R"(","seq":)" +
+                              std::to_string(sequence) + R"(,"spilled":true})");
+  std::this_thread::sleep_for(held_open);
+  transaction.commit();
+}
+
+TEST_F(CatchUpTest, FourPublishersOneHoldingTransactionsOpenThroughFiveListenerKills) {
+  const auto channel = unique_channel("four_publishers");
+  EventLog log;
+  auto receiver_options = durable_options(channel, "four-receiver");
+  receiver_options.on_gap = log.gap_handler();
+  PostgresClusterBus receiver(receiver_options);
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+
+  std::atomic<bool> publishing{true};
+  constexpr int fast_publishers = 3;
+  std::vector<std::thread> publishers;
+  std::vector<std::uint64_t> published(fast_publishers + 1, 0);
+  for (int p = 0; p < fast_publishers; ++p) {
+    publishers.emplace_back([&, p] {
+      PostgresClusterBus bus(durable_options(channel, "four-fast-" + std::to_string(p)));
+      while (publishing) {
+        bus.publish(published[p] + 1);
+        ++published[p];
+        std::this_thread::sleep_for(5ms);
+      }
+    });
+  }
+  publishers.emplace_back([&] {
+    // Every third transaction stays open for 2 s, the others for 100 ms.
+    while (publishing) {
+      const auto sequence = published[fast_publishers] + 1;
+      publish_slowly(url(), channel, "four-slow", sequence, sequence % 3 == 0 ? 2000ms : 100ms);
+      published[fast_publishers] = sequence;
+    }
+  });
+  for (int kill = 1; kill <= 5; ++kill) {
+    std::this_thread::sleep_for(900ms);
+    ASSERT_EQ(testing::terminate_backend(url(), "syncbus:four-receiver", BusConnection::listener),
+              1);
+    ASSERT_TRUE(eventually([&] { return receiver.stats().reconnects == kill + 0u; }, 5s));
+  }
+  publishing = false;
+  for (auto& t : publishers) t.join();
+
+  std::uint64_t total = 0;
+  for (const auto n : published) total += n;
+  ASSERT_TRUE(seen.wait_for_count(total, 30s)) << seen.size() << " of " << total;
+  std::this_thread::sleep_for(200ms);  // time for a duplicate to show up
+  const auto last = check_exactly_once_in_order(seen);
+  for (int p = 0; p < fast_publishers; ++p) {
+    EXPECT_EQ(last.at("four-fast-" + std::to_string(p)), published[p]);
+  }
+  EXPECT_EQ(last.at("four-slow"), published[fast_publishers]);
+  EXPECT_GE(published[fast_publishers], 3u) << "at least one transaction held open for 2 s";
+  EXPECT_EQ(seen.size(), total) << "no duplicates";
+  EXPECT_TRUE(log.gaps().empty()) << "nothing was lost, so no gap may be reported";
 }
 
 TEST_F(CatchUpTest, OverflowModeReportsTheReconnectInstead) {

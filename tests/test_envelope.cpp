@@ -24,9 +24,9 @@ TEST(Envelope, InlineWireFormatIsTheDocumentedOne) {
 }
 
 TEST(Envelope, SpillPointerRoundTrips) {
-  const Envelope decoded = decode_envelope(encode_spill_pointer("b", 18446744073709551615u));
+  const Envelope decoded = decode_envelope(encode_spill_pointer("b", 9223372036854775807u));
   EXPECT_EQ(decoded.origin, "b");
-  EXPECT_EQ(decoded.sequence, 18446744073709551615u);
+  EXPECT_EQ(decoded.sequence, 9223372036854775807u);  // the largest: a bigint
   EXPECT_TRUE(decoded.spilled());
 }
 
@@ -64,16 +64,25 @@ TEST(Envelope, InvalidUtf8BodyIsRejectedAsInvalidMessage) {
 }
 
 TEST(Envelope, DecoderRejectsWhatIsNotAnEnvelope) {
-  for (const std::string payload :
-       {"", "garbage", "{", "[]", "42", R"({"v":1})", R"({"v":"1","origin":"a","seq":1,"body":1})",
-        R"({"v":1,"origin":"","seq":1,"body":1})", R"({"v":1,"origin":5,"seq":1,"body":1})",
-        R"({"v":1,"origin":"a","seq":0,"body":1})", R"({"v":1,"origin":"a","seq":-3,"body":1})",
-        R"({"v":1,"origin":"a","seq":1.5,"body":1})", R"({"v":1,"origin":"a","seq":1})",
-        R"({"v":1,"origin":"a","seq":1,"spilled":false})",
-        R"({"v":1,"origin":"a","seq":1,"body":1,"spilled":true})",
-        R"({"v":1,"origin":"a","seq":1,"body":1,"heartbeat":true})",
-        R"({"v":1,"origin":"a","seq":1,"spilled":true,"heartbeat":true})",
-        R"({"v":1,"origin":"a","seq":1,"heartbeat":false})"}) {
+  for (
+      const std::string payload :
+      {"", "garbage", "{", "[]", "42", R"({"v":1})", R"({"v":"1","origin":"a","seq":1,"body":1})",
+       R"({"v":1,"origin":"","seq":1,"body":1})", R"({"v":1,"origin":5,"seq":1,"body":1})",
+       R"({"v":1,"origin":"a","seq":0,"body":1})", R"({"v":1,"origin":"a","seq":-3,"body":1})",
+       R"({"v":1,"origin":"a","seq":1.5,"body":1})", R"({"v":1,"origin":"a","seq":1})",
+       R"({"v":1,"origin":"a","seq":1,"spilled":false})",
+       R"({"v":1,"origin":"a","seq":1,"body":1,"spilled":true})",
+       R"({"v":1,"origin":"a","seq":1,"body":1,"heartbeat":true})",
+       R"({"v":1,"origin":"a","seq":1,"spilled":true,"heartbeat":true})",
+       R"({"v":1,"origin":"a","seq":1,"heartbeat":false})",
+       // Origins are instance ids: nothing a query or a log could trip on.
+       R"({"v":1,"origin":"a\"b","seq":1,"body":1})", R"({"v":1,"origin":"a\\b","seq":1,"body":1})",
+       R"({"v":1,"origin":"a b","seq":1,"body":1})",
+       R"({"v":1,"origin":"a\u0000b","seq":1,"body":1})",
+       R"({"v":1,"origin":"é","seq":1,"body":1})",
+       R"({"v":1,"origin":"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa","seq":1,"body":1})",
+       // The spill table's sequence is a bigint.
+       R"({"v":1,"origin":"a","seq":9223372036854775808,"body":1})"}) {
     EXPECT_THROW(decode_envelope(payload), protocol_error) << payload;
   }
 }

@@ -6,6 +6,8 @@
 #include <gtest/gtest.h>
 #include <pqxx/pqxx>
 
+#include <algorithm>
+#include <map>
 #include <thread>
 
 #include "envelope.hpp"
@@ -236,6 +238,73 @@ TEST_F(SpillTest, VacuumedRowIsReportedAndLaterMessagesStillArrive) {
   EXPECT_EQ(gaps[0].origin, "vanished");
   EXPECT_EQ(gaps[0].first_missing, 2u);
   EXPECT_EQ(gaps[0].last_missing, 2u);
+}
+
+TEST_F(SpillTest, ABacklogOfPointersIsFetchedInBatchesInOrderWithEachHoleReported) {
+  const auto channel = unique_channel("backlog");
+  testing::EventLog log;
+  auto o = options(channel, SpillMode::always);
+  o.on_error = log.error_handler();
+  o.on_gap = log.gap_handler();
+  PostgresClusterBus receiver(o);
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  // One transaction, so that all 1,500 pointers reach the listener at once
+  // and are followed several hundred to a query. Among them: rows that are
+  // missing, one whose body is not JSON, one that exists only on another
+  // channel (a pointer is only followed within its own channel).
+  const auto holes = [](const std::string& origin, std::uint64_t sequence) {
+    return (origin == "alpha" && sequence % 100 == 0) ||
+           (origin == "beta" && (sequence == 333 || sequence == 600));
+  };
+  constexpr std::uint64_t per_origin = 750;
+  {
+    pqxx::connection connection(url());
+    pqxx::work work(connection);
+    for (std::uint64_t sequence = 1; sequence <= per_origin; ++sequence) {
+      for (const std::string origin : {"alpha", "beta"}) {
+        const bool missing = origin == "alpha" && sequence % 100 == 0;
+        const bool not_json = origin == "beta" && sequence == 333;
+        const bool foreign = origin == "beta" && sequence == 600;
+        if (!missing) {
+          work.exec_params(
+              "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) "
+              "VALUES ($1, $2, $3, $4)",
+              foreign ? channel + "_elsewhere" : channel, origin,
+              static_cast<std::int64_t>(sequence),
+              not_json ? "{not json" : std::to_string(sequence));
+        }
+        work.exec_params("SELECT pg_notify($1, $2)", channel,
+                         detail::encode_spill_pointer(origin, sequence));
+      }
+    }
+    work.commit();
+  }
+  const std::size_t expected = 2 * per_origin - 9;
+  ASSERT_TRUE(seen.wait_for_count(expected, std::chrono::seconds(30))) << seen.size();
+  std::map<std::string, std::uint64_t> last;
+  for (const auto& m : seen.messages()) {
+    EXPECT_GT(m.sequence, last[m.origin]) << "out of order from " << m.origin;
+    last[m.origin] = m.sequence;
+    EXPECT_FALSE(holes(m.origin, m.sequence)) << m.origin << "#" << m.sequence;
+    EXPECT_EQ(m.body, m.sequence);  // each body is its sequence, as JSON
+  }
+  EXPECT_EQ(seen.size(), expected);
+  ASSERT_TRUE(testing::eventually([&] { return log.gaps().size() == 9; })) << log.gaps().size();
+  for (const auto& gap : log.gaps()) {
+    EXPECT_EQ(gap.first_missing, gap.last_missing) << gap.origin;
+    EXPECT_TRUE(holes(gap.origin, gap.first_missing)) << gap.origin << "#" << gap.first_missing;
+  }
+  const auto errors = log.errors();
+  EXPECT_EQ(errors.size(), 9u);
+  for (const std::string named : {"alpha#100", "alpha#700", "beta#333", "beta#600"}) {
+    EXPECT_EQ(
+        std::count_if(errors.begin(), errors.end(),
+                      [&](const std::string& e) { return e.find(named) != std::string::npos; }),
+        1)
+        << named;
+  }
+  EXPECT_EQ(receiver.stats().delivered, expected);
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <random>
 #include <string>
@@ -54,6 +55,17 @@ class Collector {
   std::condition_variable arrived_;
   std::vector<ClusterMessage> messages_;
 };
+
+/// Checks that `seen` holds every message once, in order per origin, from
+/// sequence 1; returns the last sequence seen per origin.
+inline std::map<std::string, std::uint64_t> check_exactly_once_in_order(const Collector& seen) {
+  std::map<std::string, std::uint64_t> last;
+  for (const auto& m : seen.messages()) {
+    EXPECT_EQ(m.sequence, last[m.origin] + 1) << "from " << m.origin;
+    last[m.origin] = m.sequence;
+  }
+  return last;
+}
 
 /// Records what a bus reports to on_error and on_gap, from any thread.
 class EventLog {

@@ -21,9 +21,12 @@ struct BusStats {
   std::uint64_t messages_missing = 0;
   /// Messages received again and not delivered a second time.
   std::uint64_t duplicates_dropped = 0;
-  /// Messages dropped because the delivery queue was full (each also inside a
-  /// reported gap).
+  /// Messages dropped because the delivery queue was full: each is inside a
+  /// reported gap, or (QueueFullPolicy::drop_and_reread) read back later.
   std::uint64_t dropped_queue_full = 0;
+  /// Messages read back from the spill table after the delivery queue was
+  /// full (QueueFullPolicy::drop_and_reread).
+  std::uint64_t reread_from_table = 0;
   /// Times the listener's connection was re-established.
   std::uint64_t reconnects = 0;
   /// The last pg_notification_queue_usage() seen (0 to 1): how full the

@@ -59,9 +59,11 @@ struct InMemoryBusOptions {
   /// Receives gap events (see GapEvent), on the delivery thread.
   GapHandler on_gap;
   /// Messages the delivery queue holds while handlers are busy (at least 1),
-  /// and what happens when it is full.
+  /// and what happens when it is full (an in-memory bus keeps no table to
+  /// re-read from: automatic means drop_and_report_gap, and drop_and_reread
+  /// is refused).
   std::size_t delivery_queue_capacity = default_delivery_queue_capacity;
-  QueueFullPolicy queue_full_policy = QueueFullPolicy::drop_and_report_gap;
+  QueueFullPolicy queue_full_policy = QueueFullPolicy::automatic;
 };
 
 /// ClusterBus over an InMemoryHub, with the same delivery semantics as

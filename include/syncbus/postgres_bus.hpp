@@ -86,7 +86,7 @@ struct PostgresBusOptions {
   /// Messages the delivery queue holds while handlers are busy (at least 1),
   /// and what happens when it is full.
   std::size_t delivery_queue_capacity = default_delivery_queue_capacity;
-  QueueFullPolicy queue_full_policy = QueueFullPolicy::drop_and_report_gap;
+  QueueFullPolicy queue_full_policy = QueueFullPolicy::automatic;
 
   /// The bus's identity (ClusterMessage::origin): 1 to 64 characters of
   /// [A-Za-z0-9._:-]. Empty: a random id. Two live buses must never share one.

@@ -9,11 +9,20 @@ namespace syncbus {
 /// Between a bus's transport (the PostgreSQL listener, or the in-memory hub)
 /// and its handlers sits a bounded queue. This is what happens when it is full.
 enum class QueueFullPolicy {
+  /// drop_and_reread with SpillMode::always (every message is in the spill
+  /// table), drop_and_report_gap otherwise.
+  automatic,
   /// Drop newly arriving messages and, once the handlers catch up, report them
   /// as gaps with their exact range per origin. The transport is never slowed
   /// down: a PostgreSQL listener that stopped reading its socket would block
   /// the server-wide NOTIFY queue, and then every NOTIFY on the server fails.
   drop_and_report_gap,
+  /// SpillMode::always only: drop newly arriving messages, and once the
+  /// handlers have made room read them back from the spill table, in order.
+  /// Nothing is lost and no gap is reported (unless the rows were vacuumed
+  /// first: then the exact gap is). Messages of an origin that arrive while
+  /// its earlier ones wait to be re-read are re-read too, so order holds.
+  drop_and_reread,
 };
 
 /// Default capacity of a bus's delivery queue, in messages. Memory in use is
