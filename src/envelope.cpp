@@ -60,8 +60,40 @@ std::string encode_inline(std::string_view origin, std::uint64_t sequence,
   return out;
 }
 
-std::string encode_spill_pointer(std::string_view origin, std::uint64_t sequence) {
-  return fmt::format(R"({{"v":1,"origin":"{}","seq":{},"spilled":true}})", origin, sequence);
+std::string encode_spill_pointer(std::string_view origin, std::uint64_t sequence,
+                                 std::uint64_t count) {
+  if (count == 1) {
+    return fmt::format(R"({{"v":1,"origin":"{}","seq":{},"spilled":true}})", origin, sequence);
+  }
+  return fmt::format(R"({{"v":1,"origin":"{}","seq":{},"spilled":true,"count":{}}})", origin,
+                     sequence, count);
+}
+
+std::size_t batch_envelope_size(std::string_view origin, std::uint64_t first_sequence,
+                                std::size_t count, std::size_t bodies_size) {
+  // {"v":1,"origin":"<origin>","seq":<n>,"bodies":[<b>,<b>]}
+  constexpr std::size_t fixed = sizeof(R"({"v":1,"origin":"","seq":,"bodies":[]})") - 1;
+  return fixed + origin.size() + std::to_string(first_sequence).size() + bodies_size + (count - 1);
+}
+
+std::string encode_batch(std::string_view origin, std::uint64_t first_sequence,
+                         const std::vector<std::string_view>& bodies_json) {
+  if (bodies_json.size() == 1) return encode_inline(origin, first_sequence, bodies_json[0]);
+  std::size_t bodies_size = 0;
+  for (const auto body : bodies_json) bodies_size += body.size();
+  std::string out;
+  out.reserve(batch_envelope_size(origin, first_sequence, bodies_json.size(), bodies_size));
+  out += R"({"v":1,"origin":")";
+  out += origin;
+  out += R"(","seq":)";
+  out += std::to_string(first_sequence);
+  out += R"(,"bodies":[)";
+  for (std::size_t i = 0; i < bodies_json.size(); ++i) {
+    if (i > 0) out += ',';
+    out += bodies_json[i];
+  }
+  out += "]}";
+  return out;
 }
 
 std::string encode_heartbeat(std::string_view origin, std::uint64_t last_sequence) {
@@ -104,20 +136,44 @@ Envelope decode_envelope(std::string_view payload) {
   envelope.sequence = sequence->get<std::uint64_t>();
 
   const auto body = doc.find("body");
+  const auto bodies = doc.find("bodies");
   const auto is_true = [&doc](const char* field) {
     const auto it = doc.find(field);
     return it != doc.end() && it->is_boolean() && it->get<bool>();
   };
   const bool spilled = is_true("spilled");
   const bool heartbeat = is_true("heartbeat");
-  if ((body != doc.end()) + spilled + heartbeat != 1) {
-    reject(payload, "needs exactly one of \"body\", \"spilled\":true or \"heartbeat\":true");
+  if ((body != doc.end()) + (bodies != doc.end()) + spilled + heartbeat != 1) {
+    reject(payload,
+           "needs exactly one of \"body\", \"bodies\", \"spilled\":true or "
+           "\"heartbeat\":true");
   }
+  const auto fits = [&envelope](std::uint64_t count) {
+    return count >= 1 && count <= max_messages_per_envelope &&
+           count - 1 <= static_cast<std::uint64_t>(INT64_MAX) - envelope.sequence;
+  };
   if (body != doc.end()) {
     envelope.kind = Envelope::Kind::inline_body;
-    envelope.body = std::move(*body);
+    envelope.bodies.push_back(std::move(*body));
+  } else if (bodies != doc.end()) {
+    if (!bodies->is_array() || !fits(bodies->size())) {
+      reject(payload, "\"bodies\" is not an array of 1 or more messages within 2^63-1");
+    }
+    envelope.kind = Envelope::Kind::inline_body;
+    envelope.count = bodies->size();
+    envelope.bodies = std::move(bodies->get_ref<nlohmann::json::array_t&>());
+  } else if (spilled) {
+    envelope.kind = Envelope::Kind::spill_pointer;
+    const auto count = doc.find("count");
+    if (count != doc.end()) {
+      if (!count->is_number_unsigned() || !fits(count->get<std::uint64_t>())) {
+        reject(payload, fmt::format("\"count\" is not from 1 to {} within 2^63-1",
+                                    max_messages_per_envelope));
+      }
+      envelope.count = count->get<std::uint64_t>();
+    }
   } else {
-    envelope.kind = spilled ? Envelope::Kind::spill_pointer : Envelope::Kind::heartbeat;
+    envelope.kind = Envelope::Kind::heartbeat;
   }
   return envelope;
 }

@@ -3,16 +3,19 @@
 // Pure functions, no I/O: easy to unit-test and to fuzz.
 //
 //   inline:    {"v":1,"origin":"a1","seq":7,"body":<JSON>}
+//   batch:     {"v":1,"origin":"a1","seq":7,"bodies":[<JSON>,<JSON>]}  (7, 8)
 //   pointer:   {"v":1,"origin":"a1","seq":7,"spilled":true}
+//   range:     {"v":1,"origin":"a1","seq":7,"spilled":true,"count":3}  (7..9)
 //   heartbeat: {"v":1,"origin":"a1","seq":7,"heartbeat":true}  (7: last sent)
 //
-// A pointer names the spill row by (channel, origin, seq), the row's unique
+// A pointer names spill rows by (channel, origin, seq), the rows' unique
 // key, so a receiver can only ever follow it into its own channel's rows.
 
 #include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -30,20 +33,38 @@ std::string serialize_body(const nlohmann::json& body, bool ascii_only);
 std::string encode_inline(std::string_view origin, std::uint64_t sequence,
                           std::string_view body_json);
 
-/// The envelope that points at a spill row.
-std::string encode_spill_pointer(std::string_view origin, std::uint64_t sequence);
+/// The most messages one envelope may carry (a batch, or a range of spill
+/// rows); the publisher's batches stay well below it.
+inline constexpr std::uint64_t max_messages_per_envelope = 10000;
+
+/// The envelope that points at the spill rows of `sequence` ..
+/// `sequence + count - 1`.
+std::string encode_spill_pointer(std::string_view origin, std::uint64_t sequence,
+                                 std::uint64_t count = 1);
+
+/// Several consecutive messages in one envelope (the single-message form when
+/// there is one).
+std::string encode_batch(std::string_view origin, std::uint64_t first_sequence,
+                         const std::vector<std::string_view>& bodies_json);
+
+/// The size encode_batch() gives `count` (at least 2) bodies totalling
+/// `bodies_size` bytes, without building it.
+std::size_t batch_envelope_size(std::string_view origin, std::uint64_t first_sequence,
+                                std::size_t count, std::size_t bodies_size);
 
 /// A heartbeat: `sequence` is the origin's last published sequence number.
 std::string encode_heartbeat(std::string_view origin, std::uint64_t last_sequence);
 
-/// A decoded envelope.
+/// A decoded envelope: the messages `sequence` .. `sequence + count - 1` of
+/// `origin` (a heartbeat: `sequence` is the last one published).
 struct Envelope {
   enum class Kind { inline_body, spill_pointer, heartbeat };
   Kind kind = Kind::inline_body;
   std::string origin;
   std::uint64_t sequence = 0;
-  /// The body when kind is inline_body.
-  nlohmann::json body;
+  std::uint64_t count = 1;
+  /// The bodies, in sequence order, when kind is inline_body.
+  std::vector<nlohmann::json> bodies;
   bool spilled() const noexcept { return kind == Kind::spill_pointer; }
 };
 

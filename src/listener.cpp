@@ -274,17 +274,21 @@ void ListenerLoop::deliver_chunk(pqxx::connection& connection, const std::string
   for (const auto* payload = begin; payload != end; ++payload) {
     try {
       Envelope envelope = decode_envelope(*payload);
-      ClusterMessage message{std::move(envelope.origin), envelope.sequence, {}};
       if (envelope.kind == Envelope::Kind::heartbeat) {
-        items.push_back({Inbound::Kind::heartbeat, std::move(message)});
-      } else if (queue_.drop_if_withheld(message.origin, message.sequence)) {
+        items.push_back(
+            {Inbound::Kind::heartbeat, {std::move(envelope.origin), envelope.sequence, {}}});
         continue;
-      } else if (envelope.kind == Envelope::Kind::inline_body) {
-        message.body = std::move(envelope.body);
-        items.push_back({Inbound::Kind::message, std::move(message)});
-      } else {
-        awaiting_body.push_back(items.size());
-        keys.push_back({message.origin, message.sequence});
+      }
+      for (std::uint64_t i = 0; i < envelope.count; ++i) {
+        const auto sequence = envelope.sequence + i;
+        if (queue_.drop_if_withheld(envelope.origin, sequence)) continue;
+        ClusterMessage message{envelope.origin, sequence, {}};
+        if (envelope.kind == Envelope::Kind::inline_body) {
+          message.body = std::move(envelope.bodies[i]);
+        } else {
+          awaiting_body.push_back(items.size());
+          keys.push_back({envelope.origin, sequence});
+        }
         items.push_back({Inbound::Kind::message, std::move(message)});
       }
     } catch (const std::exception& e) {
@@ -294,13 +298,30 @@ void ListenerLoop::deliver_chunk(pqxx::connection& connection, const std::string
   if (!keys.empty()) {
     std::vector<SpillStore::StoredMessage> rows;
     try {
-      rows = run_with_deadline(
-          deadlines_, connection.sock(), timeouts_.query, this,
-          [&] { return store_.fetch_many(connection, keys); },
-          [&] {
-            return fmt::format("fetching {} spilled message(s) from {}", keys.size(),
-                               store_.qualified_name());
-          });
+      const auto fetch = [&](const std::vector<SpillStore::MessageKey>& some) {
+        return run_with_deadline(
+            deadlines_, connection.sock(), timeouts_.query, this,
+            [&] { return store_.fetch_many(connection, some); },
+            [&] {
+              return fmt::format("fetching {} spilled message(s) from {}", some.size(),
+                                 store_.qualified_name());
+            });
+      };
+      // Ranges can make many keys of few payloads: bound each query.
+      constexpr std::size_t keys_per_query = 1024;
+      if (keys.size() <= keys_per_query) {
+        rows = fetch(keys);
+      } else {
+        for (auto first = keys.begin(); first != keys.end();) {
+          const auto last =
+              first + static_cast<std::ptrdiff_t>(std::min<std::size_t>(
+                          keys_per_query, static_cast<std::size_t>(keys.end() - first)));
+          auto some = fetch({first, last});
+          rows.insert(rows.end(), std::make_move_iterator(some.begin()),
+                      std::make_move_iterator(some.end()));
+          first = last;
+        }
+      }
     } catch (const connection_error&) {
       // Deliver what came before the first pointer, in order, then let run()
       // reconnect (and catch up, or report the unknown gap).

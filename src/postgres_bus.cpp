@@ -79,6 +79,12 @@ void check_options(const PostgresBusOptions& options) {
         "syncbus: PostgresBusOptions::queue_usage_interval and watchdog_interval must not be "
         "negative (0 turns them off), and watchdog_stuck_after must be positive");
   }
+  if (options.publish_linger.count() < 0 || options.publish_linger > std::chrono::seconds(1)) {
+    throw configuration_error(fmt::format(
+        "syncbus: PostgresBusOptions::publish_linger is {} us; use 0 (send at once, the "
+        "default) up to 1 s",
+        options.publish_linger.count()));
+  }
   if (options.heartbeat_interval.count() < 0) {
     throw configuration_error(fmt::format(
         "syncbus: PostgresBusOptions::heartbeat_interval is negative ({} ms); use a positive "
@@ -173,9 +179,11 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
                                                     opts.spill_table, opts.channel);
   self.store->ensure_table(*publishing_session, opts.create_spill_table);
   self.publisher = std::make_unique<detail::Publisher>(
-      std::move(publishing_session), opts.conninfo, opts.application_name, *self.store,
-      opts.channel, self.instance_id, opts.spill, self.stats, self.deadlines, opts.publish_timeout,
-      opts.query_timeout);
+      std::move(publishing_session),
+      detail::Publisher::Settings{opts.conninfo, opts.application_name, opts.channel,
+                                  self.instance_id, opts.spill, opts.publish_timeout,
+                                  opts.query_timeout, opts.publish_linger},
+      *self.store, self.stats, self.deadlines);
   const bool durable = opts.spill == SpillMode::always;
   const auto queue_full_policy = opts.queue_full_policy != QueueFullPolicy::automatic
                                      ? opts.queue_full_policy
@@ -198,6 +206,10 @@ const std::string& PostgresClusterBus::instance_id() const { return impl_->insta
 const std::string& PostgresClusterBus::channel() const noexcept { return impl_->options.channel; }
 
 void PostgresClusterBus::publish(const nlohmann::json& body) { impl_->publisher->publish(body); }
+
+std::future<void> PostgresClusterBus::publish_async(const nlohmann::json& body) {
+  return impl_->publisher->publish_async(body);
+}
 
 Subscription PostgresClusterBus::subscribe(MessageHandler handler) {
   if (impl_->closed.load()) {

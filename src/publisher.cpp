@@ -6,7 +6,6 @@
 #include <pqxx/nontransaction>
 
 #include <algorithm>
-#include <thread>
 
 #include "envelope.hpp"
 #include "pg_session.hpp"
@@ -17,32 +16,68 @@ namespace syncbus::detail {
 namespace {
 
 constexpr const char* notify_statement = "syncbus_notify";
+constexpr const char* notify_many_statement = "syncbus_notify_many";
+
+// A batch is at most this many messages, and stops growing past this many
+// bytes of bodies (a single larger message still goes, alone).
+constexpr std::size_t max_batch_messages = 1024;
+constexpr std::size_t max_batch_bytes = 4 * 1024 * 1024;
+
+std::size_t inline_envelope_size(std::string_view origin, std::uint64_t sequence,
+                                 std::size_t body_size) {
+  // {"v":1,"origin":"<origin>","seq":<n>,"body":<body>}
+  constexpr std::size_t fixed = sizeof(R"({"v":1,"origin":"","seq":,"body":})") - 1;
+  return fixed + origin.size() + std::to_string(sequence).size() + body_size;
+}
+
+// A JSON array of texts that are JSON already: concatenation, no escaping.
+// The server's json type keeps each element's text as written.
+template <typename Texts, typename Text>
+std::string json_array_of(const Texts& texts, Text text) {
+  std::size_t size = 2;
+  for (const auto& t : texts) size += text(t).size() + 1;
+  std::string out;
+  out.reserve(size);
+  out += '[';
+  for (const auto& t : texts) {
+    if (out.size() > 1) out += ',';
+    out += text(t);
+  }
+  out += ']';
+  return out;
+}
 
 }  // namespace
 
-Publisher::Publisher(std::unique_ptr<Session> session, std::string conninfo,
-                     std::string application_name, const SpillStore& store, std::string channel,
-                     std::string origin, SpillMode mode, std::shared_ptr<StatsCounters> stats,
-                     DeadlineTimer& deadlines, std::chrono::milliseconds publish_timeout,
-                     std::chrono::milliseconds query_timeout)
-    : session_(std::move(session)),
-      conninfo_(std::move(conninfo)),
-      application_name_(std::move(application_name)),
+struct Publisher::Outgoing {
+  std::string body_json;
+  std::chrono::steady_clock::time_point deadline;
+  // Set once, under the publisher's mutex.
+  bool finished = false;
+  std::exception_ptr error;
+  std::optional<std::promise<void>> promise;  // publish_async()
+};
+
+Publisher::Publisher(std::unique_ptr<Session> session, Settings settings, const SpillStore& store,
+                     std::shared_ptr<StatsCounters> stats, DeadlineTimer& deadlines)
+    : settings_(std::move(settings)),
       store_(store),
-      channel_(std::move(channel)),
-      origin_(std::move(origin)),
-      mode_(mode),
       stats_(std::move(stats)),
       deadlines_(deadlines),
-      publish_timeout_(publish_timeout),
-      query_timeout_(query_timeout) {
+      session_(std::move(session)) {
   ascii_only_ = needs_ascii_payloads(*session_);
   prepare(*session_);
 }
 
+Publisher::~Publisher() { close(); }
+
 void Publisher::prepare(Session& session) {
   try {
     session.prepare(notify_statement, "SELECT pg_notify($1, $2)");
+    // Payloads in array order: a function scan yields its rows in order.
+    session.prepare(notify_many_statement,
+                    "SELECT pg_notify($1, payload::text) FROM json_array_elements($2::json) "
+                    "AS payloads(payload)");
     store_.prepare(session);
   } catch (...) {
     rethrow_as_syncbus_error("preparing the publisher's statements");
@@ -52,7 +87,12 @@ void Publisher::prepare(Session& session) {
 template <typename Work, typename Describe>
 auto Publisher::with_session(std::chrono::milliseconds timeout, Work&& work, Describe&& describe) {
   try {
-    Session& open = session();
+    if (!session_) {
+      auto fresh = open_session(settings_.conninfo, settings_.application_name);
+      prepare(*fresh);
+      session_ = std::move(fresh);
+    }
+    Session& open = *session_;
     return run_with_deadline(
         deadlines_, open.sock(), timeout, this, [&] { return work(open); }, describe);
   } catch (const connection_error&) {
@@ -61,112 +101,276 @@ auto Publisher::with_session(std::chrono::milliseconds timeout, Work&& work, Des
   }
 }
 
-Session& Publisher::session() {
-  if (!session_) {
-    auto fresh = open_session(conninfo_, application_name_);
-    prepare(*fresh);
-    session_ = std::move(fresh);
-  }
-  return *session_;
+template <typename Work>
+auto Publisher::with_connection(const char* call, std::chrono::milliseconds timeout, Work&& work,
+                                const std::string& what)
+    -> decltype(work(std::declval<Session&>())) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  changed_.wait(lock, [this] { return closed_ || !connection_busy_; });
+  if (closed_) throw_closed(call);
+  connection_busy_ = true;
+  lock.unlock();
+  struct Release {
+    Publisher& self;
+    ~Release() {
+      std::lock_guard<std::mutex> relock(self.mutex_);
+      self.connection_busy_ = false;
+      self.changed_.notify_all();
+    }
+  } release{*this};
+  return with_session(timeout, std::forward<Work>(work), [&] { return what; });
+}
+
+void Publisher::throw_closed(const char* call) const {
+  throw closed_error(fmt::format(
+      "syncbus: {} on a PostgresClusterBus (channel \"{}\") that was closed; create a new bus",
+      call, settings_.channel));
+}
+
+std::shared_ptr<Publisher::Outgoing> Publisher::make_outgoing(const nlohmann::json& body) const {
+  auto item = std::make_shared<Outgoing>();
+  // Serialising needs no lock and is the costliest step for large bodies.
+  item->body_json = serialize_body(body, ascii_only_);
+  item->deadline = std::chrono::steady_clock::now() + settings_.publish_timeout;
+  return item;
 }
 
 void Publisher::publish(const nlohmann::json& body) {
-  // Serialising needs no lock and is the costliest step for large bodies.
-  const std::string body_json = serialize_body(body, ascii_only_);
-
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (closed_) {
-    throw closed_error(
-        fmt::format("syncbus: publish() on a PostgresClusterBus (channel \"{}\") that was "
-                    "closed; create a new bus",
-                    channel_));
-  }
-  const std::uint64_t sequence = last_sequence_ + 1;
-  std::string envelope = encode_inline(origin_, sequence, body_json);
-  // Throws before the sequence number is used (SpillMode::never).
-  const Route route = choose_route(mode_, envelope.size());
-  last_sequence_ = sequence;
-  const auto describe = [&] {
-    return fmt::format("publishing message {}#{} ({} bytes) to channel \"{}\"", origin_, sequence,
-                       body_json.size(), channel_);
-  };
-  const auto send = [&](Session& session) {
-    if (route == Route::inline_payload) {
-      pqxx::nontransaction statement(session);
-      statement.exec_prepared(notify_statement, channel_, envelope);
+  auto item = make_outgoing(body);
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (closed_) throw_closed("publish()");
+  queue_.push_back(item);
+  while (!item->finished) {
+    if (connection_busy_) {
+      changed_.wait(lock);
     } else {
-      store_.store_and_notify(session, origin_, sequence, body_json,
-                              encode_spill_pointer(origin_, sequence));
+      send_next_batch(lock);
+    }
+  }
+  if (item->error) std::rethrow_exception(item->error);
+}
+
+std::future<void> Publisher::publish_async(const nlohmann::json& body) {
+  std::promise<void> promise;
+  auto future = promise.get_future();
+  try {
+    auto item = make_outgoing(body);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_) throw_closed("publish_async()");
+    item->promise = std::move(promise);
+    queue_.push_back(std::move(item));
+    if (!background_sender_.joinable()) {
+      background_sender_ = std::thread([this] { run_background_sender(); });
+    }
+    if (!connection_busy_) changed_.notify_all();
+  } catch (...) {
+    // Every outcome goes through the future, refusals included.
+    promise.set_exception(std::current_exception());
+  }
+  return future;
+}
+
+void Publisher::run_background_sender() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  for (;;) {
+    changed_.wait(lock, [this] { return closed_ || (!queue_.empty() && !connection_busy_); });
+    if (closed_) return;
+    send_next_batch(lock);
+  }
+}
+
+void Publisher::send_next_batch(std::unique_lock<std::mutex>& lock) {
+  connection_busy_ = true;
+  if (settings_.linger.count() > 0 && queue_.size() < max_batch_messages) {
+    // Trading latency for fuller batches, on request only.
+    lock.unlock();
+    std::this_thread::sleep_for(settings_.linger);
+    lock.lock();
+  }
+  Batch batch;
+  std::size_t bytes = 0;
+  while (!queue_.empty() && batch.size() < max_batch_messages &&
+         (batch.empty() || bytes + queue_.front()->body_json.size() <= max_batch_bytes)) {
+    bytes += queue_.front()->body_json.size();
+    batch.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  lock.unlock();
+  send(batch);
+  lock.lock();
+  for (auto& item : batch) {
+    item->finished = true;
+    if (item->promise) {
+      if (item->error) {
+        item->promise->set_exception(item->error);
+      } else {
+        item->promise->set_value();
+      }
+    }
+  }
+  connection_busy_ = false;
+  changed_.notify_all();
+}
+
+void Publisher::send(Batch& batch) {
+  const auto& origin = settings_.origin;
+  // Numbers and routes first: a message refused here (too large for
+  // SpillMode::never) uses no sequence number, and the others stay
+  // consecutive.
+  struct Accepted {
+    Outgoing* item;
+    std::uint64_t sequence;
+    Route route;
+  };
+  std::vector<Accepted> accepted;
+  accepted.reserve(batch.size());
+  for (auto& item : batch) {
+    const auto sequence = last_sequence_ + 1;
+    try {
+      const auto route = choose_route(
+          settings_.mode, inline_envelope_size(origin, sequence, item->body_json.size()));
+      accepted.push_back({item.get(), sequence, route});
+      last_sequence_ = sequence;
+    } catch (...) {
+      item->error = std::current_exception();
+    }
+  }
+  if (accepted.empty()) return;
+
+  // Consecutive inline messages share a payload up to the limit; consecutive
+  // spilled ones share one multi-row INSERT and one range pointer.
+  std::vector<std::string> payloads;
+  std::vector<std::uint64_t> spilled_sequences;
+  std::vector<const std::string*> spilled_bodies;
+  for (std::size_t first = 0; first < accepted.size();) {
+    std::size_t end = first + 1;
+    if (accepted[first].route == Route::spill_table) {
+      while (end < accepted.size() && accepted[end].route == Route::spill_table) ++end;
+      for (auto i = first; i < end; ++i) {
+        spilled_sequences.push_back(accepted[i].sequence);
+        spilled_bodies.push_back(&accepted[i].item->body_json);
+      }
+      payloads.push_back(encode_spill_pointer(origin, accepted[first].sequence, end - first));
+    } else {
+      std::vector<std::string_view> bodies{accepted[first].item->body_json};
+      std::size_t bodies_size = bodies.back().size();
+      while (end < accepted.size() && accepted[end].route == Route::inline_payload) {
+        const auto& next = accepted[end].item->body_json;
+        if (batch_envelope_size(origin, accepted[first].sequence, bodies.size() + 1,
+                                bodies_size + next.size()) >=
+            PostgresClusterBus::notify_payload_limit) {
+          break;
+        }
+        bodies.push_back(next);
+        bodies_size += next.size();
+        ++end;
+      }
+      payloads.push_back(encode_batch(origin, accepted[first].sequence, bodies));
+    }
+    first = end;
+  }
+
+  const auto describe = [&] {
+    const auto first = accepted.front().sequence;
+    const auto last = accepted.back().sequence;
+    return first == last
+               ? fmt::format("publishing message {}#{} ({} bytes) to channel \"{}\"", origin, first,
+                             accepted.front().item->body_json.size(), settings_.channel)
+               : fmt::format("publishing messages {}#{}..{} to channel \"{}\"", origin, first, last,
+                             settings_.channel);
+  };
+  const auto statement = [&](Session& session) {
+    if (!spilled_sequences.empty()) {
+      store_.store_batch_and_notify(
+          session, origin, spilled_sequences,
+          json_array_of(spilled_bodies,
+                        [](const std::string* body) -> const std::string& { return *body; }),
+          json_array_of(payloads, [](const std::string& p) -> const std::string& { return p; }));
+    } else if (payloads.size() == 1) {
+      pqxx::nontransaction(session).exec_prepared(notify_statement, settings_.channel,
+                                                  payloads.front());
+    } else {
+      pqxx::nontransaction(session).exec_prepared(
+          notify_many_statement, settings_.channel,
+          json_array_of(payloads, [](const std::string& p) -> const std::string& { return p; }));
     }
   };
-  // A lost connection is retried, with the same origin and sequence, until
-  // the deadline: a repeat of an inline message that did commit is dropped by
-  // receivers as a duplicate, and a spilled one hits the table's unique key,
-  // which proves the first attempt committed.
-  const auto deadline = std::chrono::steady_clock::now() + publish_timeout_;
+
+  // One statement, so one transaction: all of the batch commits, or none.
+  // A lost connection is retried, with the same numbers, until the first
+  // message's deadline: a repeat of inline messages that did commit is
+  // dropped by receivers as duplicates, and of spilled ones hits the table's
+  // unique key, which proves the first attempt committed.
+  const auto deadline = batch.front()->deadline;
   auto pause = std::chrono::milliseconds(20);
-  for (bool retry = false;; retry = true) {
-    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-        deadline - std::chrono::steady_clock::now());
-    try {
-      with_session(std::max(left, std::chrono::milliseconds(1)), send, describe);
-      break;
-    } catch (const timeout_error&) {
-      throw;
-    } catch (const connection_error& e) {
-      if (std::chrono::steady_clock::now() + pause >= deadline) {
-        throw timeout_error(
-            fmt::format("syncbus: could not publish within {} ms ({}); last error: {}",
-                        publish_timeout_.count(), describe(), e.what()));
+  try {
+    for (bool retry = false;; retry = true) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      try {
+        with_session(std::max(left, std::chrono::milliseconds(1)), statement, describe);
+        break;
+      } catch (const timeout_error&) {
+        throw;
+      } catch (const connection_error& e) {
+        if (closing_.load()) throw;
+        if (std::chrono::steady_clock::now() + pause >= deadline) {
+          throw timeout_error(
+              fmt::format("syncbus: could not publish within {} ms ({}); last error: {}",
+                          settings_.publish_timeout.count(), describe(), e.what()));
+        }
+        std::this_thread::sleep_for(pause);
+        pause = std::min(pause * 2, std::chrono::milliseconds(500));
+      } catch (const database_error& e) {
+        // On a first attempt the same key would mean another live bus uses
+        // this instance id: that is an error, not a success.
+        if (retry && !spilled_sequences.empty() && e.sqlstate() == "23505") break;
+        throw;
       }
-      std::this_thread::sleep_for(pause);
-      pause = std::min(pause * 2, std::chrono::milliseconds(500));
-    } catch (const database_error& e) {
-      // On a first attempt the same key would mean another live bus uses
-      // this instance id: that is an error, not a success.
-      if (retry && route == Route::spill_table && e.sqlstate() == "23505") break;
-      throw;
     }
+  } catch (...) {
+    const auto error = std::current_exception();
+    for (auto& a : accepted) a.item->error = error;
+    return;
   }
   last_sent_ = std::chrono::steady_clock::now();
-  StatsCounters::add(stats_->published);
-  if (route == Route::spill_table) StatsCounters::add(stats_->spilled);
+  StatsCounters::add(stats_->published, accepted.size());
+  StatsCounters::add(stats_->spilled, spilled_sequences.size());
+  StatsCounters::add(stats_->publish_batches);
 }
 
 void Publisher::heartbeat_if_idle(std::chrono::milliseconds idle) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (closed_ || last_sequence_ == 0) return;
-  const auto now = std::chrono::steady_clock::now();
-  if (now - last_sent_ < idle) return;
-  with_session(
-      publish_timeout_,
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (closed_) return;
+  }
+  with_connection(
+      "heartbeat", settings_.publish_timeout,
       [&](Session& session) {
-        pqxx::nontransaction statement(session);
-        statement.exec_prepared(notify_statement, channel_,
-                                encode_heartbeat(origin_, last_sequence_));
+        const auto now = std::chrono::steady_clock::now();
+        if (last_sequence_ == 0 || now - last_sent_ < idle) return;
+        pqxx::nontransaction(session).exec_prepared(
+            notify_statement, settings_.channel,
+            encode_heartbeat(settings_.origin, last_sequence_));
+        last_sent_ = now;
       },
-      [&] { return fmt::format("sending a heartbeat to channel \"{}\"", channel_); });
-  last_sent_ = now;
+      fmt::format("sending a heartbeat to channel \"{}\"", settings_.channel));
 }
 
 double Publisher::notification_queue_usage() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (closed_) return 0;
-  return with_session(
-      query_timeout_,
+  return with_connection(
+      "notification_queue_usage()", settings_.query_timeout,
       [](Session& session) {
         return pqxx::nontransaction(session)
             .exec1("SELECT pg_notification_queue_usage()")[0]
             .as<double>();
       },
-      [] { return std::string("reading pg_notification_queue_usage()"); });
+      "reading pg_notification_queue_usage()");
 }
 
 std::int64_t Publisher::terminate_stuck_listeners(std::chrono::milliseconds stuck_after) {
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (closed_) return 0;
-  return with_session(
-      query_timeout_,
+  return with_connection(
+      "the watchdog", settings_.query_timeout,
       [&](Session& session) {
         // 'idle in transaction': get_notifs() sees nothing while a transaction
         // is open, and the session pins the queue tail. ClientWrite: the
@@ -181,7 +385,7 @@ std::int64_t Publisher::terminate_stuck_listeners(std::chrono::milliseconds stuc
                 static_cast<std::int64_t>(stuck_after.count()))[0]
             .as<std::int64_t>();
       },
-      [] { return std::string("looking for stuck listeners in pg_stat_activity"); });
+      "looking for stuck listeners in pg_stat_activity");
 }
 
 std::int64_t Publisher::vacuum(std::chrono::milliseconds older_than) {
@@ -191,21 +395,41 @@ std::int64_t Publisher::vacuum(std::chrono::milliseconds older_than) {
                     "spill row must be to be deleted, e.g. std::chrono::minutes(1)",
                     older_than.count()));
   }
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (closed_) {
-    throw closed_error(
-        "syncbus: vacuum() on a PostgresClusterBus that was "
-        "closed; create a new bus or use another open one");
-  }
-  return with_session(
-      query_timeout_, [&](Session& session) { return store_.vacuum(session, older_than); },
-      [&] { return fmt::format("vacuuming the spill table {}", store_.qualified_name()); });
+  return with_connection(
+      "vacuum()", settings_.query_timeout,
+      [&](Session& session) { return store_.vacuum(session, older_than); },
+      fmt::format("vacuuming the spill table {}", store_.qualified_name()));
 }
 
 void Publisher::close() noexcept {
-  std::lock_guard<std::mutex> lock(mutex_);
-  closed_ = true;
+  closing_.store(true);
+  deadlines_.cut_all(this);  // a statement in flight fails at once
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!closed_) {
+    closed_ = true;
+    // Nothing queued is sent any more; a send in flight finishes (or is cut).
+    try {
+      throw_closed("publish()");
+    } catch (...) {
+      const auto error = std::current_exception();
+      for (auto& item : queue_) {
+        item->finished = true;
+        item->error = error;
+        if (item->promise) item->promise->set_exception(error);
+      }
+    }
+    queue_.clear();
+    changed_.notify_all();
+  }
+  changed_.wait(lock, [this] { return !connection_busy_; });
   session_.reset();
+  auto background = std::move(background_sender_);
+  lock.unlock();
+  if (background.joinable() && background.get_id() != std::this_thread::get_id()) {
+    background.join();
+  } else if (background.joinable()) {
+    background.detach();
+  }
 }
 
 }  // namespace syncbus::detail

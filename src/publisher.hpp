@@ -1,16 +1,32 @@
 #pragma once
-// The publishing side of a PostgresClusterBus: one connection, one statement
-// per message, serialised by a mutex so that sequence order is commit order.
+// The publishing side of a PostgresClusterBus: one connection and group
+// commit. Messages published while a transaction is in flight wait in a
+// queue and go out together in the next one: inline ones packed into batch
+// envelopes up to the NOTIFY payload limit, spilled ones as one multi-row
+// INSERT, all in a single statement. A lone message goes out at once.
+//
+// Whoever finds the connection free sends (leader/follower): a thread that
+// calls publish() sends its own message and whatever queued behind it, with
+// no hand-off to another thread. publish_async() callers do not wait, so a
+// background thread sends for them when no publish() caller is.
 
 #include <syncbus/postgres_bus.hpp>
 
 #include <pqxx/connection>
 
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <deque>
+#include <exception>
+#include <future>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "deadline_timer.hpp"
 #include "pg_session.hpp"
@@ -21,18 +37,38 @@ namespace syncbus::detail {
 
 class Publisher {
  public:
-  /// Takes an open connection to `conninfo` and prepares its statements. A
-  /// connection that breaks is dropped and replaced, on the next call, by a
-  /// new one set up the same way (never by libpqxx's silent reactivation).
-  Publisher(std::unique_ptr<Session> session, std::string conninfo, std::string application_name,
-            const SpillStore& store, std::string channel, std::string origin, SpillMode mode,
-            std::shared_ptr<StatsCounters> stats, DeadlineTimer& deadlines,
-            std::chrono::milliseconds publish_timeout, std::chrono::milliseconds query_timeout);
+  struct Settings {
+    std::string conninfo;
+    std::string application_name;
+    std::string channel;
+    std::string origin;
+    SpillMode mode = SpillMode::overflow;
+    std::chrono::milliseconds publish_timeout{5000};
+    std::chrono::milliseconds query_timeout{5000};
+    /// How long the sender waits for more messages before sending a batch
+    /// that is not full (0: never waits).
+    std::chrono::microseconds linger{0};
+  };
+
+  /// Takes an open connection to `settings.conninfo` and prepares its
+  /// statements. A connection that breaks is dropped and replaced, on the
+  /// next send, by a new one set up the same way (never by libpqxx's silent
+  /// reactivation).
+  Publisher(std::unique_ptr<Session> session, Settings settings, const SpillStore& store,
+            std::shared_ptr<StatsCounters> stats, DeadlineTimer& deadlines);
+  ~Publisher();
+  Publisher(const Publisher&) = delete;
+  Publisher& operator=(const Publisher&) = delete;
 
   /// Sends one message; returns once it is committed. Throws payload_too_large
   /// (SpillMode::never), invalid_message, timeout_error (past the publish
-  /// timeout), connection_error, notify_queue_full or database_error.
+  /// timeout), connection_error, notify_queue_full, database_error or
+  /// closed_error.
   void publish(const nlohmann::json& body);
+
+  /// Queues one message and returns at once; the future becomes ready once it
+  /// is committed, or holds what publish() would have thrown.
+  std::future<void> publish_async(const nlohmann::json& body);
 
   std::int64_t vacuum(std::chrono::milliseconds older_than);
 
@@ -48,32 +84,52 @@ class Publisher {
   /// client, for longer than `stuck_after`. Returns how many.
   std::int64_t terminate_stuck_listeners(std::chrono::milliseconds stuck_after);
 
-  /// Closes the connection; later calls throw closed_error.
+  /// Fails what is still queued with closed_error, waits for a send in flight
+  /// (cut at once by the bus's DeadlineTimer::cut_all), and closes the
+  /// connection; later calls throw closed_error.
   void close() noexcept;
 
  private:
+  struct Outgoing;
+  using Batch = std::vector<std::shared_ptr<Outgoing>>;
+
+  std::shared_ptr<Outgoing> make_outgoing(const nlohmann::json& body) const;
+  /// Holding the lock and the free connection: sends one batch from the
+  /// queue (releasing the lock meanwhile) and settles its messages.
+  void send_next_batch(std::unique_lock<std::mutex>& lock);
+  /// Sends `batch` in one statement, retrying a lost connection until the
+  /// first message's deadline; sets each message's outcome.
+  void send(Batch& batch);
+  void run_background_sender();
+
+  /// Runs work(session) while holding the connection (other users wait).
+  /// `call` names the public call in a closed_error.
+  template <typename Work>
+  auto with_connection(const char* call, std::chrono::milliseconds timeout, Work&& work,
+                       const std::string& what) -> decltype(work(std::declval<Session&>()));
   /// The open session, reconnecting first if the last one broke.
   Session& session();
-  /// Runs work(session()) under a deadline of `timeout` from now; translates
-  /// failures, naming describe(), and drops a session whose connection broke.
   template <typename Work, typename Describe>
   auto with_session(std::chrono::milliseconds timeout, Work&& work, Describe&& describe);
   void prepare(Session& session);
+  [[noreturn]] void throw_closed(const char* call) const;
 
-  std::mutex mutex_;
-  bool closed_ = false;
-  std::unique_ptr<Session> session_;  // null after a broken connection
-  std::string conninfo_;
-  std::string application_name_;
+  Settings settings_;
   const SpillStore& store_;
-  std::string channel_;
-  std::string origin_;
-  SpillMode mode_;
-  bool ascii_only_ = false;
   std::shared_ptr<StatsCounters> stats_;
   DeadlineTimer& deadlines_;
-  std::chrono::milliseconds publish_timeout_;
-  std::chrono::milliseconds query_timeout_;
+  bool ascii_only_ = false;
+
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<std::shared_ptr<Outgoing>> queue_;
+  bool connection_busy_ = false;  // someone is using session_
+  bool closed_ = false;
+  std::atomic<bool> closing_{false};  // read without the mutex by a retrying send
+  std::thread background_sender_;     // started by the first publish_async()
+
+  // Used only by whoever holds the connection (connection_busy_).
+  std::unique_ptr<Session> session_;  // null after a broken connection
   std::chrono::steady_clock::time_point last_sent_{};
   // Never reused, even after a failed publish: a failure at COMMIT leaves the
   // outcome unknown, and reusing the number could make receivers drop the

@@ -105,10 +105,19 @@ void SpillStore::ensure_table(pqxx::connection& session, bool create) const {
 }
 
 void SpillStore::prepare(pqxx::connection& session) const {
-  session.prepare(store_statement, fmt::format("WITH stored AS (INSERT INTO {} (channel, origin, "
-                                               "sequence, body) VALUES ($1, $2, $3, $4) "
-                                               "RETURNING 1) SELECT pg_notify($1, $5) FROM stored",
-                                               qualified_name_));
+  // The bodies and payloads travel as JSON arrays: the json type keeps each
+  // element's text exactly as written, so no escaping is needed on our side.
+  // The INSERT runs whether or not the SELECT reads it; the rows and the
+  // NOTIFYs commit together.
+  session.prepare(
+      store_statement,
+      fmt::format("WITH stored AS (INSERT INTO {} (channel, origin, sequence, body) "
+                  "SELECT $1, $2, s.sequence, b.body::text FROM unnest($3::bigint[]) "
+                  "WITH ORDINALITY AS s(sequence, i) JOIN json_array_elements($4::json) "
+                  "WITH ORDINALITY AS b(body, i) USING (i) RETURNING 1) "
+                  "SELECT pg_notify($1, p.payload::text) FROM "
+                  "json_array_elements($5::json) AS p(payload)",
+                  qualified_name_));
   session.prepare(recent_statement,
                   fmt::format("SELECT origin, sequence, body FROM {} WHERE channel = $1 AND "
                               "created_at >= now() - $2::bigint * interval '1 millisecond' AND "
@@ -137,12 +146,15 @@ void SpillStore::prepare(pqxx::connection& session) const {
                               qualified_name_));
 }
 
-void SpillStore::store_and_notify(pqxx::connection& session, const std::string& origin,
-                                  std::uint64_t sequence, const std::string& body_json,
-                                  const std::string& pointer_payload) const {
+void SpillStore::store_batch_and_notify(pqxx::connection& session, const std::string& origin,
+                                        const std::vector<std::uint64_t>& sequences,
+                                        const std::string& bodies_json_array,
+                                        const std::string& payloads_json_array) const {
   pqxx::nontransaction statement(session);
-  statement.exec_prepared(store_statement, channel_, origin, static_cast<std::int64_t>(sequence),
-                          body_json, pointer_payload);
+  statement.exec_prepared(
+      store_statement, channel_, origin,
+      array_literal(sequences, [](std::uint64_t sequence) { return std::to_string(sequence); }),
+      bodies_json_array, payloads_json_array);
 }
 
 std::vector<SpillStore::StoredMessage> SpillStore::fetch_many(

@@ -30,11 +30,13 @@ class SpillStore {
   /// connection before the calls below.
   void prepare(pqxx::connection& session) const;
 
-  /// One statement, committed on return: stores the body and NOTIFYs
-  /// `pointer_payload`, atomically.
-  void store_and_notify(pqxx::connection& session, const std::string& origin,
-                        std::uint64_t sequence, const std::string& body_json,
-                        const std::string& pointer_payload) const;
+  /// One statement, committed on return: stores the bodies of `sequences`
+  /// (a JSON array of the bodies' JSON texts, in the same order) and NOTIFYs
+  /// each of `payloads` (a JSON array of envelope texts), atomically.
+  void store_batch_and_notify(pqxx::connection& session, const std::string& origin,
+                              const std::vector<std::uint64_t>& sequences,
+                              const std::string& bodies_json_array,
+                              const std::string& payloads_json_array) const;
 
   /// One stored message, as the listener reads it.
   struct StoredMessage {

@@ -16,6 +16,7 @@ namespace syncbus::detail {
 struct StatsCounters {
   std::atomic<std::uint64_t> published{0};
   std::atomic<std::uint64_t> spilled{0};
+  std::atomic<std::uint64_t> publish_batches{0};
   std::atomic<std::uint64_t> delivered{0};
   std::atomic<std::uint64_t> gaps{0};
   std::atomic<std::uint64_t> messages_missing{0};
@@ -41,6 +42,7 @@ struct StatsCounters {
     BusStats s;
     s.published = published.load(std::memory_order_relaxed);
     s.spilled = spilled.load(std::memory_order_relaxed);
+    s.publish_batches = publish_batches.load(std::memory_order_relaxed);
     s.delivered = delivered.load(std::memory_order_relaxed);
     s.gaps = gaps.load(std::memory_order_relaxed);
     s.messages_missing = messages_missing.load(std::memory_order_relaxed);

@@ -14,7 +14,7 @@ TEST(Envelope, InlineRoundTripsOriginSequenceAndBody) {
   EXPECT_EQ(decoded.origin, "node-a");
   EXPECT_EQ(decoded.sequence, 7u);
   ASSERT_FALSE(decoded.spilled());
-  EXPECT_EQ(decoded.body, body);
+  EXPECT_EQ(decoded.bodies.at(0), body);
 }
 
 TEST(Envelope, InlineWireFormatIsTheDocumentedOne) {
@@ -46,7 +46,7 @@ TEST(Envelope, EveryKindOfJsonBodyRoundTrips) {
         nlohmann::json::parse(R"({"a":[1,{"b":"\u0000"}]})")}) {
     const auto decoded = decode_envelope(encode_inline("o", 1, serialize_body(body, false)));
     ASSERT_FALSE(decoded.spilled());
-    EXPECT_EQ(decoded.body, body) << body.dump();
+    EXPECT_EQ(decoded.bodies.at(0), body) << body.dump();
   }
 }
 
@@ -55,7 +55,7 @@ TEST(Envelope, MultiByteTextIsSentAsRawUtf8UnlessAsciiIsRequired) {
   EXPECT_EQ(serialize_body(body, false).size(), 2 + 9u);  // 3 bytes a character
   const auto ascii = serialize_body(body, true);
   EXPECT_EQ(ascii, R"("\u65e5\u672c\u8a9e")");
-  EXPECT_EQ(decode_envelope(encode_inline("o", 1, ascii)).body, body);
+  EXPECT_EQ(decode_envelope(encode_inline("o", 1, ascii)).bodies.at(0), body);
 }
 
 TEST(Envelope, InvalidUtf8BodyIsRejectedAsInvalidMessage) {
@@ -87,6 +87,30 @@ TEST(Envelope, DecoderRejectsWhatIsNotAnEnvelope) {
   }
 }
 
+TEST(Envelope, BatchesAndRangesRoundTrip) {
+  const std::vector<std::string> bodies{R"({"k":1})", "2", R"("three")"};
+  const auto payload = encode_batch("a1", 7, {bodies[0], bodies[1], bodies[2]});
+  EXPECT_EQ(payload, R"({"v":1,"origin":"a1","seq":7,"bodies":[{"k":1},2,"three"]})");
+  EXPECT_EQ(payload.size(), batch_envelope_size("a1", 7, 3, bodies[0].size() + 1 + 7));
+  const auto batch = decode_envelope(payload);
+  EXPECT_EQ(batch.kind, Envelope::Kind::inline_body);
+  EXPECT_EQ(batch.sequence, 7u);
+  EXPECT_EQ(batch.count, 3u);
+  ASSERT_EQ(batch.bodies.size(), 3u);
+  EXPECT_EQ(batch.bodies[0], nlohmann::json({{"k", 1}}));
+  EXPECT_EQ(batch.bodies[2], "three");
+  // One body: the single-message form, as before batching existed.
+  EXPECT_EQ(encode_batch("a1", 7, {bodies[1]}), encode_inline("a1", 7, bodies[1]));
+
+  EXPECT_EQ(encode_spill_pointer("a1", 7, 3),
+            R"({"v":1,"origin":"a1","seq":7,"spilled":true,"count":3})");
+  const auto range = decode_envelope(encode_spill_pointer("a1", 7, 3));
+  EXPECT_TRUE(range.spilled());
+  EXPECT_EQ(range.sequence, 7u);
+  EXPECT_EQ(range.count, 3u);
+  EXPECT_EQ(decode_envelope(encode_spill_pointer("a1", 7)).count, 1u);
+}
+
 TEST(Envelope, UnknownVersionIsNamedInTheError) {
   try {
     decode_envelope(R"({"v":2,"origin":"a","seq":1,"body":1})");
@@ -98,7 +122,7 @@ TEST(Envelope, UnknownVersionIsNamedInTheError) {
 
 TEST(Envelope, UnknownFieldsAreIgnoredForForwardCompatibility) {
   const auto decoded = decode_envelope(R"({"v":1,"origin":"a","seq":2,"body":"x","trace":"abc"})");
-  EXPECT_EQ(decoded.body, "x");
+  EXPECT_EQ(decoded.bodies.at(0), "x");
 }
 
 TEST(Envelope, ErrorMessagesQuoteOnlyAnExcerptOfHugeGarbage) {

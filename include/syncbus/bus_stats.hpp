@@ -13,6 +13,9 @@ struct BusStats {
   std::uint64_t published = 0;
   /// Of those, how many went through the spill table.
   std::uint64_t spilled = 0;
+  /// Transactions those messages were committed in: under load, publishes
+  /// that arrive while one is in flight share the next (group commit).
+  std::uint64_t publish_batches = 0;
   /// Messages handed to this bus's handlers (counted once per message).
   std::uint64_t delivered = 0;
   /// Gap events reported (known and unknown range).

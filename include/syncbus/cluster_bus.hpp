@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -86,6 +87,11 @@ class ClusterBus {
   /// it was not, never dropping a message silently. Throws closed_error after
   /// close().
   virtual void publish(const nlohmann::json& body) = 0;
+
+  /// publish() without waiting: returns a future that becomes ready once the
+  /// message is committed, or holds the error publish() would have thrown.
+  /// This default publishes at once and returns a ready future.
+  [[nodiscard]] virtual std::future<void> publish_async(const nlohmann::json& body);
 
   /// Registers `handler` for every message delivered to this bus from now on.
   /// Delivery stops when the returned Subscription is destroyed or

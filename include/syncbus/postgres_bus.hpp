@@ -56,6 +56,11 @@ struct PostgresBusOptions {
   /// throws timeout_error and the connection is replaced. A frozen server is
   /// only noticed this way; TCP keepalives do not see it.
   std::chrono::milliseconds publish_timeout{5000};
+  /// Group commit: publishes that arrive while a transaction is in flight go
+  /// out together in the next one. A message finding the connection free goes
+  /// at once, unless this is non-zero: the sender then waits this long for
+  /// more messages first (fewer, fuller transactions for some latency).
+  std::chrono::microseconds publish_linger{0};
   /// The listener pings the server after this long without traffic (0: never)
   /// and reconnects if the answer takes longer than ping_timeout, so a frozen
   /// server or a silent network is noticed within their sum.
@@ -106,14 +111,16 @@ struct PostgresBusOptions {
 
 /// ClusterBus over PostgreSQL LISTEN/NOTIFY.
 ///
-/// The constructor connects twice: one connection publishes (pg_notify, one
-/// statement per message, serialised by a mutex), and a listener thread owns a
+/// The constructor connects twice: one connection publishes (pg_notify, with
+/// group commit: messages published while a transaction is in flight share
+/// the next one, packed into batch envelopes), and a listener thread owns a
 /// second connection that LISTENs on the channel; messages go from it, through
 /// a bounded queue, to a delivery thread that runs the handlers. A timer
 /// thread sends heartbeats and watches the NOTIFY queue, and a deadline thread
-/// enforces the client-side timeouts. Construction returns once the bus is
+/// enforces the client-side timeouts; publish_async() starts one more thread,
+/// which sends for its callers. Construction returns once the bus is
 /// listening, so it hears every message committed after that. The destructor
-/// (or close()) stops and joins all four threads.
+/// (or close()) stops and joins all of them.
 ///
 /// Thread safety: as ClusterBus; vacuum() may also be called from any thread.
 class PostgresClusterBus final : public ClusterBus {
@@ -129,6 +136,10 @@ class PostgresClusterBus final : public ClusterBus {
 
   const std::string& instance_id() const override;
   void publish(const nlohmann::json& body) override;
+  /// Queues `body` and returns at once. The future becomes ready once the
+  /// message is committed, or holds the error publish() would have thrown
+  /// (refusals included). Messages keep the order of the calls.
+  [[nodiscard]] std::future<void> publish_async(const nlohmann::json& body) override;
   [[nodiscard]] Subscription subscribe(MessageHandler handler) override;
   void close() override;
 
