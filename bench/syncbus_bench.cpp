@@ -1,0 +1,535 @@
+// syncbus_bench: throughput, latency and CPU of syncbus against a raw libpq
+// baseline, in one run, on one PostgreSQL server.
+//
+//   syncbus_bench CONNINFO [--seconds S] [--sizes 200,2000,20000]
+//                 [--threads 1,4,16] [--rate 1000] [--check]
+//
+// For each message size it measures:
+//   raw      plain libpq: one pg_notify per transaction (for bodies that do
+//            not fit a payload: one INSERT + pg_notify of the row id, and the
+//            listener SELECTs each row), one sender, one listener connection;
+//   syncbus  one PostgresClusterBus published to by 1, 4 and 16 threads,
+//            delivering to 2 other PostgresClusterBus instances;
+// at saturation (as fast as the senders go, for S seconds) and at a fixed
+// offered load (--rate messages/s, one sender). Every figure of syncbus is
+// also given as a ratio to the raw one of the same size.
+//
+// Latency is commit-to-handler as the sender's clock sees it (sender and
+// receivers are in this process): each body carries its send time. CPU is
+// this process's (getrusage) and the server's (/proc of the postmaster and
+// its children; "n/a" when the server is not on this machine).
+//
+// --check turns it into a correctness test: every receiver must get every
+// message exactly once, in order per origin, or the program exits with 1.
+#include <syncbus/postgres_bus.hpp>
+
+#include <fmt/format.h>
+#include <libpq-fe.h>
+#include <poll.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+struct Config {
+  std::string conninfo;
+  double seconds = 2.0;
+  std::vector<std::size_t> sizes{200, 2000, 20000};
+  std::vector<int> threads{1, 4, 16};
+  int rate = 1000;
+  bool check = false;
+};
+
+// ---------------------------------------------------------------- measures
+
+// CPU seconds: this process, and the server (postmaster + children, living
+// and reaped).
+struct CpuSample {
+  double process = 0;
+  std::optional<double> server;
+};
+
+double process_cpu() {
+  rusage usage{};
+  ::getrusage(RUSAGE_SELF, &usage);
+  const auto seconds = [](const timeval& t) { return t.tv_sec + t.tv_usec / 1e6; };
+  return seconds(usage.ru_utime) + seconds(usage.ru_stime);
+}
+
+// Fields of /proc/<pid>/stat after the command name.
+std::optional<std::vector<std::string>> proc_stat(int pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  if (!std::getline(in, text)) return std::nullopt;
+  const auto close = text.rfind(')');
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(text.substr(close + 2));
+  std::vector<std::string> fields;
+  for (std::string f; rest >> f;) fields.push_back(f);
+  return fields;
+}
+
+std::optional<double> server_cpu(int postmaster) {
+  if (postmaster <= 0) return std::nullopt;
+  const double tick = static_cast<double>(::sysconf(_SC_CLK_TCK));
+  // After the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14)
+  const auto own = proc_stat(postmaster);
+  if (!own || own->size() < 15) return std::nullopt;
+  double total = (std::stod((*own)[11]) + std::stod((*own)[12]) + std::stod((*own)[13]) +
+                  std::stod((*own)[14])) /
+                 tick;
+  std::ifstream children("/proc/" + std::to_string(postmaster) + "/task/" +
+                         std::to_string(postmaster) + "/children");
+  for (int child; children >> child;) {
+    if (const auto f = proc_stat(child); f && f->size() > 12) {
+      total += (std::stod((*f)[11]) + std::stod((*f)[12])) / tick;
+    }
+  }
+  return total;
+}
+
+struct Latencies {
+  std::vector<double> micros;
+  double at(double q) const {
+    if (micros.empty()) return 0;
+    const auto index = static_cast<std::size_t>(q * static_cast<double>(micros.size() - 1));
+    return micros[index];
+  }
+};
+
+struct Result {
+  std::string name;
+  std::size_t size = 0;
+  std::string load;  // "saturation" or "N/s"
+  double delivered_per_second = 0;
+  std::size_t delivered = 0;  // per receiver (the smallest)
+  Latencies latency;
+  double process_cpu_per_1000 = 0;
+  std::optional<double> server_cpu_per_1000;
+  long rss_growth_kb = 0;
+  std::uint64_t transactions = 0;
+  bool correct = true;
+};
+
+long resident_kb() {
+  std::ifstream statm("/proc/self/statm");
+  long pages = 0, resident = 0;
+  statm >> pages >> resident;
+  return resident * ::sysconf(_SC_PAGESIZE) / 1024;
+}
+
+// ---------------------------------------------------------------- pacing
+
+// Calls send(i) for i = 0, 1, ... until `duration` has passed: as fast as it
+// goes, or at `rate` per second.
+template <typename Send>
+std::size_t drive(std::chrono::duration<double> duration, std::optional<int> rate, Send send) {
+  const auto start = Clock::now();
+  const auto stop = start + std::chrono::duration_cast<Clock::duration>(duration);
+  std::size_t i = 0;
+  for (;; ++i) {
+    auto now = Clock::now();
+    if (rate) {
+      const auto due = start + std::chrono::duration_cast<Clock::duration>(
+                                   std::chrono::duration<double>(static_cast<double>(i) / *rate));
+      if (due >= stop) break;
+      if (due > now) std::this_thread::sleep_until(due);
+    } else if (now >= stop) {
+      break;
+    }
+    send(i);
+  }
+  return i;
+}
+
+std::string padding_for(std::size_t size) {
+  // {"t":<19 digits>,"pad":"..."} is about size bytes.
+  constexpr std::size_t overhead = 36;
+  return std::string(size > overhead ? size - overhead : 1, 'x');
+}
+
+// ---------------------------------------------------------------- raw libpq
+
+class RawConnection {
+ public:
+  explicit RawConnection(const std::string& conninfo) : conn_(PQconnectdb(conninfo.c_str())) {
+    if (PQstatus(conn_) != CONNECTION_OK) {
+      throw std::runtime_error(fmt::format("raw: cannot connect: {}", PQerrorMessage(conn_)));
+    }
+  }
+  ~RawConnection() { PQfinish(conn_); }
+  RawConnection(const RawConnection&) = delete;
+  RawConnection& operator=(const RawConnection&) = delete;
+
+  // Runs one statement with text parameters; returns the first value.
+  std::string exec(const char* sql, std::vector<const char*> params = {}) {
+    PGresult* result = PQexecParams(conn_, sql, static_cast<int>(params.size()), nullptr,
+                                    params.data(), nullptr, nullptr, 0);
+    const auto status = PQresultStatus(result);
+    if (status != PGRES_COMMAND_OK && status != PGRES_TUPLES_OK) {
+      const std::string message = PQresultErrorMessage(result);
+      PQclear(result);
+      throw std::runtime_error("raw: " + message);
+    }
+    std::string value =
+        PQntuples(result) > 0 && PQnfields(result) > 0 ? PQgetvalue(result, 0, 0) : "";
+    PQclear(result);
+    return value;
+  }
+  PGconn* get() const { return conn_; }
+
+ private:
+  PGconn* conn_;
+};
+
+std::int64_t timestamp_in(const std::string& text) {
+  const auto at = text.find("\"t\":");
+  return at == std::string::npos ? 0 : std::stoll(text.substr(at + 4));
+}
+
+Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, int postmaster) {
+  const std::string channel = fmt::format("syncbus_bench_raw_{}", ::getpid());
+  const bool spill = size + 64 >= syncbus::PostgresClusterBus::notify_payload_limit;
+  RawConnection sender(config.conninfo), listener(config.conninfo);
+  listener.exec(fmt::format("LISTEN \"{}\"", channel).c_str());
+  std::atomic<bool> sending{true};
+  std::atomic<std::size_t> sent{0};
+  std::atomic<std::int64_t> give_up_ns{INT64_MAX};
+  std::mutex mutex;
+  Latencies latency;
+  std::size_t received = 0;
+  std::int64_t last_received_ns = 0;
+  std::thread receiving([&] {
+    RawConnection& c = listener;
+    for (;;) {
+      pollfd fd{PQsocket(c.get()), POLLIN, 0};
+      ::poll(&fd, 1, 50);
+      PQconsumeInput(c.get());
+      while (PGnotify* n = PQnotifies(c.get())) {
+        std::string payload = n->extra;
+        PQfreemem(n);
+        if (spill) {
+          const char* id = payload.c_str();
+          payload = c.exec("SELECT body FROM syncbus_bench_raw_spill WHERE id = $1", {id});
+        }
+        const auto now = now_ns();
+        std::lock_guard<std::mutex> lock(mutex);
+        latency.micros.push_back(static_cast<double>(now - timestamp_in(payload)) / 1000.0);
+        ++received;
+        last_received_ns = now;
+      }
+      std::lock_guard<std::mutex> lock(mutex);
+      if (!sending && (received >= sent || now_ns() > give_up_ns.load())) return;
+    }
+  });
+  if (spill) {
+    sender.exec("SET client_min_messages = warning");
+    sender.exec(
+        "CREATE TABLE IF NOT EXISTS syncbus_bench_raw_spill (id bigserial PRIMARY KEY, "
+        "body text NOT NULL)");
+  }
+  const auto pad = padding_for(size);
+  const auto cpu_before = process_cpu();
+  const auto server_before = server_cpu(postmaster);
+  const auto rss_before = resident_kb();
+  const auto start_ns = now_ns();
+  const auto count = drive(std::chrono::duration<double>(config.seconds), rate, [&](std::size_t) {
+    const auto body = fmt::format(R"({{"t":{},"pad":"{}"}})", now_ns(), pad);
+    if (spill) {
+      sender.exec(
+          "WITH s AS (INSERT INTO syncbus_bench_raw_spill (body) VALUES ($2) RETURNING id) "
+          "SELECT pg_notify($1, id::text) FROM s",
+          {channel.c_str(), body.c_str()});
+    } else {
+      sender.exec("SELECT pg_notify($1, $2)", {channel.c_str(), body.c_str()});
+    }
+    ++sent;
+  });
+  give_up_ns = now_ns() + 30'000'000'000LL;
+  sending = false;
+  receiving.join();
+  Result r;
+  r.name = "raw libpq";
+  r.size = size;
+  r.delivered = received;
+  r.correct = received == count;
+  r.delivered_per_second =
+      static_cast<double>(received) * 1e9 /
+      static_cast<double>(std::max<std::int64_t>(1, last_received_ns - start_ns));
+  std::sort(latency.micros.begin(), latency.micros.end());
+  r.latency = std::move(latency);
+  const double per_1000 = 1000.0 / static_cast<double>(std::max<std::size_t>(1, received));
+  r.process_cpu_per_1000 = (process_cpu() - cpu_before) * per_1000;
+  if (const auto server_after = server_cpu(postmaster); server_after && server_before) {
+    r.server_cpu_per_1000 = (*server_after - *server_before) * per_1000;
+  }
+  r.rss_growth_kb = resident_kb() - rss_before;
+  r.transactions = count;
+  if (spill) sender.exec("TRUNCATE syncbus_bench_raw_spill");
+  return r;
+}
+
+// ---------------------------------------------------------------- syncbus
+
+Result run_syncbus(const Config& config, std::size_t size, int threads, std::optional<int> rate,
+                   int postmaster) {
+  static int run = 0;
+  const std::string channel = fmt::format("syncbus_bench_{}_{}", ::getpid(), ++run);
+  syncbus::PostgresBusOptions options;
+  options.conninfo = config.conninfo;
+  options.channel = channel;
+  std::mutex errors_mutex;
+  std::vector<std::string> errors;
+  options.on_error = [&](const std::exception& e) {
+    std::lock_guard<std::mutex> lock(errors_mutex);
+    errors.emplace_back(e.what());
+  };
+  std::atomic<std::uint64_t> gaps{0};
+  options.on_gap = [&](const syncbus::GapEvent&) { ++gaps; };
+  syncbus::PostgresClusterBus publisher(options);
+  constexpr int receiver_count = 2;
+  struct Receiver {
+    std::unique_ptr<syncbus::PostgresClusterBus> bus;
+    syncbus::Subscription subscription;
+    std::mutex mutex;
+    std::vector<double> micros;
+    std::uint64_t last_sequence = 0;
+    bool in_order = true;
+    std::size_t received = 0;
+    std::int64_t last_ns = 0;
+  };
+  std::vector<std::unique_ptr<Receiver>> receivers;
+  for (int i = 0; i < receiver_count; ++i) {
+    auto receiver = std::make_unique<Receiver>();
+    receiver->bus = std::make_unique<syncbus::PostgresClusterBus>(options);
+    auto* self = receiver.get();
+    receiver->subscription = receiver->bus->subscribe([self](const syncbus::ClusterMessage& m) {
+      const auto now = now_ns();
+      const auto sent = m.body.at("t").get<std::int64_t>();
+      std::lock_guard<std::mutex> lock(self->mutex);
+      self->micros.push_back(static_cast<double>(now - sent) / 1000.0);
+      self->in_order = self->in_order && m.sequence == self->last_sequence + 1;
+      self->last_sequence = m.sequence;
+      ++self->received;
+      self->last_ns = now;
+    });
+    receivers.push_back(std::move(receiver));
+  }
+  const auto pad = padding_for(size);
+  std::atomic<std::size_t> sent{0};
+  const auto cpu_before = process_cpu();
+  const auto server_before = server_cpu(postmaster);
+  const auto rss_before = resident_kb();
+  const auto start_ns = now_ns();
+  std::vector<std::thread> senders;
+  for (int t = 0; t < threads; ++t) {
+    senders.emplace_back([&] {
+      sent += drive(std::chrono::duration<double>(config.seconds), rate, [&](std::size_t) {
+        publisher.publish({{"t", now_ns()}, {"pad", pad}});
+      });
+    });
+  }
+  for (auto& s : senders) s.join();
+  // Drain: wait for both receivers to have everything (or give up).
+  const auto total = sent.load();
+  const auto give_up = Clock::now() + 30s;
+  for (;;) {
+    bool done = true;
+    for (auto& r : receivers) {
+      std::lock_guard<std::mutex> lock(r->mutex);
+      done = done && r->received >= total;
+    }
+    if (done || Clock::now() > give_up) break;
+    std::this_thread::sleep_for(1ms);
+  }
+  Result result;
+  result.name = fmt::format("syncbus, {} thread{}", threads, threads == 1 ? "" : "s");
+  result.size = size;
+  result.delivered = total;
+  std::int64_t last_ns = start_ns;
+  for (auto& r : receivers) {
+    std::lock_guard<std::mutex> lock(r->mutex);
+    result.delivered = std::min(result.delivered, r->received);
+    result.correct = result.correct && r->in_order && r->received == total;
+    last_ns = std::max(last_ns, r->last_ns);
+    result.latency.micros.insert(result.latency.micros.end(), r->micros.begin(), r->micros.end());
+  }
+  result.correct = result.correct && gaps == 0 && errors.empty();
+  for (const auto& e : errors) std::cerr << "  error: " << e << "\n";
+  result.delivered_per_second = static_cast<double>(result.delivered) * 1e9 /
+                                static_cast<double>(std::max<std::int64_t>(1, last_ns - start_ns));
+  std::sort(result.latency.micros.begin(), result.latency.micros.end());
+  const double per_1000 = 1000.0 / static_cast<double>(std::max<std::size_t>(1, total));
+  result.process_cpu_per_1000 = (process_cpu() - cpu_before) * per_1000;
+  if (const auto server_after = server_cpu(postmaster); server_after && server_before) {
+    result.server_cpu_per_1000 = (*server_after - *server_before) * per_1000;
+  }
+  result.rss_growth_kb = resident_kb() - rss_before;
+  result.transactions = publisher.stats().publish_batches;
+  publisher.vacuum(0ms);
+  return result;
+}
+
+// ---------------------------------------------------------------- report
+
+std::string cpu_text(const std::optional<double>& v) {
+  return v ? fmt::format("{:.3f}", *v) : "n/a";
+}
+
+void print_header() {
+  std::cout << fmt::format(
+      "{:<19} {:>6} {:>11} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7}\n", "", "size",
+      "load", "msg/s", "p50 us", "p99 us", "p99.9", "max us", "cpu/1k", "srv/1k", "msg/tx", "ok");
+}
+
+void print(const Result& r, const Result* raw) {
+  const double per_tx =
+      r.transactions ? static_cast<double>(r.delivered) / static_cast<double>(r.transactions) : 0;
+  std::cout << fmt::format(
+      "{:<19} {:>6} {:>11} {:>10.0f} {:>8.0f} {:>8.0f} {:>8.0f} {:>8.0f} {:>8.3f} {:>8} {:>7.1f} "
+      "{:>7}\n",
+      r.name, r.size, r.load, r.delivered_per_second, r.latency.at(0.5), r.latency.at(0.99),
+      r.latency.at(0.999), r.latency.micros.empty() ? 0.0 : r.latency.micros.back(),
+      r.process_cpu_per_1000, cpu_text(r.server_cpu_per_1000), per_tx, r.correct ? "yes" : "NO");
+  if (raw) {
+    const auto total = [](const Result& x) {
+      return x.process_cpu_per_1000 + x.server_cpu_per_1000.value_or(0);
+    };
+    std::cout << fmt::format(
+        "{:<19} {:>6} {:>11} {:>9.2f}x {:>7.2f}x {:>7.2f}x {:>8} {:>8} {:>7.2f}x (cpu+srv)\n",
+        "  vs raw", "", "", r.delivered_per_second / raw->delivered_per_second,
+        r.latency.at(0.5) / std::max(1.0, raw->latency.at(0.5)),
+        r.latency.at(0.99) / std::max(1.0, raw->latency.at(0.99)), "", "",
+        total(r) / std::max(1e-9, total(*raw)));
+  }
+}
+
+std::vector<std::string> split(const std::string& text) {
+  std::vector<std::string> out;
+  std::istringstream in(text);
+  for (std::string item; std::getline(in, item, ',');) out.push_back(item);
+  return out;
+}
+
+int usage(const char* error) {
+  std::cerr << "syncbus_bench: " << error
+            << "\nusage: syncbus_bench CONNINFO [--seconds S] [--sizes 200,2000,20000] "
+               "[--threads 1,4,16] [--rate 1000] [--check]\n";
+  return 2;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config config;
+  std::vector<std::string> args(argv + 1, argv + argc);
+  try {
+    for (std::size_t i = 0; i < args.size(); ++i) {
+      const auto value = [&]() -> const std::string& {
+        if (i + 1 >= args.size()) throw std::invalid_argument(args[i] + " needs a value");
+        return args[++i];
+      };
+      if (args[i] == "--seconds") {
+        config.seconds = std::stod(value());
+      } else if (args[i] == "--sizes") {
+        config.sizes.clear();
+        for (const auto& s : split(value())) config.sizes.push_back(std::stoul(s));
+      } else if (args[i] == "--threads") {
+        config.threads.clear();
+        for (const auto& t : split(value())) config.threads.push_back(std::stoi(t));
+      } else if (args[i] == "--rate") {
+        config.rate = std::stoi(value());
+      } else if (args[i] == "--check") {
+        config.check = true;
+      } else if (args[i] == "--help" || args[i] == "-h") {
+        usage("benchmarks syncbus against raw libpq on one PostgreSQL server");
+        return 0;
+      } else if (config.conninfo.empty() && args[i].rfind("--", 0) != 0) {
+        config.conninfo = args[i];
+      } else {
+        throw std::invalid_argument("unknown argument " + args[i]);
+      }
+    }
+  } catch (const std::exception& e) {
+    return usage(e.what());
+  }
+  if (config.conninfo.empty()) {
+    if (const char* url = std::getenv("DATABASE_URL")) config.conninfo = url;
+  }
+  if (config.conninfo.empty()) return usage("no CONNINFO (or DATABASE_URL)");
+
+  int postmaster = 0;
+  try {
+    RawConnection probe(config.conninfo);
+    const int backend = std::stoi(probe.exec("SELECT pg_backend_pid()"));
+    if (const auto f = proc_stat(backend)) postmaster = std::stoi((*f)[1]);
+  } catch (const std::exception& e) {
+    std::cerr << "syncbus_bench: " << e.what() << "\n";
+    return 1;
+  }
+
+  std::cout << fmt::format("syncbus_bench: {} s per run, {} hardware threads, server CPU {}\n",
+                           config.seconds, std::thread::hardware_concurrency(),
+                           postmaster ? "measured" : "not measurable (server not local)");
+  bool all_correct = true;
+  try {
+    for (const auto size : config.sizes) {
+      print_header();
+      auto raw = run_raw(config, size, std::nullopt, postmaster);
+      raw.load = "saturation";
+      print(raw, nullptr);
+      all_correct = all_correct && raw.correct;
+      for (const int threads : config.threads) {
+        auto r = run_syncbus(config, size, threads, std::nullopt, postmaster);
+        r.load = "saturation";
+        print(r, &raw);
+        all_correct = all_correct && r.correct;
+        if (r.rss_growth_kb > 0) {
+          std::cout << fmt::format("{:<19} resident size grew {} KB\n", "", r.rss_growth_kb);
+        }
+      }
+      auto raw_paced = run_raw(config, size, config.rate, postmaster);
+      raw_paced.load = fmt::format("{}/s", config.rate);
+      print(raw_paced, nullptr);
+      auto paced = run_syncbus(config, size, 1, config.rate, postmaster);
+      paced.load = fmt::format("{}/s", config.rate);
+      print(paced, &raw_paced);
+      all_correct = all_correct && raw_paced.correct && paced.correct;
+      std::cout << "\n";
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "syncbus_bench: " << e.what() << "\n";
+    return 1;
+  }
+  std::cout << "columns: msg/s delivered to every receiver; latency from publish to handler "
+               "(us); cpu/1k and srv/1k: CPU seconds of this process and of the server per "
+               "1,000 messages; msg/tx: messages per transaction; ok: every message once, in "
+               "order\n";
+  if (config.check && !all_correct) {
+    std::cerr << "syncbus_bench: a run lost, repeated or reordered messages\n";
+    return 1;
+  }
+  return 0;
+}
