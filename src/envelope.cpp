@@ -49,7 +49,7 @@ std::string encode_inline(std::string_view origin, std::uint64_t sequence,
   // Origins are plain ASCII (checked_instance_id), so no escaping is needed;
   // building the text directly avoids copying the body into a JSON object.
   std::string out;
-  out.reserve(body_json.size() + origin.size() + 48);
+  out.reserve(inline_envelope_size(origin, sequence, body_json.size()));
   out += R"({"v":1,"origin":")";
   out += origin;
   out += R"(","seq":)";
@@ -67,6 +67,13 @@ std::string encode_spill_pointer(std::string_view origin, std::uint64_t sequence
   }
   return fmt::format(R"({{"v":1,"origin":"{}","seq":{},"spilled":true,"count":{}}})", origin,
                      sequence, count);
+}
+
+std::size_t inline_envelope_size(std::string_view origin, std::uint64_t sequence,
+                                 std::size_t body_size) {
+  // {"v":1,"origin":"<origin>","seq":<n>,"body":<body>}
+  constexpr std::size_t fixed = sizeof(R"({"v":1,"origin":"","seq":,"body":})") - 1;
+  return fixed + origin.size() + std::to_string(sequence).size() + body_size;
 }
 
 std::size_t batch_envelope_size(std::string_view origin, std::uint64_t first_sequence,

@@ -47,6 +47,10 @@ std::string encode_spill_pointer(std::string_view origin, std::uint64_t sequence
 std::string encode_batch(std::string_view origin, std::uint64_t first_sequence,
                          const std::vector<std::string_view>& bodies_json);
 
+/// The size of encode_inline()'s envelope, without building it.
+std::size_t inline_envelope_size(std::string_view origin, std::uint64_t sequence,
+                                 std::size_t body_size);
+
 /// The size encode_batch() gives `count` (at least 2) bodies totalling
 /// `bodies_size` bytes, without building it.
 std::size_t batch_envelope_size(std::string_view origin, std::uint64_t first_sequence,

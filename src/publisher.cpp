@@ -23,13 +23,6 @@ constexpr const char* notify_many_statement = "syncbus_notify_many";
 constexpr std::size_t max_batch_messages = 1024;
 constexpr std::size_t max_batch_bytes = 4 * 1024 * 1024;
 
-std::size_t inline_envelope_size(std::string_view origin, std::uint64_t sequence,
-                                 std::size_t body_size) {
-  // {"v":1,"origin":"<origin>","seq":<n>,"body":<body>}
-  constexpr std::size_t fixed = sizeof(R"({"v":1,"origin":"","seq":,"body":})") - 1;
-  return fixed + origin.size() + std::to_string(sequence).size() + body_size;
-}
-
 // A JSON array of texts that are JSON already: concatenation, no escaping.
 // The server's json type keeps each element's text as written.
 template <typename Texts, typename Text>
@@ -107,7 +100,7 @@ auto Publisher::with_connection(const char* call, std::chrono::milliseconds time
     -> decltype(work(std::declval<Session&>())) {
   std::unique_lock<std::mutex> lock(mutex_);
   changed_.wait(lock, [this] { return closed_ || !connection_busy_; });
-  if (closed_) throw_closed(call);
+  if (closed_) throw closed(call);
   connection_busy_ = true;
   lock.unlock();
   struct Release {
@@ -121,8 +114,8 @@ auto Publisher::with_connection(const char* call, std::chrono::milliseconds time
   return with_session(timeout, std::forward<Work>(work), [&] { return what; });
 }
 
-void Publisher::throw_closed(const char* call) const {
-  throw closed_error(fmt::format(
+closed_error Publisher::closed(const char* call) const {
+  return closed_error(fmt::format(
       "syncbus: {} on a PostgresClusterBus (channel \"{}\") that was closed; create a new bus",
       call, settings_.channel));
 }
@@ -138,7 +131,7 @@ std::shared_ptr<Publisher::Outgoing> Publisher::make_outgoing(const nlohmann::js
 void Publisher::publish(const nlohmann::json& body) {
   auto item = make_outgoing(body);
   std::unique_lock<std::mutex> lock(mutex_);
-  if (closed_) throw_closed("publish()");
+  if (closed_) throw closed("publish()");
   queue_.push_back(item);
   while (!item->finished) {
     if (connection_busy_) {
@@ -156,7 +149,7 @@ std::future<void> Publisher::publish_async(const nlohmann::json& body) {
   try {
     auto item = make_outgoing(body);
     std::lock_guard<std::mutex> lock(mutex_);
-    if (closed_) throw_closed("publish_async()");
+    if (closed_) throw closed("publish_async()");
     item->promise = std::move(promise);
     queue_.push_back(std::move(item));
     if (!background_sender_.joinable()) {
@@ -408,15 +401,11 @@ void Publisher::close() noexcept {
   if (!closed_) {
     closed_ = true;
     // Nothing queued is sent any more; a send in flight finishes (or is cut).
-    try {
-      throw_closed("publish()");
-    } catch (...) {
-      const auto error = std::current_exception();
-      for (auto& item : queue_) {
-        item->finished = true;
-        item->error = error;
-        if (item->promise) item->promise->set_exception(error);
-      }
+    const auto error = std::make_exception_ptr(closed("publish()"));
+    for (auto& item : queue_) {
+      item->finished = true;
+      item->error = error;
+      if (item->promise) item->promise->set_exception(error);
     }
     queue_.clear();
     changed_.notify_all();
@@ -425,11 +414,8 @@ void Publisher::close() noexcept {
   session_.reset();
   auto background = std::move(background_sender_);
   lock.unlock();
-  if (background.joinable() && background.get_id() != std::this_thread::get_id()) {
-    background.join();
-  } else if (background.joinable()) {
-    background.detach();
-  }
+  // The background sender runs no user code, so close() never runs on it.
+  if (background.joinable()) background.join();
 }
 
 }  // namespace syncbus::detail

@@ -10,6 +10,7 @@
 // no hand-off to another thread. publish_async() callers do not wait, so a
 // background thread sends for them when no publish() caller is.
 
+#include <syncbus/errors.hpp>
 #include <syncbus/postgres_bus.hpp>
 
 #include <pqxx/connection>
@@ -112,7 +113,7 @@ class Publisher {
   template <typename Work, typename Describe>
   auto with_session(std::chrono::milliseconds timeout, Work&& work, Describe&& describe);
   void prepare(Session& session);
-  [[noreturn]] void throw_closed(const char* call) const;
+  closed_error closed(const char* call) const;
 
   Settings settings_;
   const SpillStore& store_;

@@ -101,6 +101,8 @@ TEST(Envelope, BatchesAndRangesRoundTrip) {
   EXPECT_EQ(batch.bodies[2], "three");
   // One body: the single-message form, as before batching existed.
   EXPECT_EQ(encode_batch("a1", 7, {bodies[1]}), encode_inline("a1", 7, bodies[1]));
+  EXPECT_EQ(inline_envelope_size("a1", 7, bodies[1].size()),
+            encode_inline("a1", 7, bodies[1]).size());
 
   EXPECT_EQ(encode_spill_pointer("a1", 7, 3),
             R"({"v":1,"origin":"a1","seq":7,"spilled":true,"count":3})");
