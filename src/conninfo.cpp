@@ -21,10 +21,8 @@ std::string quoted(const std::string& value) {
   return out + "'";
 }
 
-}  // namespace
-
-std::string with_connection_options(const std::string& conninfo, const ConnectionOptions& overrides,
-                                    const ConnectionOptions& defaults) {
+// Every option libpq finds in `conninfo`, by keyword.
+std::map<std::string, std::string> parsed_options(const std::string& conninfo) {
   char* raw_error = nullptr;
   std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> parsed(
       PQconninfoParse(conninfo.c_str(), &raw_error), &PQconninfoFree);
@@ -37,11 +35,19 @@ std::string with_connection_options(const std::string& conninfo, const Connectio
                     "string or URI ({}); see the libpq documentation, \"Connection Strings\"",
                     why));
   }
-  // Ordered, so the result is stable.
+  // Ordered, so that what is built from it is stable.
   std::map<std::string, std::string> options;
   for (const PQconninfoOption* option = parsed.get(); option->keyword != nullptr; ++option) {
     if (option->val != nullptr) options[option->keyword] = option->val;
   }
+  return options;
+}
+
+}  // namespace
+
+std::string with_connection_options(const std::string& conninfo, const ConnectionOptions& overrides,
+                                    const ConnectionOptions& defaults) {
+  auto options = parsed_options(conninfo);
   for (const auto& [key, value] : defaults) options.try_emplace(key, value);
   for (const auto& [key, value] : overrides) options[key] = value;
 
@@ -51,6 +57,12 @@ std::string with_connection_options(const std::string& conninfo, const Connectio
     out += key + '=' + quoted(value);
   }
   return out;
+}
+
+std::string connection_option(const std::string& conninfo, const std::string& key) {
+  const auto options = parsed_options(conninfo);
+  const auto found = options.find(key);
+  return found == options.end() ? std::string() : found->second;
 }
 
 }  // namespace syncbus::detail

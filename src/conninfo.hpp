@@ -2,6 +2,7 @@
 // Connection strings: the user's (a libpq URI or key=value string) with the
 // options the bus needs added, parsed by libpq itself.
 
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -16,5 +17,9 @@ using ConnectionOptions = std::vector<std::pair<std::string, std::string>>;
 /// when libpq cannot parse it.
 std::string with_connection_options(const std::string& conninfo, const ConnectionOptions& overrides,
                                     const ConnectionOptions& defaults);
+
+/// The value `conninfo` gives `key` ("" when it gives none). Throws
+/// configuration_error like with_connection_options().
+std::string connection_option(const std::string& conninfo, const std::string& key);
 
 }  // namespace syncbus::detail

@@ -88,7 +88,8 @@ void ListenerLoop::stop() noexcept {
 
 std::unique_ptr<ListenerLoop::ListenSession> ListenerLoop::connect() const {
   auto session = std::make_unique<ListenSession>();
-  session->connection = open_session(conninfo_, application_name_);
+  // stop() interrupts a connection attempt as it interrupts any other wait.
+  session->connection = open_session(conninfo_, application_name_, {std::nullopt, wake_.fd()});
   try {
     store_.prepare(*session->connection);
     // Issues LISTEN with the channel quoted as an identifier.
@@ -99,12 +100,6 @@ std::unique_ptr<ListenerLoop::ListenSession> ListenerLoop::connect() const {
   }
   session->backend_pid = session->connection->backendpid();
   return session;
-}
-
-bool ListenerLoop::pause(std::chrono::milliseconds delay) {
-  pollfd wake{wake_.fd(), POLLIN, 0};
-  const int ready = ::poll(&wake, 1, static_cast<int>(delay.count()));
-  return ready == 0 || (ready < 0 && errno == EINTR);
 }
 
 void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
@@ -130,7 +125,7 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
       } catch (const std::exception& e) {
         report(on_error_, e);
         session.reset();
-        if (!pause(jittered(retry_delay))) return;
+        if (!wake_.sleep_unless_signalled(jittered(retry_delay))) return;
         retry_delay = std::min(retry_delay * 2, max_retry_delay);
         continue;
       }
@@ -252,7 +247,7 @@ void ListenerLoop::receive(ListenSession& session) {
   }
 }
 
-void ListenerLoop::decode_and_deliver(pqxx::connection& connection,
+void ListenerLoop::decode_and_deliver(pqxx::connection_base& connection,
                                       const std::vector<std::string>& payloads) {
   // Spill pointers are followed in one query per chunk, not one per message:
   // a round trip per message would make the listener slower than the
@@ -265,7 +260,7 @@ void ListenerLoop::decode_and_deliver(pqxx::connection& connection,
   }
 }
 
-void ListenerLoop::deliver_chunk(pqxx::connection& connection, const std::string* begin,
+void ListenerLoop::deliver_chunk(pqxx::connection_base& connection, const std::string* begin,
                                  const std::string* end) {
   std::vector<Inbound> items;
   items.reserve(static_cast<std::size_t>(end - begin));

@@ -77,15 +77,14 @@ class ListenerLoop {
   /// Decodes rows read from the spill table; a row that cannot be decoded is
   /// reported and left out (the sequence check reports the hole).
   std::vector<Inbound> decode_rows(const std::vector<SpillStore::StoredMessage>& rows);
-  void decode_and_deliver(pqxx::connection& connection, const std::vector<std::string>& payloads);
-  void deliver_chunk(pqxx::connection& connection, const std::string* begin,
+  void decode_and_deliver(pqxx::connection_base& connection,
+                          const std::vector<std::string>& payloads);
+  void deliver_chunk(pqxx::connection_base& connection, const std::string* begin,
                      const std::string* end);
   /// Fills in the bodies of the spill pointers at `awaiting_body` from `rows`;
   /// a pointer with no (valid) row is reported, and becomes an exact gap.
   void attach_bodies(std::vector<Inbound>& items, const std::vector<std::size_t>& awaiting_body,
                      std::vector<SpillStore::StoredMessage>& rows);
-  /// Sleeps for `delay` unless stopped first; returns false when stopped.
-  bool pause(std::chrono::milliseconds delay);
 
   std::string conninfo_;
   std::string application_name_;

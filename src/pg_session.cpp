@@ -3,8 +3,14 @@
 #include <syncbus/errors.hpp>
 
 #include <fmt/format.h>
+#include <libpq-fe.h>
+#include <poll.h>
 #include <pqxx/except>
 #include <pqxx/nontransaction>
+
+#include <algorithm>
+#include <cerrno>
+#include <new>
 
 #include "conninfo.hpp"
 
@@ -18,7 +24,78 @@ std::string trimmed(std::string text) {
   return text;
 }
 
+using Clock = std::chrono::steady_clock;
+
+// Runs libpq's non-blocking connection sequence on `conn` until it succeeds,
+// fails, passes `limits.deadline`, or `limits.cancel_fd` becomes readable.
+// Throws pqxx::broken_connection otherwise (the caller frees `conn`).
+void complete_connection(PGconn* conn, const ConnectLimits& limits) {
+  // As the libpq manual says: before the first PQconnectPoll, behave as if it
+  // had returned PGRES_POLLING_WRITING.
+  auto state = PGRES_POLLING_WRITING;
+  for (;;) {
+    if (state == PGRES_POLLING_OK) return;
+    if (state == PGRES_POLLING_FAILED) throw pqxx::broken_connection(PQerrorMessage(conn));
+    int timeout_ms = -1;
+    if (limits.deadline) {
+      const auto left =
+          std::chrono::duration_cast<std::chrono::milliseconds>(*limits.deadline - Clock::now());
+      if (left.count() <= 0) throw pqxx::broken_connection("timeout expired");
+      timeout_ms = static_cast<int>(left.count()) + 1;
+    }
+    pollfd fds[2] = {
+        {PQsocket(conn), static_cast<short>(state == PGRES_POLLING_READING ? POLLIN : POLLOUT), 0},
+        {limits.cancel_fd, POLLIN, 0}};
+    const int ready = ::poll(fds, limits.cancel_fd >= 0 ? 2 : 1, timeout_ms);
+    if (ready < 0 && errno != EINTR) {
+      throw pqxx::broken_connection(fmt::format("poll() failed: errno {}", errno));
+    }
+    if (ready > 0 && limits.cancel_fd >= 0 && fds[1].revents != 0) {
+      throw pqxx::broken_connection("the attempt was interrupted because the bus is closing");
+    }
+    if (ready > 0 && fds[0].revents != 0) state = PQconnectPoll(conn);
+  }
+}
+
 }  // namespace
+
+InterruptibleConnect::InterruptibleConnect(const std::string& options, ConnectLimits limits)
+    : pqxx::connectionpolicy(options), limits_(limits) {}
+
+pqxx::connectionpolicy::handle InterruptibleConnect::do_startconnect(handle orig) {
+  if (orig != nullptr) return orig;
+  if (connected_once_) {
+    throw pqxx::broken_connection(
+        "the connection was lost (syncbus replaces it with a new one rather than letting "
+        "libpqxx re-establish it silently)");
+  }
+  connected_once_ = true;
+  PGconn* conn = PQconnectStart(options().c_str());
+  if (conn == nullptr) throw std::bad_alloc();
+  try {
+    if (PQstatus(conn) == CONNECTION_BAD) throw pqxx::broken_connection(PQerrorMessage(conn));
+    complete_connection(conn, limits_);
+  } catch (...) {
+    PQfinish(conn);
+    throw;
+  }
+  return conn;
+}
+
+pqxx::connectionpolicy::handle InterruptibleConnect::do_dropconnect(handle orig) noexcept {
+  // libpqxx's reset() would otherwise PQreset() the dropped connection: a
+  // blocking, silent reconnect. Closing it sends reset() through
+  // do_startconnect(), which refuses.
+  PQfinish(orig);
+  return nullptr;
+}
+
+Session::Session(const std::string& conninfo, ConnectLimits limits)
+    : pqxx::connection_base(policy_), options_(conninfo), policy_(options_, limits) {
+  init();
+}
+
+Session::~Session() { close(); }
 
 [[noreturn]] void rethrow_as_syncbus_error(std::string_view doing) {
   try {
@@ -64,14 +141,26 @@ std::string trimmed(std::string text) {
 }
 
 std::unique_ptr<Session> open_session(const std::string& conninfo,
-                                      const std::string& application_name) {
+                                      const std::string& application_name, ConnectLimits limits) {
   // Set at connection time rather than by SET: no extra round trips, and they
   // hold for whatever connection libpq makes from this string.
   const std::string full_conninfo = with_connection_options(
       conninfo, {{"application_name", application_name}, {"client_encoding", "UTF8"}},
       {{"connect_timeout", "5"}});
+  // libpq enforces connect_timeout only in its blocking connect; the
+  // non-blocking one is bounded here. 0 (or garbage) means no limit, as in libpq.
+  int connect_timeout_s = 0;
   try {
-    return std::make_unique<Session>(full_conninfo);
+    connect_timeout_s = std::stoi(connection_option(full_conninfo, "connect_timeout"));
+  } catch (const std::logic_error&) {
+  }
+  if (connect_timeout_s > 0) {
+    // libpq rounds timeouts under 2 s up to 2 s; so do we.
+    const auto own = Clock::now() + std::chrono::seconds(std::max(connect_timeout_s, 2));
+    limits.deadline = limits.deadline ? std::min(*limits.deadline, own) : own;
+  }
+  try {
+    return std::make_unique<Session>(full_conninfo, limits);
   } catch (const std::exception& e) {
     // libpq's message names host and port but not the password; the conninfo
     // itself is never echoed.
@@ -82,7 +171,7 @@ std::unique_ptr<Session> open_session(const std::string& conninfo,
   }
 }
 
-bool needs_ascii_payloads(pqxx::connection& session) {
+bool needs_ascii_payloads(pqxx::connection_base& session) {
   try {
     pqxx::nontransaction query(session);
     const auto encoding = query.exec1("SHOW server_encoding")[0].as<std::string>();

@@ -81,7 +81,9 @@ template <typename Work, typename Describe>
 auto Publisher::with_session(std::chrono::milliseconds timeout, Work&& work, Describe&& describe) {
   try {
     if (!session_) {
-      auto fresh = open_session(settings_.conninfo, settings_.application_name);
+      // Bounded by the caller's deadline, and cut short by close().
+      auto fresh = open_session(settings_.conninfo, settings_.application_name,
+                                {std::chrono::steady_clock::now() + timeout, closing_wake_.fd()});
       prepare(*fresh);
       session_ = std::move(fresh);
     }
@@ -312,7 +314,7 @@ void Publisher::send(Batch& batch) {
               fmt::format("syncbus: could not publish within {} ms ({}); last error: {}",
                           settings_.publish_timeout.count(), describe(), e.what()));
         }
-        std::this_thread::sleep_for(pause);
+        if (!closing_wake_.sleep_unless_signalled(pause)) throw;
         pause = std::min(pause * 2, std::chrono::milliseconds(500));
       } catch (const database_error& e) {
         // On a first attempt the same key would mean another live bus uses
@@ -396,6 +398,7 @@ std::int64_t Publisher::vacuum(std::chrono::milliseconds older_than) {
 
 void Publisher::close() noexcept {
   closing_.store(true);
+  closing_wake_.signal();    // a connection attempt or retry pause ends at once
   deadlines_.cut_all(this);  // a statement in flight fails at once
   std::unique_lock<std::mutex> lock(mutex_);
   if (!closed_) {

@@ -13,7 +13,7 @@
 #include <syncbus/errors.hpp>
 #include <syncbus/postgres_bus.hpp>
 
-#include <pqxx/connection>
+#include <pqxx/connection_base>
 
 #include <atomic>
 #include <chrono>
@@ -33,6 +33,7 @@
 #include "pg_session.hpp"
 #include "spill_store.hpp"
 #include "stats_counters.hpp"
+#include "wake_fd.hpp"
 
 namespace syncbus::detail {
 
@@ -127,6 +128,7 @@ class Publisher {
   bool connection_busy_ = false;  // someone is using session_
   bool closed_ = false;
   std::atomic<bool> closing_{false};  // read without the mutex by a retrying send
+  WakeFd closing_wake_;               // signalled by close(): ends connects and pauses
   std::thread background_sender_;     // started by the first publish_async()
 
   // Used only by whoever holds the connection (connection_busy_).

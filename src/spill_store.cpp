@@ -48,7 +48,7 @@ std::vector<SpillStore::StoredMessage> stored_messages(const pqxx::result& rows)
 
 }  // namespace
 
-SpillStore::SpillStore(pqxx::connection& session, const std::string& schema,
+SpillStore::SpillStore(pqxx::connection_base& session, const std::string& schema,
                        const std::string& table, std::string channel)
     : channel_(std::move(channel)) {
   if (schema.empty() || table.empty()) {
@@ -78,7 +78,7 @@ std::string SpillStore::create_sql() const {
       qualified_name_, key_name_, index_name_);
 }
 
-void SpillStore::ensure_table(pqxx::connection& session, bool create) const {
+void SpillStore::ensure_table(pqxx::connection_base& session, bool create) const {
   try {
     pqxx::work txn(session);
     const auto exists =
@@ -104,7 +104,7 @@ void SpillStore::ensure_table(pqxx::connection& session, bool create) const {
   }
 }
 
-void SpillStore::prepare(pqxx::connection& session) const {
+void SpillStore::prepare(pqxx::connection_base& session) const {
   // The bodies and payloads travel as JSON arrays: the json type keeps each
   // element's text exactly as written, so no escaping is needed on our side.
   // The INSERT runs whether or not the SELECT reads it; the rows and the
@@ -146,7 +146,7 @@ void SpillStore::prepare(pqxx::connection& session) const {
                               qualified_name_));
 }
 
-void SpillStore::store_batch_and_notify(pqxx::connection& session, const std::string& origin,
+void SpillStore::store_batch_and_notify(pqxx::connection_base& session, const std::string& origin,
                                         const std::vector<std::uint64_t>& sequences,
                                         const std::string& bodies_json_array,
                                         const std::string& payloads_json_array) const {
@@ -158,7 +158,7 @@ void SpillStore::store_batch_and_notify(pqxx::connection& session, const std::st
 }
 
 std::vector<SpillStore::StoredMessage> SpillStore::fetch_many(
-    pqxx::connection& session, const std::vector<MessageKey>& keys) const {
+    pqxx::connection_base& session, const std::vector<MessageKey>& keys) const {
   if (keys.empty()) return {};
   const auto origins =
       array_literal(keys, [](const MessageKey& key) -> const std::string& { return key.origin; });
@@ -168,7 +168,7 @@ std::vector<SpillStore::StoredMessage> SpillStore::fetch_many(
   return stored_messages(statement.exec_prepared(many_statement, channel_, origins, sequences));
 }
 
-std::vector<SpillStore::StoredMessage> SpillStore::fetch_recent(pqxx::connection& session,
+std::vector<SpillStore::StoredMessage> SpillStore::fetch_recent(pqxx::connection_base& session,
                                                                 std::chrono::milliseconds window,
                                                                 const std::string& after_origin,
                                                                 std::uint64_t after_sequence,
@@ -180,7 +180,7 @@ std::vector<SpillStore::StoredMessage> SpillStore::fetch_recent(pqxx::connection
   return stored_messages(rows);
 }
 
-std::vector<SpillStore::StoredMessage> SpillStore::fetch_from(pqxx::connection& session,
+std::vector<SpillStore::StoredMessage> SpillStore::fetch_from(pqxx::connection_base& session,
                                                               const std::string& origin,
                                                               std::uint64_t from_sequence,
                                                               int limit) const {
@@ -189,7 +189,7 @@ std::vector<SpillStore::StoredMessage> SpillStore::fetch_from(pqxx::connection& 
                                                  static_cast<std::int64_t>(from_sequence), limit));
 }
 
-std::int64_t SpillStore::vacuum(pqxx::connection& session,
+std::int64_t SpillStore::vacuum(pqxx::connection_base& session,
                                 std::chrono::milliseconds older_than) const {
   pqxx::nontransaction statement(session);
   const auto result = statement.exec_prepared(vacuum_statement, channel_,

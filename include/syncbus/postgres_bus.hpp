@@ -67,8 +67,10 @@ struct PostgresBusOptions {
   std::chrono::milliseconds ping_interval{2000};
   std::chrono::milliseconds ping_timeout{3000};
   /// Client-side deadline of every other statement (spill fetches, vacuum).
-  /// Connecting is bounded by libpq's connect_timeout: 5 s unless the
-  /// conninfo sets one.
+  /// Connecting is bounded by the conninfo's connect_timeout (5 s unless it
+  /// sets one; also for a server that accepts the TCP connection and then
+  /// says nothing), and for publish() by its own deadline; close() interrupts
+  /// a connection attempt at once.
   std::chrono::milliseconds query_timeout{10000};
   /// SpillMode::always only: after a reconnect the listener reads the rows it
   /// missed from the spill table, from its last contact with the server less
