@@ -46,7 +46,7 @@ std::string serialize_body(const nlohmann::json& body, bool ascii_only) {
 
 std::string encode_inline(std::string_view origin, std::uint64_t sequence,
                           std::string_view body_json) {
-  // Origins are plain ASCII (checked_instance_id), so no escaping is needed;
+  // Origins are plain ASCII (new_instance_id), so no escaping is needed;
   // building the text directly avoids copying the body into a JSON object.
   std::string out;
   out.reserve(inline_envelope_size(origin, sequence, body_json.size()));

@@ -119,7 +119,7 @@ InMemoryClusterBus::InMemoryClusterBus(std::shared_ptr<InMemoryHub> hub,
   auto self = std::make_unique<impl>();
   self->hub = std::move(hub);
   self->member = std::make_shared<Member>();
-  self->member->origin = detail::checked_instance_id(options.instance_id);
+  self->member->origin = detail::new_instance_id(options.instance_id);
   auto counted_errors = detail::counting_errors(self->stats, std::move(options.on_error));
   self->member->queue = std::make_shared<detail::DeliveryQueue>(
       std::move(counted_errors), std::move(options.on_gap), self->stats,

@@ -8,11 +8,13 @@
 
 namespace syncbus::detail {
 
-std::string random_instance_id() {
+std::string random_hex(std::size_t count) {
   std::random_device entropy;
-  const std::uint64_t high = entropy();
-  const std::uint64_t low = entropy();
-  return fmt::format("{:016x}", (high << 32) | low);
+  std::string out;
+  out.reserve(count + 8);
+  while (out.size() < count) out += fmt::format("{:08x}", entropy());
+  out.resize(count);
+  return out;
 }
 
 bool is_plain_instance_id(std::string_view id) noexcept {
@@ -26,15 +28,15 @@ bool is_plain_instance_id(std::string_view id) noexcept {
   return true;
 }
 
-std::string checked_instance_id(const std::string& id) {
-  if (id.empty()) return random_instance_id();
-  if (!is_plain_instance_id(id)) {
-    throw configuration_error(
-        fmt::format("syncbus: instance_id \"{}\" is invalid: use 1 to 64 characters of "
-                    "A-Z a-z 0-9 . _ : - (or leave it empty for a random id)",
-                    id.size() > 80 ? id.substr(0, 80) + "..." : id));
+std::string new_instance_id(const std::string& name) {
+  if (name.empty()) return random_hex(16);
+  if (name.size() > max_instance_name_length || !is_plain_instance_id(name)) {
+    throw configuration_error(fmt::format(
+        "syncbus: instance_id \"{}\" is invalid: use 1 to {} characters of A-Z a-z 0-9 . _ : - "
+        "(or leave it empty for a random id)",
+        name.size() > 80 ? name.substr(0, 80) + "..." : name, max_instance_name_length));
   }
-  return id;
+  return name + "." + random_hex(8);
 }
 
 }  // namespace syncbus::detail

@@ -165,7 +165,7 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
     : impl_(std::make_unique<impl>()) {
   check_options(options);
   auto& self = *impl_;
-  self.instance_id = detail::checked_instance_id(options.instance_id);
+  self.instance_id = detail::new_instance_id(options.instance_id);
   if (options.application_name.empty()) {
     options.application_name = "syncbus:" + self.instance_id;
   }

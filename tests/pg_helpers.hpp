@@ -44,6 +44,17 @@ inline int terminate_backend(const std::string& url, const std::string& applicat
       .as<int>();
 }
 
+/// The application_name a bus gives its connections by default.
+inline std::string application_name_of(const PostgresClusterBus& bus) {
+  return "syncbus:" + bus.instance_id();
+}
+
+/// Terminates the backend of one of `bus`'s connections.
+inline int terminate_backend(const std::string& url, const PostgresClusterBus& bus,
+                             BusConnection which) {
+  return terminate_backend(url, application_name_of(bus), which);
+}
+
 /// Number of sessions with this application_name.
 inline int sessions_named(const std::string& url, const std::string& application_name) {
   pqxx::connection admin(url);

@@ -41,8 +41,7 @@ TEST_F(CatchUpTest, AcknowledgedMessagesSurviveRepeatedListenerKills) {
   constexpr int kills = 5;
   constexpr int per_round = 100;
   for (int round = 0; round < kills; ++round) {
-    ASSERT_EQ(
-        testing::terminate_backend(url(), "syncbus:catch-up-receiver", BusConnection::listener), 1);
+    ASSERT_EQ(testing::terminate_backend(url(), receiver, BusConnection::listener), 1);
     // Published while the listener is away (its first retry waits 25-50 ms)
     // and after it is back: all acknowledged, all must arrive.
     for (int i = 0; i < per_round; ++i) publisher.publish({{"round", round}, {"i", i}});
@@ -52,7 +51,7 @@ TEST_F(CatchUpTest, AcknowledgedMessagesSurviveRepeatedListenerKills) {
   }
   ASSERT_TRUE(seen.wait_for_count(kills * per_round, 20s));
   const auto last = check_exactly_once_in_order(seen);
-  EXPECT_EQ(last.at("catch-up-publisher"), std::uint64_t{kills * per_round});
+  EXPECT_EQ(last.at(publisher.instance_id()), std::uint64_t{kills * per_round});
   EXPECT_EQ(seen.size(), static_cast<std::size_t>(kills * per_round)) << "no duplicates";
   EXPECT_TRUE(log.gaps().empty()) << "nothing was lost, so no gap may be reported";
 }
@@ -77,8 +76,7 @@ TEST_F(CatchUpTest, ARowCommittedOutOfIdOrderWhileAwayIsNotMissed) {
   publisher.publish("fast one");  // a higher id, committed and delivered first
   ASSERT_TRUE(seen.wait_for_count(1));
 
-  ASSERT_EQ(testing::terminate_backend(url(), "syncbus:id-order-receiver", BusConnection::listener),
-            1);
+  ASSERT_EQ(testing::terminate_backend(url(), receiver, BusConnection::listener), 1);
   slow.exec_params("SELECT pg_notify($1, $2)", channel,
                    R"({"v":1,"origin":"slow","seq":1,"spilled":true})");
   slow.commit();  // while the listener is (most likely) away
@@ -125,9 +123,11 @@ TEST_F(CatchUpTest, FourPublishersOneHoldingTransactionsOpenThroughFiveListenerK
   constexpr int fast_publishers = 3;
   std::vector<std::thread> publishers;
   std::vector<std::uint64_t> published(fast_publishers + 1, 0);
+  std::vector<std::string> fast_ids(fast_publishers);
   for (int p = 0; p < fast_publishers; ++p) {
     publishers.emplace_back([&, p] {
       PostgresClusterBus bus(durable_options(channel, "four-fast-" + std::to_string(p)));
+      fast_ids[p] = bus.instance_id();
       while (publishing) {
         bus.publish(published[p] + 1);
         ++published[p];
@@ -145,8 +145,7 @@ TEST_F(CatchUpTest, FourPublishersOneHoldingTransactionsOpenThroughFiveListenerK
   });
   for (int kill = 1; kill <= 5; ++kill) {
     std::this_thread::sleep_for(900ms);
-    ASSERT_EQ(testing::terminate_backend(url(), "syncbus:four-receiver", BusConnection::listener),
-              1);
+    ASSERT_EQ(testing::terminate_backend(url(), receiver, BusConnection::listener), 1);
     ASSERT_TRUE(eventually([&] { return receiver.stats().reconnects == kill + 0u; }, 5s));
   }
   publishing = false;
@@ -158,7 +157,7 @@ TEST_F(CatchUpTest, FourPublishersOneHoldingTransactionsOpenThroughFiveListenerK
   std::this_thread::sleep_for(200ms);  // time for a duplicate to show up
   const auto last = check_exactly_once_in_order(seen);
   for (int p = 0; p < fast_publishers; ++p) {
-    EXPECT_EQ(last.at("four-fast-" + std::to_string(p)), published[p]);
+    EXPECT_EQ(last.at(fast_ids[p]), published[p]);
   }
   EXPECT_EQ(last.at("four-slow"), published[fast_publishers]);
   EXPECT_GE(published[fast_publishers], 3u) << "at least one transaction held open for 2 s";
@@ -172,8 +171,7 @@ TEST_F(CatchUpTest, OverflowModeReportsTheReconnectInstead) {
   auto receiver_options = options(channel, "overflow-receiver");
   receiver_options.on_gap = log.gap_handler();
   PostgresClusterBus receiver(receiver_options);
-  ASSERT_EQ(testing::terminate_backend(url(), "syncbus:overflow-receiver", BusConnection::listener),
-            1);
+  ASSERT_EQ(testing::terminate_backend(url(), receiver, BusConnection::listener), 1);
   ASSERT_TRUE(eventually([&] { return log.unknown_gaps() == 1; }, 5s));
 }
 
@@ -184,11 +182,8 @@ TEST_P(SoakTest, TenThousandMessagesThroughFiveListenerKills) {
   const SpillMode mode = GetParam();
   const std::string name = mode == SpillMode::always ? "always" : "overflow";
   const auto channel = unique_channel("soak_" + name);
-  // Instance ids unique to this test: ctest runs the modes in parallel, and
-  // the kills find the listener by its application_name.
-  const std::string receiver_id = "soak-receiver-" + name;
   EventLog log;
-  auto receiver_options = options(channel, receiver_id);
+  auto receiver_options = options(channel, "soak-receiver-" + name);
   receiver_options.spill = mode;
   receiver_options.on_gap = log.gap_handler();
   auto publisher_options = options(channel, "soak-publisher-" + name);
@@ -206,8 +201,7 @@ TEST_P(SoakTest, TenThousandMessagesThroughFiveListenerKills) {
     for (int kill = 1; kill <= 5 && publishing; ++kill) {
       std::this_thread::sleep_for(800ms);
       const auto killed_at = std::chrono::steady_clock::now();
-      if (testing::terminate_backend(url(), "syncbus:" + receiver_id, BusConnection::listener) !=
-          1) {
+      if (testing::terminate_backend(url(), receiver, BusConnection::listener) != 1) {
         continue;
       }
       eventually([&] { return receiver.stats().reconnects >= static_cast<std::uint64_t>(kill); },

@@ -273,7 +273,7 @@ TEST_F(FaultTest, APublishThatFailedAtTheTailOfABurstIsRevealedByTheHeartbeat) {
         return !exact.empty();
       },
       15s));
-  EXPECT_EQ(exact[0].origin, "tail-publisher");
+  EXPECT_EQ(exact[0].origin, publisher.instance_id());
   EXPECT_EQ(exact[0].first_missing, 2u);
   EXPECT_EQ(exact[0].last_missing, 2u);
   EXPECT_EQ(seen.size(), 1u);

@@ -36,7 +36,7 @@ TEST_F(GapTest, AListenerReconnectIsReportedAsAGapOfUnknownRange) {
   publisher.publish("before");
   ASSERT_TRUE(seen.wait_for_count(1));
 
-  ASSERT_EQ(testing::terminate_backend(url(), "syncbus:gap-listener", BusConnection::listener), 1);
+  ASSERT_EQ(testing::terminate_backend(url(), listener, BusConnection::listener), 1);
   ASSERT_TRUE(eventually([&] { return !gaps.gaps().empty(); }));
   const auto gap = gaps.gaps()[0];
   EXPECT_FALSE(gap.range_known());
@@ -148,7 +148,7 @@ TEST_F(GapTest, ABlockedHandlerNeverStallsTheListenerAndLossesAreExactGaps) {
   for (const auto& m : seen.messages()) ++covered[m.sequence];
   for (const auto& g : gaps.gaps()) {
     ASSERT_TRUE(g.range_known());
-    EXPECT_EQ(g.origin, "fast-sender");
+    EXPECT_EQ(g.origin, sender.instance_id());
     for (auto seq = g.first_missing; seq <= g.last_missing; ++seq) ++covered[seq];
   }
   for (int seq = 1; seq <= total; ++seq) EXPECT_EQ(covered[seq], 1) << "sequence " << seq;

@@ -83,7 +83,8 @@ TEST_F(GroupCommitTest, ALoneMessageGoesAtOnceInTheSingleMessageForm) {
   sender.publish("alone");
   for (int i = 0; i < 100 && payloads.empty(); ++i) raw.await_notification(0, 50000);
   ASSERT_EQ(payloads.size(), 1u);
-  EXPECT_EQ(payloads[0], R"({"v":1,"origin":"lone-sender","seq":1,"body":"alone"})");
+  EXPECT_EQ(payloads[0],
+            R"({"v":1,"origin":")" + sender.instance_id() + R"(","seq":1,"body":"alone"})");
   EXPECT_EQ(sender.stats().publish_batches, 1u);
 }
 

@@ -13,6 +13,7 @@ namespace syncbus {
 namespace {
 
 using testing::Collector;
+using testing::EventLog;
 using testing::eventually;
 
 TEST(InMemoryBus, ThreeInstancesOnOneHubHearEachOtherAndThemselves) {
@@ -85,8 +86,35 @@ TEST(InMemoryBus, InstanceIdsAreRandomByDefaultAndConfigurable) {
   EXPECT_NE(a.instance_id(), b.instance_id());
   EXPECT_EQ(a.instance_id().size(), 16u);
   InMemoryClusterBus named(hub, {"engine-1", {}});
-  EXPECT_EQ(named.instance_id(), "engine-1");
+  EXPECT_EQ(named.instance_id().rfind("engine-1.", 0), 0u) << named.instance_id();
+  EXPECT_EQ(named.instance_id().size(), std::string("engine-1.").size() + 8);
+  InMemoryClusterBus same_name(hub, {"engine-1", {}});
+  EXPECT_NE(named.instance_id(), same_name.instance_id()) << "a name is not an identity";
   EXPECT_THROW(InMemoryClusterBus(hub, {"has space", {}}), configuration_error);
+  EXPECT_NO_THROW(InMemoryClusterBus(hub, {std::string(55, 'n'), {}}));
+  EXPECT_THROW(InMemoryClusterBus(hub, {std::string(56, 'n'), {}}), configuration_error);
+}
+
+// A restarted instance keeps its configured name: its messages must not be
+// mistaken for repeats of its previous run's.
+TEST(InMemoryBus, AnInstanceRestartedUnderTheSameNameIsHeard) {
+  auto hub = std::make_shared<InMemoryHub>();
+  EventLog log;
+  InMemoryClusterBus receiver(hub, {"receiver", log.error_handler(), log.gap_handler()});
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  {
+    InMemoryClusterBus first_run(hub, {"engine-1", {}});
+    for (int i = 0; i < 3; ++i) first_run.publish(i);
+    ASSERT_TRUE(hub->wait_idle());
+  }
+  InMemoryClusterBus second_run(hub, {"engine-1", {}});
+  second_run.publish("after the restart");
+  ASSERT_TRUE(hub->wait_idle());
+  ASSERT_EQ(seen.size(), 4u);
+  EXPECT_EQ(seen.messages().back().body, "after the restart");
+  EXPECT_EQ(receiver.stats().duplicates_dropped, 0u);
+  EXPECT_TRUE(log.gaps().empty());
   EXPECT_THROW(InMemoryClusterBus(nullptr), configuration_error);
 }
 

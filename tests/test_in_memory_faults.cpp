@@ -43,7 +43,7 @@ TEST(InMemoryFaults, DroppedDeliveriesAreReportedAsAnExactGap) {
   EXPECT_EQ(c.sequences_at_b(), (std::vector<std::uint64_t>{1, 4}));
   const auto gaps = c.gaps_at_b.gaps();
   ASSERT_EQ(gaps.size(), 1u);
-  EXPECT_EQ(gaps[0].origin, "a");
+  EXPECT_EQ(gaps[0].origin, c.a.instance_id());
   EXPECT_EQ(gaps[0].first_missing, 2u);
   EXPECT_EQ(gaps[0].last_missing, 3u);
   const auto stats = c.b.stats();
@@ -102,7 +102,7 @@ TEST(InMemoryFaults, ReconnectReportsAnUnknownGapThenTheExactOne) {
   const auto gaps = c.gaps_at_b.gaps();
   ASSERT_EQ(gaps.size(), 2u);
   EXPECT_FALSE(gaps[0].range_known());
-  EXPECT_EQ(gaps[1].origin, "a");
+  EXPECT_EQ(gaps[1].origin, c.a.instance_id());
   EXPECT_EQ(gaps[1].first_missing, 2u);
   EXPECT_EQ(gaps[1].last_missing, 3u);
   EXPECT_EQ(c.b.stats().reconnects, 1u);
@@ -160,7 +160,7 @@ TEST(InMemoryFaults, AFullDeliveryQueueDropsAndReportsExactGaps) {
   Collector seen;
   auto record = slow.subscribe(seen.handler());
   auto blocker = slow.subscribe([&](const ClusterMessage& m) {
-    if (m.sequence != 1 || m.origin != "a") return;
+    if (m.sequence != 1 || m.origin != a.instance_id()) return;
     blocked = true;
     while (!release) std::this_thread::yield();
   });
@@ -180,8 +180,8 @@ TEST(InMemoryFaults, AFullDeliveryQueueDropsAndReportsExactGaps) {
   ASSERT_EQ(reported.size(), 2u);
   std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> by_origin;
   for (const auto& g : reported) by_origin[g.origin] = {g.first_missing, g.last_missing};
-  EXPECT_EQ(by_origin["a"], std::make_pair(std::uint64_t{12}, std::uint64_t{100}));
-  EXPECT_EQ(by_origin["c"], std::make_pair(std::uint64_t{1}, std::uint64_t{1}));
+  EXPECT_EQ(by_origin[a.instance_id()], std::make_pair(std::uint64_t{12}, std::uint64_t{100}));
+  EXPECT_EQ(by_origin[c.instance_id()], std::make_pair(std::uint64_t{1}, std::uint64_t{1}));
   const auto stats = slow.stats();
   EXPECT_EQ(stats.dropped_queue_full, 90u);
   EXPECT_EQ(stats.messages_missing, 90u);

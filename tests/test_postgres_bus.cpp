@@ -241,8 +241,39 @@ TEST_F(PostgresBusTest, ConnectionsCarryAnApplicationName) {
   const auto rows =
       pqxx::nontransaction(connection)
           .exec_params("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-                       "syncbus:app-name-test");
+                       "syncbus:" + bus.instance_id());
   EXPECT_EQ(rows[0][0].as<int>(), 2);  // publisher and listener
+  EXPECT_EQ(bus.instance_id().rfind("app-name-test.", 0), 0u) << "the name, then this run's part";
+}
+
+// Instances are restarted under the same configured name (a host or pod
+// name). The new run must not be taken for a repeat of the old one: neither
+// by receivers (dropped as duplicates) nor by the spill table's unique key.
+TEST_F(PostgresBusTest, AnInstanceRestartedUnderTheSameNameIsHeard) {
+  const auto channel = unique_channel("restarted");
+  EventLog log;
+  auto receiver_options = durable_options(channel);
+  receiver_options.on_error = log.error_handler();
+  receiver_options.on_gap = log.gap_handler();
+  PostgresClusterBus receiver(receiver_options);
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  std::string first_id;
+  {
+    PostgresClusterBus first_run(durable_options(channel, "engine-1"));
+    first_id = first_run.instance_id();
+    for (int i = 0; i < 3; ++i) first_run.publish(i);
+    ASSERT_TRUE(seen.wait_for_count(3));
+  }
+  PostgresClusterBus second_run(durable_options(channel, "engine-1"));
+  EXPECT_NE(second_run.instance_id(), first_id);
+  second_run.publish("after the restart");  // spilled: a fresh key
+  ASSERT_TRUE(seen.wait_for_count(4));
+  EXPECT_EQ(seen.messages().back().body, "after the restart");
+  EXPECT_EQ(seen.messages().back().origin, second_run.instance_id());
+  EXPECT_EQ(receiver.stats().duplicates_dropped, 0u);
+  EXPECT_TRUE(log.gaps().empty());
+  EXPECT_TRUE(log.errors().empty());
 }
 
 TEST_F(PostgresBusTest, ListenerRecoversFromATerminatedBackend) {
@@ -258,8 +289,7 @@ TEST_F(PostgresBusTest, ListenerRecoversFromATerminatedBackend) {
   publisher.publish("first");
   ASSERT_TRUE(seen.wait_for_count(1));
 
-  ASSERT_EQ(
-      testing::terminate_backend(url(), "syncbus:reconnect-listener", BusConnection::listener), 1);
+  ASSERT_EQ(testing::terminate_backend(url(), listener, BusConnection::listener), 1);
   ASSERT_TRUE(eventually([&] { return errors.errors_containing("lost its connection") >= 1; }));
   // Once reconnected, new messages flow again.
   ASSERT_TRUE(eventually([&] {
@@ -279,8 +309,7 @@ TEST_F(PostgresBusTest, PublishOnAKilledConnectionIsRetriedWithTheSameSequence) 
   bus.publish("one");
   ASSERT_TRUE(seen.wait_for_count(1));
 
-  ASSERT_EQ(testing::terminate_backend(url(), "syncbus:killed-publisher", BusConnection::publisher),
-            1);
+  ASSERT_EQ(testing::terminate_backend(url(), bus, BusConnection::publisher), 1);
 
   // The dead connection is noticed, replaced, and the message sent again
   // within the publish deadline: the caller sees success.

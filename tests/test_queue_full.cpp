@@ -94,8 +94,8 @@ TEST_F(QueueFullTest, AlwaysModeReadsBackWhatAFullQueueDroppedInOrder) {
   ASSERT_TRUE(seen.wait_for_count(2 * per_sender, 30s));
   std::this_thread::sleep_for(200ms);  // time for a duplicate to show up
   const auto last = check_exactly_once_in_order(seen);
-  EXPECT_EQ(last.at("reread-sender-1"), std::uint64_t{per_sender});
-  EXPECT_EQ(last.at("reread-sender-2"), std::uint64_t{per_sender});
+  EXPECT_EQ(last.at(first_sender.instance_id()), std::uint64_t{per_sender});
+  EXPECT_EQ(last.at(second_sender.instance_id()), std::uint64_t{per_sender});
   EXPECT_EQ(seen.size(), 2u * per_sender) << "no duplicates";
   EXPECT_TRUE(log.gaps().empty()) << "nothing was lost, so no gap may be reported";
   EXPECT_TRUE(log.errors().empty());
@@ -223,7 +223,7 @@ TEST_F(QueueFullTest, AHandlerBlockedForAMinuteWhile100kMessagesFlow) {
   ASSERT_TRUE(eventually([&] { return observed == total; }, 60s)) << observed << " observed";
   EXPECT_TRUE(observed_in_order);
   const auto last = check_exactly_once_in_order(seen);
-  EXPECT_EQ(last.at("minute-sender"), std::uint64_t{total});
+  EXPECT_EQ(last.at(sender.instance_id()), std::uint64_t{total});
   EXPECT_EQ(seen.size(), std::size_t{total});
   EXPECT_TRUE(slow_log.gaps().empty());
   EXPECT_TRUE(slow_log.errors().empty());

@@ -79,7 +79,9 @@ class ClusterBus {
  public:
   virtual ~ClusterBus() = default;
 
-  /// This bus's identity: the `origin` of every message it publishes.
+  /// This bus's identity: the `origin` of every message it publishes. Unique
+  /// to this bus object: a bus created again (a restarted instance) has a new
+  /// one, even when configured with the same name.
   virtual const std::string& instance_id() const = 0;
 
   /// Publishes `body` to every bus on the channel. Returns once the message is

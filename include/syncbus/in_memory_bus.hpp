@@ -51,7 +51,9 @@ class InMemoryHub {
 
 /// Options of an InMemoryClusterBus; every field has a usable default.
 struct InMemoryBusOptions {
-  /// The bus's identity (ClusterMessage::origin). Empty: a random id.
+  /// A readable name for the bus; instance_id() is this name followed by '.'
+  /// and 8 random hex digits (see PostgresBusOptions::instance_id). Empty: 16
+  /// random hex digits.
   std::string instance_id;
   /// Receives exceptions thrown by handlers (called on the delivery thread).
   /// Empty: they are swallowed after delivery continues.

@@ -95,8 +95,12 @@ struct PostgresBusOptions {
   std::size_t delivery_queue_capacity = default_delivery_queue_capacity;
   QueueFullPolicy queue_full_policy = QueueFullPolicy::automatic;
 
-  /// The bus's identity (ClusterMessage::origin): 1 to 64 characters of
-  /// [A-Za-z0-9._:-]. Empty: a random id. Two live buses must never share one.
+  /// A readable name for the bus: 1 to 55 characters of [A-Za-z0-9._:-],
+  /// e.g. the host or pod name. The bus's identity, instance_id() (the
+  /// `origin` of its messages), is this name followed by '.' and 8 random hex
+  /// digits, new for every bus: receivers number each origin's messages, so a
+  /// restarted instance must never reuse its previous run's origin (its
+  /// messages would be dropped as duplicates). Empty: 16 random hex digits.
   std::string instance_id;
   /// Schema and name of the spill table.
   std::string spill_schema = "public";
