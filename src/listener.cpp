@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 #include <poll.h>
+#include <pqxx/except>
 #include <pqxx/nontransaction>
 #include <pqxx/notification>
 
@@ -90,14 +91,19 @@ std::unique_ptr<ListenerLoop::ListenSession> ListenerLoop::connect() const {
   auto session = std::make_unique<ListenSession>();
   // stop() interrupts a connection attempt as it interrupts any other wait.
   session->connection = open_session(conninfo_, application_name_, {std::nullopt, wake_.fd()});
-  try {
-    store_.prepare(*session->connection);
-    // Issues LISTEN with the channel quoted as an identifier.
-    session->collector =
-        std::make_unique<PayloadCollector>(*session->connection, channel_, session->pending);
-  } catch (...) {
-    rethrow_as_syncbus_error(fmt::format("listening on channel \"{}\"", channel_));
-  }
+  auto& connection = *session->connection;
+  store_.prepare(connection);  // only registers the statements: no round trip
+  run_with_deadline(
+      deadlines_, connection.sock(), timeouts_.query, this,
+      [&] {
+        // Issues LISTEN with the channel quoted as an identifier. libpqxx
+        // swallows a connection that breaks meanwhile: check for it.
+        session->collector =
+            std::make_unique<PayloadCollector>(connection, channel_, session->pending);
+        if (!connection.is_open())
+          throw pqxx::broken_connection("the connection broke during LISTEN");
+      },
+      [&] { return fmt::format("listening on channel \"{}\"", channel_); });
   session->backend_pid = session->connection->backendpid();
   return session;
 }

@@ -14,6 +14,7 @@
 #include "pg_session.hpp"
 #include "publisher.hpp"
 #include "spill_store.hpp"
+#include "statement_deadline.hpp"
 #include "stats_counters.hpp"
 
 namespace syncbus {
@@ -177,7 +178,10 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
   auto publishing_session = detail::open_session(opts.conninfo, opts.application_name);
   self.store = std::make_unique<detail::SpillStore>(*publishing_session, opts.spill_schema,
                                                     opts.spill_table, opts.channel);
-  self.store->ensure_table(*publishing_session, opts.create_spill_table);
+  detail::run_with_deadline(
+      self.deadlines, publishing_session->sock(), opts.query_timeout, &self,
+      [&] { self.store->ensure_table(*publishing_session, opts.create_spill_table); },
+      [&] { return fmt::format("creating the spill table {}", self.store->qualified_name()); });
   self.publisher = std::make_unique<detail::Publisher>(
       std::move(publishing_session),
       detail::Publisher::Settings{opts.conninfo, opts.application_name, opts.channel,

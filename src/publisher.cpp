@@ -58,7 +58,10 @@ Publisher::Publisher(std::unique_ptr<Session> session, Settings settings, const 
       stats_(std::move(stats)),
       deadlines_(deadlines),
       session_(std::move(session)) {
-  ascii_only_ = needs_ascii_payloads(*session_);
+  ascii_only_ = run_with_deadline(
+      deadlines_, session_->sock(), settings_.query_timeout, this,
+      [&] { return needs_ascii_payloads(*session_); },
+      [] { return "reading the server encoding"; });
   prepare(*session_);
 }
 

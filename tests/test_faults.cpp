@@ -174,6 +174,21 @@ TEST_F(FaultTest, AFrozenServerIsNoticedAndPublishFailsWithinItsDeadline) {
   }
 }
 
+TEST_F(FaultTest, ABusCreatedAgainstAFrozenServerFailsWithinConnectTimeout) {
+  server_.freeze();
+  auto o = options(unique_channel("frozen_start"));
+  o.conninfo += " connect_timeout=2";
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    PostgresClusterBus bus(o);
+    ADD_FAILURE() << "a frozen server cannot be connected to";
+  } catch (const connection_error& e) {
+    EXPECT_NE(std::string(e.what()).find("could not connect"), std::string::npos) << e.what();
+  }
+  EXPECT_GE(since(start), 1900ms);
+  EXPECT_LT(since(start), 3000ms) << "connecting is bounded by connect_timeout";
+}
+
 // The server stopped for a while (5 s, then 30 s), then started again.
 class OutageTest : public FaultTest, public ::testing::WithParamInterface<std::chrono::seconds> {};
 
