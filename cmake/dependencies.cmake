@@ -3,6 +3,8 @@
 find_package(Threads REQUIRED)
 find_package(nlohmann_json 3.2 REQUIRED)
 find_package(fmt REQUIRED)
+# libcrypto: HMAC-SHA256 for message authentication.
+find_package(OpenSSL 3.0 REQUIRED COMPONENTS Crypto)
 
 # libpq itself, used directly to parse connection strings.
 find_package(PkgConfig REQUIRED)

@@ -6,10 +6,12 @@ set -euo pipefail
 
 packages=(
   g++ make cmake pkg-config git ca-certificates   # toolchain
-  libpqxx-dev libpq-dev nlohmann-json3-dev libfmt-dev  # the library's dependencies
+  libpqxx-dev libpq-dev nlohmann-json3-dev libfmt-dev libssl-dev  # the library's dependencies
   libgtest-dev libgmock-dev                       # tests
   postgresql-15 postgresql-client-15              # the throwaway test server
+  pgbouncer                                       # tests: LISTEN through a pooler
   clang-format                                    # the format check
+  clang libclang-rt-14-dev                        # the fuzzer (libFuzzer)
 )
 
 missing=()

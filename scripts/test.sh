@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Builds syncbus and runs every test, three times over: a warnings-as-errors
 # build, then under AddressSanitizer + UndefinedBehaviorSanitizer, then under
-# ThreadSanitizer. Tests that need PostgreSQL get a throwaway server that
-# ctest starts and stops (or SYNCBUS_TEST_DATABASE_URL's).
+# ThreadSanitizer; then fuzzes the envelope decoder for 60 s (libFuzzer).
+# Tests that need PostgreSQL get a throwaway server that ctest starts and
+# stops (or SYNCBUS_TEST_DATABASE_URL's).
 #
 #   scripts/test.sh            everything (what CI runs)
-#   scripts/test.sh ci         one configuration: ci, asan or tsan
+#   scripts/test.sh ci         one stage: ci, asan, tsan or fuzz
+#   SYNCBUS_FUZZ_SECONDS=600 scripts/test.sh fuzz   a longer fuzzing run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 presets=("$@")
-[[ ${#presets[@]} -gt 0 ]] || presets=(ci asan tsan)
+[[ ${#presets[@]} -gt 0 ]] || presets=(ci asan tsan fuzz)
 
 scripts/install-deps.sh
 
@@ -28,6 +30,10 @@ trap cleanup EXIT
 jobs=$(nproc)
 passed=0
 for preset in "${presets[@]}"; do
+  if [[ "$preset" == fuzz ]]; then
+    scripts/fuzz.sh "${SYNCBUS_FUZZ_SECONDS:-60}"
+    continue
+  fi
   echo "==> [$preset] configure"
   cmake --preset "$preset" > /dev/null
   echo "==> [$preset] build"

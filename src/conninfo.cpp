@@ -7,6 +7,7 @@
 
 #include <map>
 #include <memory>
+#include <string_view>
 
 namespace syncbus::detail {
 namespace {
@@ -21,6 +22,32 @@ std::string quoted(const std::string& value) {
   return out + "'";
 }
 
+// What of `conninfo` could be a password, found without libpq (which may
+// have refused to parse it): the userinfo after ':' in a URI, and whatever
+// follows "password=" in a key=value string, up to a space.
+std::vector<std::string> password_candidates(const std::string& conninfo) {
+  std::vector<std::string> found;
+  const auto scheme = conninfo.find("://");
+  if (scheme != std::string::npos) {
+    const auto authority = scheme + 3;
+    const auto at = conninfo.find('@', authority);
+    const auto colon = conninfo.find(':', authority);
+    if (at != std::string::npos && colon != std::string::npos && colon < at) {
+      found.push_back(conninfo.substr(colon + 1, at - colon - 1));
+    }
+  }
+  for (auto at = conninfo.find("password"); at != std::string::npos;
+       at = conninfo.find("password", at + 1)) {
+    auto value = conninfo.find_first_not_of(" =", at + 8);
+    if (value == std::string::npos) break;
+    const bool quoted = conninfo[value] == '\'';
+    if (quoted) ++value;
+    const auto end = conninfo.find_first_of(quoted ? "'" : " &", value);
+    found.push_back(conninfo.substr(value, end == std::string::npos ? end : end - value));
+  }
+  return found;
+}
+
 // Every option libpq finds in `conninfo`, by keyword.
 std::map<std::string, std::string> parsed_options(const std::string& conninfo) {
   char* raw_error = nullptr;
@@ -28,7 +55,9 @@ std::map<std::string, std::string> parsed_options(const std::string& conninfo) {
       PQconninfoParse(conninfo.c_str(), &raw_error), &PQconninfoFree);
   std::unique_ptr<char, decltype(&PQfreemem)> error(raw_error, &PQfreemem);
   if (!parsed) {
-    std::string why = error ? error.get() : "out of memory";
+    // libpq quotes the token it could not parse: in a URI that may be the
+    // password.
+    std::string why = redacted(error ? error.get() : "out of memory", conninfo);
     while (!why.empty() && (why.back() == '\n' || why.back() == '.')) why.pop_back();
     throw configuration_error(
         fmt::format("syncbus: PostgresBusOptions::conninfo is not a valid libpq connection "
@@ -57,6 +86,28 @@ std::string with_connection_options(const std::string& conninfo, const Connectio
     out += key + '=' + quoted(value);
   }
   return out;
+}
+
+std::string redacted(std::string message, const std::string& conninfo) {
+  std::vector<std::string> secrets = password_candidates(conninfo);
+  char* raw_error = nullptr;
+  std::unique_ptr<PQconninfoOption, decltype(&PQconninfoFree)> parsed(
+      PQconninfoParse(conninfo.c_str(), &raw_error), &PQconninfoFree);
+  if (raw_error != nullptr) PQfreemem(raw_error);
+  for (const PQconninfoOption* option = parsed.get(); option && option->keyword != nullptr;
+       ++option) {
+    if (option->val != nullptr && std::string_view(option->keyword) == "password") {
+      secrets.emplace_back(option->val);
+    }
+  }
+  for (const auto& secret : secrets) {
+    if (secret.empty()) continue;
+    for (auto at = message.find(secret); at != std::string::npos;
+         at = message.find(secret, at + 8)) {
+      message.replace(at, secret.size(), "********");
+    }
+  }
+  return message;
 }
 
 std::string connection_option(const std::string& conninfo, const std::string& key) {

@@ -18,6 +18,10 @@ using ConnectionOptions = std::vector<std::pair<std::string, std::string>>;
 std::string with_connection_options(const std::string& conninfo, const ConnectionOptions& overrides,
                                     const ConnectionOptions& defaults);
 
+/// `message` with anything in it that could be `conninfo`'s password replaced
+/// by asterisks: libpq quotes parts of a connection string in its errors.
+std::string redacted(std::string message, const std::string& conninfo);
+
 /// The value `conninfo` gives `key` ("" when it gives none). Throws
 /// configuration_error like with_connection_options().
 std::string connection_option(const std::string& conninfo, const std::string& key);

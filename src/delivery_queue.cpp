@@ -127,8 +127,9 @@ void DeliveryQueue::enqueue(Inbound&& item) {
     queue_.push_back(std::move(item));
     return;
   }
-  // A dropped heartbeat says nothing that the next one will not.
-  if (item.kind != Inbound::Kind::message) return;
+  // A dropped heartbeat says nothing that the next one will not; a dropped
+  // loss is a loss all the same.
+  if (item.kind != Inbound::Kind::message && item.kind != Inbound::Kind::lost) return;
   StatsCounters::add(stats_->dropped_queue_full);
   const auto sequence = item.message.sequence;
   if (policy_ == QueueFullPolicy::drop_and_reread) {
@@ -275,6 +276,13 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
         break;
       case Inbound::Kind::dropped:
         if (auto gap = tracker_.on_dropped(item.message.origin, item.first_dropped,
+                                           item.message.sequence)) {
+          flush();
+          report_gap(*gap);
+        }
+        break;
+      case Inbound::Kind::lost:
+        if (auto gap = tracker_.on_dropped(item.message.origin, item.message.sequence,
                                            item.message.sequence)) {
           flush();
           report_gap(*gap);

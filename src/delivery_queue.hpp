@@ -72,6 +72,8 @@ struct Inbound {
     heartbeat,         // message.origin's last sequence is message.sequence
     connection_reset,  // the transport reconnected: report a gap of unknown range
     dropped,           // message.origin's sequences first_dropped..message.sequence were dropped
+    lost,              // message.origin's message.sequence is known lost (its spill row is
+                       // missing or refused): an exact gap at once, even for a new origin
   };
   Kind kind = Kind::message;
   ClusterMessage message;

@@ -33,15 +33,45 @@ std::string excerpt(std::string_view payload) {
 
 }  // namespace
 
+bool nesting_exceeds(std::string_view json_text, std::size_t max_depth) noexcept {
+  std::size_t depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < json_text.size(); ++i) {
+    const char c = json_text[i];
+    if (in_string) {
+      if (c == '\\') {
+        ++i;  // whatever is escaped cannot end the string
+      } else if (c == '"') {
+        in_string = false;
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) return true;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return false;
+}
+
 std::string serialize_body(const nlohmann::json& body, bool ascii_only) {
+  std::string text;
   try {
-    return body.dump(-1, ' ', ascii_only, nlohmann::json::error_handler_t::strict);
+    text = body.dump(-1, ' ', ascii_only, nlohmann::json::error_handler_t::strict);
   } catch (const nlohmann::json::exception& e) {
     throw invalid_message(
         fmt::format("syncbus: cannot publish this body: {}. Strings in a message body must "
                     "be valid UTF-8; nothing was sent",
                     e.what()));
   }
+  if (nesting_exceeds(text, max_body_depth)) {
+    throw invalid_message(
+        fmt::format("syncbus: cannot publish this body: it nests arrays and objects deeper than "
+                    "{} levels, which receivers refuse; nothing was sent",
+                    max_body_depth));
+  }
+  return text;
 }
 
 std::string encode_inline(std::string_view origin, std::uint64_t sequence,
@@ -108,6 +138,14 @@ std::string encode_heartbeat(std::string_view origin, std::uint64_t last_sequenc
 }
 
 Envelope decode_envelope(std::string_view payload) {
+  if (payload.size() >= notify_payload_limit) {
+    reject(payload, fmt::format("{} bytes; a NOTIFY payload is shorter than {}", payload.size(),
+                                notify_payload_limit));
+  }
+  // The envelope and the bodies array add two levels to a body's own.
+  if (nesting_exceeds(payload, max_body_depth + 2)) {
+    reject(payload, fmt::format("nested deeper than {} levels", max_body_depth));
+  }
   auto doc = nlohmann::json::parse(payload, nullptr, /*allow_exceptions=*/false);
   if (doc.is_discarded()) reject(payload, "not JSON");
   if (!doc.is_object()) reject(payload, "not a JSON object");
@@ -185,7 +223,17 @@ Envelope decode_envelope(std::string_view payload) {
   return envelope;
 }
 
-nlohmann::json parse_body(std::string_view body_json) {
+nlohmann::json parse_body(std::string_view body_json, std::size_t max_bytes) {
+  if (body_json.size() > max_bytes) {
+    throw protocol_error(fmt::format(
+        "syncbus: a spilled message body of {} bytes is larger than the limit ({} bytes, "
+        "PostgresBusOptions::max_message_bytes)",
+        body_json.size(), max_bytes));
+  }
+  if (nesting_exceeds(body_json, max_body_depth)) {
+    throw protocol_error(
+        fmt::format("syncbus: a spilled message body nests deeper than {} levels", max_body_depth));
+  }
   auto body = nlohmann::json::parse(body_json, nullptr, false);
   if (body.is_discarded()) {
     throw protocol_error(

@@ -23,10 +23,22 @@ namespace syncbus::detail {
 
 inline constexpr int protocol_version = 1;
 
+/// NOTIFY payloads are shorter than this (PostgreSQL's limit, in bytes).
+inline constexpr std::size_t notify_payload_limit = 8000;
+
+/// The deepest nesting of arrays and objects a message body may have. JSON
+/// parsers and printers often recurse per level: a peer must not be able to
+/// hand an engine a body that overflows its stack when printed.
+inline constexpr std::size_t max_body_depth = 256;
+
+/// True when `json_text` nests arrays and objects deeper than `max_depth`
+/// (a byte scan, no parsing; the text need not be valid JSON).
+bool nesting_exceeds(std::string_view json_text, std::size_t max_depth) noexcept;
+
 /// Serialises a message body to compact JSON text. With `ascii_only`, every
 /// non-ASCII character is written as a \u escape (for databases whose
 /// encoding is neither UTF8 nor SQL_ASCII). Throws invalid_message for a body
-/// that is not valid UTF-8.
+/// that is not valid UTF-8 or nests deeper than max_body_depth.
 std::string serialize_body(const nlohmann::json& body, bool ascii_only);
 
 /// The inline envelope around an already serialised body.
@@ -73,10 +85,15 @@ struct Envelope {
 };
 
 /// Decodes a NOTIFY payload. Throws protocol_error, naming what is wrong, for
-/// anything that is not a valid version-1 envelope.
+/// anything that is not a valid version-1 envelope: payloads of
+/// notify_payload_limit bytes or more and nesting deeper than max_body_depth
+/// are rejected before parsing. Never crashes, hangs or allocates beyond a
+/// small multiple of the payload's size, whatever the input (fuzzed by
+/// fuzz/envelope_fuzzer.cpp).
 Envelope decode_envelope(std::string_view payload);
 
-/// Parses a spilled body's JSON text. Throws protocol_error when invalid.
-nlohmann::json parse_body(std::string_view body_json);
+/// Parses a spilled body's JSON text. Throws protocol_error when invalid,
+/// larger than `max_bytes`, or nested deeper than max_body_depth.
+nlohmann::json parse_body(std::string_view body_json, std::size_t max_bytes);
 
 }  // namespace syncbus::detail

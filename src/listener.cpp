@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "envelope.hpp"
+#include "instance_id.hpp"
 #include "pg_session.hpp"
 #include "statement_deadline.hpp"
 
@@ -59,21 +60,19 @@ struct ListenerLoop::ListenSession {
   int backend_pid = 0;
 };
 
-ListenerLoop::ListenerLoop(std::string conninfo, std::string application_name, std::string channel,
-                           const SpillStore& store, DeliveryQueue& queue, ErrorSink on_error,
+ListenerLoop::ListenerLoop(Settings settings, const SpillStore& store, const MessageAuth& auth,
+                           DeliveryQueue& queue, ErrorSink on_error,
                            std::shared_ptr<StatsCounters> stats, DeadlineTimer& deadlines,
-                           Timeouts timeouts, CatchUp catch_up)
-    : conninfo_(std::move(conninfo)),
-      application_name_(std::move(application_name)),
-      channel_(std::move(channel)),
+                           const ProbeSender& probe)
+    : settings_(std::move(settings)),
       store_(store),
+      auth_(auth),
       queue_(queue),
       on_error_(std::move(on_error)),
       stats_(std::move(stats)),
-      deadlines_(deadlines),
-      timeouts_(timeouts),
-      catch_up_(catch_up) {
+      deadlines_(deadlines) {
   auto session = connect();
+  if (probe) prove_round_trip(*session, probe);
   queue_.on_room_for_reread([this] { room_.signal(); });
   thread_ = std::thread([this, s = std::move(session)]() mutable { run(std::move(s)); });
 }
@@ -90,22 +89,63 @@ void ListenerLoop::stop() noexcept {
 std::unique_ptr<ListenerLoop::ListenSession> ListenerLoop::connect() const {
   auto session = std::make_unique<ListenSession>();
   // stop() interrupts a connection attempt as it interrupts any other wait.
-  session->connection = open_session(conninfo_, application_name_, {std::nullopt, wake_.fd()});
+  session->connection =
+      open_session(settings_.conninfo, settings_.application_name, {std::nullopt, wake_.fd()});
   auto& connection = *session->connection;
   store_.prepare(connection);  // only registers the statements: no round trip
   run_with_deadline(
-      deadlines_, connection.sock(), timeouts_.query, this,
+      deadlines_, connection.sock(), settings_.timeouts.query, this,
       [&] {
         // Issues LISTEN with the channel quoted as an identifier. libpqxx
         // swallows a connection that breaks meanwhile: check for it.
         session->collector =
-            std::make_unique<PayloadCollector>(connection, channel_, session->pending);
+            std::make_unique<PayloadCollector>(connection, settings_.channel, session->pending);
         if (!connection.is_open())
           throw pqxx::broken_connection("the connection broke during LISTEN");
       },
-      [&] { return fmt::format("listening on channel \"{}\"", channel_); });
+      [&] { return fmt::format("listening on channel \"{}\"", settings_.channel); });
   session->backend_pid = session->connection->backendpid();
   return session;
+}
+
+void ListenerLoop::prove_round_trip(ListenSession& session, const ProbeSender& probe) {
+  // A channel of its own, so that no other bus sees the probe.
+  const auto probe_channel = "syncbus_probe_" + random_hex(16);
+  const auto token = random_hex(16);
+  auto& connection = *session.connection;
+  std::vector<std::string> arrived;
+  // Normally a millisecond; a loaded server may take a while.
+  const auto wait = std::min(settings_.timeouts.query, std::chrono::milliseconds(5000));
+  const auto deadline = std::chrono::steady_clock::now() + wait;
+  // The statements' own deadline comes after the wait's: when the NOTIFY
+  // does not come, the error must say so, not that the server is frozen.
+  run_with_deadline(
+      deadlines_, connection.sock(), wait + settings_.timeouts.query, this,
+      [&] {
+        PayloadCollector collector(connection, probe_channel, arrived);
+        if (!connection.is_open()) throw pqxx::broken_connection("the connection broke");
+        probe(probe_channel, token);
+        while (std::find(arrived.begin(), arrived.end(), token) == arrived.end()) {
+          const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+              deadline - std::chrono::steady_clock::now());
+          if (left.count() <= 0) {
+            throw configuration_error(fmt::format(
+                "syncbus: a NOTIFY sent at start-up did not reach this bus's LISTEN within {} "
+                "ms. LISTEN cannot work through a transaction- or statement-pooling proxy "
+                "(PgBouncer pool_mode=transaction): connect the bus to PostgreSQL directly, or "
+                "through a session-pooled port",
+                wait.count()));
+          }
+          pollfd fds[2] = {{connection.sock(), POLLIN, 0}, {wake_.fd(), POLLIN, 0}};
+          if (::poll(fds, 2, static_cast<int>(left.count())) > 0 && fds[1].revents != 0) {
+            throw closed_error("syncbus: the bus was closed while starting");
+          }
+          connection.get_notifs();
+        }
+        // The collector's destructor UNLISTENs the probe channel.
+      },
+      [&] { return std::string("proving that NOTIFY reaches LISTEN at start-up"); });
+  // Bus messages that arrived meanwhile wait in session.pending, in order.
 }
 
 void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
@@ -117,12 +157,12 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
         session = connect();
         retry_delay = first_retry_delay;
         StatsCounters::add(stats_->reconnects);
-        if (catch_up_.enabled) {
+        if (settings_.catch_up.enabled) {
           // LISTEN first (connect() did), then read what was missed, then go
           // live: NOTIFYs arriving meanwhile wait in the socket, after it.
           const auto away = std::chrono::duration_cast<std::chrono::milliseconds>(
               std::chrono::steady_clock::now() - last_contact_);
-          catch_up(*session, away + catch_up_.margin);
+          catch_up(*session, away + settings_.catch_up.margin);
           last_contact_ = std::chrono::steady_clock::now();
         } else {
           // Listening again: whatever was committed while away is missed.
@@ -139,8 +179,8 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
 
     pollfd fds[3] = {
         {wake_.fd(), POLLIN, 0}, {session->connection->sock(), POLLIN, 0}, {room_.fd(), POLLIN, 0}};
-    const int idle_ms = timeouts_.ping_interval.count() > 0
-                            ? static_cast<int>(timeouts_.ping_interval.count())
+    const int idle_ms = settings_.timeouts.ping_interval.count() > 0
+                            ? static_cast<int>(settings_.timeouts.ping_interval.count())
                             : -1;
     // With messages left to read back, only look at the socket in passing.
     const int ready = ::poll(fds, 3, rereading ? 0 : idle_ms);
@@ -154,14 +194,14 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
       rereading = reread_step(*session);
       last_contact_ = std::chrono::steady_clock::now();
     } catch (const std::exception& e) {
-      report(on_error_,
-             connection_error(fmt::format(
-                 "syncbus: the listener on channel \"{}\" lost its connection "
-                 "({}); reconnecting. {}",
-                 channel_, e.what(),
-                 catch_up_.enabled ? "It will read what it missed from the spill table"
-                                   : "Messages sent while it is away are missed (reported as a "
-                                     "gap of unknown range)")));
+      report(on_error_, connection_error(fmt::format(
+                            "syncbus: the listener on channel \"{}\" lost its connection "
+                            "({}); reconnecting. {}",
+                            settings_.channel, e.what(),
+                            settings_.catch_up.enabled
+                                ? "It will read what it missed from the spill table"
+                                : "Messages sent while it is away are missed (reported as a "
+                                  "gap of unknown range)")));
       session.reset();
       rereading = false;
     }
@@ -171,9 +211,11 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
 void ListenerLoop::ping(ListenSession& session) {
   auto& connection = *session.connection;
   run_with_deadline(
-      deadlines_, connection.sock(), timeouts_.ping, this,
+      deadlines_, connection.sock(), settings_.timeouts.ping, this,
       [&] { pqxx::nontransaction(connection).exec("SELECT 1"); },
-      [&] { return fmt::format("pinging the server from the listener on \"{}\"", channel_); });
+      [&] {
+        return fmt::format("pinging the server from the listener on \"{}\"", settings_.channel);
+      });
 }
 
 void ListenerLoop::catch_up(ListenSession& session, std::chrono::milliseconds window) {
@@ -183,7 +225,7 @@ void ListenerLoop::catch_up(ListenSession& session, std::chrono::milliseconds wi
   auto& connection = *session.connection;
   for (;;) {
     const auto page = run_with_deadline(
-        deadlines_, connection.sock(), timeouts_.query, this,
+        deadlines_, connection.sock(), settings_.timeouts.query, this,
         [&] {
           return store_.fetch_recent(connection, window, after_origin, after_sequence, page_size);
         },
@@ -200,13 +242,33 @@ std::vector<Inbound> ListenerLoop::decode_rows(const std::vector<SpillStore::Sto
   items.reserve(rows.size());
   for (const auto& row : rows) {
     try {
-      items.push_back(
-          {Inbound::Kind::message, {row.origin, row.sequence, parse_body(row.body_json)}});
+      items.push_back({Inbound::Kind::message, {row.origin, row.sequence, body_of(row)}});
     } catch (const std::exception& e) {
-      report(on_error_, e);
+      report(on_error_, protocol_error(fmt::format(
+                            "syncbus: skipped spilled message {}#{} on channel \"{}\": {}",
+                            row.origin, row.sequence, settings_.channel, e.what())));
+      items.push_back({Inbound::Kind::lost, {row.origin, row.sequence, {}}});
     }
   }
   return items;
+}
+
+nlohmann::json ListenerLoop::body_of(const SpillStore::StoredMessage& row) const {
+  if (row.too_large > 0) {
+    throw protocol_error(
+        fmt::format("its body is {} bytes, over this bus's limit of {} (PostgresBusOptions::"
+                    "max_message_bytes); it was not loaded",
+                    row.too_large, settings_.max_body_bytes));
+  }
+  if (auth_.enabled() &&
+      !auth_.row_mac_valid(settings_.channel, row.origin, row.sequence, row.body_json, row.mac)) {
+    throw protocol_error(
+        row.mac.empty()
+            ? "its row carries no signature (written by a bus without the secrets, or by "
+              "hand)"
+            : "its row's signature matches none of the secrets (forged or tampered with)");
+  }
+  return parse_body(row.body_json, settings_.max_body_bytes);
 }
 
 bool ListenerLoop::reread_step(ListenSession& session) {
@@ -216,7 +278,7 @@ bool ListenerLoop::reread_step(ListenSession& session) {
   const int limit = static_cast<int>(std::min(page_size, request->room));
   auto& connection = *session.connection;
   const auto rows = run_with_deadline(
-      deadlines_, connection.sock(), timeouts_.query, this,
+      deadlines_, connection.sock(), settings_.timeouts.query, this,
       [&] { return store_.fetch_from(connection, request->origin, request->from_sequence, limit); },
       [&] {
         return fmt::format("re-reading messages of {} from {}", request->origin,
@@ -272,9 +334,14 @@ void ListenerLoop::deliver_chunk(pqxx::connection_base& connection, const std::s
   items.reserve(static_cast<std::size_t>(end - begin));
   std::vector<std::size_t> awaiting_body;  // indexes of spill pointers in `items`
   std::vector<SpillStore::MessageKey> keys;
+  std::string verified;  // reused for each signed payload's envelope
   for (const auto* payload = begin; payload != end; ++payload) {
     try {
-      Envelope envelope = decode_envelope(*payload);
+      // Authenticated before anything else looks at it: a forgery must not
+      // reach the sequence check, where it could pass for the genuine
+      // message and make that one a "duplicate".
+      Envelope envelope =
+          decode_envelope(auth_.verify_envelope(settings_.channel, *payload, verified));
       if (envelope.kind == Envelope::Kind::heartbeat) {
         items.push_back(
             {Inbound::Kind::heartbeat, {std::move(envelope.origin), envelope.sequence, {}}});
@@ -301,7 +368,7 @@ void ListenerLoop::deliver_chunk(pqxx::connection_base& connection, const std::s
     try {
       const auto fetch = [&](const std::vector<SpillStore::MessageKey>& some) {
         return run_with_deadline(
-            deadlines_, connection.sock(), timeouts_.query, this,
+            deadlines_, connection.sock(), settings_.timeouts.query, this,
             [&] { return store_.fetch_many(connection, some); },
             [&] {
               return fmt::format("fetching {} spilled message(s) from {}", some.size(),
@@ -332,7 +399,7 @@ void ListenerLoop::deliver_chunk(pqxx::connection_base& connection, const std::s
     } catch (const std::exception& e) {
       // Reported once; the messages it was fetching are lost: exact gaps.
       report(on_error_, e);
-      for (const auto index : awaiting_body) items[index].kind = Inbound::Kind::heartbeat;
+      for (const auto index : awaiting_body) items[index].kind = Inbound::Kind::lost;
       queue_.post(std::move(items));
       return;
     }
@@ -344,31 +411,30 @@ void ListenerLoop::deliver_chunk(pqxx::connection_base& connection, const std::s
 void ListenerLoop::attach_bodies(std::vector<Inbound>& items,
                                  const std::vector<std::size_t>& awaiting_body,
                                  std::vector<SpillStore::StoredMessage>& rows) {
-  std::map<std::pair<std::string_view, std::uint64_t>, std::string*> body_of;
-  for (auto& row : rows) body_of[{row.origin, row.sequence}] = &row.body_json;
+  std::map<std::pair<std::string_view, std::uint64_t>, const SpillStore::StoredMessage*> row_of;
+  for (const auto& row : rows) row_of[{row.origin, row.sequence}] = &row;
   for (const auto index : awaiting_body) {
     auto& item = items[index];
-    const auto found = body_of.find({item.message.origin, item.message.sequence});
+    const auto found = row_of.find({item.message.origin, item.message.sequence});
     std::string why;
-    if (found == body_of.end()) {
+    if (found == row_of.end()) {
       why = fmt::format(
           "is not in {} (vacuumed before this listener read it?). Raise the vacuum age above "
           "your listeners' worst lag",
           store_.qualified_name());
     } else {
       try {
-        item.message.body = parse_body(*found->second);
+        item.message.body = body_of(*found->second);
         continue;
       } catch (const std::exception& e) {
-        why = fmt::format("could not be read: {}", e.what());
+        why = fmt::format("was refused: {}", e.what());
       }
     }
     report(on_error_, protocol_error(fmt::format(
                           "syncbus: skipped spilled message {}#{} on channel \"{}\": it {}",
-                          item.message.origin, item.message.sequence, channel_, why)));
-    // The message is lost: say so now, as an exact gap, through the sequence
-    // check (a heartbeat up to its number does exactly that).
-    item.kind = Inbound::Kind::heartbeat;
+                          item.message.origin, item.message.sequence, settings_.channel, why)));
+    // The message is lost: say so now, as an exact gap.
+    item.kind = Inbound::Kind::lost;
   }
 }
 

@@ -16,6 +16,7 @@
 
 #include "deadline_timer.hpp"
 #include "delivery_queue.hpp"
+#include "message_auth.hpp"
 #include "spill_store.hpp"
 #include "stats_counters.hpp"
 #include "wake_fd.hpp"
@@ -43,16 +44,32 @@ class ListenerLoop {
     std::chrono::milliseconds margin{10000};
   };
 
-  /// Connects and LISTENs before returning (throws connection_error or
-  /// database_error), then starts the thread, which posts what it receives to
-  /// `queue` (and, under QueueFullPolicy::drop_and_reread, reads back from
-  /// the spill table what the queue withheld). After a lost connection it
-  /// reconnects with capped, jittered exponential backoff, and posts an
-  /// Inbound::connection_reset once listening again (or catches up).
-  ListenerLoop(std::string conninfo, std::string application_name, std::string channel,
-               const SpillStore& store, DeliveryQueue& queue, ErrorSink on_error,
-               std::shared_ptr<StatsCounters> stats, DeadlineTimer& deadlines, Timeouts timeouts,
-               CatchUp catch_up);
+  struct Settings {
+    std::string conninfo;
+    std::string application_name;
+    std::string channel;
+    Timeouts timeouts;
+    CatchUp catch_up;
+    /// Spilled bodies larger than this are refused (not loaded).
+    std::size_t max_body_bytes = 0;
+  };
+
+  /// Sends `payload` on `channel` over another connection (the publisher's).
+  using ProbeSender = std::function<void(const std::string& channel, const std::string& payload)>;
+
+  /// Connects and LISTENs before returning (throws connection_error,
+  /// database_error or configuration_error), then starts the thread, which
+  /// posts what it receives to `queue` (and, under
+  /// QueueFullPolicy::drop_and_reread, reads back from the spill table what
+  /// the queue withheld). After a lost connection it reconnects with capped,
+  /// jittered exponential backoff, and posts an Inbound::connection_reset
+  /// once listening again (or catches up). With `probe`, it first proves that
+  /// a NOTIFY sent through `probe` reaches its LISTEN (it does not through a
+  /// transaction-pooling proxy), or throws configuration_error. `auth`
+  /// verifies what arrives; it and `store` must outlive the loop.
+  ListenerLoop(Settings settings, const SpillStore& store, const MessageAuth& auth,
+               DeliveryQueue& queue, ErrorSink on_error, std::shared_ptr<StatsCounters> stats,
+               DeadlineTimer& deadlines, const ProbeSender& probe);
   ~ListenerLoop();
   ListenerLoop(const ListenerLoop&) = delete;
   ListenerLoop& operator=(const ListenerLoop&) = delete;
@@ -63,6 +80,8 @@ class ListenerLoop {
  private:
   struct ListenSession;
   std::unique_ptr<ListenSession> connect() const;
+  /// The start-up NOTIFY round trip (see the constructor).
+  void prove_round_trip(ListenSession& session, const ProbeSender& probe);
   void run(std::unique_ptr<ListenSession> session);
   void receive(ListenSession& session);
   /// An application-level liveness check: TCP keepalives do not notice a
@@ -75,8 +94,11 @@ class ListenerLoop {
   /// there was nothing to read back (or no room yet).
   bool reread_step(ListenSession& session);
   /// Decodes rows read from the spill table; a row that cannot be decoded is
-  /// reported and left out (the sequence check reports the hole).
+  /// reported, and becomes an exact gap.
   std::vector<Inbound> decode_rows(const std::vector<SpillStore::StoredMessage>& rows);
+  /// The body of a stored message, checked (size, MAC) and parsed; throws
+  /// protocol_error naming what is wrong with it.
+  nlohmann::json body_of(const SpillStore::StoredMessage& row) const;
   void decode_and_deliver(pqxx::connection_base& connection,
                           const std::vector<std::string>& payloads);
   void deliver_chunk(pqxx::connection_base& connection, const std::string* begin,
@@ -86,16 +108,13 @@ class ListenerLoop {
   void attach_bodies(std::vector<Inbound>& items, const std::vector<std::size_t>& awaiting_body,
                      std::vector<SpillStore::StoredMessage>& rows);
 
-  std::string conninfo_;
-  std::string application_name_;
-  std::string channel_;
+  Settings settings_;
   const SpillStore& store_;
+  const MessageAuth& auth_;
   DeliveryQueue& queue_;
   ErrorSink on_error_;
   std::shared_ptr<StatsCounters> stats_;
   DeadlineTimer& deadlines_;
-  Timeouts timeouts_;
-  CatchUp catch_up_;
   // Last time the server was known to be talking to this listener.
   std::chrono::steady_clock::time_point last_contact_ = std::chrono::steady_clock::now();
   WakeFd wake_;

@@ -26,6 +26,17 @@ std::string trimmed(std::string text) {
 
 using Clock = std::chrono::steady_clock;
 
+// libpqxx 6.4 throws some of its typed SQL errors without the SQLSTATE it
+// chose them by: recover it from the type.
+std::string sqlstate_of(const pqxx::sql_error& e) {
+  if (!e.sqlstate().empty()) return e.sqlstate();
+  if (dynamic_cast<const pqxx::insufficient_privilege*>(&e) != nullptr) return "42501";
+  if (dynamic_cast<const pqxx::disk_full*>(&e) != nullptr) return "53100";
+  if (dynamic_cast<const pqxx::out_of_memory*>(&e) != nullptr) return "53200";
+  if (dynamic_cast<const pqxx::insufficient_resources*>(&e) != nullptr) return "53000";
+  return "";
+}
+
 // Runs libpq's non-blocking connection sequence on `conn` until it succeeds,
 // fails, passes `limits.deadline`, or `limits.cancel_fd` becomes readable.
 // Throws pqxx::broken_connection otherwise (the caller frees `conn`).
@@ -114,7 +125,7 @@ Session::~Session() { close(); }
   } catch (const pqxx::sql_error& e) {
     // Class 08 (connection exception) and 57P0x (the server terminated the
     // session or is shutting down) mean the connection is gone.
-    const std::string& state = e.sqlstate();
+    const std::string state = sqlstate_of(e);
     if (state == "54000" && std::string(e.what()).find("NOTIFY queue") != std::string::npos) {
       throw notify_queue_full(
           fmt::format("syncbus: PostgreSQL's NOTIFY queue is full while {}: {} (SQLSTATE 54000). "
@@ -131,10 +142,12 @@ Session::~Session() { close(); }
           doing, trimmed(e.what()), state));
     }
     throw database_error(
-        fmt::format("syncbus: PostgreSQL refused a statement while {}: {} "
-                    "(SQLSTATE {})",
-                    doing, trimmed(e.what()), e.sqlstate().empty() ? "unknown" : e.sqlstate()),
-        e.sqlstate());
+        fmt::format("syncbus: PostgreSQL refused a statement while {}: {} (SQLSTATE {}){}", doing,
+                    trimmed(e.what()), state.empty() ? "unknown" : state,
+                    state == "42501" ? ". Grant the privilege it names to this role; "
+                                       "docs/OPERATIONS.md lists what each role needs"
+                                     : ""),
+        state);
   } catch (const std::exception& e) {
     throw error(fmt::format("syncbus: failed while {}: {}", doing, trimmed(e.what())));
   }
@@ -167,7 +180,7 @@ std::unique_ptr<Session> open_session(const std::string& conninfo,
     throw connection_error(fmt::format(
         "syncbus: could not connect to PostgreSQL: {}. Check PostgresBusOptions::conninfo and "
         "that the server accepts connections",
-        trimmed(e.what())));
+        redacted(trimmed(e.what()), conninfo)));
   }
 }
 

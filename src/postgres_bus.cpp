@@ -8,10 +8,13 @@
 
 #include "deadline_timer.hpp"
 #include "delivery_queue.hpp"
+#include "identifiers.hpp"
 #include "instance_id.hpp"
 #include "listener.hpp"
+#include "message_auth.hpp"
 #include "periodic_tasks.hpp"
 #include "pg_session.hpp"
+#include "preflight.hpp"
 #include "publisher.hpp"
 #include "spill_store.hpp"
 #include "statement_deadline.hpp"
@@ -20,26 +23,20 @@
 namespace syncbus {
 namespace {
 
-void check_channel(const std::string& channel) {
-  // NAMEDATALEN - 1: LISTEN silently truncates longer names while pg_notify()
-  // rejects them, so such a bus would listen on a channel it never notifies.
-  constexpr std::size_t max_bytes = 63;
-  if (channel.empty() || channel.size() > max_bytes || channel.find('\0') != std::string::npos) {
-    throw configuration_error(
-        fmt::format("syncbus: channel name of {} bytes is invalid: PostgreSQL channel names "
-                    "are 1 to {} bytes with no NUL byte. Choose a shorter "
-                    "PostgresBusOptions::channel",
-                    channel.size(), max_bytes));
-  }
-}
-
 void check_options(const PostgresBusOptions& options) {
   if (options.conninfo.empty()) {
     throw configuration_error(
         "syncbus: PostgresBusOptions::conninfo is empty; give a libpq "
         "connection string such as \"postgresql://user@host/dbname\"");
   }
-  check_channel(options.channel);
+  detail::check_identifier("channel", options.channel);
+  detail::check_identifier("spill_schema", options.spill_schema);
+  detail::check_identifier("spill_table", options.spill_table);
+  if (options.max_message_bytes == 0) {
+    throw configuration_error(
+        "syncbus: PostgresBusOptions::max_message_bytes is 0; give the largest message body "
+        "to accept, in bytes (default 64 MiB)");
+  }
   if (options.delivery_queue_capacity == 0) {
     throw configuration_error(
         "syncbus: PostgresBusOptions::delivery_queue_capacity is 0; it must hold at least one "
@@ -103,6 +100,7 @@ struct PostgresClusterBus::impl {
   std::string instance_id;
   std::shared_ptr<detail::StatsCounters> stats = std::make_shared<detail::StatsCounters>();
   detail::ErrorSink on_error;  // counts, then calls the user's on_error
+  std::unique_ptr<detail::MessageAuth> auth;
   std::unique_ptr<detail::SpillStore> store;
   detail::DeadlineTimer deadlines;
   std::unique_ptr<detail::DeliveryQueue> delivery;
@@ -175,19 +173,34 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
 
   self.on_error = detail::counting_errors(self.stats, opts.on_error);
 
+  self.auth = std::make_unique<detail::MessageAuth>(opts.secrets);
+
+  // Preflight: the server, the table and this role's privileges, each
+  // checked now with an error that says what to fix, rather than found out
+  // at the first oversized message.
   auto publishing_session = detail::open_session(opts.conninfo, opts.application_name);
-  self.store = std::make_unique<detail::SpillStore>(*publishing_session, opts.spill_schema,
-                                                    opts.spill_table, opts.channel);
+  self.store = std::make_unique<detail::SpillStore>(
+      *publishing_session,
+      detail::SpillStore::Settings{opts.spill_schema, opts.spill_table, opts.channel,
+                                   self.auth->enabled(), opts.max_message_bytes});
   detail::run_with_deadline(
       self.deadlines, publishing_session->sock(), opts.query_timeout, &self,
-      [&] { self.store->ensure_table(*publishing_session, opts.create_spill_table); },
-      [&] { return fmt::format("creating the spill table {}", self.store->qualified_name()); });
+      [&] {
+        detail::check_server(detail::read_server_facts(*publishing_session));
+        self.store->ensure_table(*publishing_session, opts.create_spill_table);
+        detail::check_privileges(self.store->missing_privileges(
+            *publishing_session, /*publishes=*/opts.spill != SpillMode::never));
+      },
+      [&] {
+        return fmt::format("checking the server and the spill table {}",
+                           self.store->qualified_name());
+      });
   self.publisher = std::make_unique<detail::Publisher>(
       std::move(publishing_session),
       detail::Publisher::Settings{opts.conninfo, opts.application_name, opts.channel,
                                   self.instance_id, opts.spill, opts.publish_timeout,
-                                  opts.query_timeout, opts.publish_linger},
-      *self.store, self.stats, self.deadlines);
+                                  opts.query_timeout, opts.publish_linger, opts.max_message_bytes},
+      *self.store, *self.auth, self.stats, self.deadlines);
   const bool durable = opts.spill == SpillMode::always;
   const auto queue_full_policy = opts.queue_full_policy != QueueFullPolicy::automatic
                                      ? opts.queue_full_policy
@@ -195,11 +208,18 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
                                            : QueueFullPolicy::drop_and_report_gap;
   self.delivery = std::make_unique<detail::DeliveryQueue>(
       self.on_error, opts.on_gap, self.stats, opts.delivery_queue_capacity, queue_full_policy);
+  auto* publishing = self.publisher.get();
   self.listener = std::make_unique<detail::ListenerLoop>(
-      opts.conninfo, opts.application_name, opts.channel, *self.store, *self.delivery,
-      self.on_error, self.stats, self.deadlines,
-      detail::ListenerLoop::Timeouts{opts.ping_interval, opts.ping_timeout, opts.query_timeout},
-      detail::ListenerLoop::CatchUp{durable, opts.catch_up_margin});
+      detail::ListenerLoop::Settings{
+          opts.conninfo, opts.application_name + ":listen", opts.channel,
+          detail::ListenerLoop::Timeouts{opts.ping_interval, opts.ping_timeout, opts.query_timeout},
+          detail::ListenerLoop::CatchUp{durable, opts.catch_up_margin}, opts.max_message_bytes},
+      *self.store, *self.auth, *self.delivery, self.on_error, self.stats, self.deadlines,
+      // Proves that LISTEN works on this connection path before any message
+      // depends on it (it does not through a transaction pooler).
+      [publishing](const std::string& channel, const std::string& payload) {
+        publishing->notify_raw(channel, payload);
+      });
   self.timers = std::make_unique<detail::PeriodicTasks>(self.periodic_tasks(), self.on_error);
 }
 

@@ -52,9 +52,11 @@ struct Publisher::Outgoing {
 };
 
 Publisher::Publisher(std::unique_ptr<Session> session, Settings settings, const SpillStore& store,
-                     std::shared_ptr<StatsCounters> stats, DeadlineTimer& deadlines)
+                     const MessageAuth& auth, std::shared_ptr<StatsCounters> stats,
+                     DeadlineTimer& deadlines)
     : settings_(std::move(settings)),
       store_(store),
+      auth_(auth),
       stats_(std::move(stats)),
       deadlines_(deadlines),
       session_(std::move(session)) {
@@ -129,6 +131,14 @@ std::shared_ptr<Publisher::Outgoing> Publisher::make_outgoing(const nlohmann::js
   auto item = std::make_shared<Outgoing>();
   // Serialising needs no lock and is the costliest step for large bodies.
   item->body_json = serialize_body(body, ascii_only_);
+  if (item->body_json.size() > settings_.max_message_bytes) {
+    throw payload_too_large(
+        fmt::format("syncbus: message body is {} bytes, over this bus's limit of {} "
+                    "(PostgresBusOptions::max_message_bytes, which receivers enforce too); "
+                    "nothing was sent",
+                    item->body_json.size(), settings_.max_message_bytes),
+        item->body_json.size(), settings_.max_message_bytes);
+  }
   item->deadline = std::chrono::steady_clock::now() + settings_.publish_timeout;
   return item;
 }
@@ -212,6 +222,8 @@ void Publisher::send_next_batch(std::unique_lock<std::mutex>& lock) {
 
 void Publisher::send(Batch& batch) {
   const auto& origin = settings_.origin;
+  // A signature makes every envelope this much longer.
+  const std::size_t signature_bytes = auth_.enabled() ? MessageAuth::envelope_overhead : 0;
   // Numbers and routes first: a message refused here (too large for
   // SpillMode::never) uses no sequence number, and the others stay
   // consecutive.
@@ -226,7 +238,8 @@ void Publisher::send(Batch& batch) {
     const auto sequence = last_sequence_ + 1;
     try {
       const auto route = choose_route(
-          settings_.mode, inline_envelope_size(origin, sequence, item->body_json.size()));
+          settings_.mode,
+          inline_envelope_size(origin, sequence, item->body_json.size()) + signature_bytes);
       accepted.push_back({item.get(), sequence, route});
       last_sequence_ = sequence;
     } catch (...) {
@@ -240,6 +253,7 @@ void Publisher::send(Batch& batch) {
   std::vector<std::string> payloads;
   std::vector<std::uint64_t> spilled_sequences;
   std::vector<const std::string*> spilled_bodies;
+  std::vector<std::string> spilled_macs;
   for (std::size_t first = 0; first < accepted.size();) {
     std::size_t end = first + 1;
     if (accepted[first].route == Route::spill_table) {
@@ -247,15 +261,20 @@ void Publisher::send(Batch& batch) {
       for (auto i = first; i < end; ++i) {
         spilled_sequences.push_back(accepted[i].sequence);
         spilled_bodies.push_back(&accepted[i].item->body_json);
+        if (auth_.enabled()) {
+          spilled_macs.push_back(auth_.row_mac(settings_.channel, origin, accepted[i].sequence,
+                                               accepted[i].item->body_json));
+        }
       }
-      payloads.push_back(encode_spill_pointer(origin, accepted[first].sequence, end - first));
+      payloads.push_back(sign(encode_spill_pointer(origin, accepted[first].sequence, end - first)));
     } else {
       std::vector<std::string_view> bodies{accepted[first].item->body_json};
       std::size_t bodies_size = bodies.back().size();
       while (end < accepted.size() && accepted[end].route == Route::inline_payload) {
         const auto& next = accepted[end].item->body_json;
         if (batch_envelope_size(origin, accepted[first].sequence, bodies.size() + 1,
-                                bodies_size + next.size()) >=
+                                bodies_size + next.size()) +
+                signature_bytes >=
             PostgresClusterBus::notify_payload_limit) {
           break;
         }
@@ -263,7 +282,7 @@ void Publisher::send(Batch& batch) {
         bodies_size += next.size();
         ++end;
       }
-      payloads.push_back(encode_batch(origin, accepted[first].sequence, bodies));
+      payloads.push_back(sign(encode_batch(origin, accepted[first].sequence, bodies)));
     }
     first = end;
   }
@@ -283,6 +302,7 @@ void Publisher::send(Batch& batch) {
           session, origin, spilled_sequences,
           json_array_of(spilled_bodies,
                         [](const std::string* body) -> const std::string& { return *body; }),
+          spilled_macs,
           json_array_of(payloads, [](const std::string& p) -> const std::string& { return p; }));
     } else if (payloads.size() == 1) {
       pqxx::nontransaction(session).exec_prepared(notify_statement, settings_.channel,
@@ -349,10 +369,22 @@ void Publisher::heartbeat_if_idle(std::chrono::milliseconds idle) {
         if (last_sequence_ == 0 || now - last_sent_ < idle) return;
         pqxx::nontransaction(session).exec_prepared(
             notify_statement, settings_.channel,
-            encode_heartbeat(settings_.origin, last_sequence_));
+            sign(encode_heartbeat(settings_.origin, last_sequence_)));
         last_sent_ = now;
       },
       fmt::format("sending a heartbeat to channel \"{}\"", settings_.channel));
+}
+
+void Publisher::notify_raw(const std::string& channel, const std::string& payload) {
+  with_connection(
+      "the start-up NOTIFY round trip", settings_.query_timeout,
+      [&](Session& session) {
+        // Not prepared: behind a transaction pooler a prepared statement may
+        // not exist on the server connection that runs it, and this probe
+        // exists to give that case a clear error of its own.
+        pqxx::nontransaction(session).exec_params("SELECT pg_notify($1, $2)", channel, payload);
+      },
+      fmt::format("sending a NOTIFY on \"{}\"", channel));
 }
 
 double Publisher::notification_queue_usage() {

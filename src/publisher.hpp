@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "deadline_timer.hpp"
+#include "message_auth.hpp"
 #include "pg_session.hpp"
 #include "spill_store.hpp"
 #include "stats_counters.hpp"
@@ -50,14 +51,19 @@ class Publisher {
     /// How long the sender waits for more messages before sending a batch
     /// that is not full (0: never waits).
     std::chrono::microseconds linger{0};
+    /// Bodies larger than this are refused (payload_too_large).
+    std::size_t max_message_bytes = 64 * 1024 * 1024;
   };
 
   /// Takes an open connection to `settings.conninfo` and prepares its
   /// statements. A connection that breaks is dropped and replaced, on the
   /// next send, by a new one set up the same way (never by libpqxx's silent
   /// reactivation).
+  /// `auth` signs what is sent (when enabled); it and `store` must outlive
+  /// the publisher.
   Publisher(std::unique_ptr<Session> session, Settings settings, const SpillStore& store,
-            std::shared_ptr<StatsCounters> stats, DeadlineTimer& deadlines);
+            const MessageAuth& auth, std::shared_ptr<StatsCounters> stats,
+            DeadlineTimer& deadlines);
   ~Publisher();
   Publisher(const Publisher&) = delete;
   Publisher& operator=(const Publisher&) = delete;
@@ -80,6 +86,10 @@ class Publisher {
 
   /// pg_notification_queue_usage(), 0 to 1.
   double notification_queue_usage();
+
+  /// NOTIFYs `payload` on `channel` as is (the start-up round trip that
+  /// proves LISTEN works through this connection path).
+  void notify_raw(const std::string& channel, const std::string& payload);
 
   /// Terminates other sessions whose application_name starts with "syncbus:"
   /// and that have been idle in a transaction, or blocked writing to their
@@ -115,9 +125,15 @@ class Publisher {
   auto with_session(std::chrono::milliseconds timeout, Work&& work, Describe&& describe);
   void prepare(Session& session);
   closed_error closed(const char* call) const;
+  /// `envelope`, signed when messages are authenticated.
+  std::string sign(std::string envelope) const {
+    if (!auth_.enabled()) return envelope;
+    return auth_.sign_envelope(settings_.channel, envelope);
+  }
 
   Settings settings_;
   const SpillStore& store_;
+  const MessageAuth& auth_;
   std::shared_ptr<StatsCounters> stats_;
   DeadlineTimer& deadlines_;
   bool ascii_only_ = false;

@@ -10,7 +10,8 @@ namespace syncbus::detail {
 
 enum class Route { inline_payload, spill_table };
 
-/// Chooses the route for an inline envelope of `inline_envelope_bytes` bytes.
+/// Chooses the route for an inline envelope of `inline_envelope_bytes` bytes
+/// (its signature included, when messages are signed).
 /// PostgreSQL rejects payloads of PostgresClusterBus::notify_payload_limit
 /// bytes or more. Throws payload_too_large under SpillMode::never when the
 /// envelope does not fit.

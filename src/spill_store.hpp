@@ -1,7 +1,8 @@
 #pragma once
 // The spill table: where messages too large for a NOTIFY payload (or every
 // message, in SpillMode::always) are stored, keyed by (channel, origin,
-// sequence). Owns the table's SQL; every value is a statement parameter.
+// sequence). Owns the table's SQL; every value is a statement parameter, and
+// the names are quoted by the server's rules (see identifiers.hpp).
 
 #include <pqxx/connection_base>
 
@@ -14,35 +15,63 @@ namespace syncbus::detail {
 
 class SpillStore {
  public:
-  /// `schema` and `table` are used as quoted identifiers, exactly as given.
-  SpillStore(pqxx::connection_base& session, const std::string& schema, const std::string& table,
-             std::string channel);
+  struct Settings {
+    std::string schema;
+    std::string table;
+    std::string channel;
+    /// Store and read each body's MAC (PostgresBusOptions::secrets).
+    bool with_macs = false;
+    /// Bodies larger than this are not loaded (StoredMessage::too_large).
+    std::size_t max_body_bytes = 0;
+  };
+
+  /// Names are checked by the caller (check_identifier) and used exactly as
+  /// given, quoted.
+  SpillStore(pqxx::connection_base& session, Settings settings);
 
   /// The CREATE statements for the table and its index (idempotent).
   std::string create_sql() const;
 
   /// Creates the table when missing, under an advisory lock so that instances
   /// starting at once do not race; when `create` is false a missing table is
-  /// a configuration_error naming the SQL to run.
+  /// a configuration_error naming the SQL to run. With MACs, a table made by
+  /// an older version gains its `mac` column the same way.
   void ensure_table(pqxx::connection_base& session, bool create) const;
+
+  /// A privilege the connection's role lacks, and the statement that grants it.
+  struct MissingPrivilege {
+    std::string what;   // "INSERT on table "public"."sync_cluster_spill""
+    std::string grant;  // "GRANT INSERT ON TABLE ... TO "app";"
+  };
+  /// What this connection's role lacks for the table: USAGE on the schema and
+  /// SELECT (every bus reads spilled messages), and when `publishes`, INSERT
+  /// and USAGE on the id sequence. Empty when it has them all.
+  std::vector<MissingPrivilege> missing_privileges(pqxx::connection_base& session,
+                                                   bool publishes) const;
 
   /// Prepares this store's statements on a connection; call once per
   /// connection before the calls below.
   void prepare(pqxx::connection_base& session) const;
 
   /// One statement, committed on return: stores the bodies of `sequences`
-  /// (a JSON array of the bodies' JSON texts, in the same order) and NOTIFYs
-  /// each of `payloads` (a JSON array of envelope texts), atomically.
+  /// (a JSON array of the bodies' JSON texts, in the same order; with MACs,
+  /// `macs` holds one per body) and NOTIFYs each of `payloads` (a JSON array
+  /// of envelope texts), atomically.
   void store_batch_and_notify(pqxx::connection_base& session, const std::string& origin,
                               const std::vector<std::uint64_t>& sequences,
                               const std::string& bodies_json_array,
+                              const std::vector<std::string>& macs,
                               const std::string& payloads_json_array) const;
 
   /// One stored message, as the listener reads it.
   struct StoredMessage {
     std::string origin;
     std::uint64_t sequence = 0;
-    std::string body_json;
+    std::string body_json;  // empty when too_large
+    std::string mac;        // with MACs: "" when the row has none
+    /// The body's size when it exceeded max_body_bytes and was not loaded;
+    /// 0 otherwise.
+    std::uint64_t too_large = 0;
   };
 
   /// One message's key in the table (channel aside).
@@ -75,12 +104,16 @@ class SpillStore {
   std::int64_t vacuum(pqxx::connection_base& session, std::chrono::milliseconds older_than) const;
 
   const std::string& qualified_name() const noexcept { return qualified_name_; }
+  const std::string& channel() const noexcept { return settings_.channel; }
 
  private:
+  std::vector<StoredMessage> stored_messages(const pqxx::result& rows) const;
+  std::int64_t cap() const noexcept;
+
+  Settings settings_;
   std::string qualified_name_;  // "schema"."table", quoted by the server's rules
   std::string key_name_;
   std::string index_name_;
-  std::string channel_;
 };
 
 }  // namespace syncbus::detail

@@ -22,25 +22,20 @@ inline void raw_notify(const std::string& url, const std::string& channel,
   pqxx::nontransaction(connection).exec_params("SELECT pg_notify($1, $2)", channel, payload);
 }
 
-/// Which of a bus's two connections to act on. Both carry the bus's
-/// application_name; they are told apart by their last statement: only the
-/// listener runs LISTEN, spill fetches, catch-up reads and pings.
+/// Which of a bus's two connections to act on: the publisher's carries the
+/// bus's application_name, the listener's the same followed by ":listen".
 enum class BusConnection { listener, publisher };
 
 /// Terminates the backend of a bus connection (by application_name); returns
 /// how many were terminated.
 inline int terminate_backend(const std::string& url, const std::string& application_name,
                              BusConnection which) {
-  const std::string listener_statement =
-      "(query LIKE 'LISTEN %' OR query LIKE 'SELECT k.origin, k.sequence, s.body FROM %' OR "
-      "query LIKE 'SELECT origin, sequence, body FROM %' OR query = 'SELECT 1')";
   pqxx::connection admin(url);
   return pqxx::nontransaction(admin)
       .exec_params1(
           "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-          "WHERE application_name = $1 AND " +
-              std::string(which == BusConnection::listener ? "" : "NOT ") + listener_statement,
-          application_name)[0]
+          "WHERE application_name = $1",
+          application_name + (which == BusConnection::listener ? ":listen" : ""))[0]
       .as<int>();
 }
 
@@ -77,6 +72,57 @@ inline std::string test_database_url() {
   }
   return "";
 }
+
+/// A throwaway server of a test's own (tests/pg/test_server.sh), for tests
+/// that freeze, stop or restart it, or stand other servers beside it.
+class DedicatedServer {
+ public:
+  DedicatedServer() {
+    char pattern[] = "/tmp/syncbus-test-server.XXXXXX";
+    state_ = ::mkdtemp(pattern);
+    started_ = control("start");
+    if (started_) url_ = read_line("url");
+  }
+  ~DedicatedServer() {
+    control("thaw");  // a frozen postmaster would not stop
+    control("stop");
+    std::system(("rm -rf '" + state_ + "'").c_str());
+  }
+  DedicatedServer(const DedicatedServer&) = delete;
+  DedicatedServer& operator=(const DedicatedServer&) = delete;
+
+  bool started() const { return started_; }
+  const std::string& url() const { return url_; }
+  void freeze() { ASSERT_TRUE(control("freeze")); }
+  void thaw() { ASSERT_TRUE(control("thaw")); }
+  void down(const std::string& mode) { ASSERT_TRUE(control("down", mode)); }
+  void up() { ASSERT_TRUE(control("up")); }
+  /// Starts a hot standby streaming from this server; returns its conninfo
+  /// ("" when it could not be started).
+  std::string start_replica() { return control("replica") ? read_line("replica_url") : ""; }
+  /// Starts PgBouncer in `pool_mode` in front of this server; returns its
+  /// conninfo ("" when it could not be started, e.g. not installed).
+  std::string start_pgbouncer(const std::string& pool_mode) {
+    return control("pgbouncer", pool_mode) ? read_line("pgbouncer_url") : "";
+  }
+
+ private:
+  bool control(const std::string& action, const std::string& argument = "") {
+    const std::string command = "env -u SYNCBUS_TEST_DATABASE_URL '" SYNCBUS_TEST_SERVER_SCRIPT
+                                "' " +
+                                action + " '" + state_ + "' " + argument + " > /dev/null";
+    return std::system(command.c_str()) == 0;
+  }
+  std::string read_line(const std::string& file) const {
+    std::ifstream in(state_ + "/" + file);
+    std::string line;
+    std::getline(in, line);
+    return line;
+  }
+  std::string state_;
+  std::string url_;
+  bool started_ = false;
+};
 
 /// Base fixture of tests that need PostgreSQL. Without a server it skips,
 /// except under CI=true, where it fails: CI never skips silently.

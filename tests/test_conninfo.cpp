@@ -45,5 +45,24 @@ TEST(Conninfo, InvalidStringIsAConfigurationErrorThatDoesNotEchoIt) {
   }
 }
 
+TEST(Conninfo, APasswordQuotedByLibpqInAnErrorIsRedacted) {
+  // libpq quotes the token it cannot decode: here, the password.
+  for (const std::string conninfo :
+       {"postgresql://app:pa%zzw0rd@db/app", "postgresql://app:pa%zzw0rd@db:5432/app?x=1"}) {
+    try {
+      with_connection_options(conninfo, {}, {});
+      FAIL() << "an invalid URI was accepted";
+    } catch (const configuration_error& e) {
+      const std::string what = e.what();
+      EXPECT_EQ(what.find("zzw0rd"), std::string::npos) << what;
+      EXPECT_NE(what.find("percent-encoded"), std::string::npos) << what;
+    }
+  }
+  EXPECT_EQ(redacted("failed for hunter2 and hunter2", "host=db password=hunter2"),
+            "failed for ******** and ********");
+  EXPECT_EQ(redacted("x 's3cr t' y", "host=db password='s3cr t'"), "x '********' y");
+  EXPECT_EQ(redacted("nothing to hide", "host=db"), "nothing to hide");
+}
+
 }  // namespace
 }  // namespace syncbus::detail

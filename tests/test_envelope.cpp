@@ -136,5 +136,36 @@ TEST(Envelope, ErrorMessagesQuoteOnlyAnExcerptOfHugeGarbage) {
   }
 }
 
+TEST(Envelope, OversizedOrDeeplyNestedInputIsRejectedBeforeParsing) {
+  // NOTIFY payloads are shorter than 8000 bytes: anything longer is not one.
+  EXPECT_THROW(decode_envelope(encode_inline("a", 1, '"' + std::string(8000, 'x') + '"')),
+               protocol_error);
+  // A body may nest 256 levels; an envelope adds one or two (a batch), and
+  // one nesting deeper than the body's limit plus two is refused unparsed.
+  const auto nested = [](std::size_t depth) {
+    return std::string(depth, '[') + std::string(depth, ']');
+  };
+  EXPECT_NO_THROW(decode_envelope(encode_inline("a", 1, nested(max_body_depth))));
+  EXPECT_NO_THROW(decode_envelope(encode_batch("a", 1, {nested(max_body_depth), "1"})));
+  EXPECT_THROW(decode_envelope(encode_inline("a", 1, nested(max_body_depth + 2))), protocol_error);
+  EXPECT_THROW(decode_envelope(std::string(4000, '[')), protocol_error);
+  // Brackets inside strings are text, escaped quotes included.
+  EXPECT_FALSE(nesting_exceeds(R"(["[[[[\"[[[["])", 1));
+  EXPECT_TRUE(nesting_exceeds(R"([[1]])", 1));
+}
+
+TEST(Envelope, SpilledBodiesAreCappedInSizeAndDepth) {
+  EXPECT_EQ(parse_body(R"({"a":1})", 7), nlohmann::json({{"a", 1}}));
+  EXPECT_THROW(parse_body(R"({"a":1})", 6), protocol_error);
+  EXPECT_THROW(parse_body(std::string(300, '[') + std::string(300, ']'), 1000), protocol_error);
+}
+
+TEST(Envelope, PublishingATooDeeplyNestedBodyIsRefused) {
+  nlohmann::json deep = 1;
+  for (std::size_t i = 0; i < max_body_depth; ++i) deep = nlohmann::json::array({deep});
+  EXPECT_NO_THROW(serialize_body(deep, false));
+  EXPECT_THROW(serialize_body(nlohmann::json::array({deep}), false), invalid_message);
+}
+
 }  // namespace
 }  // namespace syncbus::detail

@@ -19,45 +19,10 @@ namespace {
 
 using namespace std::chrono_literals;
 using testing::Collector;
+using testing::DedicatedServer;
 using testing::EventLog;
 using testing::eventually;
 using testing::unique_channel;
-
-// A throwaway server of this test's own.
-class DedicatedServer {
- public:
-  DedicatedServer() {
-    char pattern[] = "/tmp/syncbus-fault-test.XXXXXX";
-    state_ = ::mkdtemp(pattern);
-    started_ = control("start");
-    if (started_) {
-      std::ifstream file(state_ + "/url");
-      std::getline(file, url_);
-    }
-  }
-  ~DedicatedServer() {
-    control("thaw");  // a frozen postmaster would not stop
-    control("stop");
-    std::system(("rm -rf '" + state_ + "'").c_str());
-  }
-  bool started() const { return started_; }
-  const std::string& url() const { return url_; }
-  void freeze() { ASSERT_TRUE(control("freeze")); }
-  void thaw() { ASSERT_TRUE(control("thaw")); }
-  void down(const std::string& mode) { ASSERT_TRUE(control("down", mode)); }
-  void up() { ASSERT_TRUE(control("up")); }
-
- private:
-  bool control(const std::string& action, const std::string& mode = "") {
-    const std::string command = "env -u SYNCBUS_TEST_DATABASE_URL '" SYNCBUS_TEST_SERVER_SCRIPT
-                                "' " +
-                                action + " '" + state_ + "' " + mode + " > /dev/null";
-    return std::system(command.c_str()) == 0;
-  }
-  std::string state_;
-  std::string url_;
-  bool started_ = false;
-};
 
 // A listening bus and a publishing bus that have exchanged a first message.
 struct ListenerAndPublisher {

@@ -60,6 +60,17 @@ TEST(PgErrors, AMissingPrivilegeKeepsItsSqlstate) {
   }
 }
 
+TEST(PgErrors, ASqlstateLibpqxxLeftOutIsRecoveredFromTheType) {
+  // libpqxx 6.4 throws insufficient_privilege without its code.
+  try {
+    translate(pqxx::insufficient_privilege("ERROR:  permission denied for table t", "DELETE"));
+    FAIL();
+  } catch (const database_error& e) {
+    EXPECT_EQ(e.sqlstate(), "42501");
+    EXPECT_NE(std::string(e.what()).find("docs/OPERATIONS.md"), std::string::npos) << e.what();
+  }
+}
+
 TEST(PgErrors, SyncbusErrorsPassThroughUnchanged) {
   EXPECT_THROW(translate(payload_too_large("x", 9000, 8000)), payload_too_large);
 }

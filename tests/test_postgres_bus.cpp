@@ -237,13 +237,15 @@ TEST_F(PostgresBusTest, ConnectionsCarryAnApplicationName) {
   auto o = options(channel);
   o.instance_id = "app-name-test";
   PostgresClusterBus bus(o);
-  pqxx::connection connection(url());
-  const auto rows =
-      pqxx::nontransaction(connection)
-          .exec_params("SELECT count(*) FROM pg_stat_activity WHERE application_name = $1",
-                       "syncbus:" + bus.instance_id());
-  EXPECT_EQ(rows[0][0].as<int>(), 2);  // publisher and listener
+  const auto name = "syncbus:" + bus.instance_id();
+  EXPECT_EQ(testing::sessions_named(url(), name), 1) << "the publisher";
+  EXPECT_EQ(testing::sessions_named(url(), name + ":listen"), 1) << "the listener";
   EXPECT_EQ(bus.instance_id().rfind("app-name-test.", 0), 0u) << "the name, then this run's part";
+
+  o.application_name = "billing-engine";
+  PostgresClusterBus named(o);
+  EXPECT_EQ(testing::sessions_named(url(), "billing-engine"), 1);
+  EXPECT_EQ(testing::sessions_named(url(), "billing-engine:listen"), 1);
 }
 
 // Instances are restarted under the same configured name (a host or pod

@@ -10,6 +10,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <syncbus/bus_stats.hpp>
 #include <syncbus/cluster_bus.hpp>
@@ -36,10 +37,26 @@ struct PostgresBusOptions {
   /// "host=127.0.0.1 port=5432 dbname=app user=app".
   std::string conninfo;
   /// The NOTIFY channel: every bus on the same channel and database hears
-  /// the others. Used exactly as written (case-sensitive); 1 to 63 bytes.
+  /// the others. Used exactly as written (case-sensitive, quoted): 1 to 63
+  /// bytes of UTF-8. Longer names are refused, never truncated.
   std::string channel = "absolutejs_sync_cluster";
-  /// See SpillMode.
+  /// See SpillMode. SpillMode::always is also the confidential mode: the
+  /// NOTIFY, which any role that can connect may LISTEN to, then carries
+  /// only a pointer, and the table's grants decide who reads the bodies
+  /// (docs/SECURITY.md).
   SpillMode spill = SpillMode::overflow;
+  /// Shared secrets for message authentication (HMAC-SHA256): when set,
+  /// every envelope and spilled body is signed with the first, and anything
+  /// received that is unsigned or signed with none of them is dropped and
+  /// reported before it can be delivered or mistaken for a duplicate. List
+  /// a new secret first and keep the old one after it while rotating. Each
+  /// at least 16 bytes (32 random bytes recommended). Never shown in errors.
+  /// Empty: off (any role that can connect could forge messages).
+  std::vector<std::string> secrets;
+  /// The largest message body, in bytes of JSON: publish() refuses larger
+  /// ones (payload_too_large), and a listener refuses a spilled body larger
+  /// than this without loading it. Same on every bus of a channel.
+  std::size_t max_message_bytes = 64 * 1024 * 1024;
   /// Receives listener-side errors (invalid payloads on the channel, spill
   /// rows that are gone, lost connections, exceptions thrown by handlers).
   /// Called on a thread of the bus; must not block for long. Exceptions it
@@ -110,8 +127,10 @@ struct PostgresBusOptions {
   /// managed by migrations (see docs/OPERATIONS.md for the SQL); construction
   /// then fails with a clear error if the table is missing.
   bool create_spill_table = true;
-  /// application_name of the bus's connections (visible in
-  /// pg_stat_activity). Empty: "syncbus:" followed by the instance id.
+  /// application_name of the bus's publishing connection, visible in
+  /// pg_stat_activity; its listening connection's is the same followed by
+  /// ":listen". Empty: "syncbus:" followed by the instance id. (PostgreSQL
+  /// keeps the first 63 bytes.)
   std::string application_name;
 };
 

@@ -10,6 +10,13 @@
 #   test_server.sh down   STATE_DIR [fast|immediate]  stop it, keeping its data
 #   test_server.sh up     STATE_DIR  start it again on the same port
 #
+# Other servers in front of it or beside it (stopped with it):
+#   test_server.sh replica   STATE_DIR  a hot standby streaming from it;
+#                                       writes STATE_DIR/replica_url
+#   test_server.sh pgbouncer STATE_DIR MODE  PgBouncer in pool_mode MODE
+#                                       (session, transaction) in front of it;
+#                                       writes STATE_DIR/pgbouncer_url
+#
 # When SYNCBUS_TEST_DATABASE_URL is set, that server is used and nothing is
 # started. Otherwise a cluster is created in a fresh /tmp directory (initdb
 # --auth=trust --no-sync), run as the postgres user when we are root (the
@@ -93,18 +100,85 @@ start() {
   exit 1
 }
 
+free_port() {
+  local port
+  for _ in $(seq 1 50); do
+    port=$((20000 + RANDOM % 30000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
+  done
+  echo "test_server.sh: no free port found" >&2
+  exit 1
+}
+
+replica() {
+  local dir bindir port
+  dir=$(local_cluster)
+  bindir=$(find_bindir)
+  port=$(free_port)
+  as_server_user "$bindir/pg_basebackup" -h 127.0.0.1 -p "$(cat "$state/port")" -U postgres \
+    -D "$dir/replica" -R -X stream > "$dir/replica-basebackup.log" 2>&1 || {
+      cat "$dir/replica-basebackup.log" >&2; exit 1; }
+  as_server_user "$bindir/pg_ctl" -D "$dir/replica" -l "$dir/replica.log" -w -t 30 \
+    -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$dir -c hot_standby=on -c max_connections=300" \
+    start > /dev/null || { cat "$dir/replica.log" >&2; exit 1; }
+  echo "host=127.0.0.1 port=$port dbname=postgres user=postgres" > "$state/replica_url"
+}
+
+pgbouncer() {
+  local mode=${1:?usage: test_server.sh pgbouncer STATE_DIR session|transaction} dir port
+  dir=$(local_cluster)
+  if ! command -v pgbouncer > /dev/null; then
+    echo "test_server.sh: pgbouncer is not installed (apt-get install pgbouncer)" >&2
+    exit 1
+  fi
+  port=$(free_port)
+  echo '"postgres" ""' > "$dir/pgbouncer-users.txt"
+  cat > "$dir/pgbouncer-$mode.ini" <<INI
+[databases]
+postgres = host=127.0.0.1 port=$(cat "$state/port") dbname=postgres
+[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = $port
+unix_socket_dir =
+auth_type = trust
+auth_file = $dir/pgbouncer-users.txt
+pool_mode = $mode
+logfile = $dir/pgbouncer-$mode.log
+pidfile = $dir/pgbouncer-$mode.pid
+INI
+  if [[ $(id -u) -eq 0 ]]; then chown postgres: "$dir/pgbouncer-$mode.ini" "$dir/pgbouncer-users.txt"; fi
+  as_server_user pgbouncer -d -q "$dir/pgbouncer-$mode.ini" || {
+    cat "$dir/pgbouncer-$mode.log" >&2; exit 1; }
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "host=127.0.0.1 port=$port dbname=postgres user=postgres" > "$state/pgbouncer_url"
+      return
+    fi
+    sleep 0.05
+  done
+  echo "test_server.sh: pgbouncer did not start; its log:" >&2
+  cat "$dir/pgbouncer-$mode.log" >&2 || true
+  exit 1
+}
+
 stop() {
   if [[ -f "$state/cluster" ]]; then
     local dir bindir
     dir=$(cat "$state/cluster")
     bindir=$(find_bindir)
+    for pidfile in "$dir"/pgbouncer-*.pid; do
+      [[ -f "$pidfile" ]] && kill "$(cat "$pidfile")" 2> /dev/null || true
+    done
+    if [[ -d "$dir/replica" ]]; then
+      as_server_user "$bindir/pg_ctl" -D "$dir/replica" -m immediate -w stop > /dev/null 2>&1 || true
+    fi
     if [[ -d "$dir/data" ]]; then
       as_server_user "$bindir/pg_ctl" -D "$dir/data" -m immediate -w stop > /dev/null 2>&1 || true
     fi
     rm -rf "$dir"
     rm -f "$state/cluster"
   fi
-  rm -f "$state/url" "$state/port"
+  rm -f "$state/url" "$state/port" "$state/replica_url" "$state/pgbouncer_url"
 }
 
 case "$action" in
@@ -114,5 +188,7 @@ case "$action" in
   thaw) signal_all CONT ;;
   down) as_server_user "$(find_bindir)/pg_ctl" -D "$(local_cluster)/data" -m "${3:-fast}" -w stop > /dev/null ;;
   up) server_start "$(find_bindir)" "$(local_cluster)" "$(cat "$state/port")" ;;
-  *) echo "usage: test_server.sh start|stop|freeze|thaw|down|up STATE_DIR" >&2; exit 2 ;;
+  replica) replica ;;
+  pgbouncer) pgbouncer "${3:-}" ;;
+  *) echo "usage: test_server.sh start|stop|freeze|thaw|down|up|replica|pgbouncer STATE_DIR" >&2; exit 2 ;;
 esac

@@ -1,0 +1,45 @@
+#include "preflight.hpp"
+
+#include <syncbus/errors.hpp>
+
+#include <fmt/format.h>
+#include <pqxx/nontransaction>
+
+namespace syncbus::detail {
+
+ServerFacts read_server_facts(pqxx::connection_base& session) {
+  pqxx::nontransaction query(session);
+  const auto row = query.exec1(
+      "SELECT current_setting('server_version_num')::int, current_setting('server_version'), "
+      "pg_is_in_recovery()");
+  return {row[0].as<int>(), row[1].as<std::string>(), row[2].as<bool>()};
+}
+
+void check_server(const ServerFacts& facts) {
+  if (facts.version_num < min_server_version) {
+    throw configuration_error(
+        fmt::format("syncbus: the server runs PostgreSQL {} ({}); syncbus needs {} or later",
+                    facts.version, facts.version_num, min_server_version / 10000));
+  }
+  if (facts.in_recovery) {
+    throw configuration_error(
+        "syncbus: the server is a standby in recovery: LISTEN and pg_notify() fail there and "
+        "nothing is delivered. Connect the bus to the primary (with several hosts in the "
+        "conninfo, add target_session_attrs=read-write)");
+  }
+}
+
+void check_privileges(const std::vector<SpillStore::MissingPrivilege>& missing) {
+  if (missing.empty()) return;
+  std::string what, grants;
+  for (const auto& m : missing) {
+    what += (what.empty() ? "" : ", ") + m.what;
+    grants += "\n  " + m.grant;
+  }
+  throw configuration_error(
+      fmt::format("syncbus: this role lacks privileges the bus needs: {}. Grant them with:{}\nSee "
+                  "docs/OPERATIONS.md for the grants each role needs",
+                  what, grants));
+}
+
+}  // namespace syncbus::detail

@@ -1,0 +1,36 @@
+#pragma once
+// Start-up checks: everything a bus needs from its server is verified at
+// construction, with an error that says what to fix, rather than discovered
+// later (at the first oversized message, or never: a standby delivers
+// nothing, a transaction pooler silently loses LISTEN).
+
+#include <pqxx/connection_base>
+
+#include <string>
+#include <vector>
+
+#include "spill_store.hpp"
+
+namespace syncbus::detail {
+
+/// The oldest PostgreSQL the bus supports (server_version_num).
+inline constexpr int min_server_version = 100000;
+
+/// What the bus needs to know of a server before using it.
+struct ServerFacts {
+  int version_num = 0;       // e.g. 150004
+  std::string version;       // e.g. "15.4 (Debian 15.4-1)"
+  bool in_recovery = false;  // a hot standby
+};
+
+/// Reads them over `session` (one round trip).
+ServerFacts read_server_facts(pqxx::connection_base& session);
+
+/// Throws configuration_error when the server is too old or in recovery.
+void check_server(const ServerFacts& facts);
+
+/// Throws configuration_error listing every missing privilege and the
+/// statements that grant them; returns when nothing is missing.
+void check_privileges(const std::vector<SpillStore::MissingPrivilege>& missing);
+
+}  // namespace syncbus::detail

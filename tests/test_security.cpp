@@ -1,0 +1,588 @@
+// Hostile input and least privilege, against a real PostgreSQL: what a
+// stranger on the channel, a hostile configuration value or a narrow role
+// can do to a bus (docs/SECURITY.md lists each case and its test).
+#include <syncbus/errors.hpp>
+#include <syncbus/postgres_bus.hpp>
+
+#include <gtest/gtest.h>
+#include <pqxx/pqxx>
+
+#include <unistd.h>
+#include <set>
+
+#include "conninfo.hpp"
+#include "envelope.hpp"
+#include "message_auth.hpp"
+#include "pg_helpers.hpp"
+#include "test_support.hpp"
+
+namespace syncbus {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::Collector;
+using testing::DedicatedServer;
+using testing::EventLog;
+using testing::eventually;
+using testing::unique_channel;
+
+const std::string secret = "a shared secret, 32 bytes long..";
+const std::string other_secret = "another secret of enough length.";
+
+// A session that LISTENs on a channel, as any role that can connect may.
+class Eavesdropper {
+ public:
+  Eavesdropper(const std::string& url, const std::string& channel) : connection_(url) {
+    receiver_ = std::make_unique<Receiver>(connection_, channel, payloads_);
+  }
+  // Every payload that arrived within `wait` (at least `count` of them).
+  std::vector<std::string> payloads(std::size_t count, std::chrono::milliseconds wait = 5s) {
+    const auto deadline = std::chrono::steady_clock::now() + wait;
+    while (payloads_.size() < count && std::chrono::steady_clock::now() < deadline) {
+      connection_.await_notification(0, 50000);
+    }
+    return payloads_;
+  }
+
+ private:
+  struct Receiver : pqxx::notification_receiver {
+    Receiver(pqxx::connection_base& c, const std::string& channel, std::vector<std::string>& out)
+        : pqxx::notification_receiver(c, channel), out_(out) {}
+    void operator()(const std::string& payload, int) override { out_.push_back(payload); }
+    std::vector<std::string>& out_;
+  };
+  pqxx::connection connection_;
+  std::vector<std::string> payloads_;
+  std::unique_ptr<Receiver> receiver_;
+};
+
+class SecurityTest : public testing::PostgresTest {
+ protected:
+  PostgresBusOptions signed_options(const std::string& channel, EventLog* log = nullptr,
+                                    std::vector<std::string> secrets = {secret}) const {
+    auto o = options(channel);
+    o.secrets = std::move(secrets);
+    o.heartbeat_interval = 0ms;
+    if (log != nullptr) {
+      o.on_error = log->error_handler();
+      o.on_gap = log->gap_handler();
+    }
+    return o;
+  }
+  std::string forged(const std::string& origin, std::uint64_t sequence,
+                     const std::string& body) const {
+    return R"({"v":1,"origin":")" + origin + R"(","seq":)" + std::to_string(sequence) +
+           R"(,"body":)" + body + "}";
+  }
+};
+
+// The threat, shown: without a secret, anyone who can connect can speak for
+// any bus, and a forgery that guesses the next sequence number hides the
+// genuine message behind it.
+TEST_F(SecurityTest, WithoutASecretAForgeryIsDeliveredAndHidesTheGenuineMessage) {
+  const auto channel = unique_channel("forged_plain");
+  PostgresClusterBus victim(options(channel));
+  PostgresClusterBus receiver(options(channel));
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  victim.publish("genuine 1");
+  ASSERT_TRUE(seen.wait_for_count(1));
+  raw_notify(channel, forged(victim.instance_id(), 2, R"("forged 2")"));
+  ASSERT_TRUE(seen.wait_for_count(2));
+  victim.publish("genuine 2");
+  victim.publish("genuine 3");
+  ASSERT_TRUE(seen.wait_for_count(3));
+  std::this_thread::sleep_for(200ms);
+  std::vector<std::string> bodies;
+  for (const auto& m : seen.messages()) bodies.push_back(m.body.get<std::string>());
+  EXPECT_EQ(bodies, (std::vector<std::string>{"genuine 1", "forged 2", "genuine 3"}));
+  EXPECT_EQ(receiver.stats().duplicates_dropped, 1u) << "genuine 2 taken for a repeat";
+}
+
+TEST_F(SecurityTest, WithASecretForgeriesAndReplaysAreDroppedAndEveryGenuineMessageArrives) {
+  const auto channel = unique_channel("forged_signed");
+  const auto elsewhere = unique_channel("replayed_elsewhere");
+  EventLog log;
+  PostgresClusterBus victim(signed_options(channel));
+  PostgresClusterBus receiver(signed_options(channel, &log));
+  EventLog elsewhere_log;
+  PostgresClusterBus receiver_elsewhere(signed_options(elsewhere, &elsewhere_log));
+  Collector seen, seen_elsewhere;
+  auto s = receiver.subscribe(seen.handler());
+  auto s2 = receiver_elsewhere.subscribe(seen_elsewhere.handler());
+  Eavesdropper wire(url(), channel);
+
+  victim.publish("genuine 1");
+  const auto captured = wire.payloads(1).at(0);
+  EXPECT_NE(captured.find(R"(,"mac":")"), std::string::npos) << captured;
+  const auto id = victim.instance_id();
+  std::size_t forgeries = 0;
+  const auto attack = [&](const std::string& target, const std::string& payload) {
+    raw_notify(target, payload);
+    if (target == channel) ++forgeries;
+  };
+  // Unsigned, as a bus without the secret would send it.
+  attack(channel, forged(id, 2, R"("forged 2")"));
+  // Signed, but with another key.
+  const detail::MessageAuth impostor({other_secret});
+  attack(channel, impostor.sign_envelope(channel, forged(id, 2, R"("forged 2")")));
+  // The genuine envelope with its body changed, signature kept.
+  auto tampered = captured;
+  tampered.replace(tampered.find("genuine 1"), 9, "tampered!");
+  attack(channel, tampered);
+  // A heartbeat claiming messages that never existed (a false gap).
+  attack(channel, R"({"v":1,"origin":")" + id + R"(","seq":99,"heartbeat":true,"mac":")" +
+                      std::string(64, 'a') + R"("})");
+  // The genuine envelope replayed: on its own channel it is a repeat, on
+  // another it is refused (the channel is signed).
+  raw_notify(channel, captured);
+  attack(elsewhere, captured);
+
+  victim.publish("genuine 2");
+  victim.publish("genuine 3");
+  ASSERT_TRUE(seen.wait_for_count(3));
+  ASSERT_TRUE(eventually([&] { return log.errors().size() >= forgeries; }));
+  std::this_thread::sleep_for(200ms);
+  std::vector<std::string> bodies;
+  for (const auto& m : seen.messages()) bodies.push_back(m.body.get<std::string>());
+  EXPECT_EQ(bodies, (std::vector<std::string>{"genuine 1", "genuine 2", "genuine 3"}));
+  EXPECT_EQ(log.errors().size(), forgeries) << "each forgery reported once";
+  EXPECT_TRUE(log.gaps().empty()) << "a forged heartbeat must not invent a gap";
+  EXPECT_EQ(receiver.stats().duplicates_dropped, 1u) << "only the replay";
+  EXPECT_EQ(seen_elsewhere.size(), 0u);
+  ASSERT_TRUE(eventually([&] { return elsewhere_log.errors().size() == 1; }));
+  EXPECT_EQ(elsewhere_log.errors_containing("matches none of the secrets"), 1u);
+}
+
+TEST_F(SecurityTest, SecretsRotateSigningWithTheFirstAndAcceptingEach) {
+  const auto channel = unique_channel("rotation");
+  // Mid-rotation: the publisher already signs with the new secret; a
+  // receiver that knows both accepts it, one that knows only the old refuses.
+  PostgresClusterBus rotated(signed_options(channel, nullptr, {other_secret, secret}));
+  PostgresClusterBus knows_both(signed_options(channel, nullptr, {secret, other_secret}));
+  EventLog old_log;
+  PostgresClusterBus knows_old(signed_options(channel, &old_log, {secret}));
+  Collector both, old;
+  auto s1 = knows_both.subscribe(both.handler());
+  auto s2 = knows_old.subscribe(old.handler());
+  rotated.publish("signed with the new secret");
+  rotated.publish(std::string(9000, 'n'));  // and a spilled one
+  ASSERT_TRUE(both.wait_for_count(2));
+  ASSERT_TRUE(eventually([&] { return old_log.errors().size() == 2; }));
+  EXPECT_EQ(old.size(), 0u);
+}
+
+TEST_F(SecurityTest, ATamperedOrUnsignedSpillRowIsRefusedEvenUnderAGenuinePointer) {
+  const auto channel = unique_channel("tampered_row");
+  auto sender_options = signed_options(channel);
+  sender_options.spill = SpillMode::always;
+  PostgresClusterBus sender(sender_options);
+  Eavesdropper wire(url(), channel);
+  sender.publish("one");
+  sender.publish("two");
+  const auto pointers = wire.payloads(2);
+  ASSERT_EQ(pointers.size(), 2u);
+
+  // Someone with write access to the table rewrites one row and strips the
+  // other's signature; the genuine, signed pointers then reach a listener.
+  pqxx::connection admin(url());
+  pqxx::nontransaction(admin).exec_params(
+      "UPDATE public.sync_cluster_spill SET mac = NULL WHERE channel = $1 AND sequence = 1",
+      channel);
+  pqxx::nontransaction(admin).exec_params(
+      "UPDATE public.sync_cluster_spill SET body = '\"tampered\"' WHERE channel = $1 AND "
+      "sequence = 2",
+      channel);
+  EventLog log;
+  auto receiver_options = signed_options(channel, &log);
+  receiver_options.spill = SpillMode::always;
+  PostgresClusterBus receiver(receiver_options);
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  for (const auto& pointer : pointers) raw_notify(channel, pointer);
+  ASSERT_TRUE(eventually([&] { return log.errors().size() == 2; })) << log.errors().size();
+  EXPECT_EQ(log.errors_containing("carries no signature"), 1u);
+  EXPECT_EQ(log.errors_containing("matches none of the secrets"), 1u);
+  sender.publish("three");
+  ASSERT_TRUE(seen.wait_for_count(1));
+  std::this_thread::sleep_for(100ms);
+  ASSERT_EQ(seen.size(), 1u) << "nothing read from a tampered row";
+  EXPECT_EQ(seen.messages()[0].body, "three");
+  // Each refused row is an exact gap, at once.
+  const auto gaps = log.known_gaps();
+  ASSERT_EQ(gaps.size(), 2u);
+  EXPECT_EQ(gaps[0].first_missing, 1u);
+  EXPECT_EQ(gaps[1].first_missing, 2u);
+}
+
+TEST_F(SecurityTest, AForgedPointerToAPlantedRowIsRefused) {
+  const auto channel = unique_channel("planted");
+  EventLog log;
+  PostgresClusterBus receiver(signed_options(channel, &log));
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  pqxx::connection admin(url());
+  pqxx::nontransaction(admin).exec_params(
+      "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) "
+      "VALUES ($1, 'planted', 1, '\"planted\"')",
+      channel);
+  // A pointer signed with the right secret (as if captured and edited is not
+  // possible: the MAC covers it), but the row carries no signature of its own.
+  detail::MessageAuth auth({secret});
+  raw_notify(channel, auth.sign_envelope(channel, detail::encode_spill_pointer("planted", 1)));
+  ASSERT_TRUE(eventually([&] { return log.errors_containing("carries no signature") == 1; }));
+  ASSERT_TRUE(eventually([&] { return log.known_gaps().size() == 1; }));
+  EXPECT_EQ(seen.size(), 0u);
+}
+
+TEST_F(SecurityTest, AlwaysModeShowsAStrangerOnTheChannelOnlyPointers) {
+  const auto channel = unique_channel("confidential");
+  auto o = options(channel);
+  o.spill = SpillMode::always;
+  PostgresClusterBus bus(o);
+  Eavesdropper stranger(url(), channel);
+  bus.publish({{"card", "4111 1111 1111 1111"}});
+  const auto seen_on_the_wire = stranger.payloads(1).at(0);
+  EXPECT_EQ(seen_on_the_wire.find("4111"), std::string::npos) << seen_on_the_wire;
+  EXPECT_NE(seen_on_the_wire.find(R"("spilled":true)"), std::string::npos);
+}
+
+TEST_F(SecurityTest, AnOversizedSpillRowIsRefusedWithoutBeingLoaded) {
+  const auto channel = unique_channel("oversized_row");
+  EventLog log;
+  auto o = options(channel);
+  o.max_message_bytes = 1000;
+  o.on_error = log.error_handler();
+  o.on_gap = log.gap_handler();
+  PostgresClusterBus receiver(o);
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  EXPECT_THROW(receiver.publish(std::string(2000, 'x')), payload_too_large);
+  pqxx::connection admin(url());
+  pqxx::nontransaction(admin).exec_params(
+      "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) "
+      "VALUES ($1, 'big', 1, repeat('x', 5000000))",
+      channel);
+  raw_notify(channel, detail::encode_spill_pointer("big", 1));
+  raw_notify(channel, forged("big", 2, R"("small")"));
+  ASSERT_TRUE(seen.wait_for_count(1));
+  EXPECT_EQ(seen.messages()[0].body, "small");
+  EXPECT_EQ(log.errors_containing("5000000 bytes"), 1u);
+  // Refused, so lost: an exact gap at once (even as the origin's first message).
+  ASSERT_EQ(log.known_gaps().size(), 1u);
+  EXPECT_EQ(log.known_gaps()[0].first_missing, 1u);
+  EXPECT_EQ(log.known_gaps()[0].last_missing, 1u);
+}
+
+// Names from configuration (environment variables): each is refused with a
+// clear error or used exactly as written, and none runs as SQL.
+TEST_F(SecurityTest, HostileChannelNamesRoundTripExactlyOrAreRefused) {
+  const std::vector<std::string> accepted = {
+      "x",
+      "MixedCase_Channel",
+      "mixedcase_channel",  // a different channel from the one above
+      "quote\"and'apostrophe",
+      "; DROP TABLE sentinel_channels_" + std::to_string(::getpid()) + "; --",
+      "comment/* */--",
+      "back\\slash\\\\",
+      "unicode_канал_🚀_語",
+      "space and\ttab",
+      std::string(63, 'c')};
+  pqxx::connection admin(url());
+  const auto sentinel = "sentinel_channels_" + std::to_string(::getpid());
+  pqxx::nontransaction(admin).exec("CREATE TABLE IF NOT EXISTS " + sentinel + " (id int); " +
+                                   "TRUNCATE " + sentinel + "; INSERT INTO " + sentinel +
+                                   " VALUES (1)");
+  std::vector<std::unique_ptr<PostgresClusterBus>> buses;
+  std::vector<std::unique_ptr<Collector>> seen;
+  std::vector<Subscription> subscriptions;
+  const auto suffix = std::to_string(::getpid() % 1000);
+  std::vector<std::string> channels;
+  for (auto name : accepted) {
+    if (name.size() < 60) name += suffix;  // unique to this run
+    channels.push_back(name);
+    buses.push_back(std::make_unique<PostgresClusterBus>(options(name)));
+    seen.push_back(std::make_unique<Collector>());
+    subscriptions.push_back(buses.back()->subscribe(seen.back()->handler()));
+  }
+  for (std::size_t i = 0; i < buses.size(); ++i) {
+    EXPECT_EQ(buses[i]->channel(), channels[i]);
+    buses[i]->publish(channels[i]);
+    buses[i]->publish({{"channel", channels[i]}, {"pad", std::string(9000, 'p')}});  // spilled
+  }
+  for (std::size_t i = 0; i < buses.size(); ++i) {
+    ASSERT_TRUE(seen[i]->wait_for_count(2)) << channels[i];
+    std::this_thread::sleep_for(50ms);
+    const auto messages = seen[i]->messages();
+    ASSERT_EQ(messages.size(), 2u) << "exactly its own channel's messages: " << channels[i];
+    EXPECT_EQ(messages[0].body, channels[i]);
+    EXPECT_EQ(messages[1].body["channel"], channels[i]);
+  }
+  // Each name reached PostgreSQL exactly: the spilled rows carry it.
+  for (const auto& name : channels) {
+    EXPECT_EQ(pqxx::nontransaction(admin)
+                  .exec_params1("SELECT count(*) FROM public.sync_cluster_spill WHERE channel = $1",
+                                name)[0]
+                  .as<int>(),
+              1)
+        << name;
+  }
+  EXPECT_EQ(pqxx::nontransaction(admin).exec1("SELECT count(*) FROM " + sentinel)[0].as<int>(), 1)
+      << "no name ran as SQL";
+
+  for (const auto& refused : {std::string(), std::string(64, 'c'), std::string(200, 'd'),
+                              std::string("nul\0inside", 10), std::string("bad\xff utf8")}) {
+    try {
+      PostgresClusterBus bus(options(refused));
+      ADD_FAILURE() << "accepted " << ::testing::PrintToString(refused);
+    } catch (const configuration_error& e) {
+      EXPECT_NE(std::string(e.what()).find("PostgresBusOptions::channel"), std::string::npos)
+          << e.what();
+    }
+  }
+}
+
+TEST_F(SecurityTest, HostileTableNamesAreQuotedNeverExecuted) {
+  pqxx::connection admin(url());
+  const auto sentinel = "sentinel_tables_" + std::to_string(::getpid());
+  pqxx::nontransaction(admin).exec("CREATE TABLE IF NOT EXISTS " + sentinel + " (id int); " +
+                                   "TRUNCATE " + sentinel + "; INSERT INTO " + sentinel +
+                                   " VALUES (1)");
+  const auto suffix = std::to_string(::getpid() % 100000);
+  const std::vector<std::pair<std::string, std::string>> names = {
+      {"public", "Spill\"Table;DROP TABLE " + sentinel + ";--"},
+      {"public", "spill/*comment*/" + suffix},
+      {"public", "таблица_🚀_" + suffix},
+      {"Hostile \"Schema\"" + suffix, "spill"},
+      {"public", std::string(56, 't') + suffix.substr(0, 5)}};
+  for (const auto& [schema, table] : names) {
+    pqxx::nontransaction(admin).exec("CREATE SCHEMA IF NOT EXISTS " + admin.quote_name(schema));
+    const auto channel = unique_channel("table_name");
+    auto o = options(channel);
+    o.spill_schema = schema;
+    o.spill_table = table;
+    PostgresClusterBus bus(o);
+    Collector seen;
+    auto s = bus.subscribe(seen.handler());
+    bus.publish(std::string(9000, 's'));
+    ASSERT_TRUE(seen.wait_for_count(1)) << table;
+    EXPECT_EQ(bus.vacuum(0ms), 1) << table;
+    // The table has exactly the name it was given.
+    EXPECT_EQ(pqxx::nontransaction(admin)
+                  .exec_params1("SELECT count(*) FROM pg_class c JOIN pg_namespace n ON "
+                                "n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+                                schema, table)[0]
+                  .as<int>(),
+              1)
+        << schema << "." << table;
+  }
+  EXPECT_EQ(pqxx::nontransaction(admin).exec1("SELECT count(*) FROM " + sentinel)[0].as<int>(), 1);
+  auto too_long = options(unique_channel("table_name"));
+  too_long.spill_table = std::string(64, 't');
+  EXPECT_THROW(PostgresClusterBus bus(too_long), configuration_error);
+}
+
+TEST_F(SecurityTest, SecretsNeverAppearInErrorsLogsOrStats) {
+  const std::string password = "pw-never-shown-4417";
+  // An unreachable server, a password in key=value form and in a URI that
+  // libpq cannot parse (it quotes the bad token: the password).
+  for (const std::string conninfo : {"host=127.0.0.1 port=1 connect_timeout=2 password=" + password,
+                                     "postgresql://app:" + password + "%zz@127.0.0.1:1/app"}) {
+    auto o = options(unique_channel("secret_conninfo"));
+    o.conninfo = conninfo;
+    try {
+      PostgresClusterBus bus(o);
+      ADD_FAILURE() << "connected to port 1";
+    } catch (const std::exception& e) {
+      EXPECT_EQ(std::string(e.what()).find(password), std::string::npos) << e.what();
+    }
+  }
+  // The HMAC secret, in what a bus reports about forgeries and in stats().
+  const auto channel = unique_channel("secret_hmac");
+  EventLog log;
+  PostgresClusterBus bus(signed_options(channel, &log));
+  raw_notify(channel, forged("x", 1, "1"));
+  detail::MessageAuth wrong({other_secret});
+  raw_notify(channel, wrong.sign_envelope(channel, forged("x", 1, "1")));
+  ASSERT_TRUE(eventually([&] { return log.errors().size() == 2; }));
+  for (const auto& e : log.errors()) {
+    EXPECT_EQ(e.find(secret), std::string::npos) << e;
+    EXPECT_EQ(e.find(other_secret), std::string::npos) << e;
+  }
+  EXPECT_EQ(bus.stats().last_error.find(secret), std::string::npos);
+}
+
+// Roles: what each needs, and what a bus says at construction when a grant
+// is missing. Each test works in a schema of its own, with the spill table
+// created ahead of time by the superuser (as a migration would).
+class PrivilegeTest : public testing::PostgresTest {
+ protected:
+  void SetUp() override {
+    testing::PostgresTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    admin_ = std::make_unique<pqxx::connection>(url());
+    const auto tag = std::to_string(::getpid()) + "_" + std::to_string(counter_++);
+    schema_ = "syncbus_t_priv_" + tag;
+    role_ = "syncbus_t_role_" + tag;
+    admin(sql("CREATE SCHEMA {0}; CREATE ROLE {1} LOGIN; GRANT USAGE ON SCHEMA {0} TO {1}", schema_,
+              role_));
+    // The migration: the table, made by the owner.
+    auto o = options(unique_channel("migration"));
+    o.spill_schema = schema_;
+    PostgresClusterBus owner(o);
+  }
+  void TearDown() override {
+    if (!admin_) return;
+    admin(sql("DROP SCHEMA {0} CASCADE; DROP OWNED BY {1}; DROP ROLE {1}", schema_, role_));
+  }
+  static std::string sql(std::string text, const std::string& zero, const std::string& one = "") {
+    for (std::string::size_type at; (at = text.find("{0}")) != std::string::npos;) {
+      text.replace(at, 3, zero);
+    }
+    for (std::string::size_type at; (at = text.find("{1}")) != std::string::npos;) {
+      text.replace(at, 3, one);
+    }
+    return text;
+  }
+  void admin(const std::string& sql) { pqxx::nontransaction(*admin_).exec(sql); }
+  void grant(const std::string& what) { admin(sql(what, schema_ + ".sync_cluster_spill", role_)); }
+  PostgresBusOptions as_role(SpillMode mode) const {
+    auto o = options(unique_channel("privileges"));
+    o.conninfo = detail::with_connection_options(url(), {{"user", role_}}, {});
+    o.spill_schema = schema_;
+    o.create_spill_table = false;
+    o.spill = mode;
+    return o;
+  }
+  std::string refusal(SpillMode mode) const {
+    try {
+      PostgresClusterBus bus(as_role(mode));
+    } catch (const configuration_error& e) {
+      return e.what();
+    }
+    return "";
+  }
+
+  std::unique_ptr<pqxx::connection> admin_;
+  std::string schema_;
+  std::string role_;
+  static inline int counter_ = 0;
+};
+
+TEST_F(PrivilegeTest, ARoleWithoutGrantsIsToldEveryMissingOneAtConstruction) {
+  const auto start = std::chrono::steady_clock::now();
+  const auto why = refusal(SpillMode::overflow);
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s) << "within about a second";
+  for (const auto needed :
+       {"SELECT on table", "INSERT on table", "USAGE on sequence", "GRANT SELECT ON TABLE",
+        "GRANT INSERT ON TABLE", "GRANT USAGE ON SEQUENCE"}) {
+    EXPECT_NE(why.find(needed), std::string::npos) << needed << " in: " << why;
+  }
+  EXPECT_NE(why.find(role_), std::string::npos) << why;
+}
+
+TEST_F(PrivilegeTest, AListenerNeedsSelectAndAPublisherInsertAndTheSequence) {
+  grant("GRANT SELECT ON {0} TO {1}");
+  // SpillMode::never never writes to the table: reading is enough.
+  EXPECT_EQ(refusal(SpillMode::never), "");
+  const auto why = refusal(SpillMode::overflow);
+  EXPECT_NE(why.find("INSERT on table"), std::string::npos) << why;
+  EXPECT_EQ(why.find("SELECT on table"), std::string::npos) << why;
+  grant("GRANT INSERT ON {0} TO {1}");
+  EXPECT_NE(refusal(SpillMode::overflow).find("USAGE on sequence"), std::string::npos);
+  grant("GRANT USAGE ON SEQUENCE {0}_id_seq TO {1}");
+  EXPECT_EQ(refusal(SpillMode::always), "");
+
+  // A publisher with exactly those grants works end to end, spilling...
+  PostgresClusterBus bus(as_role(SpillMode::always));
+  Collector seen;
+  auto s = bus.subscribe(seen.handler());
+  bus.publish("with least privilege");
+  ASSERT_TRUE(seen.wait_for_count(1));
+  // ...but vacuuming is the vacuum job's: DELETE.
+  try {
+    bus.vacuum(0ms);
+    FAIL() << "vacuumed without DELETE";
+  } catch (const database_error& e) {
+    EXPECT_EQ(e.sqlstate(), "42501") << e.what();
+  }
+  grant("GRANT DELETE ON {0} TO {1}");
+  EXPECT_EQ(bus.vacuum(0ms), 1);
+}
+
+TEST_F(PrivilegeTest, AMissingTableThatTheRoleMayNotCreateNamesTheMigration) {
+  admin(sql("DROP TABLE {0}.sync_cluster_spill", schema_));
+  auto o = as_role(SpillMode::overflow);
+  o.create_spill_table = true;
+  try {
+    PostgresClusterBus bus(o);
+    FAIL() << "created a table without CREATE on the schema";
+  } catch (const configuration_error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("may not create it"), std::string::npos) << what;
+    EXPECT_NE(what.find("CREATE TABLE IF NOT EXISTS"), std::string::npos) << what;
+    EXPECT_NE(what.find("create_spill_table = false"), std::string::npos) << what;
+  }
+}
+
+// A hot standby (a second throwaway cluster streaming from the first):
+// LISTEN and pg_notify() do not work there, so a bus refuses it at once.
+TEST(StandbyTest, ABusRefusesAServerInRecovery) {
+  DedicatedServer primary;
+  if (!primary.started()) {
+    if (testing::running_in_ci()) FAIL() << "could not start a dedicated PostgreSQL";
+    GTEST_SKIP() << "no PostgreSQL server binaries";
+  }
+  const auto standby = primary.start_replica();
+  ASSERT_FALSE(standby.empty()) << "could not start a streaming replica";
+  PostgresBusOptions o;
+  o.conninfo = standby;
+  o.channel = unique_channel("standby");
+  try {
+    PostgresClusterBus bus(o);
+    FAIL() << "a bus started on a standby";
+  } catch (const configuration_error& e) {
+    EXPECT_NE(std::string(e.what()).find("standby"), std::string::npos) << e.what();
+  }
+  o.conninfo = primary.url();
+  EXPECT_NO_THROW(PostgresClusterBus bus(o));
+}
+
+// PgBouncer in transaction mode hands each transaction any server
+// connection: a LISTEN is lost as soon as its transaction ends. The bus
+// proves a NOTIFY round trip at construction and refuses such a path.
+TEST(PoolerTest, ATransactionPoolerIsRefusedAndASessionPoolerWorks) {
+  DedicatedServer server;
+  if (!server.started()) {
+    if (testing::running_in_ci()) FAIL() << "could not start a dedicated PostgreSQL";
+    GTEST_SKIP() << "no PostgreSQL server binaries";
+  }
+  const auto transaction_pooled = server.start_pgbouncer("transaction");
+  if (transaction_pooled.empty()) {
+    if (testing::running_in_ci()) FAIL() << "could not start PgBouncer";
+    GTEST_SKIP() << "PgBouncer is not installed";
+  }
+  PostgresBusOptions o;
+  o.conninfo = transaction_pooled;
+  o.channel = unique_channel("pooled");
+  const auto start = std::chrono::steady_clock::now();
+  try {
+    PostgresClusterBus bus(o);
+    FAIL() << "a bus started behind a transaction pooler";
+  } catch (const configuration_error& e) {
+    EXPECT_NE(std::string(e.what()).find("pool_mode=transaction"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 10s);
+
+  const auto session_pooled = server.start_pgbouncer("session");
+  ASSERT_FALSE(session_pooled.empty());
+  o.conninfo = session_pooled;
+  PostgresClusterBus bus(o);
+  Collector seen;
+  auto s = bus.subscribe(seen.handler());
+  bus.publish("through a session pooler");
+  EXPECT_TRUE(seen.wait_for_count(1));
+}
+
+}  // namespace
+}  // namespace syncbus
