@@ -16,9 +16,11 @@ void report(const ErrorSink& sink, const std::exception& e) noexcept {
   }
 }
 
-ErrorSink counting_errors(std::shared_ptr<StatsCounters> stats, ErrorSink user) {
-  return [stats = std::move(stats), user = std::move(user)](const std::exception& e) {
+ErrorSink counting_errors(std::shared_ptr<StatsCounters> stats, ErrorSink user, Logger log) {
+  return [stats = std::move(stats), user = std::move(user),
+          log = std::move(log)](const std::exception& e) {
     stats->record_error(e);
+    log(LogLevel::error, "{}", e.what());
     report(user, e);
   };
 }

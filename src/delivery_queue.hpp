@@ -25,6 +25,7 @@
 #include <utility>
 #include <vector>
 
+#include "logger.hpp"
 #include "sequence_tracker.hpp"
 #include "stats_counters.hpp"
 
@@ -37,8 +38,8 @@ using ErrorSink = std::function<void(const std::exception&)>;
 void report(const ErrorSink& sink, const std::exception& e) noexcept;
 
 /// The error sink a bus hands its parts: counts the error in `stats` (and
-/// keeps its message as the last error), then reports it to `user`.
-ErrorSink counting_errors(std::shared_ptr<StatsCounters> stats, ErrorSink user);
+/// keeps its message as the last error), logs it, then reports it to `user`.
+ErrorSink counting_errors(std::shared_ptr<StatsCounters> stats, ErrorSink user, Logger log = {});
 
 /// The set of handlers of one bus. Shared with every Subscription it hands
 /// out, so a Subscription may outlive its bus.

@@ -17,6 +17,7 @@
 #include "envelope.hpp"
 #include "instance_id.hpp"
 #include "pg_session.hpp"
+#include "spilled_body.hpp"
 #include "statement_deadline.hpp"
 
 namespace syncbus::detail {
@@ -145,6 +146,11 @@ void ListenerLoop::prove_round_trip(ListenSession& session, const ProbeSender& p
         // The collector's destructor UNLISTENs the probe channel.
       },
       [&] { return std::string("proving that NOTIFY reaches LISTEN at start-up"); });
+  // Leave the channel's LISTEN as the session's last statement (see ping()).
+  run_with_deadline(
+      deadlines_, connection.sock(), settings_.timeouts.query, this,
+      [&] { pqxx::nontransaction(connection).exec(listen_statement(connection)); },
+      [&] { return fmt::format("listening on channel \"{}\"", settings_.channel); });
   // Bus messages that arrived meanwhile wait in session.pending, in order.
 }
 
@@ -157,14 +163,21 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
         session = connect();
         retry_delay = first_retry_delay;
         StatsCounters::add(stats_->reconnects);
+        const auto away = std::chrono::duration_cast<std::chrono::milliseconds>(
+            std::chrono::steady_clock::now() - last_contact_);
         if (settings_.catch_up.enabled) {
           // LISTEN first (connect() did), then read what was missed, then go
           // live: NOTIFYs arriving meanwhile wait in the socket, after it.
-          const auto away = std::chrono::duration_cast<std::chrono::milliseconds>(
-              std::chrono::steady_clock::now() - last_contact_);
-          catch_up(*session, away + settings_.catch_up.margin);
+          const auto rows = catch_up(*session, away + settings_.catch_up.margin);
           last_contact_ = std::chrono::steady_clock::now();
+          settings_.log(LogLevel::info,
+                        "syncbus: the listener on channel \"{}\" is back after {} ms and read "
+                        "{} row(s) it may have missed from the spill table",
+                        settings_.channel, away.count(), rows);
         } else {
+          settings_.log(LogLevel::info,
+                        "syncbus: the listener on channel \"{}\" is back after {} ms",
+                        settings_.channel, away.count());
           // Listening again: whatever was committed while away is missed.
           queue_.post(Inbound{Inbound::Kind::connection_reset, {}});
         }
@@ -212,14 +225,23 @@ void ListenerLoop::ping(ListenSession& session) {
   auto& connection = *session.connection;
   run_with_deadline(
       deadlines_, connection.sock(), settings_.timeouts.ping, this,
-      [&] { pqxx::nontransaction(connection).exec("SELECT 1"); },
+      [&] { pqxx::nontransaction(connection).exec(listen_statement(connection)); },
       [&] {
         return fmt::format("pinging the server from the listener on \"{}\"", settings_.channel);
       });
 }
 
-void ListenerLoop::catch_up(ListenSession& session, std::chrono::milliseconds window) {
+std::string ListenerLoop::listen_statement(pqxx::connection_base& connection) const {
+  // The ping is a LISTEN on the channel the session already listens on: a
+  // round trip that changes nothing, and leaves `LISTEN "<channel>"` as the
+  // session's last statement in pg_stat_activity, so that operators (and
+  // `syncbus status`) can tell which sessions listen on which channel.
+  return "LISTEN " + connection.quote_name(settings_.channel);
+}
+
+std::size_t ListenerLoop::catch_up(ListenSession& session, std::chrono::milliseconds window) {
   constexpr int page_size = 256;
+  std::size_t read = 0;
   std::string after_origin;
   std::uint64_t after_sequence = 0;
   auto& connection = *session.connection;
@@ -230,8 +252,9 @@ void ListenerLoop::catch_up(ListenSession& session, std::chrono::milliseconds wi
           return store_.fetch_recent(connection, window, after_origin, after_sequence, page_size);
         },
         [&] { return fmt::format("catching up from {}", store_.qualified_name()); });
+    read += page.size();
     queue_.post(decode_rows(page));
-    if (page.size() < static_cast<std::size_t>(page_size)) return;
+    if (page.size() < static_cast<std::size_t>(page_size)) return read;
     after_origin = page.back().origin;
     after_sequence = page.back().sequence;
   }
@@ -254,21 +277,7 @@ std::vector<Inbound> ListenerLoop::decode_rows(const std::vector<SpillStore::Sto
 }
 
 nlohmann::json ListenerLoop::body_of(const SpillStore::StoredMessage& row) const {
-  if (row.too_large > 0) {
-    throw protocol_error(
-        fmt::format("its body is {} bytes, over this bus's limit of {} (PostgresBusOptions::"
-                    "max_message_bytes); it was not loaded",
-                    row.too_large, settings_.max_body_bytes));
-  }
-  if (auth_.enabled() &&
-      !auth_.row_mac_valid(settings_.channel, row.origin, row.sequence, row.body_json, row.mac)) {
-    throw protocol_error(
-        row.mac.empty()
-            ? "its row carries no signature (written by a bus without the secrets, or by "
-              "hand)"
-            : "its row's signature matches none of the secrets (forged or tampered with)");
-  }
-  return parse_body(row.body_json, settings_.max_body_bytes);
+  return accepted_body(row, auth_, settings_.channel, settings_.max_body_bytes);
 }
 
 bool ListenerLoop::reread_step(ListenSession& session) {

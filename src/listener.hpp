@@ -16,6 +16,7 @@
 
 #include "deadline_timer.hpp"
 #include "delivery_queue.hpp"
+#include "logger.hpp"
 #include "message_auth.hpp"
 #include "spill_store.hpp"
 #include "stats_counters.hpp"
@@ -52,6 +53,7 @@ class ListenerLoop {
     CatchUp catch_up;
     /// Spilled bodies larger than this are refused (not loaded).
     std::size_t max_body_bytes = 0;
+    Logger log;
   };
 
   /// Sends `payload` on `channel` over another connection (the publisher's).
@@ -87,9 +89,12 @@ class ListenerLoop {
   /// An application-level liveness check: TCP keepalives do not notice a
   /// frozen server. Throws timeout_error past the ping deadline.
   void ping(ListenSession& session);
+  /// `LISTEN "<channel>"`, quoted by the server's rules.
+  std::string listen_statement(pqxx::connection_base& connection) const;
   /// Delivers this channel's rows from the last `window`, page by page, in
   /// order per origin; the delivery stage drops what was delivered already.
-  void catch_up(ListenSession& session, std::chrono::milliseconds window);
+  /// Returns how many rows it read.
+  std::size_t catch_up(ListenSession& session, std::chrono::milliseconds window);
   /// Reads back one page of what the delivery queue withheld; false when
   /// there was nothing to read back (or no room yet).
   bool reread_step(ListenSession& session);

@@ -11,6 +11,7 @@
 #include "identifiers.hpp"
 #include "instance_id.hpp"
 #include "listener.hpp"
+#include "logger.hpp"
 #include "message_auth.hpp"
 #include "periodic_tasks.hpp"
 #include "pg_session.hpp"
@@ -99,7 +100,8 @@ struct PostgresClusterBus::impl {
   PostgresBusOptions options;
   std::string instance_id;
   std::shared_ptr<detail::StatsCounters> stats = std::make_shared<detail::StatsCounters>();
-  detail::ErrorSink on_error;  // counts, then calls the user's on_error
+  detail::Logger log;
+  detail::ErrorSink on_error;  // counts, logs, then calls the user's on_error
   std::unique_ptr<detail::MessageAuth> auth;
   std::unique_ptr<detail::SpillStore> store;
   detail::DeadlineTimer deadlines;
@@ -171,7 +173,8 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
   self.options = std::move(options);
   const auto& opts = self.options;
 
-  self.on_error = detail::counting_errors(self.stats, opts.on_error);
+  self.log = detail::Logger(opts.log, opts.log_level);
+  self.on_error = detail::counting_errors(self.stats, opts.on_error, self.log);
 
   self.auth = std::make_unique<detail::MessageAuth>(opts.secrets);
 
@@ -183,10 +186,12 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
       *publishing_session,
       detail::SpillStore::Settings{opts.spill_schema, opts.spill_table, opts.channel,
                                    self.auth->enabled(), opts.max_message_bytes});
+  detail::ServerFacts server;
   detail::run_with_deadline(
       self.deadlines, publishing_session->sock(), opts.query_timeout, &self,
       [&] {
-        detail::check_server(detail::read_server_facts(*publishing_session));
+        server = detail::read_server_facts(*publishing_session);
+        detail::check_server(server);
         self.store->ensure_table(*publishing_session, opts.create_spill_table);
         detail::check_privileges(self.store->missing_privileges(
             *publishing_session, /*publishes=*/opts.spill != SpillMode::never));
@@ -207,13 +212,26 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
                                  : durable ? QueueFullPolicy::drop_and_reread
                                            : QueueFullPolicy::drop_and_report_gap;
   self.delivery = std::make_unique<detail::DeliveryQueue>(
-      self.on_error, opts.on_gap, self.stats, opts.delivery_queue_capacity, queue_full_policy);
+      self.on_error,
+      // Gaps are logged too, then handed to the application.
+      [log = self.log, user = opts.on_gap](const GapEvent& gap) {
+        if (gap.range_known()) {
+          log(LogLevel::warning, "syncbus: missed {} message(s) of {}: #{} to #{}", gap.count(),
+              gap.origin, gap.first_missing, gap.last_missing);
+        } else {
+          log(LogLevel::warning,
+              "syncbus: messages committed while the listener was reconnecting may be missed");
+        }
+        if (user) user(gap);
+      },
+      self.stats, opts.delivery_queue_capacity, queue_full_policy);
   auto* publishing = self.publisher.get();
   self.listener = std::make_unique<detail::ListenerLoop>(
       detail::ListenerLoop::Settings{
           opts.conninfo, opts.application_name + ":listen", opts.channel,
           detail::ListenerLoop::Timeouts{opts.ping_interval, opts.ping_timeout, opts.query_timeout},
-          detail::ListenerLoop::CatchUp{durable, opts.catch_up_margin}, opts.max_message_bytes},
+          detail::ListenerLoop::CatchUp{durable, opts.catch_up_margin}, opts.max_message_bytes,
+          self.log},
       *self.store, *self.auth, *self.delivery, self.on_error, self.stats, self.deadlines,
       // Proves that LISTEN works on this connection path before any message
       // depends on it (it does not through a transaction pooler).
@@ -221,6 +239,13 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
         publishing->notify_raw(channel, payload);
       });
   self.timers = std::make_unique<detail::PeriodicTasks>(self.periodic_tasks(), self.on_error);
+  self.log(LogLevel::info,
+           "syncbus: bus {} listening on channel \"{}\" (PostgreSQL {}, spill {}{}, table {})",
+           self.instance_id, opts.channel, server.version,
+           opts.spill == SpillMode::overflow ? "overflow"
+           : opts.spill == SpillMode::always ? "always"
+                                             : "never",
+           self.auth->enabled() ? ", signed" : "", self.store->qualified_name());
 }
 
 PostgresClusterBus::~PostgresClusterBus() { close(); }
@@ -249,6 +274,7 @@ BusStats PostgresClusterBus::stats() const { return impl_->stats->snapshot(); }
 
 void PostgresClusterBus::close() {
   if (impl_->closed.exchange(true)) return;
+  impl_->log(LogLevel::info, "syncbus: bus {} closing", impl_->instance_id);
   impl_->timers->stop();
   impl_->listener->stop();
   impl_->delivery->stop();

@@ -278,6 +278,48 @@ TEST_F(PostgresBusTest, AnInstanceRestartedUnderTheSameNameIsHeard) {
   EXPECT_TRUE(log.errors().empty());
 }
 
+// The library prints nothing; what it has to say goes to the log handler.
+TEST_F(PostgresBusTest, TheLogHandlerHearsTheBusAndTheLibraryPrintsNothingItself) {
+  const auto channel = unique_channel("log");
+  std::mutex mutex;
+  std::vector<std::pair<LogLevel, std::string>> records;
+  auto o = options(channel);
+  o.log = [&](LogLevel level, const std::string& message) {
+    std::lock_guard<std::mutex> lock(mutex);
+    records.emplace_back(level, message);
+  };
+  const auto logged = [&](LogLevel level, const std::string& part) {
+    std::lock_guard<std::mutex> lock(mutex);
+    return std::count_if(records.begin(), records.end(), [&](const auto& r) {
+      return r.first == level && r.second.find(part) != std::string::npos;
+    });
+  };
+  ::testing::internal::CaptureStdout();
+  ::testing::internal::CaptureStderr();
+  {
+    PostgresClusterBus bus(o);
+    Collector seen;
+    auto s = bus.subscribe(seen.handler());
+    EXPECT_EQ(logged(LogLevel::info, "listening on channel \"" + channel + "\""), 1);
+    bus.publish("inline");
+    bus.publish(std::string(9000, 's'));
+    raw_notify(channel, "garbage");  // an error: on_error and the log
+    raw_notify(channel, R"({"v":1,"origin":"peer","seq":1,"body":1})");
+    raw_notify(channel, R"({"v":1,"origin":"peer","seq":4,"body":4})");  // a gap
+    ASSERT_TRUE(seen.wait_for_count(4));
+    ASSERT_EQ(testing::terminate_backend(url(), bus, BusConnection::listener), 1);
+    ASSERT_TRUE(eventually([&] { return logged(LogLevel::info, "is back after") == 1; }));
+    EXPECT_EQ(logged(LogLevel::error, "not a valid syncbus envelope"), 1);
+    EXPECT_EQ(logged(LogLevel::warning, "missed 2 message(s) of peer: #2 to #3"), 1);
+    EXPECT_EQ(logged(LogLevel::error, "lost its connection"), 1);
+    EXPECT_GE(logged(LogLevel::warning, "may be missed"), 1);
+  }
+  EXPECT_EQ(logged(LogLevel::info, "closing"), 1);
+  EXPECT_EQ(::testing::internal::GetCapturedStdout(), "");
+  EXPECT_EQ(::testing::internal::GetCapturedStderr(), "");
+  EXPECT_STREQ(to_string(LogLevel::warning), "warning");
+}
+
 TEST_F(PostgresBusTest, ListenerRecoversFromATerminatedBackend) {
   const auto channel = unique_channel("reconnect");
   EventLog errors;

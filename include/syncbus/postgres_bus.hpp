@@ -15,6 +15,7 @@
 #include <syncbus/bus_stats.hpp>
 #include <syncbus/cluster_bus.hpp>
 #include <syncbus/gap_event.hpp>
+#include <syncbus/log.hpp>
 #include <syncbus/queue_policy.hpp>
 
 namespace syncbus {
@@ -65,6 +66,11 @@ struct PostgresBusOptions {
   /// Receives gap events: messages this bus knows it missed (see GapEvent).
   /// Called on the delivery thread, in stream order.
   GapHandler on_gap;
+  /// Receives the bus's log records at log_level and above: start, lost and
+  /// regained connections, catch-ups, gaps, and every error also given to
+  /// on_error. The library prints nothing itself. Empty: no log.
+  LogHandler log;
+  LogLevel log_level = LogLevel::info;
   /// When the bus has published nothing for this long, it sends a heartbeat
   /// carrying its last sequence number, so receivers also find a loss at the
   /// tail of a burst. Zero disables heartbeats.

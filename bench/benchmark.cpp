@@ -1,7 +1,8 @@
-// syncbus_bench: throughput, latency and CPU of syncbus against a raw libpq
-// baseline, in one run, on one PostgreSQL server.
+// The benchmark: throughput, latency and CPU of syncbus against a raw libpq
+// baseline, in one run, on one PostgreSQL server. Run by `syncbus bench` and
+// by the stand-alone bench/syncbus_bench (scripts/bench.sh).
 //
-//   syncbus_bench CONNINFO [--seconds S] [--sizes 200,2000,20000]
+//   syncbus bench CONNINFO [--seconds S] [--sizes 200,2000,20000]
 //                 [--threads 1,4,16] [--rate 1000] [--check]
 //
 // For each message size it measures:
@@ -21,6 +22,8 @@
 //
 // --check turns it into a correctness test: every receiver must get every
 // message exactly once, in order per origin, or the program exits with 1.
+#include "benchmark.hpp"
+
 #include <syncbus/postgres_bus.hpp>
 
 #include <fmt/format.h>
@@ -433,18 +436,27 @@ std::vector<std::string> split(const std::string& text) {
   return out;
 }
 
+constexpr const char* usage_text =
+    "usage: syncbus bench [CONNINFO] [--seconds S] [--sizes 200,2000,20000]\n"
+    "                     [--threads 1,4,16] [--rate 1000] [--check]\n"
+    "\n"
+    "Measures syncbus against a raw libpq baseline on the same server, in one run:\n"
+    "throughput delivered to every receiver, latency percentiles at saturation and\n"
+    "at --rate messages/s, CPU per 1,000 messages (this process and the server), for\n"
+    "each message size. CONNINFO defaults to $DATABASE_URL. --check: exit 1 unless\n"
+    "every receiver got every message once, in order. See docs/BENCHMARKS.md.\n";
+
 int usage(const char* error) {
-  std::cerr << "syncbus_bench: " << error
-            << "\nusage: syncbus_bench CONNINFO [--seconds S] [--sizes 200,2000,20000] "
-               "[--threads 1,4,16] [--rate 1000] [--check]\n";
+  std::cerr << "syncbus bench: " << error << "\n" << usage_text;
   return 2;
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
+namespace syncbus::bench {
+
+int run_benchmark(const std::vector<std::string>& args) {
   Config config;
-  std::vector<std::string> args(argv + 1, argv + argc);
   try {
     for (std::size_t i = 0; i < args.size(); ++i) {
       const auto value = [&]() -> const std::string& {
@@ -464,7 +476,7 @@ int main(int argc, char** argv) {
       } else if (args[i] == "--check") {
         config.check = true;
       } else if (args[i] == "--help" || args[i] == "-h") {
-        usage("benchmarks syncbus against raw libpq on one PostgreSQL server");
+        std::cout << usage_text;
         return 0;
       } else if (config.conninfo.empty() && args[i].rfind("--", 0) != 0) {
         config.conninfo = args[i];
@@ -533,3 +545,5 @@ int main(int argc, char** argv) {
   }
   return 0;
 }
+
+}  // namespace syncbus::bench

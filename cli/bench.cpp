@@ -1,0 +1,23 @@
+// syncbus bench: the benchmark of bench/benchmark.cpp (docs/BENCHMARKS.md).
+#include "benchmark.hpp"
+#include "commands.hpp"
+
+namespace syncbus::cli {
+
+int run_bench(const Arguments& args) {
+  // The benchmark takes the connection string first; accept --db too, as
+  // every other subcommand does.
+  Arguments translated;
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    if (args[i] == "--db" && i + 1 < args.size()) {
+      translated.insert(translated.begin(), args[++i]);
+    } else if (args[i].rfind("--db=", 0) == 0) {
+      translated.insert(translated.begin(), args[i].substr(5));
+    } else {
+      translated.push_back(args[i]);
+    }
+  }
+  return bench::run_benchmark(translated);
+}
+
+}  // namespace syncbus::cli

@@ -1,0 +1,243 @@
+// syncbus doctor: checks a connection string for everything a bus needs,
+// one line per check, and says what to fix.
+#include <syncbus/errors.hpp>
+
+#include <fmt/format.h>
+#include <poll.h>
+#include <pqxx/nontransaction>
+#include <pqxx/notification>
+
+#include <algorithm>
+#include <iostream>
+
+#include "command_line.hpp"
+#include "commands.hpp"
+#include "identifiers.hpp"
+#include "instance_id.hpp"
+#include "pg_session.hpp"
+#include "preflight.hpp"
+
+namespace syncbus::cli {
+namespace {
+
+constexpr const char* usage = R"(usage: syncbus doctor [options]
+
+Checks that a bus could work with this connection string: the server is
+reachable, recent enough and not a standby; LISTEN works and a NOTIFY comes
+back (not through a transaction pooler); the spill table exists or can be
+created; this role has the privileges each job needs; the NOTIFY queue is
+not filling; something listens on the channel. Prints one line per check
+and what to do about each failure. Exit 0 when nothing failed, 1 otherwise.
+
+options:
+  --jobs LIST          what this role is for, comma-separated (default:
+                       listen,publish): listen, publish, vacuum
+)";
+
+class Report {
+ public:
+  void ok(const std::string& what) { line("ok", what); }
+  void warn(const std::string& what) { line("warn", what); }
+  void fail(const std::string& what) {
+    line("FAIL", what);
+    ++failures_;
+  }
+  int failures() const { return failures_; }
+
+ private:
+  static void line(const char* verdict, const std::string& what) {
+    std::cout << fmt::format("[{:>4}] {}\n", verdict, what) << std::flush;
+  }
+  int failures_ = 0;
+};
+
+class Collector final : public pqxx::notification_receiver {
+ public:
+  Collector(pqxx::connection_base& c, const std::string& channel, std::vector<std::string>& out)
+      : pqxx::notification_receiver(c, channel), out_(out) {}
+  void operator()(const std::string& payload, int) override { out_.push_back(payload); }
+
+ private:
+  std::vector<std::string>& out_;
+};
+
+// LISTEN on one connection, NOTIFY from another, and see it arrive.
+void check_round_trip(const Connection& where, pqxx::connection_base& listener, Report& report) {
+  const auto channel = "syncbus_probe_" + detail::random_hex(16);
+  const auto token = detail::random_hex(16);
+  std::vector<std::string> arrived;
+  Collector collector(listener, channel, arrived);
+  auto notifier = detail::open_session(where.conninfo, "syncbus:doctor");
+  pqxx::nontransaction(*notifier).exec_params("SELECT pg_notify($1, $2)", channel, token);
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (std::find(arrived.begin(), arrived.end(), token) == arrived.end() &&
+         std::chrono::steady_clock::now() < deadline) {
+    pollfd fd{listener.sock(), POLLIN, 0};
+    ::poll(&fd, 1, 100);
+    listener.get_notifs();
+  }
+  if (std::find(arrived.begin(), arrived.end(), token) != arrived.end()) {
+    report.ok("LISTEN works and a NOTIFY from another connection arrives");
+  } else {
+    report.fail(
+        "a NOTIFY from another connection did not arrive within 5 s: LISTEN cannot work "
+        "through a transaction-pooling proxy (PgBouncer pool_mode=transaction). Connect buses "
+        "to PostgreSQL directly, or through a session-pooled port");
+  }
+}
+
+void check_table(pqxx::connection_base& connection, const Connection& where, bool publish,
+                 bool vacuum, bool listen, Report& report) {
+  const auto table = connection.quote_name(where.schema) + "." + connection.quote_name(where.table);
+  pqxx::nontransaction query(connection);
+  const auto role = query.exec1("SELECT quote_ident(current_user)")[0].as<std::string>();
+  if (query.exec_params1("SELECT count(*) FROM pg_namespace WHERE nspname = $1", where.schema)[0]
+          .as<int>() == 0) {
+    report.fail(fmt::format("the schema {} does not exist: create it, or give --schema",
+                            connection.quote_name(where.schema)));
+    return;
+  }
+  const auto facts = query.exec_params1(
+      "SELECT has_schema_privilege($1, 'USAGE'), has_schema_privilege($1, 'CREATE'), "
+      "to_regclass($2) IS NOT NULL",
+      where.schema, table);
+  if (!facts[0].as<bool>()) {
+    report.fail(
+        fmt::format("this role lacks USAGE on schema {0}: GRANT USAGE ON SCHEMA {0} TO {1};",
+                    connection.quote_name(where.schema), role));
+    return;
+  }
+  if (!facts[2].as<bool>()) {
+    if (facts[1].as<bool>()) {
+      report.warn(
+          fmt::format("the spill table {} does not exist yet; the first bus will create "
+                      "it (or create it with a migration: docs/OPERATIONS.md)",
+                      table));
+    } else {
+      report.fail(fmt::format(
+          "the spill table {} does not exist and this role may not create it (no CREATE on the "
+          "schema): create it with a migration (docs/OPERATIONS.md) and set "
+          "create_spill_table = false",
+          table));
+    }
+    return;
+  }
+  report.ok(fmt::format("the spill table {} exists", table));
+  const auto granted = query.exec_params1(
+      "SELECT has_table_privilege($1, 'SELECT'), has_table_privilege($1, 'INSERT'), "
+      "has_table_privilege($1, 'DELETE'), coalesce(has_sequence_privilege("
+      "pg_get_serial_sequence($1, 'id'), 'USAGE'), true), coalesce(pg_get_serial_sequence($1, "
+      "'id'), '')",
+      table);
+  const auto check = [&](bool has, bool needed, const std::string& privilege,
+                         const std::string& object, const std::string& job) {
+    if (has) {
+      report.ok(fmt::format("this role has {} on {} ({})", privilege, object, job));
+    } else if (needed) {
+      report.fail(
+          fmt::format("this role lacks {0} on {1}, which {2} needs: GRANT {0} ON {1} TO {3};",
+                      privilege, object, job, role));
+    } else {
+      report.warn(fmt::format("this role lacks {} on {} ({} only)", privilege, object, job));
+    }
+  };
+  check(granted[0].as<bool>(), listen || vacuum, "SELECT", "TABLE " + table, "every listener");
+  check(granted[1].as<bool>(), publish, "INSERT", "TABLE " + table, "publishing buses");
+  check(granted[3].as<bool>(), publish, "USAGE", "SEQUENCE " + granted[4].as<std::string>(),
+        "publishing buses");
+  check(granted[2].as<bool>(), vacuum, "DELETE", "TABLE " + table, "the vacuum job");
+}
+
+}  // namespace
+
+int run_doctor(const Arguments& args) {
+  auto valued = connection_options();
+  valued.push_back("jobs");
+  const CommandLine line(args, valued, {"help"});
+  if (line.has("help")) {
+    std::cout << usage << connection_help << "  --help\n";
+    return exit_ok;
+  }
+  if (!line.positional().empty()) throw usage_error("unexpected argument " + line.positional()[0]);
+  const auto where = connection_from(line);
+  bool listen = false, publish = false, vacuum = false;
+  std::string jobs = line.value("jobs").value_or("listen,publish");
+  for (std::size_t start = 0; start <= jobs.size();) {
+    const auto end = std::min(jobs.find(',', start), jobs.size());
+    const auto job = jobs.substr(start, end - start);
+    if (job == "listen") {
+      listen = true;
+    } else if (job == "publish") {
+      publish = true;
+    } else if (job == "vacuum") {
+      vacuum = true;
+    } else {
+      throw usage_error("--jobs: unknown job \"" + job + "\" (use listen, publish, vacuum)");
+    }
+    start = end + 1;
+  }
+
+  Report report;
+  for (const auto& [option, value] : {std::pair<std::string, std::string>{"channel", where.channel},
+                                      {"schema", where.schema},
+                                      {"table", where.table}}) {
+    try {
+      detail::check_identifier(option, value);
+    } catch (const configuration_error& e) {
+      report.fail(e.what());
+    }
+  }
+  if (report.failures() > 0) return exit_problem;
+
+  std::unique_ptr<detail::Session> connection;
+  try {
+    connection = detail::open_session(where.conninfo, "syncbus:doctor");
+    report.ok(fmt::format("connected to {} as {}",
+                          connection->hostname() ? connection->hostname() : "the server",
+                          connection->username()));
+  } catch (const std::exception& e) {
+    report.fail(e.what());
+    return exit_problem;
+  }
+  try {
+    const auto facts = detail::read_server_facts(*connection);
+    try {
+      detail::check_server(facts);
+      report.ok("PostgreSQL " + facts.version + ", a primary");
+    } catch (const configuration_error& e) {
+      report.fail(e.what());
+    }
+    check_round_trip(where, *connection, report);
+    check_table(*connection, where, publish, vacuum, listen, report);
+    pqxx::nontransaction query(*connection);
+    const auto usage = query.exec1("SELECT pg_notification_queue_usage()")[0].as<double>();
+    if (usage >= 0.1) {
+      report.fail(fmt::format(
+          "the server's NOTIFY queue is {:.1f}% full: a listening session stopped reading; find "
+          "it in pg_stat_activity (docs/OPERATIONS.md)",
+          usage * 100));
+    } else {
+      report.ok(fmt::format("the NOTIFY queue is {:.3f}% full", usage * 100));
+    }
+    const auto listeners =
+        query
+            .exec_params1("SELECT count(*) FROM pg_stat_activity WHERE query = $1",
+                          "LISTEN " + connection->quote_name(where.channel))[0]
+            .as<int>();
+    if (listeners > 0) {
+      report.ok(fmt::format("{} session(s) listen on channel \"{}\"", listeners, where.channel));
+    } else {
+      report.warn(fmt::format(
+          "nothing listens on channel \"{}\" yet (fine before the first bus starts; otherwise "
+          "check the name: buses use \"absolutejs_sync_cluster\" unless configured otherwise)",
+          where.channel));
+    }
+  } catch (const std::exception& e) {
+    report.fail(e.what());
+  }
+  std::cout << (report.failures() == 0 ? "no problem found\n"
+                                       : fmt::format("{} problem(s) found\n", report.failures()));
+  return report.failures() == 0 ? exit_ok : exit_problem;
+}
+
+}  // namespace syncbus::cli

@@ -1,0 +1,128 @@
+// syncbus publish: publishes JSON messages through a PostgresClusterBus, as
+// an engine would (same envelope, same spill table, same signature).
+#include <syncbus/errors.hpp>
+#include <syncbus/postgres_bus.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <future>
+#include <iostream>
+#include <sstream>
+
+#include "command_line.hpp"
+#include "commands.hpp"
+
+namespace syncbus::cli {
+namespace {
+
+constexpr const char* usage = R"(usage: syncbus publish [options] [BODY]
+
+Publishes BODY, a JSON value, to every bus on the channel. Without BODY the
+whole of stdin is one message; with --lines each line of stdin is one (empty
+lines are skipped). Exit 0 once every message is committed; 1 if any was not
+(each failure is named on stderr); 2 for a body that is not JSON.
+Strings are JSON too: syncbus publish '"hello"'.
+
+options:
+)";
+
+constexpr const char* usage_tail = R"(  --lines              one message per line of stdin
+  --spill MODE         overflow (default), always or never
+  --name NAME          the publishing bus's name (default: syncbus-cli)
+  --verbose            print the bus's log, and how many messages were published,
+                       on stderr
+  --help
+)";
+
+nlohmann::json parse_json(const std::string& text, const std::string& what) {
+  auto value = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (value.is_discarded()) {
+    throw usage_error(what + " is not valid JSON (a string must be quoted: '\"hello\"')");
+  }
+  return value;
+}
+
+SpillMode spill_mode(const std::string& text) {
+  if (text == "overflow") return SpillMode::overflow;
+  if (text == "always") return SpillMode::always;
+  if (text == "never") return SpillMode::never;
+  throw usage_error("--spill \"" + text + "\": use overflow, always or never");
+}
+
+}  // namespace
+
+int run_publish(const Arguments& args) {
+  auto valued = connection_options();
+  valued.insert(valued.end(), {"spill", "name"});
+  const CommandLine line(args, valued, {"lines", "verbose", "help"});
+  if (line.has("help")) {
+    std::cout << usage << connection_help << usage_tail;
+    return exit_ok;
+  }
+  const auto where = connection_from(line);
+  if (line.positional().size() > 1) {
+    throw usage_error("give one BODY (quote it), or none to read stdin");
+  }
+  if (line.has("lines") && !line.positional().empty()) {
+    throw usage_error("--lines reads stdin: give no BODY with it");
+  }
+
+  // Every body is checked before anything is sent.
+  std::vector<nlohmann::json> bodies;
+  if (!line.positional().empty()) {
+    bodies.push_back(parse_json(line.positional()[0], "BODY"));
+  } else if (line.has("lines")) {
+    std::string text;
+    for (std::size_t number = 1; std::getline(std::cin, text); ++number) {
+      if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
+      bodies.push_back(parse_json(text, "line " + std::to_string(number)));
+    }
+  } else {
+    std::ostringstream all;
+    all << std::cin.rdbuf();
+    bodies.push_back(parse_json(all.str(), "stdin"));
+  }
+
+  PostgresBusOptions options;
+  options.conninfo = where.conninfo;
+  options.channel = where.channel;
+  options.spill_schema = where.schema;
+  options.spill_table = where.table;
+  options.secrets = where.secrets;
+  options.spill = spill_mode(line.value("spill").value_or("overflow"));
+  options.instance_id = line.value("name").value_or("syncbus-cli");
+  // What the bus has to say goes through its log hook, to stderr.
+  if (line.has("verbose")) {
+    options.log = [](LogLevel level, const std::string& message) {
+      std::cerr << "syncbus publish: [" << to_string(level) << "] " << message << '\n';
+    };
+  }
+  // A short-lived publisher: no timers.
+  options.heartbeat_interval = std::chrono::milliseconds(0);
+  options.queue_usage_interval = std::chrono::milliseconds(0);
+  PostgresClusterBus bus(options);
+
+  // Through the same pipeline an engine uses: in order, several to a
+  // transaction when there are many.
+  std::vector<std::future<void>> outcomes;
+  outcomes.reserve(bodies.size());
+  for (const auto& body : bodies) outcomes.push_back(bus.publish_async(body));
+  std::size_t failed = 0;
+  for (std::size_t i = 0; i < outcomes.size(); ++i) {
+    try {
+      outcomes[i].get();
+    } catch (const std::exception& e) {
+      ++failed;
+      std::cerr << "syncbus publish: message " << i + 1 << " was not published: " << e.what()
+                << '\n';
+    }
+  }
+  if (line.has("verbose") || failed > 0) {
+    std::cerr << "syncbus publish: " << outcomes.size() - failed << " of " << outcomes.size()
+              << " message(s) published on channel \"" << where.channel << "\" as "
+              << bus.instance_id() << '\n';
+  }
+  return failed == 0 ? exit_ok : exit_problem;
+}
+
+}  // namespace syncbus::cli

@@ -1,0 +1,172 @@
+// syncbus status: what an operator wants to know about a channel at a
+// glance: the spill table's backlog, how full the server's NOTIFY queue is,
+// and which sessions listen on the channel.
+#include <syncbus/errors.hpp>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+#include <pqxx/nontransaction>
+#include <pqxx/result>
+
+#include <iostream>
+
+#include "command_line.hpp"
+#include "commands.hpp"
+#include "identifiers.hpp"
+#include "pg_session.hpp"
+
+namespace syncbus::cli {
+namespace {
+
+constexpr const char* usage = R"(usage: syncbus status [options]
+
+Reports the channel's spill rows (count, oldest), the server's NOTIFY queue
+usage, and the sessions that listen on the channel (syncbus listeners show
+`LISTEN "<channel>"` as their last statement whenever they are idle; run it
+as the buses' role, or one in pg_read_all_stats, to see them). Exit 0
+when all is well; 1 when something is wrong (nothing listens on the channel,
+the table is missing or unreadable, the NOTIFY queue is filling, the server
+is a standby): each problem is named.
+
+options:
+  --json               one JSON object instead of text
+)";
+
+// SELECT on the spill table, as the role sees it: the counts, or why not.
+nlohmann::json spill_table_status(pqxx::connection_base& connection, const std::string& table,
+                                  const std::string& channel, std::vector<std::string>& problems) {
+  nlohmann::json status = {{"name", table}};
+  pqxx::nontransaction query(connection);
+  const bool exists = query.exec_params1("SELECT to_regclass($1) IS NOT NULL", table)[0].as<bool>();
+  status["exists"] = exists;
+  if (!exists) {
+    problems.push_back("the spill table " + table +
+                       " does not exist (a bus creates it, or a migration: docs/OPERATIONS.md)");
+    return status;
+  }
+  if (!query.exec_params1("SELECT has_table_privilege($1, 'SELECT')", table)[0].as<bool>()) {
+    problems.push_back(fmt::format(
+        "this role may not read the spill table {0}, which every listener needs: GRANT SELECT "
+        "ON TABLE {0} TO {1};",
+        table, query.exec1("SELECT quote_ident(current_user)")[0].as<std::string>()));
+    return status;
+  }
+  const auto row = query.exec_params1(
+      "SELECT count(*) FILTER (WHERE channel = $1), count(*), "
+      "extract(epoch FROM now() - min(created_at) FILTER (WHERE channel = $1)) FROM " +
+          table,
+      channel);
+  status["rows_on_channel"] = row[0].as<std::int64_t>();
+  status["rows_total"] = row[1].as<std::int64_t>();
+  status["oldest_age_seconds"] =
+      row[2].is_null() ? nlohmann::json(nullptr) : nlohmann::json(row[2].as<double>());
+  return status;
+}
+
+std::string age_text(const nlohmann::json& seconds) {
+  if (seconds.is_null()) return "none";
+  const auto s = seconds.get<double>();
+  if (s < 120) return fmt::format("{:.1f} s old", s);
+  if (s < 7200) return fmt::format("{:.0f} min old", s / 60);
+  return fmt::format("{:.1f} h old", s / 3600);
+}
+
+}  // namespace
+
+int run_status(const Arguments& args) {
+  const CommandLine line(args, connection_options(), {"json", "help"});
+  if (line.has("help")) {
+    std::cout << usage << connection_help << "  --help\n";
+    return exit_ok;
+  }
+  if (!line.positional().empty()) throw usage_error("unexpected argument " + line.positional()[0]);
+  const auto where = connection_from(line);
+  detail::check_identifier("channel", where.channel);
+  detail::check_identifier("schema", where.schema);
+  detail::check_identifier("table", where.table);
+
+  auto session = detail::open_session(where.conninfo, "syncbus:status");
+  auto& connection = *session;
+  std::vector<std::string> problems;
+  nlohmann::json report;
+  try {
+    pqxx::nontransaction query(connection);
+    const auto server = query.exec1(
+        "SELECT current_setting('server_version'), pg_is_in_recovery(), "
+        "pg_notification_queue_usage()");
+    report["channel"] = where.channel;
+    report["server_version"] = server[0].as<std::string>();
+    report["in_recovery"] = server[1].as<bool>();
+    report["notify_queue_usage"] = server[2].as<double>();
+    if (server[1].as<bool>()) {
+      problems.push_back("the server is a standby in recovery: buses must use the primary");
+    }
+    if (server[2].as<double>() >= 0.1) {
+      problems.push_back(
+          fmt::format("the NOTIFY queue is {:.1f}% full: a listening session stopped reading (see "
+                      "docs/OPERATIONS.md, \"Watching the NOTIFY queue\")",
+                      server[2].as<double>() * 100));
+    }
+    query.commit();
+    const auto table =
+        connection.quote_name(where.schema) + "." + connection.quote_name(where.table);
+    report["spill_table"] = spill_table_status(connection, table, where.channel, problems);
+
+    const auto listen = "LISTEN " + connection.quote_name(where.channel);
+    pqxx::nontransaction sessions(connection);
+    const auto rows = sessions.exec_params(
+        "SELECT pid, application_name, coalesce(host(client_addr), 'local'), "
+        "to_char(backend_start, 'YYYY-MM-DD\"T\"HH24:MI:SSOF'), state FROM pg_stat_activity "
+        "WHERE query = $1 AND pid <> pg_backend_pid() ORDER BY backend_start",
+        listen);
+    report["listeners"] = nlohmann::json::array();
+    for (const auto& row : rows) {
+      report["listeners"].push_back({{"pid", row[0].as<int>()},
+                                     {"application_name", row[1].as<std::string>()},
+                                     {"client", row[2].as<std::string>()},
+                                     {"since", row[3].as<std::string>()},
+                                     {"state", row[4].is_null() ? "" : row[4].as<std::string>()}});
+    }
+    if (rows.empty()) {
+      problems.push_back(fmt::format(
+          "nothing listens on channel \"{}\" (is the name right? buses use "
+          "\"absolutejs_sync_cluster\" unless configured otherwise; a listener busy reading "
+          "spilled messages shows here once idle)",
+          where.channel));
+    }
+  } catch (const syncbus::error&) {
+    throw;
+  } catch (...) {
+    detail::rethrow_as_syncbus_error("reading the status of channel \"" + where.channel + "\"");
+  }
+  report["problems"] = problems;
+
+  if (line.has("json")) {
+    std::cout << report.dump(2) << '\n';
+  } else {
+    std::cout << fmt::format("channel      \"{}\" on PostgreSQL {}{}\n", where.channel,
+                             report["server_version"].get<std::string>(),
+                             report["in_recovery"].get<bool>() ? " (standby)" : "");
+    const auto& spill = report["spill_table"];
+    std::cout << fmt::format("spill table  {}", spill["name"].get<std::string>());
+    if (spill.contains("rows_on_channel")) {
+      std::cout << fmt::format(": {} row(s) on this channel (oldest {}), {} in all",
+                               spill["rows_on_channel"].get<std::int64_t>(),
+                               age_text(spill["oldest_age_seconds"]),
+                               spill["rows_total"].get<std::int64_t>());
+    }
+    std::cout << fmt::format("\nNOTIFY queue {:.3f}% used\n",
+                             report["notify_queue_usage"].get<double>() * 100);
+    std::cout << fmt::format("listeners    {}\n", report["listeners"].size());
+    for (const auto& l : report["listeners"]) {
+      std::cout << fmt::format("  pid {:<7} {:<40} from {} since {}\n", l["pid"].get<int>(),
+                               l["application_name"].get<std::string>(),
+                               l["client"].get<std::string>(), l["since"].get<std::string>());
+    }
+    std::cout << (problems.empty() ? "problems     none\n" : "problems\n");
+    for (const auto& p : problems) std::cout << "  - " << p << '\n';
+  }
+  return problems.empty() ? exit_ok : exit_problem;
+}
+
+}  // namespace syncbus::cli

@@ -1,0 +1,359 @@
+// The installed `syncbus` program, run as a user would run it, against a
+// real PostgreSQL. ctest installs the build into a prefix of its own first
+// (test cli.install, SYNCBUS_INSTALLED_CLI); SYNCBUS_CLI overrides the path.
+#include <syncbus/postgres_bus.hpp>
+
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <nlohmann/json.hpp>
+#include <pqxx/pqxx>
+
+#include <cstdlib>
+#include <map>
+
+#include "conninfo.hpp"
+#include "pg_helpers.hpp"
+#include "test_support.hpp"
+
+extern char** environ;
+
+namespace syncbus {
+namespace {
+
+using namespace std::chrono_literals;
+using testing::unique_channel;
+
+// A child process with pipes on stdin, stdout and stderr.
+class Process {
+ public:
+  explicit Process(const std::vector<std::string>& args,
+                   const std::map<std::string, std::string>& env = {}) {
+    int in[2], out[2], err[2];
+    if (::pipe(in) != 0 || ::pipe(out) != 0 || ::pipe(err) != 0) std::abort();
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::dup2(in[0], 0);
+      ::dup2(out[1], 1);
+      ::dup2(err[1], 2);
+      for (int fd : {in[0], in[1], out[0], out[1], err[0], err[1]}) ::close(fd);
+      for (const auto& [name, value] : env) {
+        if (value.empty()) {
+          ::unsetenv(name.c_str());
+        } else {
+          ::setenv(name.c_str(), value.c_str(), 1);
+        }
+      }
+      std::vector<char*> argv;
+      for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    ::close(in[0]);
+    ::close(out[1]);
+    ::close(err[1]);
+    stdin_ = in[1];
+    stdout_ = out[0];
+    stderr_ = err[0];
+  }
+  ~Process() {
+    if (pid_ > 0 && !waited_) {
+      ::kill(pid_, SIGKILL);
+      wait();
+    }
+    for (int fd : {stdin_, stdout_, stderr_}) {
+      if (fd >= 0) ::close(fd);
+    }
+  }
+  Process(const Process&) = delete;
+  Process& operator=(const Process&) = delete;
+
+  void write_stdin(const std::string& text) {
+    if (!text.empty()) [[maybe_unused]]
+      auto n = ::write(stdin_, text.data(), text.size());
+    ::close(stdin_);
+    stdin_ = -1;
+  }
+  void signal(int number) { ::kill(pid_, number); }
+
+  // Reads what is available from stdout and stderr for up to `wait`; stops
+  // early once `until` holds.
+  void read_for(std::chrono::milliseconds wait, const std::function<bool()>& until = nullptr) {
+    const auto deadline = std::chrono::steady_clock::now() + wait;
+    while (std::chrono::steady_clock::now() < deadline && !(until && until())) {
+      pollfd fds[2] = {{stdout_, POLLIN, 0}, {stderr_, POLLIN, 0}};
+      if (::poll(fds, 2, 20) <= 0) continue;
+      char buffer[4096];
+      for (int i = 0; i < 2; ++i) {
+        if (fds[i].revents == 0) continue;
+        const auto n = ::read(fds[i].fd, buffer, sizeof buffer);
+        if (n > 0) (i == 0 ? out_ : err_).append(buffer, static_cast<std::size_t>(n));
+        if (n == 0) {
+          ::close(fds[i].fd);
+          (i == 0 ? stdout_ : stderr_) = -1;
+        }
+      }
+      if (stdout_ < 0 && stderr_ < 0) return;
+    }
+  }
+  std::vector<std::string> stdout_lines() const {
+    std::vector<std::string> lines;
+    std::size_t start = 0;
+    for (auto end = out_.find('\n'); end != std::string::npos; end = out_.find('\n', start)) {
+      lines.push_back(out_.substr(start, end - start));
+      start = end + 1;
+    }
+    return lines;
+  }
+  // Waits for the process to end; returns its exit code (-1 when killed).
+  int wait() {
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    waited_ = true;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+  const std::string& out() const { return out_; }
+  const std::string& err() const { return err_; }
+
+ private:
+  pid_t pid_ = -1;
+  bool waited_ = false;
+  int stdin_ = -1, stdout_ = -1, stderr_ = -1;
+  std::string out_, err_;
+};
+
+struct Outcome {
+  int exit_code;
+  std::string out;
+  std::string err;
+};
+
+class CliTest : public testing::PostgresTest {
+ protected:
+  void SetUp() override {
+    testing::PostgresTest::SetUp();
+    if (IsSkipped() || HasFatalFailure()) return;
+    const char* cli = std::getenv("SYNCBUS_CLI");
+    if (cli == nullptr) cli = SYNCBUS_INSTALLED_CLI;
+    if (::access(cli, X_OK) != 0) {
+      FAIL() << cli << " is not the installed syncbus program: run through ctest, which "
+             << "installs it first (or set SYNCBUS_CLI)";
+    }
+    cli_ = cli;
+  }
+  std::vector<std::string> command(std::vector<std::string> args) const {
+    args.insert(args.begin(), cli_);
+    return args;
+  }
+  Outcome run(std::vector<std::string> args, const std::string& input = "",
+              const std::map<std::string, std::string>& env = {}) const {
+    Process p(command(std::move(args)), env);
+    p.write_stdin(input);
+    p.read_for(60s);
+    const int code = p.wait();
+    return {code, p.out(), p.err()};
+  }
+  static bool contains(const std::string& text, const std::string& part) {
+    return text.find(part) != std::string::npos;
+  }
+
+  std::string cli_;
+};
+
+TEST_F(CliTest, HelpUsageErrorsAndExitCodes) {
+  const auto help = run({"--help"});
+  EXPECT_EQ(help.exit_code, 0);
+  for (const auto* command : {"tail", "publish", "vacuum", "status", "doctor", "bench"}) {
+    EXPECT_TRUE(contains(help.out, command)) << command;
+    const auto sub = run({command, "--help"});
+    EXPECT_EQ(sub.exit_code, 0) << command << ": " << sub.err;
+    EXPECT_TRUE(contains(sub.out, "usage: syncbus " + std::string(command))) << sub.out;
+  }
+  EXPECT_EQ(run({}).exit_code, 2);
+  const auto unknown = run({"frobnicate"});
+  EXPECT_EQ(unknown.exit_code, 2);
+  EXPECT_TRUE(contains(unknown.err, "unknown command \"frobnicate\"")) << unknown.err;
+  const auto bad_option = run({"tail", "--db", url(), "--bogus"});
+  EXPECT_EQ(bad_option.exit_code, 2);
+  EXPECT_TRUE(contains(bad_option.err, "unknown option --bogus")) << bad_option.err;
+  const auto no_db = run({"status"}, "", {{"DATABASE_URL", ""}});
+  EXPECT_EQ(no_db.exit_code, 2);
+  EXPECT_TRUE(contains(no_db.err, "DATABASE_URL")) << no_db.err;
+  const auto bad_age = run({"vacuum", "--db", url(), "--older-than", "soon"});
+  EXPECT_EQ(bad_age.exit_code, 2);
+  EXPECT_TRUE(contains(bad_age.err, "not a duration")) << bad_age.err;
+  EXPECT_EQ(run({"--version"}).exit_code, 0);
+}
+
+TEST_F(CliTest, TailSeesWhatPublishSentInlineAndSpilledAndStopsOnCtrlC) {
+  const auto channel = unique_channel("cli_tail");
+  Process tail(command({"tail", "--channel", channel}), {{"DATABASE_URL", url()}});
+  tail.read_for(10s, [&] { return contains(tail.err(), "listening on channel"); });
+  ASSERT_TRUE(contains(tail.err(), "listening on channel")) << tail.err();
+
+  const std::string big(9000, 'b');
+  EXPECT_EQ(run({"publish", "--db", url(), "--channel", channel, R"({"n":1})"}).exit_code, 0);
+  EXPECT_EQ(run({"publish", "--db", url(), "--channel", channel, '"' + big + '"'}).exit_code, 0);
+  const auto lines =
+      run({"publish", "--db", url(), "--channel", channel, "--lines"}, "1\n\n\"two\"\n[3]\n");
+  EXPECT_EQ(lines.exit_code, 0) << lines.err;
+  tail.read_for(10s, [&] { return tail.stdout_lines().size() >= 5; });
+  const auto printed = tail.stdout_lines();
+  ASSERT_EQ(printed.size(), 5u) << tail.out() << tail.err();
+
+  std::vector<nlohmann::json> seen;
+  for (const auto& line : printed) seen.push_back(nlohmann::json::parse(line));
+  EXPECT_EQ(seen[0]["body"], nlohmann::json({{"n", 1}}));
+  EXPECT_EQ(seen[0]["spilled"], false);
+  EXPECT_EQ(seen[0]["sequence"], 1);
+  EXPECT_EQ(seen[0]["size"], 7);
+  EXPECT_EQ(seen[1]["body"], big);
+  EXPECT_EQ(seen[1]["spilled"], true) << "followed into the spill table";
+  EXPECT_EQ(seen[1]["size"], big.size() + 2);
+  EXPECT_EQ(seen[2]["body"], 1);
+  EXPECT_EQ(seen[3]["body"], "two");
+  EXPECT_EQ(seen[4]["body"], nlohmann::json::array({3}));
+  // --lines published three messages from one bus, in order.
+  EXPECT_EQ(seen[2]["origin"], seen[4]["origin"]);
+  EXPECT_EQ(seen[2]["sequence"], 1);
+  EXPECT_EQ(seen[4]["sequence"], 3);
+  for (const auto& s : seen)
+    EXPECT_TRUE(s["origin"].get<std::string>().rfind("syncbus-cli.", 0) == 0);
+
+  const auto stopping = std::chrono::steady_clock::now();
+  tail.signal(SIGINT);
+  tail.read_for(5s);
+  EXPECT_EQ(tail.wait(), 0) << "Ctrl-C is a clean stop";
+  EXPECT_LT(std::chrono::steady_clock::now() - stopping, 2s);
+}
+
+TEST_F(CliTest, TailRawShowsTheEnvelopesAsSent) {
+  const auto channel = unique_channel("cli_raw");
+  Process tail(command({"tail", "--raw", "--db", url(), "--channel", channel}));
+  tail.read_for(10s, [&] { return contains(tail.err(), "listening on channel"); });
+  raw_notify(channel, R"({"v":1,"origin":"hand-made","seq":4,"body":"x"})");
+  raw_notify(channel, "not an envelope at all");
+  tail.read_for(10s, [&] { return tail.stdout_lines().size() >= 2; });
+  tail.signal(SIGTERM);
+  tail.read_for(5s);
+  EXPECT_EQ(tail.wait(), 0);
+  EXPECT_EQ(tail.stdout_lines(),
+            (std::vector<std::string>{R"({"v":1,"origin":"hand-made","seq":4,"body":"x"})",
+                                      "not an envelope at all"}));
+}
+
+TEST_F(CliTest, PublishRefusesABodyThatIsNotJsonAndSendsNothing) {
+  const auto channel = unique_channel("cli_bad_body");
+  PostgresClusterBus receiver(options(channel));
+  testing::Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  const auto bad =
+      run({"publish", "--db", url(), "--channel", channel, "--lines"}, "{\"ok\":1}\n{not json\n");
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_TRUE(contains(bad.err, "line 2 is not valid JSON")) << bad.err;
+  EXPECT_FALSE(seen.wait_for_count(1, 300ms)) << "nothing is sent when any line is bad";
+}
+
+TEST_F(CliTest, VacuumPrintsTheCountOfRowsItRemoved) {
+  const auto channel = unique_channel("cli_vacuum");
+  const auto publish =
+      run({"publish", "--db", url(), "--channel", channel, "--spill", "always", "--lines"},
+          "1\n2\n3\n");
+  ASSERT_EQ(publish.exit_code, 0) << publish.err;
+  pqxx::connection admin(url());
+  const auto rows = [&] {
+    return pqxx::nontransaction(admin)
+        .exec_params1("SELECT count(*) FROM public.sync_cluster_spill WHERE channel = $1",
+                      channel)[0]
+        .as<int>();
+  };
+  ASSERT_EQ(rows(), 3);
+  const auto young = run({"vacuum", "--db", url(), "--channel", channel, "--older-than", "1h"});
+  EXPECT_EQ(young.exit_code, 0) << young.err;
+  EXPECT_EQ(young.out, "0\n");
+  EXPECT_EQ(rows(), 3);
+  const auto all = run({"vacuum", "--db", url(), "--channel", channel, "--older-than", "0s"});
+  EXPECT_EQ(all.exit_code, 0) << all.err;
+  EXPECT_EQ(all.out, "3\n");
+  EXPECT_EQ(rows(), 0);
+}
+
+TEST_F(CliTest, StatusListsTheChannelsListenersAndFailsOnAWrongChannel) {
+  const auto channel = unique_channel("cli_status");
+  auto o = options(channel, "status-node");
+  o.spill = SpillMode::always;
+  PostgresClusterBus bus(o);
+  bus.publish("one row");
+  // The bus's listener read the row just now; once idle (ping_interval, 2 s)
+  // its last statement is its LISTEN again, which is how status finds it.
+  Outcome json;
+  ASSERT_TRUE(testing::eventually(
+      [&] {
+        json = run({"status", "--db", url(), "--channel", channel, "--json"});
+        return json.exit_code == 0;
+      },
+      5s))
+      << json.out << json.err;
+  const auto report = nlohmann::json::parse(json.out);
+  EXPECT_EQ(report["channel"], channel);
+  ASSERT_EQ(report["listeners"].size(), 1u) << json.out;
+  EXPECT_EQ(report["listeners"][0]["application_name"], "syncbus:" + bus.instance_id() + ":listen");
+  EXPECT_EQ(report["spill_table"]["rows_on_channel"], 1);
+  EXPECT_TRUE(report["problems"].empty());
+
+  const auto text = run({"status", "--db", url(), "--channel", channel});
+  EXPECT_EQ(text.exit_code, 0);
+  EXPECT_TRUE(contains(text.out, bus.instance_id())) << text.out;
+
+  const auto wrong = run({"status", "--db", url(), "--channel", channel + "_typo"});
+  EXPECT_EQ(wrong.exit_code, 1);
+  EXPECT_TRUE(contains(wrong.out, "nothing listens on channel \"" + channel + "_typo\""))
+      << wrong.out;
+}
+
+TEST_F(CliTest, DoctorPassesAGoodSetupAndNamesAMissingPrivilege) {
+  const auto good = run({"doctor", "--db", url(), "--jobs", "listen,publish,vacuum"});
+  EXPECT_EQ(good.exit_code, 0) << good.out << good.err;
+  EXPECT_TRUE(contains(good.out, "LISTEN works")) << good.out;
+  EXPECT_TRUE(contains(good.out, "no problem found")) << good.out;
+
+  // A role that may read the table but not write it.
+  pqxx::connection admin(url());
+  const auto tag = std::to_string(::getpid());
+  const auto schema = "syncbus_t_doctor_" + tag;
+  const auto role = "syncbus_t_doctor_role_" + tag;
+  {
+    PostgresBusOptions o = options(unique_channel("doctor_migration"));
+    o.spill_schema = schema;
+    pqxx::nontransaction(admin).exec("CREATE SCHEMA " + schema);
+    PostgresClusterBus owner(o);  // creates the table, as a migration would
+  }
+  pqxx::nontransaction(admin).exec("CREATE ROLE " + role + " LOGIN; GRANT USAGE ON SCHEMA " +
+                                   schema + " TO " + role + "; GRANT SELECT ON " + schema +
+                                   ".sync_cluster_spill TO " + role);
+  const auto as_role = detail::with_connection_options(url(), {{"user", role}}, {});
+  const auto narrow = run({"doctor", "--db", as_role, "--schema", schema});
+  EXPECT_EQ(narrow.exit_code, 1) << narrow.out;
+  EXPECT_TRUE(
+      contains(narrow.out, "lacks INSERT on TABLE \"" + schema + "\".\"sync_cluster_spill\""))
+      << narrow.out;
+  EXPECT_TRUE(contains(narrow.out, "GRANT INSERT ON TABLE")) << narrow.out;
+  EXPECT_TRUE(contains(narrow.out, "problem(s) found")) << narrow.out;
+  // Listening alone is all this role is for: then nothing is missing.
+  EXPECT_EQ(run({"doctor", "--db", as_role, "--schema", schema, "--jobs", "listen"}).exit_code, 0);
+  pqxx::nontransaction(admin).exec("DROP SCHEMA " + schema + " CASCADE; DROP OWNED BY " + role +
+                                   "; DROP ROLE " + role);
+}
+
+TEST_F(CliTest, DoctorFailsOnAnUnreachableServerWithoutShowingThePassword) {
+  const auto out = run({"doctor", "--db", "host=127.0.0.1 port=1 password=hidden-pw-77"});
+  EXPECT_EQ(out.exit_code, 1);
+  EXPECT_TRUE(contains(out.out, "could not connect")) << out.out;
+  EXPECT_FALSE(contains(out.out + out.err, "hidden-pw-77"));
+}
+
+}  // namespace
+}  // namespace syncbus
