@@ -36,7 +36,9 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <deque>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <map>
 #include <mutex>
@@ -61,6 +63,14 @@ struct Config {
   double seconds = 2.0;
   std::vector<std::size_t> sizes{200, 2000, 20000};
   std::vector<int> threads{1, 4, 16};
+  // How the saturation senders publish: publish_async with up to `window`
+  // messages in flight per thread (what a high-volume producer does), and
+  // also, for these thread counts, blocking publish() calls.
+  std::size_t window = 64;
+  // Senders wait while this many bytes of messages are published but not yet
+  // delivered to every receiver (at least 256 messages).
+  std::size_t max_lag_bytes = 16 * 1024 * 1024;
+  std::vector<int> blocking_threads{16};
   int rate = 1000;
   bool check = false;
 };
@@ -297,7 +307,7 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
 // ---------------------------------------------------------------- syncbus
 
 Result run_syncbus(const Config& config, std::size_t size, int threads, std::optional<int> rate,
-                   int postmaster) {
+                   int postmaster, bool blocking) {
   static int run = 0;
   const std::string channel = fmt::format("syncbus_bench_{}_{}", ::getpid(), ++run);
   syncbus::PostgresBusOptions options;
@@ -321,6 +331,7 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
     std::uint64_t last_sequence = 0;
     bool in_order = true;
     std::size_t received = 0;
+    std::atomic<std::size_t> received_so_far{0};  // read by the senders' flow control
     std::int64_t last_ns = 0;
   };
   std::vector<std::unique_ptr<Receiver>> receivers;
@@ -336,18 +347,55 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
       self->in_order = self->in_order && m.sequence == self->last_sequence + 1;
       self->last_sequence = m.sequence;
       ++self->received;
+      self->received_so_far.store(self->received, std::memory_order_relaxed);
       self->last_ns = now;
     });
     receivers.push_back(std::move(receiver));
   }
   const auto pad = padding_for(size);
   std::atomic<std::size_t> sent{0};
+  // Flow control, as a producer that must not outrun its consumers would
+  // have: no more than max_lag messages published and not yet delivered
+  // everywhere. Without it, a fast enough producer makes the listeners fall
+  // behind the server's NOTIFY queue, whose reading then slows everyone
+  // down: "saturation" is what the whole pipeline sustains.
+  std::atomic<std::size_t> issued{0};
+  const std::size_t max_lag =
+      std::max<std::size_t>(256, config.max_lag_bytes / std::max<std::size_t>(1, size));
+  const auto wait_for_receivers = [&] {
+    for (;;) {
+      std::size_t slowest = SIZE_MAX;
+      for (auto& r : receivers) {
+        slowest = std::min(slowest, r->received_so_far.load(std::memory_order_relaxed));
+      }
+      if (issued.load(std::memory_order_relaxed) < slowest + max_lag) return;
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  };
   const auto cpu_before = process_cpu();
   const auto server_before = server_cpu(postmaster);
   const auto rss_before = resident_kb();
   const auto start_ns = now_ns();
   std::vector<std::thread> senders;
   for (int t = 0; t < threads; ++t) {
+    if (!blocking) {
+      // A window of futures: publish_async until `window` are in flight,
+      // then wait for the oldest.
+      senders.emplace_back([&] {
+        std::deque<std::future<void>> in_flight;
+        sent += drive(std::chrono::duration<double>(config.seconds), rate, [&](std::size_t) {
+          if (in_flight.size() >= config.window) {
+            in_flight.front().get();
+            in_flight.pop_front();
+          }
+          wait_for_receivers();
+          ++issued;
+          in_flight.push_back(publisher.publish_async({{"t", now_ns()}, {"pad", pad}}));
+        });
+        for (auto& f : in_flight) f.get();
+      });
+      continue;
+    }
     senders.emplace_back([&] {
       sent += drive(std::chrono::duration<double>(config.seconds), rate, [&](std::size_t) {
         publisher.publish({{"t", now_ns()}, {"pad", pad}});
@@ -368,7 +416,8 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
     std::this_thread::sleep_for(1ms);
   }
   Result result;
-  result.name = fmt::format("syncbus, {} thread{}", threads, threads == 1 ? "" : "s");
+  result.name = fmt::format("syncbus, {} thread{}{}", threads, threads == 1 ? "" : "s",
+                            blocking ? ", blocking" : "");
   result.size = size;
   result.delivered = total;
   std::int64_t last_ns = start_ns;
@@ -403,7 +452,7 @@ std::string cpu_text(const std::optional<double>& v) {
 
 void print_header() {
   std::cout << fmt::format(
-      "{:<19} {:>6} {:>11} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7}\n", "", "size",
+      "{:<30} {:>6} {:>11} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7}\n", "", "size",
       "load", "msg/s", "p50 us", "p99 us", "p99.9", "max us", "cpu/1k", "srv/1k", "msg/tx", "ok");
 }
 
@@ -411,7 +460,7 @@ void print(const Result& r, const Result* raw) {
   const double per_tx =
       r.transactions ? static_cast<double>(r.delivered) / static_cast<double>(r.transactions) : 0;
   std::cout << fmt::format(
-      "{:<19} {:>6} {:>11} {:>10.0f} {:>8.0f} {:>8.0f} {:>8.0f} {:>8.0f} {:>8.3f} {:>8} {:>7.1f} "
+      "{:<30} {:>6} {:>11} {:>10.0f} {:>8.0f} {:>8.0f} {:>8.0f} {:>8.0f} {:>8.3f} {:>8} {:>7.1f} "
       "{:>7}\n",
       r.name, r.size, r.load, r.delivered_per_second, r.latency.at(0.5), r.latency.at(0.99),
       r.latency.at(0.999), r.latency.micros.empty() ? 0.0 : r.latency.micros.back(),
@@ -421,7 +470,7 @@ void print(const Result& r, const Result* raw) {
       return x.process_cpu_per_1000 + x.server_cpu_per_1000.value_or(0);
     };
     std::cout << fmt::format(
-        "{:<19} {:>6} {:>11} {:>9.2f}x {:>7.2f}x {:>7.2f}x {:>8} {:>8} {:>7.2f}x (cpu+srv)\n",
+        "{:<30} {:>6} {:>11} {:>9.2f}x {:>7.2f}x {:>7.2f}x {:>8} {:>8} {:>7.2f}x (cpu+srv)\n",
         "  vs raw", "", "", r.delivered_per_second / raw->delivered_per_second,
         r.latency.at(0.5) / std::max(1.0, raw->latency.at(0.5)),
         r.latency.at(0.99) / std::max(1.0, raw->latency.at(0.99)), "", "",
@@ -438,12 +487,15 @@ std::vector<std::string> split(const std::string& text) {
 
 constexpr const char* usage_text =
     "usage: syncbus bench [CONNINFO] [--seconds S] [--sizes 200,2000,20000]\n"
-    "                     [--threads 1,4,16] [--rate 1000] [--check]\n"
+    "                     [--threads 1,4,16] [--window 64] [--blocking 16|none]\n"
+    "                     [--rate 1000] [--check]\n"
     "\n"
     "Measures syncbus against a raw libpq baseline on the same server, in one run:\n"
     "throughput delivered to every receiver, latency percentiles at saturation and\n"
     "at --rate messages/s, CPU per 1,000 messages (this process and the server), for\n"
-    "each message size. CONNINFO defaults to $DATABASE_URL. --check: exit 1 unless\n"
+    "each message size. At saturation each of --threads publishes with\n"
+    "publish_async, --window messages in flight; --blocking threads call publish()\n"
+    "and wait. CONNINFO defaults to $DATABASE_URL. --check: exit 1 unless\n"
     "every receiver got every message once, in order. See docs/BENCHMARKS.md.\n";
 
 int usage(const char* error) {
@@ -471,6 +523,16 @@ int run_benchmark(const std::vector<std::string>& args) {
       } else if (args[i] == "--threads") {
         config.threads.clear();
         for (const auto& t : split(value())) config.threads.push_back(std::stoi(t));
+      } else if (args[i] == "--blocking") {
+        config.blocking_threads.clear();
+        const auto list = value();
+        if (list != "none") {
+          for (const auto& t : split(list)) config.blocking_threads.push_back(std::stoi(t));
+        }
+      } else if (args[i] == "--window") {
+        config.window = std::stoul(value());
+      } else if (args[i] == "--max-lag-bytes") {
+        config.max_lag_bytes = std::stoul(value());
       } else if (args[i] == "--rate") {
         config.rate = std::stoi(value());
       } else if (args[i] == "--check") {
@@ -513,19 +575,21 @@ int run_benchmark(const std::vector<std::string>& args) {
       raw.load = "saturation";
       print(raw, nullptr);
       all_correct = all_correct && raw.correct;
-      for (const int threads : config.threads) {
-        auto r = run_syncbus(config, size, threads, std::nullopt, postmaster);
+      const auto saturate = [&](int threads, bool blocking) {
+        auto r = run_syncbus(config, size, threads, std::nullopt, postmaster, blocking);
         r.load = "saturation";
         print(r, &raw);
         all_correct = all_correct && r.correct;
         if (r.rss_growth_kb > 0) {
-          std::cout << fmt::format("{:<19} resident size grew {} KB\n", "", r.rss_growth_kb);
+          std::cout << fmt::format("{:<30} resident size grew {} KB\n", "", r.rss_growth_kb);
         }
-      }
+      };
+      for (const int threads : config.threads) saturate(threads, false);
+      for (const int threads : config.blocking_threads) saturate(threads, true);
       auto raw_paced = run_raw(config, size, config.rate, postmaster);
       raw_paced.load = fmt::format("{}/s", config.rate);
       print(raw_paced, nullptr);
-      auto paced = run_syncbus(config, size, 1, config.rate, postmaster);
+      auto paced = run_syncbus(config, size, 1, config.rate, postmaster, /*blocking=*/true);
       paced.load = fmt::format("{}/s", config.rate);
       print(paced, &raw_paced);
       all_correct = all_correct && raw_paced.correct && paced.correct;

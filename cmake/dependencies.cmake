@@ -3,6 +3,9 @@
 find_package(Threads REQUIRED)
 find_package(nlohmann_json 3.2 REQUIRED)
 find_package(fmt REQUIRED)
+# simdjson: parses what arrives from peers (several times faster than
+# nlohmann::json's parser, which remains the public JSON type).
+find_package(simdjson 3 REQUIRED)
 # libcrypto: HMAC-SHA256 for message authentication.
 find_package(OpenSSL 3.0 REQUIRED COMPONENTS Crypto)
 

@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(
   g++ make cmake pkg-config git ca-certificates   # toolchain
-  libpqxx-dev libpq-dev nlohmann-json3-dev libfmt-dev libssl-dev  # the library's dependencies
+  libpqxx-dev libpq-dev nlohmann-json3-dev libfmt-dev libssl-dev libsimdjson-dev  # the library's dependencies
   libgtest-dev libgmock-dev                       # tests
   postgresql-15 postgresql-client-15              # the throwaway test server
   pgbouncer                                       # tests: LISTEN through a pooler

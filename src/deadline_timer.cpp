@@ -28,6 +28,7 @@ bool DeadlineTimer::Guard::expired() const { return timer_ != nullptr && timer_-
 
 DeadlineTimer::Guard DeadlineTimer::arm(int socket, Clock::time_point deadline, const void* owner) {
   std::uint64_t id = 0;
+  bool wake = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     id = next_id_++;
@@ -37,8 +38,13 @@ DeadlineTimer::Guard DeadlineTimer::arm(int socket, Clock::time_point deadline, 
       entry.expired = true;
     }
     entries_.emplace(id, entry);
+    // Every statement arms a deadline: waking the thread each time would
+    // cost a context switch per statement. It need only hear of one that
+    // falls before the time it is sleeping until.
+    wake = deadline < sleeping_until_;
+    if (wake) sleeping_until_ = deadline;
   }
-  changed_.notify_all();
+  if (wake) changed_.notify_all();
   return Guard(this, id);
 }
 
@@ -78,6 +84,7 @@ void DeadlineTimer::run() {
         next = entry.deadline;
       }
     }
+    sleeping_until_ = next;
     if (next == Clock::time_point::max()) {
       changed_.wait(lock);
     } else {

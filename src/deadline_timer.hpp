@@ -72,6 +72,9 @@ class DeadlineTimer {
   // Expired entries are kept until disarmed, so the guard can read its fate.
   std::uint64_t next_id_ = 1;
   std::set<const void*> cut_owners_;
+  // What the thread waits for (max: nothing); arm() wakes it only for an
+  // earlier deadline.
+  Clock::time_point sleeping_until_ = Clock::time_point::min();
   bool stopping_ = false;
   std::thread thread_;
 };

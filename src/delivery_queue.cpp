@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "envelope.hpp"
+
 namespace syncbus::detail {
 
 void report(const ErrorSink& sink, const std::exception& e) noexcept {
@@ -40,6 +42,11 @@ Subscription HandlerRegistry::add(MessageHandler handler) {
     entry->active.store(false);
     if (auto self = weak_self.lock()) self->remove(entry);
   });
+}
+
+bool HandlerRegistry::empty() const {
+  std::lock_guard<std::mutex> lock(entries_mutex_);
+  return entries_.empty();
 }
 
 void HandlerRegistry::remove(const std::shared_ptr<Entry>& entry) {
@@ -262,6 +269,16 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
         if (!verdict.deliver) {
           StatsCounters::add(stats_->duplicates_dropped);
           continue;
+        }
+        if (item.body_text && !handlers_->empty()) {
+          try {
+            item.message.body = parse_body(*item.body_text, item.body_text->size());
+          } catch (const std::exception& e) {
+            flush();
+            report(on_error_, e);
+            report_gap({item.message.origin, item.message.sequence, item.message.sequence});
+            continue;
+          }
         }
         run.push_back(std::move(item.message));
         break;

@@ -46,6 +46,9 @@ ErrorSink counting_errors(std::shared_ptr<StatsCounters> stats, ErrorSink user, 
 class HandlerRegistry : public std::enable_shared_from_this<HandlerRegistry> {
  public:
   Subscription add(MessageHandler handler);
+  /// True when at least one handler is subscribed (a hint: it may change
+  /// right after).
+  bool empty() const;
   /// Calls every active handler with each message, in order, until `cancel`
   /// becomes true. Exceptions thrown by handlers go to `sink`.
   void deliver(const std::vector<ClusterMessage>& messages, const ErrorSink& sink,
@@ -62,7 +65,7 @@ class HandlerRegistry : public std::enable_shared_from_this<HandlerRegistry> {
   // unsubscribe; a cancel from another thread waits on it, which is how
   // unsubscribe() guarantees the handler is not running when it returns.
   std::recursive_mutex delivering_;
-  std::mutex entries_mutex_;
+  mutable std::mutex entries_mutex_;
   std::vector<std::shared_ptr<Entry>> entries_;
 };
 
@@ -76,9 +79,16 @@ struct Inbound {
     lost,              // message.origin's message.sequence is known lost (its spill row is
                        // missing or refused): an exact gap at once, even for a new origin
   };
+  Inbound() = default;
+  Inbound(Kind kind_, ClusterMessage message_, std::uint64_t first_dropped_ = 0)
+      : kind(kind_), message(std::move(message_)), first_dropped(first_dropped_) {}
+
   Kind kind = Kind::message;
   ClusterMessage message;
   std::uint64_t first_dropped = 0;  // for Kind::dropped
+  /// A message whose body is still JSON text (message.body is then unset):
+  /// the delivery thread parses it only if a handler is there to see it.
+  std::shared_ptr<const std::string> body_text;
 };
 
 /// A FIFO of inbound items and the thread that delivers them.

@@ -4,9 +4,14 @@
 
 #include <fmt/format.h>
 
+#include <simdjson.h>
+
 #include <cstdint>
+#include <cstring>
+#include <optional>
 
 #include "instance_id.hpp"
+#include "json_writer.hpp"
 
 namespace syncbus::detail {
 namespace {
@@ -34,6 +39,19 @@ std::string excerpt(std::string_view payload) {
 }  // namespace
 
 bool nesting_exceeds(std::string_view json_text, std::size_t max_depth) noexcept {
+  // Most texts hold fewer brackets than the limit, and so cannot nest deeper
+  // than it: counting them with memchr (vectorised in libc) settles those.
+  std::size_t openings = 0;
+  for (const char bracket : {'[', '{'}) {
+    const char* at = json_text.data();
+    const char* const end = at + json_text.size();
+    while (openings <= max_depth && at != end &&
+           (at = static_cast<const char*>(std::memchr(at, bracket, end - at))) != nullptr) {
+      ++openings;
+      ++at;
+    }
+  }
+  if (openings <= max_depth) return false;
   std::size_t depth = 0;
   bool in_string = false;
   for (std::size_t i = 0; i < json_text.size(); ++i) {
@@ -57,20 +75,7 @@ bool nesting_exceeds(std::string_view json_text, std::size_t max_depth) noexcept
 
 std::string serialize_body(const nlohmann::json& body, bool ascii_only) {
   std::string text;
-  try {
-    text = body.dump(-1, ' ', ascii_only, nlohmann::json::error_handler_t::strict);
-  } catch (const nlohmann::json::exception& e) {
-    throw invalid_message(
-        fmt::format("syncbus: cannot publish this body: {}. Strings in a message body must "
-                    "be valid UTF-8; nothing was sent",
-                    e.what()));
-  }
-  if (nesting_exceeds(text, max_body_depth)) {
-    throw invalid_message(
-        fmt::format("syncbus: cannot publish this body: it nests arrays and objects deeper than "
-                    "{} levels, which receivers refuse; nothing was sent",
-                    max_body_depth));
-  }
+  write_json(text, body, ascii_only, max_body_depth);
   return text;
 }
 
@@ -137,7 +142,92 @@ std::string encode_heartbeat(std::string_view origin, std::uint64_t last_sequenc
   return fmt::format(R"({{"v":1,"origin":"{}","seq":{},"heartbeat":true}})", origin, last_sequence);
 }
 
-Envelope decode_envelope(std::string_view payload) {
+namespace {
+
+using Element = simdjson::dom::element;
+using Type = simdjson::dom::element_type;
+
+// One parser per thread: it keeps its buffers between documents, which is
+// what makes it fast. A document over a megabyte gets a parser of its own,
+// so that one huge spilled body does not pin its buffers for ever.
+constexpr std::size_t reused_parser_limit = 1 << 20;
+
+simdjson::dom::parser& thread_parser() {
+  thread_local simdjson::dom::parser parser;
+  return parser;
+}
+
+// Parses `text`, then calls `use` with the root element while the parser
+// still holds it; calls `invalid` (which must throw) with simdjson's reason
+// when `text` is not JSON.
+template <typename Use, typename Invalid>
+auto with_document(std::string_view text, Use&& use, Invalid&& invalid)
+    -> decltype(use(std::declval<Element>())) {
+  std::optional<simdjson::dom::parser> own;
+  simdjson::dom::parser* parser = &thread_parser();
+  if (text.size() > reused_parser_limit) {
+    own.emplace();
+    parser = &*own;
+  }
+  Element root;
+  // Copies the text into the parser's padded buffer (simdjson reads past
+  // the end of what it is given).
+  if (const auto error = parser->parse(text.data(), text.size(), true).get(root)) {
+    invalid(simdjson::error_message(error));
+  }
+  return use(root);
+}
+
+// The JSON value of `element`, as nlohmann's own parser would have built it
+// (non-negative integers unsigned, the last of repeated keys). Recursion is
+// bounded: every caller has checked the nesting first (nesting_exceeds).
+nlohmann::json to_json(Element element) {
+  switch (element.type()) {
+    case Type::OBJECT: {
+      nlohmann::json object(nlohmann::json::value_t::object);
+      simdjson::dom::object fields = element.get_object().value_unsafe();
+      for (const auto field : fields) object[std::string(field.key)] = to_json(field.value);
+      return object;
+    }
+    case Type::ARRAY: {
+      nlohmann::json array(nlohmann::json::value_t::array);
+      simdjson::dom::array items = element.get_array().value_unsafe();
+      auto& values = array.get_ref<nlohmann::json::array_t&>();
+      values.reserve(items.size());
+      for (const auto item : items) values.push_back(to_json(item));
+      return array;
+    }
+    case Type::STRING:
+      return std::string(element.get_string().value_unsafe());
+    case Type::INT64: {
+      const auto value = element.get_int64().value_unsafe();
+      if (value >= 0) return static_cast<std::uint64_t>(value);
+      return value;
+    }
+    case Type::UINT64:
+      return element.get_uint64().value_unsafe();
+    case Type::DOUBLE:
+      return element.get_double().value_unsafe();
+    case Type::BOOL:
+      return element.get_bool().value_unsafe();
+    case Type::NULL_VALUE:
+      return nullptr;
+  }
+  return nullptr;
+}
+
+// An unsigned integer field: INT64 >= 0 or UINT64.
+std::optional<std::uint64_t> unsigned_of(Element element) {
+  if (element.type() == Type::UINT64) return element.get_uint64().value_unsafe();
+  if (element.type() == Type::INT64 && element.get_int64().value_unsafe() >= 0) {
+    return static_cast<std::uint64_t>(element.get_int64().value_unsafe());
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+Envelope decode_envelope(std::string_view payload, std::string_view skip_bodies_of) {
   if (payload.size() >= notify_payload_limit) {
     reject(payload, fmt::format("{} bytes; a NOTIFY payload is shorter than {}", payload.size(),
                                 notify_payload_limit));
@@ -146,81 +236,115 @@ Envelope decode_envelope(std::string_view payload) {
   if (nesting_exceeds(payload, max_body_depth + 2)) {
     reject(payload, fmt::format("nested deeper than {} levels", max_body_depth));
   }
-  auto doc = nlohmann::json::parse(payload, nullptr, /*allow_exceptions=*/false);
-  if (doc.is_discarded()) reject(payload, "not JSON");
-  if (!doc.is_object()) reject(payload, "not a JSON object");
+  return with_document(
+      payload,
+      [&](Element root) {
+        if (root.type() != Type::OBJECT) reject(payload, "not a JSON object");
+        // One pass over the fields; a known field given twice is refused
+        // rather than guessed at.
+        std::optional<Element> version, origin, sequence, body, bodies, spilled, heartbeat, count;
+        simdjson::dom::object fields = root.get_object().value_unsafe();
+        for (const auto field : fields) {
+          std::optional<Element>* slot = nullptr;
+          const auto key = field.key;
+          if (key == "v") {
+            slot = &version;
+          } else if (key == "origin") {
+            slot = &origin;
+          } else if (key == "seq") {
+            slot = &sequence;
+          } else if (key == "body") {
+            slot = &body;
+          } else if (key == "bodies") {
+            slot = &bodies;
+          } else if (key == "spilled") {
+            slot = &spilled;
+          } else if (key == "heartbeat") {
+            slot = &heartbeat;
+          } else if (key == "count") {
+            slot = &count;
+          } else {
+            continue;  // unknown fields are for later minor versions
+          }
+          if (*slot) reject(payload, fmt::format("\"{}\" appears twice", key));
+          *slot = field.value;
+        }
 
-  const auto version = doc.find("v");
-  if (version == doc.end() || !version->is_number_integer()) {
-    reject(payload, "no integer \"v\" (protocol version)");
-  }
-  if (*version != protocol_version) {
-    throw protocol_error(
-        fmt::format("syncbus: ignored an envelope of protocol version {} (this build "
-                    "speaks version {}); upgrade syncbus on every instance of the cluster",
-                    version->dump(), protocol_version));
-  }
+        if (!version || (version->type() != Type::INT64 && version->type() != Type::UINT64)) {
+          reject(payload, "no integer \"v\" (protocol version)");
+        }
+        if (unsigned_of(*version) != std::optional<std::uint64_t>(protocol_version)) {
+          throw protocol_error(
+              fmt::format("syncbus: ignored an envelope of protocol version {} (this build "
+                          "speaks version {}); upgrade syncbus on every instance of the cluster",
+                          simdjson::minify(*version), protocol_version));
+        }
 
-  Envelope envelope;
-  const auto origin = doc.find("origin");
-  if (origin == doc.end() || !origin->is_string()) reject(payload, "no string \"origin\"");
-  // Origins are instance ids; anything else did not come from a syncbus bus,
-  // and must not reach the dedupe state or a spill-table query.
-  if (!is_plain_instance_id(origin->get_ref<const std::string&>())) {
-    reject(payload, "\"origin\" is not 1 to 64 characters of A-Z a-z 0-9 . _ : -");
-  }
-  envelope.origin = origin->get<std::string>();
+        Envelope envelope;
+        if (!origin || origin->type() != Type::STRING) reject(payload, "no string \"origin\"");
+        // Origins are instance ids; anything else did not come from a
+        // syncbus bus, and must not reach the dedupe state or a query.
+        const std::string_view origin_text = origin->get_string().value_unsafe();
+        if (!is_plain_instance_id(origin_text)) {
+          reject(payload, "\"origin\" is not 1 to 64 characters of A-Z a-z 0-9 . _ : -");
+        }
+        envelope.origin = std::string(origin_text);
 
-  const auto sequence = doc.find("seq");
-  // The spill table keeps sequences as bigint: at most 2^63 - 1.
-  if (sequence == doc.end() || !sequence->is_number_unsigned() ||
-      sequence->get<std::uint64_t>() == 0 ||
-      sequence->get<std::uint64_t>() > static_cast<std::uint64_t>(INT64_MAX)) {
-    reject(payload, "no \"seq\" from 1 to 2^63-1");
-  }
-  envelope.sequence = sequence->get<std::uint64_t>();
+        // The spill table keeps sequences as bigint: at most 2^63 - 1.
+        const auto seq = sequence ? unsigned_of(*sequence) : std::nullopt;
+        if (!seq || *seq == 0 || *seq > static_cast<std::uint64_t>(INT64_MAX)) {
+          reject(payload, "no \"seq\" from 1 to 2^63-1");
+        }
+        envelope.sequence = *seq;
 
-  const auto body = doc.find("body");
-  const auto bodies = doc.find("bodies");
-  const auto is_true = [&doc](const char* field) {
-    const auto it = doc.find(field);
-    return it != doc.end() && it->is_boolean() && it->get<bool>();
-  };
-  const bool spilled = is_true("spilled");
-  const bool heartbeat = is_true("heartbeat");
-  if ((body != doc.end()) + (bodies != doc.end()) + spilled + heartbeat != 1) {
-    reject(payload,
-           "needs exactly one of \"body\", \"bodies\", \"spilled\":true or "
-           "\"heartbeat\":true");
-  }
-  const auto fits = [&envelope](std::uint64_t count) {
-    return count >= 1 && count <= max_messages_per_envelope &&
-           count - 1 <= static_cast<std::uint64_t>(INT64_MAX) - envelope.sequence;
-  };
-  if (body != doc.end()) {
-    envelope.kind = Envelope::Kind::inline_body;
-    envelope.bodies.push_back(std::move(*body));
-  } else if (bodies != doc.end()) {
-    if (!bodies->is_array() || !fits(bodies->size())) {
-      reject(payload, "\"bodies\" is not an array of 1 or more messages within 2^63-1");
-    }
-    envelope.kind = Envelope::Kind::inline_body;
-    envelope.count = bodies->size();
-    envelope.bodies = std::move(bodies->get_ref<nlohmann::json::array_t&>());
-  } else if (spilled) {
-    envelope.kind = Envelope::Kind::spill_pointer;
-    const auto count = doc.find("count");
-    if (count != doc.end()) {
-      if (!count->is_number_unsigned() || !fits(count->get<std::uint64_t>())) {
-        reject(payload, fmt::format("\"count\" is not from 1 to {} within 2^63-1",
-                                    max_messages_per_envelope));
-      }
-      envelope.count = count->get<std::uint64_t>();
-    }
-  } else {
-    envelope.kind = Envelope::Kind::heartbeat;
-  }
-  return envelope;
+        const auto is_true = [](const std::optional<Element>& flag) {
+          return flag && flag->type() == Type::BOOL && flag->get_bool().value_unsafe();
+        };
+        const bool is_spilled = is_true(spilled);
+        const bool is_heartbeat = is_true(heartbeat);
+        if (body.has_value() + bodies.has_value() + is_spilled + is_heartbeat != 1) {
+          reject(payload,
+                 "needs exactly one of \"body\", \"bodies\", \"spilled\":true or "
+                 "\"heartbeat\":true");
+        }
+        const auto fits = [&envelope](std::uint64_t n) {
+          return n >= 1 && n <= max_messages_per_envelope &&
+                 n - 1 <= static_cast<std::uint64_t>(INT64_MAX) - envelope.sequence;
+        };
+        const bool build = skip_bodies_of.empty() || envelope.origin != skip_bodies_of;
+        if (body) {
+          envelope.kind = Envelope::Kind::inline_body;
+          if (build) envelope.bodies.push_back(to_json(*body));
+        } else if (bodies) {
+          if (bodies->type() != Type::ARRAY) {
+            reject(payload, "\"bodies\" is not an array of 1 or more messages within 2^63-1");
+          }
+          simdjson::dom::array items = bodies->get_array().value_unsafe();
+          if (!fits(items.size())) {
+            reject(payload, "\"bodies\" is not an array of 1 or more messages within 2^63-1");
+          }
+          envelope.kind = Envelope::Kind::inline_body;
+          envelope.count = items.size();
+          if (build) {
+            envelope.bodies.reserve(items.size());
+            for (const auto item : items) envelope.bodies.push_back(to_json(item));
+          }
+        } else if (is_spilled) {
+          envelope.kind = Envelope::Kind::spill_pointer;
+          if (count) {
+            const auto n = unsigned_of(*count);
+            if (!n || !fits(*n)) {
+              reject(payload, fmt::format("\"count\" is not from 1 to {} within 2^63-1",
+                                          max_messages_per_envelope));
+            }
+            envelope.count = *n;
+          }
+        } else {
+          envelope.kind = Envelope::Kind::heartbeat;
+        }
+        return envelope;
+      },
+      [&](const char* why) { reject(payload, fmt::format("not JSON: {}", why)); });
 }
 
 nlohmann::json parse_body(std::string_view body_json, std::size_t max_bytes) {
@@ -234,12 +358,10 @@ nlohmann::json parse_body(std::string_view body_json, std::size_t max_bytes) {
     throw protocol_error(
         fmt::format("syncbus: a spilled message body nests deeper than {} levels", max_body_depth));
   }
-  auto body = nlohmann::json::parse(body_json, nullptr, false);
-  if (body.is_discarded()) {
-    throw protocol_error(
-        fmt::format("syncbus: a spilled message body is not valid JSON: {}", excerpt(body_json)));
-  }
-  return body;
+  return with_document(body_json, to_json, [&](const char* why) {
+    throw protocol_error(fmt::format("syncbus: a spilled message body is not valid JSON ({}): {}",
+                                     why, excerpt(body_json)));
+  });
 }
 
 }  // namespace syncbus::detail

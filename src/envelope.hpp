@@ -89,8 +89,9 @@ struct Envelope {
 /// notify_payload_limit bytes or more and nesting deeper than max_body_depth
 /// are rejected before parsing. Never crashes, hangs or allocates beyond a
 /// small multiple of the payload's size, whatever the input (fuzzed by
-/// fuzz/envelope_fuzzer.cpp).
-Envelope decode_envelope(std::string_view payload);
+/// fuzz/envelope_fuzzer.cpp). When the origin is `skip_bodies_of`, the
+/// bodies are checked as JSON but not built (`bodies` stays empty).
+Envelope decode_envelope(std::string_view payload, std::string_view skip_bodies_of = {});
 
 /// Parses a spilled body's JSON text. Throws protocol_error when invalid,
 /// larger than `max_bytes`, or nested deeper than max_body_depth.

@@ -29,7 +29,9 @@ bool is_plain_instance_id(std::string_view id) noexcept {
 }
 
 std::string new_instance_id(const std::string& name) {
-  if (name.empty()) return random_hex(16);
+  // 14 hex digits (56 random bits) fit std::string's short-string buffer:
+  // every message a receiver holds carries its origin.
+  if (name.empty()) return random_hex(14);
   if (name.size() > max_instance_name_length || !is_plain_instance_id(name)) {
     throw configuration_error(fmt::format(
         "syncbus: instance_id \"{}\" is invalid: use 1 to {} characters of A-Z a-z 0-9 . _ : - "

@@ -23,7 +23,7 @@ std::string random_hex(std::size_t count);
 /// True when `id` is 1 to 64 characters of [A-Za-z0-9._:-].
 bool is_plain_instance_id(std::string_view id) noexcept;
 
-/// This run's instance id: `name` + '.' + 8 random hex digits, or 16 random
+/// This run's instance id: `name` + '.' + 8 random hex digits, or 14 random
 /// hex digits when `name` is empty. Throws configuration_error when `name` is
 /// not 1 to 55 characters of [A-Za-z0-9._:-] (ids travel in envelopes, SQL
 /// parameters and application_name: keep them plain).

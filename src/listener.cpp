@@ -253,17 +253,19 @@ std::size_t ListenerLoop::catch_up(ListenSession& session, std::chrono::millisec
         },
         [&] { return fmt::format("catching up from {}", store_.qualified_name()); });
     read += page.size();
-    queue_.post(decode_rows(page));
+    queue_.post(decode_rows(page, /*skip_own=*/true));
     if (page.size() < static_cast<std::size_t>(page_size)) return read;
     after_origin = page.back().origin;
     after_sequence = page.back().sequence;
   }
 }
 
-std::vector<Inbound> ListenerLoop::decode_rows(const std::vector<SpillStore::StoredMessage>& rows) {
+std::vector<Inbound> ListenerLoop::decode_rows(const std::vector<SpillStore::StoredMessage>& rows,
+                                               bool skip_own) {
   std::vector<Inbound> items;
   items.reserve(rows.size());
   for (const auto& row : rows) {
+    if (skip_own && row.origin == settings_.own_origin) continue;
     try {
       items.push_back({Inbound::Kind::message, {row.origin, row.sequence, body_of(row)}});
     } catch (const std::exception& e) {
@@ -294,7 +296,7 @@ bool ListenerLoop::reread_step(ListenSession& session) {
                            store_.qualified_name());
       });
   const auto next_sequence = rows.empty() ? request->from_sequence : rows.back().sequence + 1;
-  queue_.post_reread(request->origin, decode_rows(rows), next_sequence,
+  queue_.post_reread(request->origin, decode_rows(rows, /*skip_own=*/false), next_sequence,
                      rows.size() < static_cast<std::size_t>(limit));
   return true;
 }
@@ -349,8 +351,10 @@ void ListenerLoop::deliver_chunk(pqxx::connection_base& connection, const std::s
       // Authenticated before anything else looks at it: a forgery must not
       // reach the sequence check, where it could pass for the genuine
       // message and make that one a "duplicate".
-      Envelope envelope =
-          decode_envelope(auth_.verify_envelope(settings_.channel, *payload, verified));
+      Envelope envelope = decode_envelope(
+          auth_.verify_envelope(settings_.channel, *payload, verified), settings_.own_origin);
+      // This bus's own messages reach its handlers from its publisher.
+      if (envelope.origin == settings_.own_origin) continue;
       if (envelope.kind == Envelope::Kind::heartbeat) {
         items.push_back(
             {Inbound::Kind::heartbeat, {std::move(envelope.origin), envelope.sequence, {}}});
@@ -384,8 +388,9 @@ void ListenerLoop::deliver_chunk(pqxx::connection_base& connection, const std::s
                                  store_.qualified_name());
             });
       };
-      // Ranges can make many keys of few payloads: bound each query.
-      constexpr std::size_t keys_per_query = 1024;
+      // Ranges can make many keys of few payloads: bound each query (and
+      // its result: spilled bodies are large).
+      constexpr std::size_t keys_per_query = 128;
       if (keys.size() <= keys_per_query) {
         rows = fetch(keys);
       } else {

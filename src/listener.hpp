@@ -54,6 +54,10 @@ class ListenerLoop {
     /// Spilled bodies larger than this are refused (not loaded).
     std::size_t max_body_bytes = 0;
     Logger log;
+    /// This bus's own origin: its messages reach its handlers from its
+    /// publisher (Publisher's echo), so the listener skips them, neither
+    /// parsing their bodies nor fetching their rows.
+    std::string own_origin;
   };
 
   /// Sends `payload` on `channel` over another connection (the publisher's).
@@ -99,8 +103,11 @@ class ListenerLoop {
   /// there was nothing to read back (or no room yet).
   bool reread_step(ListenSession& session);
   /// Decodes rows read from the spill table; a row that cannot be decoded is
-  /// reported, and becomes an exact gap.
-  std::vector<Inbound> decode_rows(const std::vector<SpillStore::StoredMessage>& rows);
+  /// reported, and becomes an exact gap. With `skip_own`, this bus's own
+  /// rows are left out (its publisher delivered them; but not when reading
+  /// back what a full delivery queue dropped).
+  std::vector<Inbound> decode_rows(const std::vector<SpillStore::StoredMessage>& rows,
+                                   bool skip_own);
   /// The body of a stored message, checked (size, MAC) and parsed; throws
   /// protocol_error naming what is wrong with it.
   nlohmann::json body_of(const SpillStore::StoredMessage& row) const;

@@ -200,12 +200,6 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
         return fmt::format("checking the server and the spill table {}",
                            self.store->qualified_name());
       });
-  self.publisher = std::make_unique<detail::Publisher>(
-      std::move(publishing_session),
-      detail::Publisher::Settings{opts.conninfo, opts.application_name, opts.channel,
-                                  self.instance_id, opts.spill, opts.publish_timeout,
-                                  opts.query_timeout, opts.publish_linger, opts.max_message_bytes},
-      *self.store, *self.auth, self.stats, self.deadlines);
   const bool durable = opts.spill == SpillMode::always;
   const auto queue_full_policy = opts.queue_full_policy != QueueFullPolicy::automatic
                                      ? opts.queue_full_policy
@@ -225,13 +219,19 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
         if (user) user(gap);
       },
       self.stats, opts.delivery_queue_capacity, queue_full_policy);
+  self.publisher = std::make_unique<detail::Publisher>(
+      std::move(publishing_session),
+      detail::Publisher::Settings{opts.conninfo, opts.application_name, opts.channel,
+                                  self.instance_id, opts.spill, opts.publish_timeout,
+                                  opts.query_timeout, opts.publish_linger, opts.max_message_bytes},
+      *self.store, *self.auth, self.stats, self.deadlines, self.delivery.get());
   auto* publishing = self.publisher.get();
   self.listener = std::make_unique<detail::ListenerLoop>(
       detail::ListenerLoop::Settings{
           opts.conninfo, opts.application_name + ":listen", opts.channel,
           detail::ListenerLoop::Timeouts{opts.ping_interval, opts.ping_timeout, opts.query_timeout},
           detail::ListenerLoop::CatchUp{durable, opts.catch_up_margin}, opts.max_message_bytes,
-          self.log},
+          self.log, self.instance_id},
       *self.store, *self.auth, *self.delivery, self.on_error, self.stats, self.deadlines,
       // Proves that LISTEN works on this connection path before any message
       // depends on it (it does not through a transaction pooler).

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 
+#include "array_parameter.hpp"
 #include "envelope.hpp"
 #include "pg_session.hpp"
 #include "spill_decision.hpp"
@@ -19,26 +20,11 @@ constexpr const char* notify_statement = "syncbus_notify";
 constexpr const char* notify_many_statement = "syncbus_notify_many";
 
 // A batch is at most this many messages, and stops growing past this many
-// bytes of bodies (a single larger message still goes, alone).
+// bytes of bodies (a single larger message still goes, alone): bigger
+// statements cost the server more per message (fresh memory for each, page
+// by page), not less.
 constexpr std::size_t max_batch_messages = 1024;
-constexpr std::size_t max_batch_bytes = 4 * 1024 * 1024;
-
-// A JSON array of texts that are JSON already: concatenation, no escaping.
-// The server's json type keeps each element's text as written.
-template <typename Texts, typename Text>
-std::string json_array_of(const Texts& texts, Text text) {
-  std::size_t size = 2;
-  for (const auto& t : texts) size += text(t).size() + 1;
-  std::string out;
-  out.reserve(size);
-  out += '[';
-  for (const auto& t : texts) {
-    if (out.size() > 1) out += ',';
-    out += text(t);
-  }
-  out += ']';
-  return out;
-}
+constexpr std::size_t max_batch_bytes = 1024 * 1024;
 
 }  // namespace
 
@@ -53,10 +39,11 @@ struct Publisher::Outgoing {
 
 Publisher::Publisher(std::unique_ptr<Session> session, Settings settings, const SpillStore& store,
                      const MessageAuth& auth, std::shared_ptr<StatsCounters> stats,
-                     DeadlineTimer& deadlines)
+                     DeadlineTimer& deadlines, DeliveryQueue* echo)
     : settings_(std::move(settings)),
       store_(store),
       auth_(auth),
+      echo_(echo),
       stats_(std::move(stats)),
       deadlines_(deadlines),
       session_(std::move(session)) {
@@ -72,10 +59,10 @@ Publisher::~Publisher() { close(); }
 void Publisher::prepare(Session& session) {
   try {
     session.prepare(notify_statement, "SELECT pg_notify($1, $2)");
-    // Payloads in array order: a function scan yields its rows in order.
-    session.prepare(notify_many_statement,
-                    "SELECT pg_notify($1, payload::text) FROM json_array_elements($2::json) "
-                    "AS payloads(payload)");
+    // Payloads in array order (unnest yields them in order). A
+    // binary text[] (array_parameter.hpp): the server neither unescapes nor
+    // parses them.
+    session.prepare(notify_many_statement, "SELECT pg_notify($1, unnest($2::text[]))");
     store_.prepare(session);
   } catch (...) {
     rethrow_as_syncbus_error("preparing the publisher's statements");
@@ -252,7 +239,7 @@ void Publisher::send(Batch& batch) {
   // spilled ones share one multi-row INSERT and one range pointer.
   std::vector<std::string> payloads;
   std::vector<std::uint64_t> spilled_sequences;
-  std::vector<const std::string*> spilled_bodies;
+  std::vector<std::string_view> spilled_bodies;
   std::vector<std::string> spilled_macs;
   for (std::size_t first = 0; first < accepted.size();) {
     std::size_t end = first + 1;
@@ -260,7 +247,7 @@ void Publisher::send(Batch& batch) {
       while (end < accepted.size() && accepted[end].route == Route::spill_table) ++end;
       for (auto i = first; i < end; ++i) {
         spilled_sequences.push_back(accepted[i].sequence);
-        spilled_bodies.push_back(&accepted[i].item->body_json);
+        spilled_bodies.push_back(accepted[i].item->body_json);
         if (auth_.enabled()) {
           spilled_macs.push_back(auth_.row_mac(settings_.channel, origin, accepted[i].sequence,
                                                accepted[i].item->body_json));
@@ -296,21 +283,17 @@ void Publisher::send(Batch& batch) {
                : fmt::format("publishing messages {}#{}..{} to channel \"{}\"", origin, first, last,
                              settings_.channel);
   };
+  const std::vector<std::string_view> payload_views(payloads.begin(), payloads.end());
   const auto statement = [&](Session& session) {
     if (!spilled_sequences.empty()) {
-      store_.store_batch_and_notify(
-          session, origin, spilled_sequences,
-          json_array_of(spilled_bodies,
-                        [](const std::string* body) -> const std::string& { return *body; }),
-          spilled_macs,
-          json_array_of(payloads, [](const std::string& p) -> const std::string& { return p; }));
+      store_.store_batch_and_notify(session, origin, spilled_sequences, spilled_bodies,
+                                    spilled_macs, payload_views);
     } else if (payloads.size() == 1) {
       pqxx::nontransaction(session).exec_prepared(notify_statement, settings_.channel,
                                                   payloads.front());
     } else {
-      pqxx::nontransaction(session).exec_prepared(
-          notify_many_statement, settings_.channel,
-          json_array_of(payloads, [](const std::string& p) -> const std::string& { return p; }));
+      pqxx::nontransaction(session).exec_prepared(notify_many_statement, settings_.channel,
+                                                  text_array(payload_views));
     }
   };
 
@@ -349,12 +332,37 @@ void Publisher::send(Batch& batch) {
   } catch (...) {
     const auto error = std::current_exception();
     for (auto& a : accepted) a.item->error = error;
+    // This bus's own subscribers hear of its messages from it, not from the
+    // server (echo_, below): they learn at once that these are missing. A
+    // failure may hide a commit (a timeout at COMMIT): to them it is a loss
+    // all the same, as to everyone who did not hear of it.
+    if (echo_ != nullptr) {
+      std::vector<Inbound> lost;
+      lost.reserve(accepted.size());
+      for (const auto& a : accepted) {
+        lost.push_back({Inbound::Kind::lost, {origin, a.sequence, {}}});
+      }
+      echo_->post(std::move(lost));
+    }
     return;
   }
   last_sent_ = std::chrono::steady_clock::now();
   StatsCounters::add(stats_->published, accepted.size());
   StatsCounters::add(stats_->spilled, spilled_sequences.size());
   StatsCounters::add(stats_->publish_batches);
+  // Committed: this bus's own subscribers get the messages from here, in
+  // order, without a round trip through the server (its listener skips its
+  // own origin). The body stays JSON text until a handler needs it.
+  if (echo_ != nullptr) {
+    std::vector<Inbound> echoed;
+    echoed.reserve(accepted.size());
+    for (const auto& a : accepted) {
+      Inbound item{Inbound::Kind::message, {origin, a.sequence, {}}};
+      item.body_text = std::make_shared<const std::string>(std::move(a.item->body_json));
+      echoed.push_back(std::move(item));
+    }
+    echo_->post(std::move(echoed));
+  }
 }
 
 void Publisher::heartbeat_if_idle(std::chrono::milliseconds idle) {

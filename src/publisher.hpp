@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "deadline_timer.hpp"
+#include "delivery_queue.hpp"
 #include "message_auth.hpp"
 #include "pg_session.hpp"
 #include "spill_store.hpp"
@@ -59,11 +60,13 @@ class Publisher {
   /// statements. A connection that breaks is dropped and replaced, on the
   /// next send, by a new one set up the same way (never by libpqxx's silent
   /// reactivation).
-  /// `auth` signs what is sent (when enabled); it and `store` must outlive
-  /// the publisher.
+  /// `auth` signs what is sent (when enabled). Once a batch is committed,
+  /// its messages are posted to `echo` (the bus's own delivery queue: its
+  /// listener skips its own origin), or reported there as lost when the
+  /// batch failed. `auth`, `store` and `echo` must outlive the publisher.
   Publisher(std::unique_ptr<Session> session, Settings settings, const SpillStore& store,
-            const MessageAuth& auth, std::shared_ptr<StatsCounters> stats,
-            DeadlineTimer& deadlines);
+            const MessageAuth& auth, std::shared_ptr<StatsCounters> stats, DeadlineTimer& deadlines,
+            DeliveryQueue* echo);
   ~Publisher();
   Publisher(const Publisher&) = delete;
   Publisher& operator=(const Publisher&) = delete;
@@ -134,6 +137,7 @@ class Publisher {
   Settings settings_;
   const SpillStore& store_;
   const MessageAuth& auth_;
+  DeliveryQueue* echo_;
   std::shared_ptr<StatsCounters> stats_;
   DeadlineTimer& deadlines_;
   bool ascii_only_ = false;

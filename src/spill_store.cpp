@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "array_parameter.hpp"
 #include "identifiers.hpp"
 #include "pg_session.hpp"
 
@@ -51,20 +52,21 @@ SpillStore::SpillStore(pqxx::connection_base& session, Settings settings)
   index_name_ = session.quote_name(derived_identifier(settings_.table, "_created_at_idx"));
 }
 
-std::string SpillStore::create_sql() const {
+std::string SpillStore::create_sql(bool lz4) const {
+  // No surrogate id: every statement finds rows by their key, and one index
+  // (and one sequence, and one grant) fewer makes each INSERT cheaper.
   return fmt::format(
       "CREATE TABLE IF NOT EXISTS {0} (\n"
-      "  id         bigserial   PRIMARY KEY,\n"
       "  channel    text        NOT NULL,\n"
       "  origin     text        NOT NULL,\n"
       "  sequence   bigint      NOT NULL,\n"
-      "  body       text        NOT NULL,\n"
+      "  body       text        {3}NOT NULL,\n"
       "  mac        text,\n"
       "  created_at timestamptz NOT NULL DEFAULT now(),\n"
-      "  CONSTRAINT {1} UNIQUE (channel, origin, sequence)\n"
+      "  CONSTRAINT {1} PRIMARY KEY (channel, origin, sequence)\n"
       ");\n"
       "CREATE INDEX IF NOT EXISTS {2} ON {0} (created_at);",
-      qualified_name_, key_name_, index_name_);
+      qualified_name_, key_name_, index_name_, lz4 ? "COMPRESSION lz4 " : "");
 }
 
 void SpillStore::ensure_table(pqxx::connection_base& session, bool create) const {
@@ -72,12 +74,17 @@ void SpillStore::ensure_table(pqxx::connection_base& session, bool create) const
     pqxx::work txn(session);
     // to_regclass() parses the quoted name: it finds exactly this table,
     // whatever search_path says.
+    // LZ4 where the server has it (PostgreSQL 14+, built with lz4): the
+    // default, pglz, costs more CPU than everything else a spilled message
+    // does on the server.
     const auto found = txn.exec_params1(
         "SELECT to_regclass($1) IS NOT NULL, EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid "
-        "= to_regclass($1) AND attname = 'mac' AND NOT attisdropped)",
+        "= to_regclass($1) AND attname = 'mac' AND NOT attisdropped), coalesce((SELECT 'lz4' = "
+        "ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'), false)",
         qualified_name_);
     const bool exists = found[0].as<bool>();
     const bool has_mac = found[1].as<bool>();
+    const bool lz4 = found[2].as<bool>();
     const bool needs_mac = settings_.with_macs && !has_mac;
     if (exists && !needs_mac) {
       txn.commit();
@@ -94,7 +101,7 @@ void SpillStore::ensure_table(pqxx::connection_base& session, bool create) const
                  : fmt::format("syncbus: the spill table {} does not exist and "
                                "PostgresBusOptions::create_spill_table is false. Create it "
                                "with:\n{}",
-                               qualified_name_, create_sql()));
+                               qualified_name_, create_sql(lz4)));
     }
     const auto quoted_schema = session.quote_name(settings_.schema);
     const bool may_create =
@@ -108,18 +115,25 @@ void SpillStore::ensure_table(pqxx::connection_base& session, bool create) const
           "CREATE on schema {1}). Create it ahead of time with a migration, as a role that "
           "may, and set PostgresBusOptions::create_spill_table = false:\n{2}\n"
           "See docs/OPERATIONS.md for the grants each role needs",
-          qualified_name_, quoted_schema, create_sql()));
+          qualified_name_, quoted_schema, create_sql(lz4)));
     }
     // Concurrent CREATE TABLE IF NOT EXISTS can still fail on the catalog's
     // unique index; the lock makes the instances take turns.
     txn.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))",
                     "syncbus:create:" + qualified_name_);
-    txn.exec(exists ? add_mac_sql : create_sql());
+    txn.exec(exists ? add_mac_sql : create_sql(lz4));
     txn.commit();
   } catch (...) {
     rethrow_as_syncbus_error(fmt::format("creating the spill table {}", qualified_name_));
   }
 }
+
+// The sequence a table owns (a serial or identity column), or none: a
+// one-row relation for FROM, with the table as $2.
+constexpr const char* owned_sequence_sql =
+    "(SELECT (SELECT s.oid::regclass::text FROM pg_depend d JOIN pg_class s ON s.oid = d.objid "
+    "WHERE d.refobjid = to_regclass($2) AND d.classid = 'pg_class'::regclass AND s.relkind = "
+    "'S' LIMIT 1))";
 
 std::vector<SpillStore::MissingPrivilege> SpillStore::missing_privileges(
     pqxx::connection_base& session, bool publishes) const {
@@ -128,11 +142,13 @@ std::vector<SpillStore::MissingPrivilege> SpillStore::missing_privileges(
   // functions parse it as SQL (exactly as the statements will); the schema
   // as is, since has_schema_privilege() does not.
   const auto quoted_schema = session.quote_name(settings_.schema);
+  // A table made by syncbus 0.1 had an id column with a sequence of its
+  // own, which INSERT then needs too.
   const auto row = query.exec_params1(
       "SELECT has_schema_privilege($1, 'USAGE'), has_table_privilege($2, 'SELECT'), "
-      "has_table_privilege($2, 'INSERT'), coalesce(has_sequence_privilege("
-      "pg_get_serial_sequence($2, 'id'), 'USAGE'), true), "
-      "coalesce(pg_get_serial_sequence($2, 'id'), ''), quote_ident(current_user)",
+      "has_table_privilege($2, 'INSERT'), coalesce(has_sequence_privilege(sequence, 'USAGE'), "
+      "true), coalesce(sequence, ''), quote_ident(current_user) FROM " +
+          std::string(owned_sequence_sql) + " AS owned(sequence)",
       settings_.schema, qualified_name_);
   const auto role = row[5].as<std::string>();
   std::vector<MissingPrivilege> missing;
@@ -156,22 +172,20 @@ std::vector<SpillStore::MissingPrivilege> SpillStore::missing_privileges(
 }
 
 void SpillStore::prepare(pqxx::connection_base& session) const {
-  // The bodies and payloads travel as JSON arrays: the json type keeps each
-  // element's text exactly as written, so no escaping is needed on our side.
-  // The INSERT runs whether or not the SELECT reads it; the rows and the
-  // NOTIFYs commit together.
+  // The sequences, bodies, MACs and payloads travel as binary arrays
+  // (array_parameter.hpp): each body's bytes reach the table as they are,
+  // neither escaped here nor parsed there. unnest() in the select list zips
+  // the arrays and streams the rows (unnest() in FROM would first gather
+  // them in a tuplestore, which goes to disk past work_mem). The INSERT runs
+  // whether or not anything reads it; the rows and the NOTIFYs commit
+  // together, the NOTIFYs in array order.
+  const bool macs = settings_.with_macs;
   session.prepare(
       store_statement,
-      fmt::format(
-          "WITH stored AS (INSERT INTO {} (channel, origin, sequence, body{}) "
-          "SELECT $1, $2, s.sequence, b.body::text{} FROM unnest($3::bigint[]) "
-          "WITH ORDINALITY AS s(sequence, i) JOIN json_array_elements($4::json) "
-          "WITH ORDINALITY AS b(body, i) USING (i){} RETURNING 1) "
-          "SELECT pg_notify($1, p.payload::text) FROM "
-          "json_array_elements($5::json) AS p(payload)",
-          qualified_name_, settings_.with_macs ? ", mac" : "", settings_.with_macs ? ", m.mac" : "",
-          settings_.with_macs ? " JOIN unnest($6::text[]) WITH ORDINALITY AS m(mac, i) USING (i)"
-                              : ""));
+      fmt::format("WITH stored AS (INSERT INTO {} (channel, origin, sequence, body{}) "
+                  "SELECT $1, $2, unnest($3::bigint[]), unnest($4::text[]){}) "
+                  "SELECT pg_notify($1, unnest($5::text[]))",
+                  qualified_name_, macs ? ", mac" : "", macs ? ", unnest($6::text[])" : ""));
   // What every read returns: the key, the body unless it is over the cap
   // (then only its size: a hostile row is refused, never loaded), the MAC.
   // The size cap is each statement's last parameter, `$n`.
@@ -210,20 +224,17 @@ void SpillStore::prepare(pqxx::connection_base& session) const {
 
 void SpillStore::store_batch_and_notify(pqxx::connection_base& session, const std::string& origin,
                                         const std::vector<std::uint64_t>& sequences,
-                                        const std::string& bodies_json_array,
+                                        const std::vector<std::string_view>& bodies,
                                         const std::vector<std::string>& macs,
-                                        const std::string& payloads_json_array) const {
+                                        const std::vector<std::string_view>& payloads) const {
   pqxx::nontransaction statement(session);
-  const auto sequence_array =
-      array_literal(sequences, [](std::uint64_t sequence) { return std::to_string(sequence); });
   if (settings_.with_macs) {
-    statement.exec_prepared(
-        store_statement, settings_.channel, origin, sequence_array, bodies_json_array,
-        payloads_json_array,
-        array_literal(macs, [](const std::string& mac) -> const std::string& { return mac; }));
+    statement.exec_prepared(store_statement, settings_.channel, origin, bigint_array(sequences),
+                            text_array(bodies), text_array(payloads),
+                            text_array(std::vector<std::string_view>(macs.begin(), macs.end())));
   } else {
-    statement.exec_prepared(store_statement, settings_.channel, origin, sequence_array,
-                            bodies_json_array, payloads_json_array);
+    statement.exec_prepared(store_statement, settings_.channel, origin, bigint_array(sequences),
+                            text_array(bodies), text_array(payloads));
   }
 }
 

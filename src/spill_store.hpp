@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace syncbus::detail {
@@ -29,8 +30,10 @@ class SpillStore {
   /// given, quoted.
   SpillStore(pqxx::connection_base& session, Settings settings);
 
-  /// The CREATE statements for the table and its index (idempotent).
-  std::string create_sql() const;
+  /// The CREATE statements for the table and its index (idempotent). With
+  /// `lz4`, bodies are compressed with LZ4 (PostgreSQL 14+ built with it)
+  /// rather than the slower default.
+  std::string create_sql(bool lz4 = true) const;
 
   /// Creates the table when missing, under an advisory lock so that instances
   /// starting at once do not race; when `create` is false a missing table is
@@ -45,7 +48,8 @@ class SpillStore {
   };
   /// What this connection's role lacks for the table: USAGE on the schema and
   /// SELECT (every bus reads spilled messages), and when `publishes`, INSERT
-  /// and USAGE on the id sequence. Empty when it has them all.
+  /// (and USAGE on the id sequence of a table made by syncbus 0.1, which had
+  /// one). Empty when it has them all.
   std::vector<MissingPrivilege> missing_privileges(pqxx::connection_base& session,
                                                    bool publishes) const;
 
@@ -53,15 +57,14 @@ class SpillStore {
   /// connection before the calls below.
   void prepare(pqxx::connection_base& session) const;
 
-  /// One statement, committed on return: stores the bodies of `sequences`
-  /// (a JSON array of the bodies' JSON texts, in the same order; with MACs,
-  /// `macs` holds one per body) and NOTIFYs each of `payloads` (a JSON array
-  /// of envelope texts), atomically.
+  /// One statement, committed on return: stores `bodies` (JSON texts) as the
+  /// messages `sequences` (with MACs, `macs` holds one per body) and NOTIFYs
+  /// each of `payloads`, in order, atomically.
   void store_batch_and_notify(pqxx::connection_base& session, const std::string& origin,
                               const std::vector<std::uint64_t>& sequences,
-                              const std::string& bodies_json_array,
+                              const std::vector<std::string_view>& bodies,
                               const std::vector<std::string>& macs,
-                              const std::string& payloads_json_array) const;
+                              const std::vector<std::string_view>& payloads) const;
 
   /// One stored message, as the listener reads it.
   struct StoredMessage {

@@ -233,17 +233,26 @@ INSTANTIATE_TEST_SUITE_P(Durations, OutageTest, ::testing::Values(5s, 30s),
 
 TEST_F(FaultTest, APublishThatFailedAtTheTailOfABurstIsRevealedByTheHeartbeat) {
   const auto channel = unique_channel("tail");
-  EventLog log;
-  auto publisher_options = options(channel);
+  EventLog log, own_log;
+  auto publisher_options = options(channel, &own_log);
   publisher_options.instance_id = "tail-publisher";
   publisher_options.heartbeat_interval = 100ms;
   ListenerAndPublisher buses(options(channel, &log), publisher_options);
   auto& [listener, publisher, seen, subscription] = buses;
+  Collector own;
+  auto own_subscription = publisher.subscribe(own.handler());
 
   // The server goes away: publish 2 is retried until its deadline, fails, and
   // uses up its sequence number, which no later message will reveal.
   server_.down("fast");
   EXPECT_THROW(publisher.publish("lost"), timeout_error);
+  // The publishing bus's own subscribers hear of its messages from it: they
+  // learn of the loss at once (its outcome is unknown: a loss to them).
+  ASSERT_TRUE(eventually([&] { return own_log.known_gaps().size() == 1; }, 1s));
+  const auto own_gaps = own_log.known_gaps();
+  EXPECT_EQ(own_gaps[0].origin, publisher.instance_id());
+  EXPECT_EQ(own_gaps[0].first_missing, 2u);
+  EXPECT_EQ(own_gaps[0].last_missing, 2u);
   server_.up();
 
   std::vector<GapEvent> exact;
@@ -257,6 +266,11 @@ TEST_F(FaultTest, APublishThatFailedAtTheTailOfABurstIsRevealedByTheHeartbeat) {
   EXPECT_EQ(exact[0].first_missing, 2u);
   EXPECT_EQ(exact[0].last_missing, 2u);
   EXPECT_EQ(seen.size(), 1u);
+  EXPECT_EQ(own.size(), 0u) << "subscribed after the first message";
+  publisher.publish("after");
+  ASSERT_TRUE(own.wait_for_count(1));
+  EXPECT_EQ(own.messages()[0].sequence, 3u);
+  EXPECT_EQ(own_log.known_gaps().size(), 1u) << "the loss is reported once";
 }
 
 // SpillMode::always through a server restart: every publish that returned is

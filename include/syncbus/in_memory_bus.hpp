@@ -52,7 +52,7 @@ class InMemoryHub {
 /// Options of an InMemoryClusterBus; every field has a usable default.
 struct InMemoryBusOptions {
   /// A readable name for the bus; instance_id() is this name followed by '.'
-  /// and 8 random hex digits (see PostgresBusOptions::instance_id). Empty: 16
+  /// and 8 random hex digits (see PostgresBusOptions::instance_id). Empty: 14
   /// random hex digits.
   std::string instance_id;
   /// Receives exceptions thrown by handlers (called on the delivery thread).

@@ -123,7 +123,7 @@ struct PostgresBusOptions {
   /// `origin` of its messages), is this name followed by '.' and 8 random hex
   /// digits, new for every bus: receivers number each origin's messages, so a
   /// restarted instance must never reuse its previous run's origin (its
-  /// messages would be dropped as duplicates). Empty: 16 random hex digits.
+  /// messages would be dropped as duplicates). Empty: 14 random hex digits.
   std::string instance_id;
   /// Schema and name of the spill table.
   std::string spill_schema = "public";

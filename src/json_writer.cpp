@@ -1,0 +1,205 @@
+#include "json_writer.hpp"
+
+#include <syncbus/errors.hpp>
+
+#include <fmt/format.h>
+#include <nlohmann/detail/conversions/to_chars.hpp>
+
+#include <array>
+#include <cmath>
+#include <cstring>
+
+namespace syncbus::detail {
+namespace {
+
+constexpr char hex_digits[] = "0123456789abcdef";
+
+void write_u_escape(std::string& out, std::uint32_t unit) {
+  const char escape[] = {'\\',
+                         'u',
+                         hex_digits[(unit >> 12) & 0xf],
+                         hex_digits[(unit >> 8) & 0xf],
+                         hex_digits[(unit >> 4) & 0xf],
+                         hex_digits[unit & 0xf]};
+  out.append(escape, sizeof escape);
+}
+
+// The length of the valid UTF-8 sequence starting at text[i] (2 to 4), and
+// its code point; 0 when invalid (overlong, surrogate, out of range,
+// truncated).
+std::size_t utf8_sequence(const std::string& text, std::size_t i, std::uint32_t& code) {
+  const auto byte = static_cast<unsigned char>(text[i]);
+  std::size_t length = 0;
+  if ((byte & 0xE0) == 0xC0) {
+    length = 2;
+    code = byte & 0x1F;
+  } else if ((byte & 0xF0) == 0xE0) {
+    length = 3;
+    code = byte & 0x0F;
+  } else if ((byte & 0xF8) == 0xF0) {
+    length = 4;
+    code = byte & 0x07;
+  } else {
+    return 0;
+  }
+  if (i + length > text.size()) return 0;
+  for (std::size_t k = 1; k < length; ++k) {
+    const auto next = static_cast<unsigned char>(text[i + k]);
+    if ((next & 0xC0) != 0x80) return 0;
+    code = (code << 6) | (next & 0x3F);
+  }
+  constexpr std::uint32_t smallest[] = {0, 0, 0x80, 0x800, 0x10000};
+  if (code < smallest[length] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return 0;
+  return length;
+}
+
+// True for a byte that cannot be copied as it is.
+inline bool special(unsigned char c) { return c < 0x20 || c == '"' || c == '\\' || c >= 0x7F; }
+
+void write_string(std::string& out, const std::string& text, bool ascii_only) {
+  out += '"';
+  std::size_t i = 0;
+  while (i < text.size()) {
+    // The run of plain characters, copied whole.
+    std::size_t end = i;
+    while (end < text.size() && !special(static_cast<unsigned char>(text[end]))) ++end;
+    out.append(text, i, end - i);
+    if (end == text.size()) break;
+    i = end;
+    const auto c = static_cast<unsigned char>(text[i]);
+    switch (c) {
+      case '\b':
+        out += "\\b";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case 0x7F:
+        if (ascii_only) {
+          write_u_escape(out, c);
+        } else {
+          out += static_cast<char>(c);
+        }
+        break;
+      default:
+        if (c < 0x20) {
+          write_u_escape(out, c);
+          break;
+        }
+        std::uint32_t code = 0;
+        const auto length = utf8_sequence(text, i, code);
+        if (length == 0) {
+          throw invalid_message(
+              fmt::format("syncbus: cannot publish this body: a string holds invalid UTF-8 at byte "
+                          "{} (0x{:02X})"
+                          ". Strings in a message body must be valid UTF-8; nothing was sent",
+                          i, c));
+        }
+        if (!ascii_only) {
+          out.append(text, i, length);
+        } else if (code <= 0xFFFF) {
+          write_u_escape(out, code);
+        } else {
+          code -= 0x10000;
+          write_u_escape(out, 0xD800 + (code >> 10));
+          write_u_escape(out, 0xDC00 + (code & 0x3FF));
+        }
+        i += length;
+        continue;
+    }
+    ++i;
+  }
+  out += '"';
+}
+
+void write_value(std::string& out, const nlohmann::json& value, bool ascii_only,
+                 std::size_t depth_left) {
+  using Type = nlohmann::json::value_t;
+  switch (value.type()) {
+    case Type::null:
+      out += "null";
+      return;
+    case Type::boolean:
+      out += value.get<bool>() ? "true" : "false";
+      return;
+    case Type::number_integer:
+      out += fmt::format_int(value.get<std::int64_t>()).c_str();
+      return;
+    case Type::number_unsigned:
+      out += fmt::format_int(value.get<std::uint64_t>()).c_str();
+      return;
+    case Type::number_float: {
+      const double number = value.get<double>();
+      if (!std::isfinite(number)) {
+        out += "null";  // as dump() writes NaN and infinities
+        return;
+      }
+      std::array<char, 64> digits{};
+      const char* end =
+          nlohmann::detail::to_chars(digits.data(), digits.data() + digits.size(), number);
+      out.append(digits.data(), static_cast<std::size_t>(end - digits.data()));
+      return;
+    }
+    case Type::string:
+      write_string(out, value.get_ref<const std::string&>(), ascii_only);
+      return;
+    case Type::array:
+    case Type::object:
+      break;
+    case Type::binary:
+      out += value.dump(-1, ' ', ascii_only, nlohmann::json::error_handler_t::strict);
+      return;
+    case Type::discarded:
+      throw invalid_message("syncbus: cannot publish a discarded JSON value; nothing was sent");
+  }
+  if (depth_left == 0) {
+    throw invalid_message(
+        "syncbus: cannot publish this body: it nests arrays and objects too deep for receivers, "
+        "which refuse more than 256 levels; nothing was sent");
+  }
+  if (value.is_array()) {
+    out += '[';
+    bool first = true;
+    for (const auto& item : value) {
+      if (!first) out += ',';
+      first = false;
+      write_value(out, item, ascii_only, depth_left - 1);
+    }
+    out += ']';
+    return;
+  }
+  out += '{';
+  bool first = true;
+  for (const auto& [key, item] : value.get_ref<const nlohmann::json::object_t&>()) {
+    if (!first) out += ',';
+    first = false;
+    write_string(out, key, ascii_only);
+    out += ':';
+    write_value(out, item, ascii_only, depth_left - 1);
+  }
+  out += '}';
+}
+
+}  // namespace
+
+void write_json(std::string& out, const nlohmann::json& value, bool ascii_only,
+                std::size_t max_depth) {
+  write_value(out, value, ascii_only, max_depth);
+}
+
+}  // namespace syncbus::detail
