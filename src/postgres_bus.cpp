@@ -33,6 +33,11 @@ void check_options(const PostgresBusOptions& options) {
   detail::check_identifier("channel", options.channel);
   detail::check_identifier("spill_schema", options.spill_schema);
   detail::check_identifier("spill_table", options.spill_table);
+  if (options.publish_queue_bytes == 0) {
+    throw configuration_error(
+        "syncbus: PostgresBusOptions::publish_queue_bytes is 0; give how many bytes of bodies "
+        "may wait to be sent (default 16 MiB)");
+  }
   if (options.max_message_bytes == 0) {
     throw configuration_error(
         "syncbus: PostgresBusOptions::max_message_bytes is 0; give the largest message body "
@@ -223,7 +228,8 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
       std::move(publishing_session),
       detail::Publisher::Settings{opts.conninfo, opts.application_name, opts.channel,
                                   self.instance_id, opts.spill, opts.publish_timeout,
-                                  opts.query_timeout, opts.publish_linger, opts.max_message_bytes},
+                                  opts.query_timeout, opts.publish_linger, opts.max_message_bytes,
+                                  opts.publish_queue_bytes},
       *self.store, *self.auth, self.stats, self.deadlines, self.delivery.get());
   auto* publishing = self.publisher.get();
   self.listener = std::make_unique<detail::ListenerLoop>(

@@ -133,7 +133,7 @@ std::shared_ptr<Publisher::Outgoing> Publisher::make_outgoing(const nlohmann::js
 void Publisher::publish(const nlohmann::json& body) {
   auto item = make_outgoing(body);
   std::unique_lock<std::mutex> lock(mutex_);
-  if (closed_) throw closed("publish()");
+  wait_for_room(lock, *item, "publish()");
   queue_.push_back(item);
   while (!item->finished) {
     if (connection_busy_) {
@@ -150,19 +150,37 @@ std::future<void> Publisher::publish_async(const nlohmann::json& body) {
   auto future = promise.get_future();
   try {
     auto item = make_outgoing(body);
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (closed_) throw closed("publish_async()");
-    item->promise = std::move(promise);
-    queue_.push_back(std::move(item));
-    if (!background_sender_.joinable()) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!background_sender_.joinable() && !closed_) {
       background_sender_ = std::thread([this] { run_background_sender(); });
     }
+    wait_for_room(lock, *item, "publish_async()");
+    item->promise = std::move(promise);
+    queue_.push_back(std::move(item));
     if (!connection_busy_) changed_.notify_all();
   } catch (...) {
     // Every outcome goes through the future, refusals included.
     promise.set_exception(std::current_exception());
   }
   return future;
+}
+
+void Publisher::wait_for_room(std::unique_lock<std::mutex>& lock, const Outgoing& item,
+                              const char* call) {
+  const auto size = item.body_json.size();
+  // A message larger than the whole queue still goes, alone.
+  while (!closed_ && queued_bytes_ > 0 && queued_bytes_ + size > settings_.max_queued_bytes) {
+    if (room_.wait_until(lock, item.deadline) == std::cv_status::timeout && queued_bytes_ > 0 &&
+        queued_bytes_ + size > settings_.max_queued_bytes && !closed_) {
+      throw timeout_error(fmt::format(
+          "syncbus: {} waited {} ms for room in the publish queue ({} bytes waiting, limit {}: "
+          "PostgresBusOptions::publish_queue_bytes); PostgreSQL is not keeping up with this "
+          "bus's publishers. Nothing was sent",
+          call, settings_.publish_timeout.count(), queued_bytes_, settings_.max_queued_bytes));
+    }
+  }
+  if (closed_) throw closed(call);
+  queued_bytes_ += size;
 }
 
 void Publisher::run_background_sender() {
@@ -190,6 +208,8 @@ void Publisher::send_next_batch(std::unique_lock<std::mutex>& lock) {
     batch.push_back(std::move(queue_.front()));
     queue_.pop_front();
   }
+  queued_bytes_ -= bytes;
+  room_.notify_all();
   lock.unlock();
   send(batch);
   lock.lock();
@@ -454,6 +474,8 @@ void Publisher::close() noexcept {
       if (item->promise) item->promise->set_exception(error);
     }
     queue_.clear();
+    queued_bytes_ = 0;
+    room_.notify_all();
     changed_.notify_all();
   }
   changed_.wait(lock, [this] { return !connection_busy_; });

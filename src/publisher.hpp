@@ -54,6 +54,9 @@ class Publisher {
     std::chrono::microseconds linger{0};
     /// Bodies larger than this are refused (payload_too_large).
     std::size_t max_message_bytes = 64 * 1024 * 1024;
+    /// publish() and publish_async() wait while this many bytes of bodies
+    /// wait to be sent (until their deadline: then timeout_error).
+    std::size_t max_queued_bytes = 16 * 1024 * 1024;
   };
 
   /// Takes an open connection to `settings.conninfo` and prepares its
@@ -116,6 +119,10 @@ class Publisher {
   /// first message's deadline; sets each message's outcome.
   void send(Batch& batch);
   void run_background_sender();
+  /// Holding the lock: waits until the queue has room for `item` (or the
+  /// item's deadline passes: timeout_error; or close(): closed_error), then
+  /// counts it in.
+  void wait_for_room(std::unique_lock<std::mutex>& lock, const Outgoing& item, const char* call);
 
   /// Runs work(session) while holding the connection (other users wait).
   /// `call` names the public call in a closed_error.
@@ -145,6 +152,8 @@ class Publisher {
   std::mutex mutex_;
   std::condition_variable changed_;
   std::deque<std::shared_ptr<Outgoing>> queue_;
+  std::size_t queued_bytes_ = 0;  // of the bodies in queue_
+  std::condition_variable room_;  // queued_bytes_ went down
   bool connection_busy_ = false;  // someone is using session_
   bool closed_ = false;
   std::atomic<bool> closing_{false};  // read without the mutex by a retrying send

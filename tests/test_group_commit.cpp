@@ -20,6 +20,7 @@ namespace {
 using namespace std::chrono_literals;
 using testing::check_exactly_once_in_order;
 using testing::Collector;
+using testing::eventually;
 using testing::unique_channel;
 
 class GroupCommitTest : public testing::PostgresTest {
@@ -192,6 +193,51 @@ TEST_F(GroupCommitTest, LingerGathersALonePublishersMessagesIntoFewerTransaction
   EXPECT_LT(sender.stats().publish_batches, 200u);
   o.publish_linger = -1us;
   EXPECT_THROW(PostgresClusterBus bad(o), configuration_error);
+}
+
+// The publish queue is bounded in bytes: while a transaction is stuck,
+// publish_async waits for room (backpressure) and, past its deadline, fails
+// without sending anything; memory does not grow with the callers' zeal.
+TEST_F(GroupCommitTest, AFullPublishQueueMakesPublishersWaitThenTimeOut) {
+  const auto channel = unique_channel("queue_bytes");
+  const std::string table = "queue_bytes_spill_" + std::to_string(::getpid());
+  auto o = options(channel, "queue-bytes");
+  o.spill_table = table;
+  o.publish_queue_bytes = 30000;
+  o.publish_timeout = 1000ms;
+  o.heartbeat_interval = 0ms;
+  PostgresClusterBus bus(o);
+  Collector seen;
+  auto s = bus.subscribe(seen.handler());
+  // Another session holds the spill table: the bus's INSERT waits for it.
+  pqxx::connection admin(url());
+  auto hold = std::make_unique<pqxx::work>(admin);
+  hold->exec("LOCK TABLE public." + admin.quote_name(table) + " IN ACCESS EXCLUSIVE MODE");
+  const std::string big(9000, 'q');  // spilled: 9 KB a message
+  std::vector<std::future<void>> futures;
+  futures.push_back(bus.publish_async(big));  // in flight, blocked
+  std::this_thread::sleep_for(100ms);
+  for (int i = 0; i < 3; ++i) futures.push_back(bus.publish_async(big));  // 27 KB queued
+  const auto before = std::chrono::steady_clock::now();
+  futures.push_back(bus.publish_async("refused " + big));  // no room
+  const auto waited = std::chrono::steady_clock::now() - before;
+  EXPECT_GE(waited, 800ms) << "publish_async waits for room";
+  EXPECT_THROW(futures.back().get(), timeout_error);
+  futures.pop_back();
+  hold->abort();  // let the stuck transaction through
+  for (auto& f : futures) {
+    try {
+      f.get();
+    } catch (const timeout_error&) {
+      // The ones that waited behind the lock may have passed their deadline.
+    }
+  }
+  bus.publish("afterwards");
+  ASSERT_TRUE(eventually([&] {
+    const auto m = seen.messages();
+    return !m.empty() && m.back().body == "afterwards";
+  }));
+  for (const auto& m : seen.messages()) EXPECT_NE(m.body, "refused " + big) << "never sent";
 }
 
 }  // namespace

@@ -84,6 +84,12 @@ struct PostgresBusOptions {
   /// at once, unless this is non-zero: the sender then waits this long for
   /// more messages first (fewer, fuller transactions for some latency).
   std::chrono::microseconds publish_linger{0};
+  /// The publish queue: messages wait in it while a transaction is in flight
+  /// (publish_async callers do not wait for theirs). When this many bytes of
+  /// bodies are waiting, publish() and publish_async() block until there is
+  /// room (backpressure), for at most publish_timeout (then timeout_error,
+  /// nothing sent). A message larger than this still goes, alone.
+  std::size_t publish_queue_bytes = 16 * 1024 * 1024;
   /// The listener pings the server after this long without traffic (0: never)
   /// and reconnects if the answer takes longer than ping_timeout, so a frozen
   /// server or a silent network is noticed within their sum.
@@ -170,6 +176,8 @@ class PostgresClusterBus final : public ClusterBus {
   /// Queues `body` and returns at once. The future becomes ready once the
   /// message is committed, or holds the error publish() would have thrown
   /// (refusals included). Messages keep the order of the calls.
+  /// Waits only when the publish queue is full (PostgresBusOptions::
+  /// publish_queue_bytes).
   [[nodiscard]] std::future<void> publish_async(const nlohmann::json& body) override;
   [[nodiscard]] Subscription subscribe(MessageHandler handler) override;
   void close() override;
