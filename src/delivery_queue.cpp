@@ -104,12 +104,19 @@ Subscription DeliveryQueue::subscribe(MessageHandler handler) {
 
 void DeliveryQueue::post(std::vector<Inbound> items) {
   if (items.empty()) return;
+  // Messages whose bodies nobody would see (a publishing bus's own, with no
+  // handler subscribed) need no prompt delivery: the thread takes them at
+  // its next wake-up, within lazy_wake. One thread fewer woken per message.
+  const bool urgent =
+      !handlers_->empty() || std::any_of(items.begin(), items.end(), [](const Inbound& item) {
+        return item.kind != Inbound::Kind::message || !item.body_text;
+      });
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return;
     for (auto& item : items) enqueue(std::move(item));
   }
-  wake_.notify_one();
+  if (urgent) wake_.notify_one();
 }
 
 void DeliveryQueue::post(Inbound item) {
@@ -221,11 +228,14 @@ void DeliveryQueue::stop() noexcept {
   }
 }
 
+// How soon the delivery thread takes what was posted without waking it.
+constexpr std::chrono::milliseconds lazy_wake{50};
+
 void DeliveryQueue::run() {
   std::vector<Inbound> batch;
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
-    wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    while (!stopping_ && queue_.empty()) wake_.wait_for(lock, lazy_wake);
     if (stopping_) return;
     batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
     queue_.clear();
