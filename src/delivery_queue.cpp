@@ -104,28 +104,34 @@ Subscription DeliveryQueue::subscribe(MessageHandler handler) {
 
 void DeliveryQueue::post(std::vector<Inbound> items) {
   if (items.empty()) return;
-  // Messages whose bodies nobody would see (a publishing bus's own, with no
-  // handler subscribed) need no prompt delivery: the thread takes them at
-  // its next wake-up, within lazy_wake. One thread fewer woken per message.
-  const bool urgent =
-      !handlers_->empty() || std::any_of(items.begin(), items.end(), [](const Inbound& item) {
-        return item.kind != Inbound::Kind::message || !item.body_text;
-      });
+  // Messages that arrive while no handler is subscribed (a publishing bus's
+  // own, typically) are only tracked: they need no prompt delivery, so they
+  // wake the thread at most once per lazy_wake instead of once per post.
+  const bool unheard = handlers_->empty();
+  bool wake = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return;
-    for (auto& item : items) enqueue(std::move(item));
+    wake = queue_.empty();
+    for (auto& item : items) {
+      if (unheard && item.kind == Inbound::Kind::message) {
+        item.unheard = true;
+      } else {
+        urgent_ = true;
+      }
+      enqueue(std::move(item));
+    }
+    // Lazy, but never so lazy that the queue fills and drops.
+    if (queue_.size() >= capacity_ / 2) urgent_ = true;
+    wake = wake || urgent_;
   }
-  if (urgent) wake_.notify_one();
+  if (wake) wake_.notify_one();
 }
 
 void DeliveryQueue::post(Inbound item) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (stopping_) return;
-    enqueue(std::move(item));
-  }
-  wake_.notify_one();
+  std::vector<Inbound> items;
+  items.push_back(std::move(item));
+  post(std::move(items));
 }
 
 void DeliveryQueue::enqueue(Inbound&& item) {
@@ -195,6 +201,7 @@ void DeliveryQueue::post_reread(const std::string& origin, std::vector<Inbound> 
       queue_.push_back(std::move(item));
       StatsCounters::add(stats_->reread_from_table);
     }
+    urgent_ = true;
     if (all_fitted) {
       held->second = std::max(held->second, next_sequence);
       if (reached_end) withheld_.erase(held);
@@ -228,15 +235,18 @@ void DeliveryQueue::stop() noexcept {
   }
 }
 
-// How soon the delivery thread takes what was posted without waking it.
+// How long the delivery thread lets unheard messages gather before taking
+// them (anything urgent ends the wait).
 constexpr std::chrono::milliseconds lazy_wake{50};
 
 void DeliveryQueue::run() {
   std::vector<Inbound> batch;
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
-    while (!stopping_ && queue_.empty()) wake_.wait_for(lock, lazy_wake);
+    wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    if (!urgent_) wake_.wait_for(lock, lazy_wake, [this] { return stopping_ || urgent_; });
     if (stopping_) return;
+    urgent_ = false;
     batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
     queue_.clear();
     // Everything dropped arrived after everything queued (dropping only
@@ -278,6 +288,10 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
         }
         if (!verdict.deliver) {
           StatsCounters::add(stats_->duplicates_dropped);
+          continue;
+        }
+        if (item.unheard) {
+          StatsCounters::add(stats_->delivered);  // to every handler there was: none
           continue;
         }
         if (item.body_text && !handlers_->empty()) {

@@ -89,6 +89,10 @@ struct Inbound {
   /// A message whose body is still JSON text (message.body is then unset):
   /// the delivery thread parses it only if a handler is there to see it.
   std::shared_ptr<const std::string> body_text;
+  /// No handler was subscribed when it arrived: its sequence is tracked, its
+  /// body goes to no one (not even to a handler subscribed before the
+  /// delivery thread gets to it), and it is delivered lazily.
+  bool unheard = false;
 };
 
 /// A FIFO of inbound items and the thread that delivers them.
@@ -168,6 +172,9 @@ class DeliveryQueue {
   std::unordered_map<std::string, std::pair<std::uint64_t, std::uint64_t>> dropped_;
   bool delivering_ = false;
   bool stopping_ = false;
+  // Something queued wants delivering now (not only unheard messages, which
+  // can wait for lazy_wake).
+  bool urgent_ = false;
   // Mirrors stopping_ for the handler loop, which runs without the mutex.
   std::atomic<bool> cancelled_{false};
   std::thread thread_;

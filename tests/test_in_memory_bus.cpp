@@ -135,6 +135,27 @@ TEST(InMemoryBus, UnsubscribeStopsDeliveryToThatHandlerOnly) {
   EXPECT_EQ(dropped.size(), 1u);
 }
 
+TEST(InMemoryBus, AHandlerHearsOnlyWhatArrivesWhileItIsSubscribed) {
+  auto hub = std::make_shared<InMemoryHub>();
+  EventLog log;
+  InMemoryClusterBus publisher(hub), receiver(hub, {"receiver", {}, log.gap_handler()});
+  // Arrives while nobody listens at the receiver: tracked (so the next one is
+  // no gap), delivered to no one, even to a handler that subscribes before
+  // the delivery thread has got round to it.
+  publisher.publish("unheard");
+  Collector seen;
+  auto subscription = receiver.subscribe(seen.handler());
+  ASSERT_TRUE(hub->wait_idle());
+  EXPECT_EQ(seen.size(), 0u);
+  publisher.publish("heard");
+  ASSERT_TRUE(seen.wait_for_count(1));
+  ASSERT_TRUE(hub->wait_idle());
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen.messages()[0].sequence, 2u);
+  EXPECT_TRUE(log.gaps().empty());
+  EXPECT_EQ(receiver.stats().delivered, 2u);
+}
+
 TEST(InMemoryBus, UnsubscribeWaitsForARunningHandler) {
   InMemoryClusterBus bus;
   std::atomic<bool> in_handler{false};

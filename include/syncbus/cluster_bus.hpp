@@ -95,10 +95,11 @@ class ClusterBus {
   /// This default publishes at once and returns a ready future.
   [[nodiscard]] virtual std::future<void> publish_async(const nlohmann::json& body);
 
-  /// Registers `handler` for every message delivered to this bus from now on.
-  /// Delivery stops when the returned Subscription is destroyed or
-  /// unsubscribed. Throws closed_error after close() and configuration_error
-  /// for an empty handler.
+  /// Registers `handler` for every message that reaches this bus from now on
+  /// (a message that reached it earlier, even one not yet handed to the other
+  /// handlers, is not replayed to it). Delivery stops when the returned
+  /// Subscription is destroyed or unsubscribed. Throws closed_error after
+  /// close() and configuration_error for an empty handler.
   [[nodiscard]] virtual Subscription subscribe(MessageHandler handler) = 0;
 
   /// Stops the bus: no handler runs once close() returns (messages not yet
