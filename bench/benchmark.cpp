@@ -38,6 +38,7 @@
 #include <cstdlib>
 #include <deque>
 #include <fstream>
+#include <functional>
 #include <future>
 #include <iostream>
 #include <map>
@@ -142,6 +143,9 @@ struct Result {
   double process_cpu_per_1000 = 0;
   std::optional<double> server_cpu_per_1000;
   long rss_growth_kb = 0;
+  // Runs of a minute or more: resident size sampled every 10 s after the
+  // first minute (the queues fill during it), to show whether it stays flat.
+  std::vector<long> rss_after_warmup_kb;
   std::uint64_t transactions = 0;
   bool correct = true;
 };
@@ -155,8 +159,11 @@ long resident_kb() {
 
 // ---------------------------------------------------------------- pacing
 
-// Calls send(i) for i = 0, 1, ... until `duration` has passed: as fast as it
-// goes, or at `rate` per second.
+// True once the run is to stop early (Ctrl-C in `syncbus bench`).
+std::function<bool()> stop_requested = [] { return false; };
+
+// Calls send(i) for i = 0, 1, ... until `duration` has passed (or a stop is
+// requested): as fast as it goes, or at `rate` per second.
 template <typename Send>
 std::size_t drive(std::chrono::duration<double> duration, std::optional<int> rate, Send send) {
   const auto start = Clock::now();
@@ -172,6 +179,7 @@ std::size_t drive(std::chrono::duration<double> duration, std::optional<int> rat
     } else if (now >= stop) {
       break;
     }
+    if (stop_requested()) break;
     send(i);
   }
   return i;
@@ -376,6 +384,19 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
   const auto server_before = server_cpu(postmaster);
   const auto rss_before = resident_kb();
   const auto start_ns = now_ns();
+  std::vector<long> rss_samples;
+  std::atomic<bool> sampling{config.seconds >= 60};
+  std::thread rss_sampler([&] {
+    const auto warm = Clock::now() + 60s;
+    auto next = warm;
+    while (sampling) {
+      std::this_thread::sleep_for(100ms);
+      if (Clock::now() >= next) {
+        rss_samples.push_back(resident_kb());
+        next += 10s;
+      }
+    }
+  });
   std::vector<std::thread> senders;
   for (int t = 0; t < threads; ++t) {
     if (!blocking) {
@@ -403,6 +424,8 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
     });
   }
   for (auto& s : senders) s.join();
+  sampling = false;
+  rss_sampler.join();
   // Drain: wait for both receivers to have everything (or give up).
   const auto total = sent.load();
   const auto give_up = Clock::now() + 30s;
@@ -439,6 +462,7 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
     result.server_cpu_per_1000 = (*server_after - *server_before) * per_1000;
   }
   result.rss_growth_kb = resident_kb() - rss_before;
+  result.rss_after_warmup_kb = std::move(rss_samples);
   result.transactions = publisher.stats().publish_batches;
   publisher.vacuum(0ms);
   return result;
@@ -495,8 +519,9 @@ constexpr const char* usage_text =
     "at --rate messages/s, CPU per 1,000 messages (this process and the server), for\n"
     "each message size. At saturation each of --threads publishes with\n"
     "publish_async, --window messages in flight; --blocking threads call publish()\n"
-    "and wait. CONNINFO defaults to $DATABASE_URL. --check: exit 1 unless\n"
-    "every receiver got every message once, in order. See docs/BENCHMARKS.md.\n";
+    "and wait. --rate 0 skips the paced runs. CONNINFO defaults to $DATABASE_URL.\n"
+    "--check: exit 1 unless every receiver got every message once, in order.\n"
+    "See docs/BENCHMARKS.md.\n";
 
 int usage(const char* error) {
   std::cerr << "syncbus bench: " << error << "\n" << usage_text;
@@ -507,7 +532,8 @@ int usage(const char* error) {
 
 namespace syncbus::bench {
 
-int run_benchmark(const std::vector<std::string>& args) {
+int run_benchmark(const std::vector<std::string>& args, std::function<bool()> interrupted) {
+  if (interrupted) stop_requested = std::move(interrupted);
   Config config;
   try {
     for (std::size_t i = 0; i < args.size(); ++i) {
@@ -570,6 +596,7 @@ int run_benchmark(const std::vector<std::string>& args) {
   bool all_correct = true;
   try {
     for (const auto size : config.sizes) {
+      if (stop_requested()) break;
       print_header();
       auto raw = run_raw(config, size, std::nullopt, postmaster);
       raw.load = "saturation";
@@ -580,19 +607,30 @@ int run_benchmark(const std::vector<std::string>& args) {
         r.load = "saturation";
         print(r, &raw);
         all_correct = all_correct && r.correct;
+        if (!r.rss_after_warmup_kb.empty()) {
+          const auto [low, high] =
+              std::minmax_element(r.rss_after_warmup_kb.begin(), r.rss_after_warmup_kb.end());
+          std::cout << fmt::format(
+              "{:<30} resident size after the first minute, every 10 s: {} samples, {} to {} KB "
+              "(first {}, last {})\n",
+              "", r.rss_after_warmup_kb.size(), *low, *high, r.rss_after_warmup_kb.front(),
+              r.rss_after_warmup_kb.back());
+        }
         if (r.rss_growth_kb > 0) {
           std::cout << fmt::format("{:<30} resident size grew {} KB\n", "", r.rss_growth_kb);
         }
       };
       for (const int threads : config.threads) saturate(threads, false);
       for (const int threads : config.blocking_threads) saturate(threads, true);
-      auto raw_paced = run_raw(config, size, config.rate, postmaster);
-      raw_paced.load = fmt::format("{}/s", config.rate);
-      print(raw_paced, nullptr);
-      auto paced = run_syncbus(config, size, 1, config.rate, postmaster, /*blocking=*/true);
-      paced.load = fmt::format("{}/s", config.rate);
-      print(paced, &raw_paced);
-      all_correct = all_correct && raw_paced.correct && paced.correct;
+      if (config.rate > 0) {  // --rate 0: saturation runs only
+        auto raw_paced = run_raw(config, size, config.rate, postmaster);
+        raw_paced.load = fmt::format("{}/s", config.rate);
+        print(raw_paced, nullptr);
+        auto paced = run_syncbus(config, size, 1, config.rate, postmaster, /*blocking=*/true);
+        paced.load = fmt::format("{}/s", config.rate);
+        print(paced, &raw_paced);
+        all_correct = all_correct && raw_paced.correct && paced.correct;
+      }
       std::cout << "\n";
     }
   } catch (const std::exception& e) {

@@ -1,6 +1,9 @@
 // syncbus bench: the benchmark of bench/benchmark.cpp (docs/BENCHMARKS.md).
+#include <iostream>
+
 #include "benchmark.hpp"
 #include "commands.hpp"
+#include "interrupt.hpp"
 
 namespace syncbus::cli {
 
@@ -17,7 +20,10 @@ int run_bench(const Arguments& args) {
       translated.push_back(args[i]);
     }
   }
-  return bench::run_benchmark(translated);
+  interrupt_fd();  // Ctrl-C ends the run in progress cleanly, not the process
+  const int code = bench::run_benchmark(translated, [] { return interrupted(); });
+  if (interrupted()) std::cerr << "syncbus bench: interrupted; the runs above are complete\n";
+  return code;
 }
 
 }  // namespace syncbus::cli

@@ -230,6 +230,26 @@ TEST_F(CliTest, TailSeesWhatPublishSentInlineAndSpilledAndStopsOnCtrlC) {
   EXPECT_LT(std::chrono::steady_clock::now() - stopping, 2s);
 }
 
+TEST_F(CliTest, BenchRunsAndStopsCleanlyOnCtrlC) {
+  // A short run with --check: every message once, in order.
+  const auto short_run = run({"bench", "--db", url(), "--seconds", "0.3", "--sizes", "200",
+                              "--threads", "1", "--blocking", "none", "--rate", "0", "--check"});
+  EXPECT_EQ(short_run.exit_code, 0) << short_run.out << short_run.err;
+  EXPECT_TRUE(contains(short_run.out, "raw libpq")) << short_run.out;
+  EXPECT_TRUE(contains(short_run.out, "syncbus, 1 thread")) << short_run.out;
+  // A long one, interrupted: it stops sending, drains, cleans up, exits 0.
+  Process bench(command({"bench", "--db", url(), "--seconds", "60", "--sizes", "200", "--threads",
+                         "1", "--blocking", "none", "--rate", "0"}));
+  bench.read_for(3s);
+  const auto stopping = std::chrono::steady_clock::now();
+  bench.signal(SIGINT);
+  bench.read_for(20s);
+  EXPECT_EQ(bench.wait(), 0) << bench.out() << bench.err();
+  EXPECT_LT(std::chrono::steady_clock::now() - stopping, 15s);
+  EXPECT_TRUE(contains(bench.err(), "interrupted")) << bench.err();
+  EXPECT_TRUE(contains(bench.out(), "raw libpq")) << "the interrupted run is reported";
+}
+
 TEST_F(CliTest, TailRawShowsTheEnvelopesAsSent) {
   const auto channel = unique_channel("cli_raw");
   Process tail(command({"tail", "--raw", "--db", url(), "--channel", channel}));
