@@ -512,14 +512,15 @@ std::vector<std::string> split(const std::string& text) {
 constexpr const char* usage_text =
     "usage: syncbus bench [CONNINFO] [--seconds S] [--sizes 200,2000,20000]\n"
     "                     [--threads 1,4,16] [--window 64] [--blocking 16|none]\n"
-    "                     [--rate 1000] [--check]\n"
+    "                     [--rate 1000] [--max-lag-bytes 16777216] [--check]\n"
     "\n"
     "Measures syncbus against a raw libpq baseline on the same server, in one run:\n"
     "throughput delivered to every receiver, latency percentiles at saturation and\n"
     "at --rate messages/s, CPU per 1,000 messages (this process and the server), for\n"
     "each message size. At saturation each of --threads publishes with\n"
     "publish_async, --window messages in flight; --blocking threads call publish()\n"
-    "and wait. --rate 0 skips the paced runs. CONNINFO defaults to $DATABASE_URL.\n"
+    "and wait; senders pause while --max-lag-bytes are published and not yet\n"
+    "delivered. --rate 0 skips the paced runs. CONNINFO defaults to $DATABASE_URL.\n"
     "--check: exit 1 unless every receiver got every message once, in order.\n"
     "See docs/BENCHMARKS.md.\n";
 
