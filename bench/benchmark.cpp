@@ -3,14 +3,16 @@
 // by the stand-alone bench/syncbus_bench (scripts/bench.sh).
 //
 //   syncbus bench CONNINFO [--seconds S] [--sizes 200,2000,20000]
-//                 [--threads 1,4,16] [--rate 1000] [--check]
+//                 [--threads 1,4,16] [--rate 1000] [--check]   (--help: all)
 //
 // For each message size it measures:
 //   raw      plain libpq: one pg_notify per transaction (for bodies that do
 //            not fit a payload: one INSERT + pg_notify of the row id, and the
 //            listener SELECTs each row), one sender, one listener connection;
-//   syncbus  one PostgresClusterBus published to by 1, 4 and 16 threads,
-//            delivering to 2 other PostgresClusterBus instances;
+//   syncbus  one PostgresClusterBus published to by 1, 4 and 16 threads
+//            (publish_async, --window messages in flight each) and by 16
+//            threads calling publish(), delivering to 2 other
+//            PostgresClusterBus instances;
 // at saturation (as fast as the senders go, for S seconds) and at a fixed
 // offered load (--rate messages/s, one sender). Every figure of syncbus is
 // also given as a ratio to the raw one of the same size.
