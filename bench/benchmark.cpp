@@ -126,13 +126,55 @@ std::optional<double> server_cpu(int postmaster) {
   return total;
 }
 
-struct Latencies {
-  std::vector<double> micros;
-  double at(double q) const {
-    if (micros.empty()) return 0;
-    const auto index = static_cast<std::size_t>(q * static_cast<double>(micros.size() - 1));
-    return micros[index];
+// Latencies in microseconds, in fixed memory whatever the run's length (a
+// 10-minute run delivers hundreds of millions of messages: a sample each
+// would be gigabytes, and the benchmark would measure itself). Log-linear
+// buckets, as HdrHistogram's: exact below 128 us, then 128 per power of two
+// (under 1 % apart); the maximum is kept exactly.
+class Latencies {
+ public:
+  void record(double micros) {
+    const auto value = static_cast<std::uint64_t>(std::max(0.0, micros));
+    ++counts_[bucket_of(value)];
+    ++count_;
+    max_ = std::max(max_, micros);
   }
+  void merge(const Latencies& other) {
+    for (std::size_t i = 0; i < buckets; ++i) counts_[i] += other.counts_[i];
+    count_ += other.count_;
+    max_ = std::max(max_, other.max_);
+  }
+  // The q-quantile, as the lower bound of its bucket.
+  double at(double q) const {
+    if (count_ == 0) return 0;
+    const auto rank = static_cast<std::uint64_t>(q * static_cast<double>(count_ - 1));
+    std::uint64_t seen = 0;
+    for (std::size_t i = 0; i < buckets; ++i) {
+      seen += counts_[i];
+      if (seen > rank) return std::min(static_cast<double>(lower_bound_of(i)), max_);
+    }
+    return max_;
+  }
+  double max() const { return max_; }
+
+ private:
+  static constexpr unsigned sub_bits = 7;  // 128 buckets per power of two
+  static constexpr std::uint64_t sub = 1u << sub_bits;
+  static constexpr std::size_t buckets = sub * (64 - sub_bits + 1);
+  static std::size_t bucket_of(std::uint64_t v) {
+    if (v < sub) return static_cast<std::size_t>(v);
+    const unsigned magnitude = 63u - static_cast<unsigned>(__builtin_clzll(v));  // >= sub_bits
+    const unsigned shift = magnitude - sub_bits;
+    return static_cast<std::size_t>((shift + 1) * sub + ((v >> shift) - sub));
+  }
+  static std::uint64_t lower_bound_of(std::size_t i) {
+    if (i < sub) return i;
+    const auto shift = static_cast<unsigned>(i / sub - 1);
+    return (sub + i % sub) << shift;
+  }
+  std::vector<std::uint64_t> counts_ = std::vector<std::uint64_t>(buckets);
+  std::uint64_t count_ = 0;
+  double max_ = 0;
 };
 
 struct Result {
@@ -259,7 +301,7 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
         }
         const auto now = now_ns();
         std::lock_guard<std::mutex> lock(mutex);
-        latency.micros.push_back(static_cast<double>(now - timestamp_in(payload)) / 1000.0);
+        latency.record(static_cast<double>(now - timestamp_in(payload)) / 1000.0);
         ++received;
         last_received_ns = now;
       }
@@ -301,7 +343,6 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
   r.delivered_per_second =
       static_cast<double>(received) * 1e9 /
       static_cast<double>(std::max<std::int64_t>(1, last_received_ns - start_ns));
-  std::sort(latency.micros.begin(), latency.micros.end());
   r.latency = std::move(latency);
   const double per_1000 = 1000.0 / static_cast<double>(std::max<std::size_t>(1, received));
   r.process_cpu_per_1000 = (process_cpu() - cpu_before) * per_1000;
@@ -337,7 +378,7 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
     std::unique_ptr<syncbus::PostgresClusterBus> bus;
     syncbus::Subscription subscription;
     std::mutex mutex;
-    std::vector<double> micros;
+    Latencies latency;
     std::uint64_t last_sequence = 0;
     bool in_order = true;
     std::size_t received = 0;
@@ -353,7 +394,7 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
       const auto now = now_ns();
       const auto sent = m.body.at("t").get<std::int64_t>();
       std::lock_guard<std::mutex> lock(self->mutex);
-      self->micros.push_back(static_cast<double>(now - sent) / 1000.0);
+      self->latency.record(static_cast<double>(now - sent) / 1000.0);
       self->in_order = self->in_order && m.sequence == self->last_sequence + 1;
       self->last_sequence = m.sequence;
       ++self->received;
@@ -370,8 +411,12 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
   // behind the server's NOTIFY queue, whose reading then slows everyone
   // down: "saturation" is what the whole pipeline sustains.
   std::atomic<std::size_t> issued{0};
-  const std::size_t max_lag =
-      std::max<std::size_t>(256, config.max_lag_bytes / std::max<std::size_t>(1, size));
+  // Never more than half of what a receiving bus's delivery queue holds: a
+  // consumer that let its queue overflow would lose messages (reported as
+  // gaps), and that is not the throughput anyone wants to measure.
+  const std::size_t max_lag = std::min<std::size_t>(
+      options.delivery_queue_capacity / 2,
+      std::max<std::size_t>(256, config.max_lag_bytes / std::max<std::size_t>(1, size)));
   const auto wait_for_receivers = [&] {
     for (;;) {
       std::size_t slowest = SIZE_MAX;
@@ -451,13 +496,23 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
     result.delivered = std::min(result.delivered, r->received);
     result.correct = result.correct && r->in_order && r->received == total;
     last_ns = std::max(last_ns, r->last_ns);
-    result.latency.micros.insert(result.latency.micros.end(), r->micros.begin(), r->micros.end());
+    result.latency.merge(r->latency);
   }
   result.correct = result.correct && gaps == 0 && errors.empty();
   for (const auto& e : errors) std::cerr << "  error: " << e << "\n";
+  if (!result.correct) {
+    for (auto& r : receivers) {
+      const auto stats = r->bus->stats();
+      std::lock_guard<std::mutex> lock(r->mutex);
+      std::cerr << fmt::format(
+          "  a receiver: {} of {} received, {}; {} gap(s) ({} messages), {} dropped with its "
+          "delivery queue full, {} duplicate(s)\n",
+          r->received, total, r->in_order ? "in order" : "OUT OF ORDER", stats.gaps,
+          stats.messages_missing, stats.dropped_queue_full, stats.duplicates_dropped);
+    }
+  }
   result.delivered_per_second = static_cast<double>(result.delivered) * 1e9 /
                                 static_cast<double>(std::max<std::int64_t>(1, last_ns - start_ns));
-  std::sort(result.latency.micros.begin(), result.latency.micros.end());
   const double per_1000 = 1000.0 / static_cast<double>(std::max<std::size_t>(1, total));
   result.process_cpu_per_1000 = (process_cpu() - cpu_before) * per_1000;
   if (const auto server_after = server_cpu(postmaster); server_after && server_before) {
@@ -489,8 +544,8 @@ void print(const Result& r, const Result* raw) {
       "{:<30} {:>6} {:>11} {:>10.0f} {:>8.0f} {:>8.0f} {:>8.0f} {:>8.0f} {:>8.3f} {:>8} {:>7.1f} "
       "{:>7}\n",
       r.name, r.size, r.load, r.delivered_per_second, r.latency.at(0.5), r.latency.at(0.99),
-      r.latency.at(0.999), r.latency.micros.empty() ? 0.0 : r.latency.micros.back(),
-      r.process_cpu_per_1000, cpu_text(r.server_cpu_per_1000), per_tx, r.correct ? "yes" : "NO");
+      r.latency.at(0.999), r.latency.max(), r.process_cpu_per_1000, cpu_text(r.server_cpu_per_1000),
+      per_tx, r.correct ? "yes" : "NO");
   if (raw) {
     const auto total = [](const Result& x) {
       return x.process_cpu_per_1000 + x.server_cpu_per_1000.value_or(0);
