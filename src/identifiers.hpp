@@ -21,9 +21,6 @@ namespace syncbus::detail {
 /// The longest identifier PostgreSQL keeps whole, in bytes.
 inline constexpr std::size_t max_identifier_bytes = 63;
 
-/// True when `text` is valid UTF-8 (no overlong forms, no surrogates).
-bool is_valid_utf8(std::string_view text) noexcept;
-
 /// Throws configuration_error naming `option` (e.g. "channel") when `value`
 /// is not 1 to 63 bytes of valid UTF-8 without NUL.
 void check_identifier(std::string_view option, const std::string& value);

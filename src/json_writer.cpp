@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "utf8.hpp"
+
 namespace syncbus::detail {
 namespace {
 
@@ -22,35 +24,6 @@ void write_u_escape(std::string& out, std::uint32_t unit) {
                          hex_digits[(unit >> 4) & 0xf],
                          hex_digits[unit & 0xf]};
   out.append(escape, sizeof escape);
-}
-
-// The length of the valid UTF-8 sequence starting at text[i] (2 to 4), and
-// its code point; 0 when invalid (overlong, surrogate, out of range,
-// truncated).
-std::size_t utf8_sequence(const std::string& text, std::size_t i, std::uint32_t& code) {
-  const auto byte = static_cast<unsigned char>(text[i]);
-  std::size_t length = 0;
-  if ((byte & 0xE0) == 0xC0) {
-    length = 2;
-    code = byte & 0x1F;
-  } else if ((byte & 0xF0) == 0xE0) {
-    length = 3;
-    code = byte & 0x0F;
-  } else if ((byte & 0xF8) == 0xF0) {
-    length = 4;
-    code = byte & 0x07;
-  } else {
-    return 0;
-  }
-  if (i + length > text.size()) return 0;
-  for (std::size_t k = 1; k < length; ++k) {
-    const auto next = static_cast<unsigned char>(text[i + k]);
-    if ((next & 0xC0) != 0x80) return 0;
-    code = (code << 6) | (next & 0x3F);
-  }
-  constexpr std::uint32_t smallest[] = {0, 0, 0x80, 0x800, 0x10000};
-  if (code < smallest[length] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return 0;
-  return length;
 }
 
 // True for a byte that cannot be copied as it is.

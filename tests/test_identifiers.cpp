@@ -6,6 +6,8 @@
 
 #include <set>
 
+#include "utf8.hpp"
+
 namespace syncbus::detail {
 namespace {
 
