@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <fstream>
 
+#include "identifiers.hpp"
+
 namespace syncbus::cli {
 
 CommandLine::CommandLine(const std::vector<std::string>& args,
@@ -107,6 +109,14 @@ Connection connection_from(const CommandLine& line) {
     if (c.secrets.empty()) throw usage_error("the secret file " + *secret_file + " is empty");
   }
   return c;
+}
+
+std::vector<std::pair<std::string, std::string>> identifiers(const Connection& where) {
+  return {{"channel", where.channel}, {"schema", where.schema}, {"table", where.table}};
+}
+
+void check_identifiers(const Connection& where) {
+  for (const auto& [option, value] : identifiers(where)) detail::check_identifier(option, value);
 }
 
 }  // namespace syncbus::cli

@@ -8,6 +8,7 @@
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace syncbus::cli {
@@ -66,6 +67,11 @@ const std::vector<std::string>& connection_options();
 /// Reads them (and the environment). Throws usage_error when no database
 /// is given or a secret file cannot be read.
 Connection connection_from(const CommandLine& line);
+/// The names a Connection gives PostgreSQL, each with its option's name.
+std::vector<std::pair<std::string, std::string>> identifiers(const Connection& where);
+/// Throws configuration_error naming the first of them that PostgreSQL would
+/// not keep exactly (detail::check_identifier).
+void check_identifiers(const Connection& where);
 /// The lines of --help that describe them.
 extern const char* const connection_help;
 

@@ -182,9 +182,7 @@ int run_doctor(const Arguments& args) {
   }
 
   Report report;
-  for (const auto& [option, value] : {std::pair<std::string, std::string>{"channel", where.channel},
-                                      {"schema", where.schema},
-                                      {"table", where.table}}) {
+  for (const auto& [option, value] : identifiers(where)) {
     try {
       detail::check_identifier(option, value);
     } catch (const configuration_error& e) {

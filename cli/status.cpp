@@ -12,7 +12,6 @@
 
 #include "command_line.hpp"
 #include "commands.hpp"
-#include "identifiers.hpp"
 #include "pg_session.hpp"
 
 namespace syncbus::cli {
@@ -81,9 +80,7 @@ int run_status(const Arguments& args) {
   }
   if (!line.positional().empty()) throw usage_error("unexpected argument " + line.positional()[0]);
   const auto where = connection_from(line);
-  detail::check_identifier("channel", where.channel);
-  detail::check_identifier("schema", where.schema);
-  detail::check_identifier("table", where.table);
+  check_identifiers(where);
 
   auto session = detail::open_session(where.conninfo, "syncbus:status");
   auto& connection = *session;

@@ -16,7 +16,6 @@
 #include "command_line.hpp"
 #include "commands.hpp"
 #include "envelope.hpp"
-#include "identifiers.hpp"
 #include "interrupt.hpp"
 #include "message_auth.hpp"
 #include "pg_session.hpp"
@@ -180,7 +179,7 @@ int run_tail(const Arguments& args) {
     return exit_ok;
   }
   const auto where = connection_from(line);
-  detail::check_identifier("channel", where.channel);
+  check_identifiers(where);  // the spill table is read too
   Tail tail{where, detail::MessageAuth(where.secrets)};
   tail.raw = line.has("raw");
   tail.heartbeats = line.has("heartbeats");

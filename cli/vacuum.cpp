@@ -7,7 +7,6 @@
 
 #include "command_line.hpp"
 #include "commands.hpp"
-#include "identifiers.hpp"
 #include "pg_session.hpp"
 #include "spill_store.hpp"
 
@@ -40,9 +39,7 @@ int run_vacuum(const Arguments& args) {
   const auto older_than = parse_duration("older-than", *age);
   if (!line.positional().empty()) throw usage_error("unexpected argument " + line.positional()[0]);
   const auto where = connection_from(line);
-  detail::check_identifier("channel", where.channel);
-  detail::check_identifier("schema", where.schema);
-  detail::check_identifier("table", where.table);
+  check_identifiers(where);
 
   auto session = detail::open_session(where.conninfo, "syncbus:vacuum");
   detail::SpillStore store(*session, {where.schema, where.table, where.channel, false, 1});
