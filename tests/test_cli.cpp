@@ -13,6 +13,7 @@
 
 #include <cstdlib>
 #include <map>
+#include <thread>
 
 #include "conninfo.hpp"
 #include "pg_helpers.hpp"
@@ -115,6 +116,22 @@ class Process {
     waited_ = true;
     return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   }
+  // True once the process has ended (then wait() returns at once), false if
+  // it still runs after `timeout`.
+  bool ended_within(std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      // WNOWAIT: left for wait() to reap. si_pid stays 0 while it runs.
+      siginfo_t info{};
+      if (::waitid(P_PID, static_cast<id_t>(pid_), &info, WEXITED | WNOHANG | WNOWAIT) == 0 &&
+          info.si_pid == pid_) {
+        return true;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      std::this_thread::sleep_for(10ms);
+    }
+  }
+  pid_t pid() const { return pid_; }
   const std::string& out() const { return out_; }
   const std::string& err() const { return err_; }
 
@@ -150,9 +167,18 @@ class CliTest : public testing::PostgresTest {
   }
   Outcome run(std::vector<std::string> args, const std::string& input = "",
               const std::map<std::string, std::string>& env = {}) const {
+    const std::string name = args.empty() ? "" : args[0];
     Process p(command(std::move(args)), env);
     p.write_stdin(input);
     p.read_for(60s);
+    if (!p.ended_within(5s)) {
+      // A hang, shown where it is rather than as ctest's timeout.
+      testing::print_stacks(p.pid());
+      ADD_FAILURE() << "`syncbus " << name << "` still runs after 60 s (its stacks are on "
+                    << "stderr); it printed:\n"
+                    << p.out() << p.err();
+      p.signal(SIGKILL);
+    }
     const int code = p.wait();
     return {code, p.out(), p.err()};
   }

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/types.h>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -128,6 +129,12 @@ inline std::string unique_channel(const std::string& what) {
   std::lock_guard<std::mutex> lock(mutex);
   return "syncbus_t_" + what.substr(0, 30) + "_" + std::to_string(random() % 1000000000);
 }
+
+/// Prints the stack of every thread of process `pid` and of its children to
+/// stderr (with gdb; says so when gdb is missing). For hangs: a test that
+/// gives up waiting shows where the thing it waited for is stuck.
+/// Defined in test_main.cpp.
+void print_stacks(pid_t pid);
 
 inline bool running_in_ci() {
   const char* ci = std::getenv("CI");
