@@ -8,6 +8,7 @@ packages=(
   g++ make cmake pkg-config git ca-certificates   # toolchain
   libpqxx-dev libpq-dev nlohmann-json3-dev libfmt-dev libssl-dev libsimdjson-dev  # the library's dependencies
   libgtest-dev libgmock-dev                       # tests
+  gdb                                             # tests: stacks of a hung test
   postgresql-15 postgresql-client-15              # the throwaway test server
   pgbouncer                                       # tests: LISTEN through a pooler
   clang-format                                    # the format check
