@@ -199,7 +199,8 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
         detail::check_server(server);
         self.store->ensure_table(*publishing_session, opts.create_spill_table);
         detail::check_privileges(self.store->missing_privileges(
-            *publishing_session, /*publishes=*/opts.spill != SpillMode::never));
+            *publishing_session, /*publishes=*/opts.spill != SpillMode::never,
+            /*listens=*/opts.listen));
       },
       [&] {
         return fmt::format("checking the server and the spill table {}",
@@ -230,24 +231,30 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
                                   self.instance_id, opts.spill, opts.publish_timeout,
                                   opts.query_timeout, opts.publish_linger, opts.max_message_bytes,
                                   opts.publish_queue_bytes},
-      *self.store, *self.auth, self.stats, self.deadlines, self.delivery.get());
+      *self.store, *self.auth, self.stats, self.deadlines,
+      // A publish-only bus has no handlers to echo to.
+      opts.listen ? self.delivery.get() : nullptr);
   auto* publishing = self.publisher.get();
-  self.listener = std::make_unique<detail::ListenerLoop>(
-      detail::ListenerLoop::Settings{
-          opts.conninfo, opts.application_name + ":listen", opts.channel,
-          detail::ListenerLoop::Timeouts{opts.ping_interval, opts.ping_timeout, opts.query_timeout},
-          detail::ListenerLoop::CatchUp{durable, opts.catch_up_margin}, opts.max_message_bytes,
-          self.log, self.instance_id},
-      *self.store, *self.auth, *self.delivery, self.on_error, self.stats, self.deadlines,
-      // Proves that LISTEN works on this connection path before any message
-      // depends on it (it does not through a transaction pooler).
-      [publishing](const std::string& channel, const std::string& payload) {
-        publishing->notify_raw(channel, payload);
-      });
+  if (opts.listen) {
+    self.listener = std::make_unique<detail::ListenerLoop>(
+        detail::ListenerLoop::Settings{
+            opts.conninfo, opts.application_name + ":listen", opts.channel,
+            detail::ListenerLoop::Timeouts{opts.ping_interval, opts.ping_timeout,
+                                           opts.query_timeout},
+            detail::ListenerLoop::CatchUp{durable, opts.catch_up_margin}, opts.max_message_bytes,
+            self.log, self.instance_id},
+        *self.store, *self.auth, *self.delivery, self.on_error, self.stats, self.deadlines,
+        // Proves that LISTEN works on this connection path before any message
+        // depends on it (it does not through a transaction pooler).
+        [publishing](const std::string& channel, const std::string& payload) {
+          publishing->notify_raw(channel, payload);
+        });
+  }
   self.timers = std::make_unique<detail::PeriodicTasks>(self.periodic_tasks(), self.on_error);
   self.log(LogLevel::info,
-           "syncbus: bus {} listening on channel \"{}\" (PostgreSQL {}, spill {}{}, table {})",
-           self.instance_id, opts.channel, server.version,
+           "syncbus: bus {} {} channel \"{}\" (PostgreSQL {}, spill {}{}, table {})",
+           self.instance_id, opts.listen ? "listening on" : "publishing only on", opts.channel,
+           server.version,
            opts.spill == SpillMode::overflow ? "overflow"
            : opts.spill == SpillMode::always ? "always"
                                              : "never",
@@ -273,6 +280,13 @@ Subscription PostgresClusterBus::subscribe(MessageHandler handler) {
                     "was closed; create a new bus",
                     impl_->options.channel));
   }
+  if (!impl_->listener) {
+    throw configuration_error(fmt::format(
+        "syncbus: subscribe() on a publish-only PostgresClusterBus (channel \"{}\", "
+        "PostgresBusOptions::listen = false), which hears nothing; subscribe on a bus made "
+        "with listen = true",
+        impl_->options.channel));
+  }
   return impl_->delivery->subscribe(std::move(handler));
 }
 
@@ -282,7 +296,7 @@ void PostgresClusterBus::close() {
   if (impl_->closed.exchange(true)) return;
   impl_->log(LogLevel::info, "syncbus: bus {} closing", impl_->instance_id);
   impl_->timers->stop();
-  impl_->listener->stop();
+  if (impl_->listener) impl_->listener->stop();
   impl_->delivery->stop();
   impl_->publisher->close();
 }

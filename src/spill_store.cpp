@@ -136,7 +136,7 @@ constexpr const char* owned_sequence_sql =
     "'S' LIMIT 1))";
 
 std::vector<SpillStore::MissingPrivilege> SpillStore::missing_privileges(
-    pqxx::connection_base& session, bool publishes) const {
+    pqxx::connection_base& session, bool publishes, bool listens) const {
   pqxx::nontransaction query(session);
   // The names go in as parameters: the table, quoted, since the table
   // functions parse it as SQL (exactly as the statements will); the schema
@@ -158,7 +158,7 @@ std::vector<SpillStore::MissingPrivilege> SpillStore::missing_privileges(
   if (!row[0].as<bool>()) {
     lacks("USAGE on schema " + quoted_schema, "GRANT USAGE ON SCHEMA " + quoted_schema);
   }
-  if (!row[1].as<bool>()) {
+  if (listens && !row[1].as<bool>()) {
     lacks("SELECT on table " + qualified_name_, "GRANT SELECT ON TABLE " + qualified_name_);
   }
   if (publishes && !row[2].as<bool>()) {

@@ -46,12 +46,12 @@ class SpillStore {
     std::string what;   // "INSERT on table "public"."sync_cluster_spill""
     std::string grant;  // "GRANT INSERT ON TABLE ... TO "app";"
   };
-  /// What this connection's role lacks for the table: USAGE on the schema and
-  /// SELECT (every bus reads spilled messages), and when `publishes`, INSERT
-  /// (and USAGE on the id sequence of a table made by syncbus 0.1, which had
-  /// one). Empty when it has them all.
-  std::vector<MissingPrivilege> missing_privileges(pqxx::connection_base& session,
-                                                   bool publishes) const;
+  /// What this connection's role lacks for the table: USAGE on the schema;
+  /// when `listens`, SELECT (a listener reads spilled messages); when
+  /// `publishes`, INSERT (and USAGE on the id sequence of a table made by
+  /// syncbus 0.1, which had one). Empty when it has them all.
+  std::vector<MissingPrivilege> missing_privileges(pqxx::connection_base& session, bool publishes,
+                                                   bool listens) const;
 
   /// Prepares this store's statements on a connection; call once per
   /// connection before the calls below.

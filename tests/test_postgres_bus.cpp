@@ -248,6 +248,40 @@ TEST_F(PostgresBusTest, ConnectionsCarryAnApplicationName) {
   EXPECT_EQ(testing::sessions_named(url(), "billing-engine:listen"), 1);
 }
 
+// A bus that only publishes opens no listening session (the server would
+// wake it for every message, and it would wake to discard its own), and
+// says so if asked to subscribe; what it sends, inline or spilled, is heard.
+TEST_F(PostgresBusTest, APublishOnlyBusHasNoListeningSessionAndRefusesSubscribe) {
+  const auto channel = unique_channel("publish_only");
+  auto o = options(channel, "sender");
+  o.listen = false;
+  PostgresClusterBus sender(o);
+  const auto name = "syncbus:" + sender.instance_id();
+  EXPECT_EQ(testing::sessions_named(url(), name), 1) << "the publisher";
+  EXPECT_EQ(testing::sessions_named(url(), name + ":listen"), 0) << "no listener";
+  try {
+    const auto never = sender.subscribe([](const ClusterMessage&) {});
+    FAIL() << "a publish-only bus accepted a handler it could never call";
+  } catch (const configuration_error& e) {
+    EXPECT_NE(std::string(e.what()).find("listen = false"), std::string::npos) << e.what();
+  }
+
+  PostgresClusterBus receiver(options(channel, "receiver"));
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  const std::string big(9000, 'b');  // over a payload: spilled
+  sender.publish("small");
+  sender.publish(big);
+  sender.publish_async("async").get();
+  ASSERT_TRUE(seen.wait_for_count(3));
+  const auto m = seen.messages();
+  EXPECT_EQ(m[0].body, "small");
+  EXPECT_EQ(m[1].body, big);
+  EXPECT_EQ(m[2].body, "async");
+  testing::check_exactly_once_in_order(seen);
+  EXPECT_EQ(sender.stats().spilled, 1u);
+}
+
 // Instances are restarted under the same configured name (a host or pod
 // name). The new run must not be taken for a repeat of the old one: neither
 // by receivers (dropped as duplicates) nor by the spill table's unique key.

@@ -507,6 +507,27 @@ TEST_F(PrivilegeTest, AListenerNeedsSelectAndAPublisherInsert) {
   EXPECT_EQ(bus.vacuum(0ms), 1);
 }
 
+// A publish-only bus reads nothing: INSERT is all it needs, even in
+// SpillMode::always, whose bodies a role without SELECT then cannot read back.
+TEST_F(PrivilegeTest, APublishOnlyBusNeedsInsertButNotSelect) {
+  grant("GRANT INSERT ON {0} TO {1}");
+  auto o = as_role(SpillMode::always);
+  const auto listening = refusal(SpillMode::always);
+  EXPECT_NE(listening.find("SELECT on table"), std::string::npos) << listening;
+  o.listen = false;
+  PostgresClusterBus publish_only(o);
+  auto reader_options = options(o.channel, "reader");
+  reader_options.spill_schema = schema_;
+  reader_options.spill = SpillMode::always;
+  PostgresClusterBus reader(reader_options);
+  Collector seen;
+  auto s = reader.subscribe(seen.handler());
+  publish_only.publish("written, not readable by its writer");
+  ASSERT_TRUE(seen.wait_for_count(1));
+  EXPECT_EQ(seen.messages()[0].body, "written, not readable by its writer");
+  EXPECT_EQ(seen.messages()[0].origin, publish_only.instance_id());
+}
+
 // Tables made by syncbus 0.1 had a bigserial id: INSERT then also needs USAGE
 // on its sequence, and the bus says so.
 TEST_F(PrivilegeTest, AnOlderTableWithAnIdSequenceNeedsUsageOnIt) {

@@ -46,6 +46,12 @@ struct PostgresBusOptions {
   /// only a pointer, and the table's grants decide who reads the bodies
   /// (docs/SECURITY.md).
   SpillMode spill = SpillMode::overflow;
+  /// false: a publish-only bus, for a process that sends and never needs to
+  /// hear (a job runner, an API node without live clients). It opens no
+  /// listening session, so the server does not wake one more session per
+  /// message for it and it does not wake to discard its own echoes;
+  /// subscribe() then throws configuration_error.
+  bool listen = true;
   /// Shared secrets for message authentication (HMAC-SHA256): when set,
   /// every envelope and spilled body is signed with the first, and anything
   /// received that is unsigned or signed with none of them is dropped and
