@@ -75,6 +75,12 @@ struct Config {
   std::size_t max_lag_bytes = 16 * 1024 * 1024;
   std::vector<int> blocking_threads{16};
   int rate = 1000;
+  // The paced runs alternate raw and syncbus this many times, each for
+  // seconds / 2: both then see the same moments of a noisy machine.
+  int rounds = 4;
+  // The publishing bus listens too (PostgresBusOptions::listen), as one
+  // that also had subscribers would.
+  bool publisher_listens = false;
   bool check = false;
 };
 
@@ -372,7 +378,11 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
   };
   std::atomic<std::uint64_t> gaps{0};
   options.on_gap = [&](const syncbus::GapEvent&) { ++gaps; };
-  syncbus::PostgresClusterBus publisher(options);
+  // The publishing bus never subscribes: publish-only, as such a process
+  // would be (--publisher-listens: not).
+  auto publisher_options = options;
+  publisher_options.listen = config.publisher_listens;
+  syncbus::PostgresClusterBus publisher(publisher_options);
   constexpr int receiver_count = 2;
   struct Receiver {
     std::unique_ptr<syncbus::PostgresClusterBus> bus;
@@ -537,6 +547,30 @@ void print_header() {
       "load", "msg/s", "p50 us", "p99 us", "p99.9", "max us", "cpu/1k", "srv/1k", "msg/tx", "ok");
 }
 
+// Adds one round of a paced run to the rounds before it.
+void pool(Result& all, const Result& round) {
+  const auto weighted = [&](double a, double b) {
+    const auto n = static_cast<double>(all.delivered + round.delivered);
+    return n > 0 ? (a * static_cast<double>(all.delivered) +
+                    b * static_cast<double>(round.delivered)) /
+                       n
+                 : 0;
+  };
+  all.name = round.name;
+  all.size = round.size;
+  all.delivered_per_second = weighted(all.delivered_per_second, round.delivered_per_second);
+  all.process_cpu_per_1000 = weighted(all.process_cpu_per_1000, round.process_cpu_per_1000);
+  if (round.server_cpu_per_1000) {
+    all.server_cpu_per_1000 =
+        weighted(all.server_cpu_per_1000.value_or(0), *round.server_cpu_per_1000);
+  }
+  all.delivered += round.delivered;
+  all.latency.merge(round.latency);
+  all.rss_growth_kb += round.rss_growth_kb;
+  all.transactions += round.transactions;
+  all.correct = all.correct && round.correct;
+}
+
 void print(const Result& r, const Result* raw) {
   const double per_tx =
       r.transactions ? static_cast<double>(r.delivered) / static_cast<double>(r.transactions) : 0;
@@ -569,7 +603,8 @@ std::vector<std::string> split(const std::string& text) {
 constexpr const char* usage_text =
     "usage: syncbus bench [CONNINFO] [--seconds S] [--sizes 200,2000,20000]\n"
     "                     [--threads 1,4,16] [--window 64] [--blocking 16|none]\n"
-    "                     [--rate 1000] [--max-lag-bytes 16777216] [--check]\n"
+    "                     [--rate 1000] [--rounds 4] [--max-lag-bytes 16777216]\n"
+    "                     [--publisher-listens] [--check]\n"
     "\n"
     "Measures syncbus against a raw libpq baseline on the same server, in one run:\n"
     "throughput delivered to every receiver, latency percentiles at saturation and\n"
@@ -577,7 +612,10 @@ constexpr const char* usage_text =
     "each message size. At saturation each of --threads publishes with\n"
     "publish_async, --window messages in flight; --blocking threads call publish()\n"
     "and wait; senders pause while --max-lag-bytes are published and not yet\n"
-    "delivered. --rate 0 skips the paced runs. CONNINFO defaults to $DATABASE_URL.\n"
+    "delivered. The paced runs alternate raw and syncbus --rounds times, each for\n"
+    "--seconds / 2, and pool the rounds. --rate 0 skips them. CONNINFO defaults to\n"
+    "$DATABASE_URL. The publishing bus is publish-only (listen = false) unless\n"
+    "--publisher-listens.\n"
     "--check: exit 1 unless every receiver got every message once, in order.\n"
     "See docs/BENCHMARKS.md.\n";
 
@@ -619,6 +657,11 @@ int run_benchmark(const std::vector<std::string>& args, std::function<bool()> in
         config.max_lag_bytes = std::stoul(value());
       } else if (args[i] == "--rate") {
         config.rate = std::stoi(value());
+      } else if (args[i] == "--rounds") {
+        config.rounds = std::stoi(value());
+        if (config.rounds < 1) throw std::invalid_argument("--rounds must be at least 1");
+      } else if (args[i] == "--publisher-listens") {
+        config.publisher_listens = true;
       } else if (args[i] == "--check") {
         config.check = true;
       } else if (args[i] == "--help" || args[i] == "-h") {
@@ -681,11 +724,15 @@ int run_benchmark(const std::vector<std::string>& args, std::function<bool()> in
       for (const int threads : config.threads) saturate(threads, false);
       for (const int threads : config.blocking_threads) saturate(threads, true);
       if (config.rate > 0) {  // --rate 0: saturation runs only
-        auto raw_paced = run_raw(config, size, config.rate, postmaster);
-        raw_paced.load = fmt::format("{}/s", config.rate);
+        Config round = config;
+        round.seconds = config.seconds / 2;
+        Result raw_paced, paced;
+        for (int i = 0; i < config.rounds && !stop_requested(); ++i) {
+          pool(raw_paced, run_raw(round, size, config.rate, postmaster));
+          pool(paced, run_syncbus(round, size, 1, config.rate, postmaster, /*blocking=*/true));
+        }
+        raw_paced.load = paced.load = fmt::format("{}/s", config.rate);
         print(raw_paced, nullptr);
-        auto paced = run_syncbus(config, size, 1, config.rate, postmaster, /*blocking=*/true);
-        paced.load = fmt::format("{}/s", config.rate);
         print(paced, &raw_paced);
         all_correct = all_correct && raw_paced.correct && paced.correct;
       }
