@@ -87,7 +87,7 @@ start() {
     --encoding=UTF8 --locale=C --username=postgres > "$dir/initdb.log" 2>&1 || {
       cat "$dir/initdb.log" >&2; exit 1; }
   for _ in $(seq 1 20); do
-    port=$((20000 + RANDOM % 30000))
+    port=$(random_port)
     if server_start "$bindir" "$dir" "$port"; then
       echo "host=127.0.0.1 port=$port dbname=postgres user=postgres" > "$state/url"
       echo "$port" > "$state/port"
@@ -100,10 +100,20 @@ start() {
   exit 1
 }
 
+# A port for a server to listen on, below the kernel's range of local ports
+# for outgoing connections (ip_local_port_range: 32768 and up by default),
+# which a client connection of a test running beside this one may hold.
+random_port() {
+  local low=32768 rest
+  read -r low rest < /proc/sys/net/ipv4/ip_local_port_range 2> /dev/null || true
+  [[ "$low" -gt 11000 ]] || low=32768
+  echo $((10000 + RANDOM % (low - 10000)))
+}
+
 free_port() {
   local port
   for _ in $(seq 1 50); do
-    port=$((20000 + RANDOM % 30000))
+    port=$(random_port)
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
   done
   echo "test_server.sh: no free port found" >&2
@@ -131,9 +141,12 @@ pgbouncer() {
     echo "test_server.sh: pgbouncer is not installed (apt-get install pgbouncer)" >&2
     exit 1
   fi
-  port=$(free_port)
   echo '"postgres" ""' > "$dir/pgbouncer-users.txt"
-  cat > "$dir/pgbouncer-$mode.ini" <<INI
+  # Another test may take the port between the probe and pgbouncer's bind:
+  # then try another.
+  for _ in $(seq 1 5); do
+    port=$(free_port)
+    cat > "$dir/pgbouncer-$mode.ini" <<INI
 [databases]
 postgres = host=127.0.0.1 port=$(cat "$state/port") dbname=postgres
 [pgbouncer]
@@ -146,15 +159,17 @@ pool_mode = $mode
 logfile = $dir/pgbouncer-$mode.log
 pidfile = $dir/pgbouncer-$mode.pid
 INI
-  if [[ $(id -u) -eq 0 ]]; then chown postgres: "$dir/pgbouncer-$mode.ini" "$dir/pgbouncer-users.txt"; fi
-  as_server_user pgbouncer -d -q "$dir/pgbouncer-$mode.ini" || {
-    cat "$dir/pgbouncer-$mode.log" >&2; exit 1; }
-  for _ in $(seq 1 100); do
-    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      echo "host=127.0.0.1 port=$port dbname=postgres user=postgres" > "$state/pgbouncer_url"
-      return
-    fi
-    sleep 0.05
+    if [[ $(id -u) -eq 0 ]]; then chown postgres: "$dir/pgbouncer-$mode.ini" "$dir/pgbouncer-users.txt"; fi
+    as_server_user pgbouncer -d -q "$dir/pgbouncer-$mode.ini" || {
+      cat "$dir/pgbouncer-$mode.log" >&2; exit 1; }
+    for _ in $(seq 1 100); do
+      if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "host=127.0.0.1 port=$port dbname=postgres user=postgres" > "$state/pgbouncer_url"
+        return
+      fi
+      sleep 0.05
+    done
+    grep -q "Address already in use" "$dir/pgbouncer-$mode.log" 2> /dev/null || break
   done
   echo "test_server.sh: pgbouncer did not start; its log:" >&2
   cat "$dir/pgbouncer-$mode.log" >&2 || true
