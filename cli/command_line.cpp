@@ -4,6 +4,8 @@
 #include <cstdlib>
 #include <fstream>
 
+#include <pqxx/nontransaction>
+
 #include "identifiers.hpp"
 
 namespace syncbus::cli {
@@ -69,7 +71,8 @@ std::chrono::milliseconds parse_duration(const std::string& option, const std::s
 }
 
 const std::vector<std::string>& connection_options() {
-  static const std::vector<std::string> names = {"db", "channel", "schema", "table", "secret-file"};
+  static const std::vector<std::string> names = {"db",    "channel",     "schema",
+                                                 "table", "secret-file", "timeout"};
   return names;
 }
 
@@ -79,7 +82,9 @@ const char* const connection_help =
     "  --schema NAME        the spill table's schema (default: public)\n"
     "  --table NAME         the spill table (default: sync_cluster_spill)\n"
     "  --secret-file FILE   the buses' shared secrets, one per line, the signing one\n"
-    "                       first (default: $SYNCBUS_SECRET_FILE; none: unsigned)\n";
+    "                       first (default: $SYNCBUS_SECRET_FILE; none: unsigned)\n"
+    "  --timeout AGE        the longest one statement may take, waiting for a lock\n"
+    "                       included (default: 30s, publish: 5s; 0: no limit)\n";
 
 Connection connection_from(const CommandLine& line) {
   Connection c;
@@ -93,6 +98,7 @@ Connection connection_from(const CommandLine& line) {
   if (auto v = line.value("channel")) c.channel = *v;
   if (auto v = line.value("schema")) c.schema = *v;
   if (auto v = line.value("table")) c.table = *v;
+  if (auto v = line.value("timeout")) c.statement_timeout = parse_duration("timeout", *v);
   std::optional<std::string> secret_file = line.value("secret-file");
   if (!secret_file) {
     if (const char* env = std::getenv("SYNCBUS_SECRET_FILE"); env != nullptr && *env != '\0') {
@@ -109,6 +115,22 @@ Connection connection_from(const CommandLine& line) {
     if (c.secrets.empty()) throw usage_error("the secret file " + *secret_file + " is empty");
   }
   return c;
+}
+
+std::unique_ptr<detail::Session> open_session(const Connection& where,
+                                              const std::string& application_name,
+                                              detail::ConnectLimits limits) {
+  auto session = detail::open_session(where.conninfo, application_name, limits);
+  try {
+    // Set here rather than through the conninfo's `options`, which the
+    // user's connection string may already use.
+    pqxx::nontransaction(*session).exec_params(
+        "SELECT set_config('statement_timeout', $1, false)",
+        std::to_string(where.statement_timeout.count()) + "ms");
+  } catch (...) {
+    detail::rethrow_as_syncbus_error("setting statement_timeout (--timeout)");
+  }
+  return session;
 }
 
 std::vector<std::pair<std::string, std::string>> identifiers(const Connection& where) {

@@ -5,11 +5,14 @@
 
 #include <chrono>
 #include <map>
+#include <memory>
 #include <optional>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "pg_session.hpp"
 
 namespace syncbus::cli {
 
@@ -60,6 +63,9 @@ struct Connection {
   std::string schema = "public";
   std::string table = "sync_cluster_spill";
   std::vector<std::string> secrets;  // --secret-file, else SYNCBUS_SECRET_FILE
+  /// --timeout: how long one statement may run, a lock wait included (0: no
+  /// limit). An operator's command must not hang behind someone's lock.
+  std::chrono::milliseconds statement_timeout{30000};
 };
 
 /// The options Connection reads, to pass to CommandLine.
@@ -67,6 +73,12 @@ const std::vector<std::string>& connection_options();
 /// Reads them (and the environment). Throws usage_error when no database
 /// is given or a secret file cannot be read.
 Connection connection_from(const CommandLine& line);
+/// A session to `where`, named `application_name` in pg_stat_activity, whose
+/// statements are cancelled by the server past where.statement_timeout.
+std::unique_ptr<detail::Session> open_session(const Connection& where,
+                                              const std::string& application_name,
+                                              detail::ConnectLimits limits = {});
+
 /// The names a Connection gives PostgreSQL, each with its option's name.
 std::vector<std::pair<std::string, std::string>> identifiers(const Connection& where);
 /// Throws configuration_error naming the first of them that PostgreSQL would

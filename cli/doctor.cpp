@@ -67,7 +67,7 @@ void check_round_trip(const Connection& where, pqxx::connection_base& listener, 
   const auto token = detail::random_hex(16);
   std::vector<std::string> arrived;
   Collector collector(listener, channel, arrived);
-  auto notifier = detail::open_session(where.conninfo, "syncbus:doctor");
+  auto notifier = open_session(where, "syncbus:doctor");
   pqxx::nontransaction(*notifier).exec_params("SELECT pg_notify($1, $2)", channel, token);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (std::find(arrived.begin(), arrived.end(), token) == arrived.end() &&
@@ -193,7 +193,7 @@ int run_doctor(const Arguments& args) {
 
   std::unique_ptr<detail::Session> connection;
   try {
-    connection = detail::open_session(where.conninfo, "syncbus:doctor");
+    connection = open_session(where, "syncbus:doctor");
     report.ok(fmt::format("connected to {} as {}",
                           connection->hostname() ? connection->hostname() : "the server",
                           connection->username()));

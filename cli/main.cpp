@@ -6,6 +6,7 @@
 #include <functional>
 #include <iostream>
 #include <map>
+#include <string_view>
 
 #include "command_line.hpp"
 #include "commands.hpp"
@@ -59,6 +60,10 @@ int main(int argc, char** argv) {
     return exit_usage;
   } catch (const std::exception& e) {
     std::cerr << e.what() << '\n';
+    if (std::string_view(e.what()).find("SQLSTATE 57014") != std::string_view::npos) {
+      std::cerr << "(a statement ran past --timeout, most often waiting for a lock another session "
+                   "holds: see pg_locks; or give a longer --timeout)\n";
+    }
     return exit_problem;
   }
 }

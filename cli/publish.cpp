@@ -97,6 +97,13 @@ int run_publish(const Arguments& args) {
       std::cerr << "syncbus publish: [" << to_string(level) << "] " << message << '\n';
     };
   }
+  if (line.has("timeout")) {
+    if (where.statement_timeout.count() == 0) {
+      throw usage_error(
+          "--timeout 0 (no limit) is not for publish, which must end: give a duration");
+    }
+    options.publish_timeout = options.query_timeout = where.statement_timeout;
+  }
   // A short-lived publisher: no timers.
   options.heartbeat_interval = std::chrono::milliseconds(0);
   options.queue_usage_interval = std::chrono::milliseconds(0);

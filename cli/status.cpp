@@ -82,7 +82,7 @@ int run_status(const Arguments& args) {
   const auto where = connection_from(line);
   check_identifiers(where);
 
-  auto session = detail::open_session(where.conninfo, "syncbus:status");
+  auto session = open_session(where, "syncbus:status");
   auto& connection = *session;
   std::vector<std::string> problems;
   nlohmann::json report;

@@ -128,7 +128,7 @@ struct Tail {
   // Listens until Ctrl-C (returns) or a lost connection (throws); sets
   // `connected` once listening.
   void listen_once(int stop_fd, bool& connected) const {
-    auto connection = detail::open_session(where.conninfo, "syncbus:tail", {std::nullopt, stop_fd});
+    auto connection = open_session(where, "syncbus:tail", {std::nullopt, stop_fd});
     detail::SpillStore store(*connection,
                              {where.schema, where.table, where.channel, auth.enabled(), max_bytes});
     store.prepare(*connection);

@@ -41,7 +41,7 @@ int run_vacuum(const Arguments& args) {
   const auto where = connection_from(line);
   check_identifiers(where);
 
-  auto session = detail::open_session(where.conninfo, "syncbus:vacuum");
+  auto session = open_session(where, "syncbus:vacuum");
   detail::SpillStore store(*session, {where.schema, where.table, where.channel, false, 1});
   store.prepare(*session);
   std::int64_t deleted = 0;

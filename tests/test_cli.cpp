@@ -327,6 +327,36 @@ TEST_F(CliTest, VacuumPrintsTheCountOfRowsItRemoved) {
   EXPECT_EQ(rows(), 0);
 }
 
+// An operator's command never hangs behind someone else's lock: past
+// --timeout the server cancels the statement and the command says so.
+TEST_F(CliTest, AStatementStuckBehindALockEndsAtTimeout) {
+  const auto channel = unique_channel("cli_timeout");
+  const auto table = "cli_timeout_spill_" + std::to_string(::getpid());
+  {
+    auto o = options(channel);
+    o.spill_table = table;
+    PostgresClusterBus owner(o);  // creates the table
+  }
+  pqxx::connection admin(url());
+  const auto quoted = "public." + admin.quote_name(table);
+  {
+    pqxx::work hold(admin);
+    hold.exec("LOCK TABLE " + quoted + " IN ACCESS EXCLUSIVE MODE");
+    const auto start = std::chrono::steady_clock::now();
+    const auto out = run({"vacuum", "--db", url(), "--channel", channel, "--table", table,
+                          "--older-than", "0s", "--timeout", "500ms"});
+    EXPECT_LT(std::chrono::steady_clock::now() - start, 15s);
+    EXPECT_EQ(out.exit_code, 1) << out.out << out.err;
+    EXPECT_TRUE(contains(out.err, "statement timeout")) << out.err;
+    EXPECT_TRUE(contains(out.err, "past --timeout")) << out.err;
+    hold.abort();
+  }
+  const auto bad = run({"status", "--db", url(), "--timeout", "soon"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_TRUE(contains(bad.err, "--timeout \"soon\" is not a duration")) << bad.err;
+  pqxx::nontransaction(admin).exec("DROP TABLE " + quoted);
+}
+
 TEST_F(CliTest, StatusListsTheChannelsListenersAndFailsOnAWrongChannel) {
   const auto channel = unique_channel("cli_status");
   auto o = options(channel, "status-node");
