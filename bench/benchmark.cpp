@@ -35,8 +35,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <deque>
 #include <fstream>
@@ -384,6 +386,34 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
   publisher_options.listen = config.publisher_listens;
   syncbus::PostgresClusterBus publisher(publisher_options);
   constexpr int receiver_count = 2;
+  // Flow control, as a producer that must not outrun its consumers would
+  // have: no more than max_lag messages published and not yet delivered
+  // everywhere. Without it, a fast enough producer makes the listeners fall
+  // behind the server's NOTIFY queue, whose reading then slows everyone
+  // down: "saturation" is what the whole pipeline sustains.
+  // Never more than half of what a receiving bus's delivery queue holds: a
+  // consumer that let its queue overflow would lose messages (reported as
+  // gaps), and that is not the throughput anyone wants to measure.
+  const std::size_t max_lag = std::min<std::size_t>(
+      options.delivery_queue_capacity / 2,
+      std::max<std::size_t>(256, config.max_lag_bytes / std::max<std::size_t>(1, size)));
+  // Senders that are max_lag ahead sleep until the slowest receiver is back
+  // within half of it: woken once per max_lag / 2 messages delivered, not
+  // polling (16 threads polling every 200 us cost more CPU than the buses
+  // they measured, on a machine where the server needs it too).
+  struct Lag {
+    std::atomic<std::size_t> issued{0};
+    std::array<std::atomic<std::size_t>, receiver_count> received{};
+    std::atomic<int> waiting{0};
+    std::mutex mutex;
+    std::condition_variable caught_up;
+    std::size_t behind() const {
+      std::size_t slowest = SIZE_MAX;
+      for (const auto& r : received) slowest = std::min(slowest, r.load());
+      const auto out = issued.load();
+      return out > slowest ? out - slowest : 0;
+    }
+  } lag;
   struct Receiver {
     std::unique_ptr<syncbus::PostgresClusterBus> bus;
     syncbus::Subscription subscription;
@@ -392,7 +422,6 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
     std::uint64_t last_sequence = 0;
     bool in_order = true;
     std::size_t received = 0;
-    std::atomic<std::size_t> received_so_far{0};  // read by the senders' flow control
     std::int64_t last_ns = 0;
   };
   std::vector<std::unique_ptr<Receiver>> receivers;
@@ -400,42 +429,38 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
     auto receiver = std::make_unique<Receiver>();
     receiver->bus = std::make_unique<syncbus::PostgresClusterBus>(options);
     auto* self = receiver.get();
-    receiver->subscription = receiver->bus->subscribe([self](const syncbus::ClusterMessage& m) {
-      const auto now = now_ns();
-      const auto sent = m.body.at("t").get<std::int64_t>();
-      std::lock_guard<std::mutex> lock(self->mutex);
-      self->latency.record(static_cast<double>(now - sent) / 1000.0);
-      self->in_order = self->in_order && m.sequence == self->last_sequence + 1;
-      self->last_sequence = m.sequence;
-      ++self->received;
-      self->received_so_far.store(self->received, std::memory_order_relaxed);
-      self->last_ns = now;
-    });
+    auto* count = &lag.received[static_cast<std::size_t>(i)];
+    receiver->subscription =
+        receiver->bus->subscribe([self, count, &lag, max_lag](const syncbus::ClusterMessage& m) {
+          const auto now = now_ns();
+          const auto sent = m.body.at("t").get<std::int64_t>();
+          {
+            std::lock_guard<std::mutex> lock(self->mutex);
+            self->latency.record(static_cast<double>(now - sent) / 1000.0);
+            self->in_order = self->in_order && m.sequence == self->last_sequence + 1;
+            self->last_sequence = m.sequence;
+            ++self->received;
+            self->last_ns = now;
+          }
+          count->fetch_add(1);
+          if (lag.waiting.load() > 0 && lag.behind() <= max_lag / 2) {
+            std::lock_guard<std::mutex> lock(lag.mutex);
+            lag.caught_up.notify_all();
+          }
+        });
     receivers.push_back(std::move(receiver));
   }
   const auto pad = padding_for(size);
   std::atomic<std::size_t> sent{0};
-  // Flow control, as a producer that must not outrun its consumers would
-  // have: no more than max_lag messages published and not yet delivered
-  // everywhere. Without it, a fast enough producer makes the listeners fall
-  // behind the server's NOTIFY queue, whose reading then slows everyone
-  // down: "saturation" is what the whole pipeline sustains.
-  std::atomic<std::size_t> issued{0};
-  // Never more than half of what a receiving bus's delivery queue holds: a
-  // consumer that let its queue overflow would lose messages (reported as
-  // gaps), and that is not the throughput anyone wants to measure.
-  const std::size_t max_lag = std::min<std::size_t>(
-      options.delivery_queue_capacity / 2,
-      std::max<std::size_t>(256, config.max_lag_bytes / std::max<std::size_t>(1, size)));
   const auto wait_for_receivers = [&] {
-    for (;;) {
-      std::size_t slowest = SIZE_MAX;
-      for (auto& r : receivers) {
-        slowest = std::min(slowest, r->received_so_far.load(std::memory_order_relaxed));
-      }
-      if (issued.load(std::memory_order_relaxed) < slowest + max_lag) return;
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    if (lag.behind() < max_lag) return;
+    std::unique_lock<std::mutex> lock(lag.mutex);
+    ++lag.waiting;
+    // The timeout only guards against a receiver that stopped for good.
+    while (lag.behind() > max_lag / 2 && !stop_requested()) {
+      lag.caught_up.wait_for(lock, std::chrono::milliseconds(100));
     }
+    --lag.waiting;
   };
   const auto cpu_before = process_cpu();
   const auto server_before = server_cpu(postmaster);
@@ -467,7 +492,7 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
             in_flight.pop_front();
           }
           wait_for_receivers();
-          ++issued;
+          ++lag.issued;
           in_flight.push_back(publisher.publish_async({{"t", now_ns()}, {"pad", pad}}));
         });
         for (auto& f : in_flight) f.get();
