@@ -99,7 +99,8 @@ class ClusterBus {
   /// (a message that reached it earlier, even one not yet handed to the other
   /// handlers, is not replayed to it). Delivery stops when the returned
   /// Subscription is destroyed or unsubscribed. Throws closed_error after
-  /// close() and configuration_error for an empty handler.
+  /// close() and configuration_error for an empty handler (or on a bus made
+  /// to publish only, such as PostgresBusOptions::listen = false).
   [[nodiscard]] virtual Subscription subscribe(MessageHandler handler) = 0;
 
   /// Stops the bus: no handler runs once close() returns (messages not yet
