@@ -110,9 +110,9 @@ struct PostgresClusterBus::impl {
   std::unique_ptr<detail::MessageAuth> auth;
   std::unique_ptr<detail::SpillStore> store;
   detail::DeadlineTimer deadlines;
-  std::unique_ptr<detail::DeliveryQueue> delivery;
+  std::unique_ptr<detail::DeliveryQueue> delivery;  // none when publish-only
   std::unique_ptr<detail::Publisher> publisher;
-  std::unique_ptr<detail::ListenerLoop> listener;
+  std::unique_ptr<detail::ListenerLoop> listener;  // none when publish-only
   std::unique_ptr<detail::PeriodicTasks> timers;
 
   std::vector<detail::PeriodicTasks::Task> periodic_tasks();
@@ -211,29 +211,31 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
                                      ? opts.queue_full_policy
                                  : durable ? QueueFullPolicy::drop_and_reread
                                            : QueueFullPolicy::drop_and_report_gap;
-  self.delivery = std::make_unique<detail::DeliveryQueue>(
-      self.on_error,
-      // Gaps are logged too, then handed to the application.
-      [log = self.log, user = opts.on_gap](const GapEvent& gap) {
-        if (gap.range_known()) {
-          log(LogLevel::warning, "syncbus: missed {} message(s) of {}: #{} to #{}", gap.count(),
-              gap.origin, gap.first_missing, gap.last_missing);
-        } else {
-          log(LogLevel::warning,
-              "syncbus: messages committed while the listener was reconnecting may be missed");
-        }
-        if (user) user(gap);
-      },
-      self.stats, opts.delivery_queue_capacity, queue_full_policy);
+  // A publish-only bus has no handlers: no delivery stage, and its
+  // publisher echoes to no one.
+  if (opts.listen) {
+    self.delivery = std::make_unique<detail::DeliveryQueue>(
+        self.on_error,
+        // Gaps are logged too, then handed to the application.
+        [log = self.log, user = opts.on_gap](const GapEvent& gap) {
+          if (gap.range_known()) {
+            log(LogLevel::warning, "syncbus: missed {} message(s) of {}: #{} to #{}", gap.count(),
+                gap.origin, gap.first_missing, gap.last_missing);
+          } else {
+            log(LogLevel::warning,
+                "syncbus: messages committed while the listener was reconnecting may be missed");
+          }
+          if (user) user(gap);
+        },
+        self.stats, opts.delivery_queue_capacity, queue_full_policy);
+  }
   self.publisher = std::make_unique<detail::Publisher>(
       std::move(publishing_session),
       detail::Publisher::Settings{opts.conninfo, opts.application_name, opts.channel,
                                   self.instance_id, opts.spill, opts.publish_timeout,
                                   opts.query_timeout, opts.publish_linger, opts.max_message_bytes,
                                   opts.publish_queue_bytes},
-      *self.store, *self.auth, self.stats, self.deadlines,
-      // A publish-only bus has no handlers to echo to.
-      opts.listen ? self.delivery.get() : nullptr);
+      *self.store, *self.auth, self.stats, self.deadlines, self.delivery.get());
   auto* publishing = self.publisher.get();
   if (opts.listen) {
     self.listener = std::make_unique<detail::ListenerLoop>(
@@ -297,7 +299,7 @@ void PostgresClusterBus::close() {
   impl_->log(LogLevel::info, "syncbus: bus {} closing", impl_->instance_id);
   impl_->timers->stop();
   if (impl_->listener) impl_->listener->stop();
-  impl_->delivery->stop();
+  if (impl_->delivery) impl_->delivery->stop();
   impl_->publisher->close();
 }
 
