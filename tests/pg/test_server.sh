@@ -160,6 +160,7 @@ logfile = $dir/pgbouncer-$mode.log
 pidfile = $dir/pgbouncer-$mode.pid
 INI
     if [[ $(id -u) -eq 0 ]]; then chown postgres: "$dir/pgbouncer-$mode.ini" "$dir/pgbouncer-users.txt"; fi
+    rm -f "$dir/pgbouncer-$mode.log"  # so that what it says is about this attempt
     as_server_user pgbouncer -d -q "$dir/pgbouncer-$mode.ini" || {
       cat "$dir/pgbouncer-$mode.log" >&2; exit 1; }
     for _ in $(seq 1 100); do
