@@ -135,6 +135,7 @@ struct Tail {
     std::vector<std::string> pending;
     std::unique_ptr<Collector> collector;
     try {
+      detail::SpillStore::read_by_key_only(*connection);
       collector = std::make_unique<Collector>(*connection, where.channel, pending);
     } catch (...) {
       detail::rethrow_as_syncbus_error("listening on channel \"" + where.channel + "\"");

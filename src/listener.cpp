@@ -97,6 +97,7 @@ std::unique_ptr<ListenerLoop::ListenSession> ListenerLoop::connect() const {
   run_with_deadline(
       deadlines_, connection.sock(), settings_.timeouts.query, this,
       [&] {
+        SpillStore::read_by_key_only(connection);
         // Issues LISTEN with the channel quoted as an identifier. libpqxx
         // swallows a connection that breaks meanwhile: check for it.
         session->collector =

@@ -222,6 +222,19 @@ void SpillStore::prepare(pqxx::connection_base& session) const {
                               qualified_name_));
 }
 
+void SpillStore::read_by_key_only(pqxx::connection_base& session) {
+  // Every read finds its rows by key (or a key range), and a table scan is
+  // never the right plan at the sizes where it matters. The planner cannot
+  // know that: after vacuum() empties the table and autovacuum analyzes it,
+  // the statistics say "no rows", and the fetch's generic plan, cached once
+  // the first few fetches have run against a still-small table, scans the
+  // whole table for every key until the next ANALYZE. Seen in the benchmark
+  // as a run six times slower than the others, the server's CPU spent
+  // scanning for each message a table that grew by thousands a second.
+  pqxx::nontransaction statement(session);
+  statement.exec0("SET enable_seqscan = off");
+}
+
 void SpillStore::store_batch_and_notify(pqxx::connection_base& session, const std::string& origin,
                                         const std::vector<std::uint64_t>& sequences,
                                         const std::vector<std::string_view>& bodies,

@@ -57,6 +57,11 @@ class SpillStore {
   /// connection before the calls below.
   void prepare(pqxx::connection_base& session) const;
 
+  /// Makes `session`, which reads the table, look rows up by their key
+  /// whatever the planner's statistics say (one round trip: call it where a
+  /// statement may run). See the definition for why.
+  static void read_by_key_only(pqxx::connection_base& session);
+
   /// One statement, committed on return: stores `bodies` (JSON texts) as the
   /// messages `sequences` (with MACs, `macs` holds one per body) and NOTIFYs
   /// each of `payloads`, in order, atomically.

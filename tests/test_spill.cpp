@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <map>
 #include <thread>
+#include <tuple>
 
 #include "envelope.hpp"
 #include "pg_helpers.hpp"
@@ -187,6 +188,63 @@ TEST_F(SpillTest, TableIsCreatedOnceWhenManyInstancesStartTogether) {
   buses[0]->publish("through the new table");
   ASSERT_TRUE(seen.wait_for_count(1));
   EXPECT_EQ(spill_rows(channel, table), 1);
+}
+
+TEST_F(SpillTest, RowsAreFetchedByKeyEvenWhenStatisticsSayTheTableIsEmpty) {
+  // What autovacuum does after vacuum() has emptied the table: statistics
+  // of zero rows. Fetches planned from them (and cached) scanned the whole
+  // table for every key, slower with every row added, until the next ANALYZE.
+  const auto channel = unique_channel("stats");
+  const std::string table = "spill_stats_" + channel.substr(channel.rfind('_') + 1);
+  auto o = options(channel, SpillMode::always);
+  o.spill_table = table;
+  PostgresClusterBus receiver(o), sender(o);
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  sender.publish("before the statistics");
+  ASSERT_TRUE(seen.wait_for_count(1));
+
+  pqxx::connection admin(url());
+  const auto quoted = "public." + admin.quote_name(table);
+  pqxx::nontransaction(admin).exec0("TRUNCATE " + quoted);
+  pqxx::nontransaction(admin).exec0("VACUUM ANALYZE " + quoted);
+  // This session's own counts (TRUNCATE counts as a scan) go in before the
+  // baseline: sessions report them when idle, at most once a second.
+  if (admin.server_version() >= 150000) {
+    pqxx::nontransaction(admin).exec("SELECT pg_stat_force_next_flush()");
+  } else {
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+  }
+  const auto scans = [&] {
+    const auto row = pqxx::nontransaction(admin).exec_params1(
+        "SELECT seq_scan, coalesce(idx_scan, 0), (SELECT reltuples FROM pg_class WHERE oid = "
+        "relid) FROM pg_stat_user_tables WHERE relid = $1::regclass",
+        quoted);
+    return std::make_tuple(row[0].as<std::int64_t>(), row[1].as<std::int64_t>(),
+                           row[2].as<double>());
+  };
+  const auto [seq_before, idx_before, reltuples] = scans();
+  ASSERT_EQ(reltuples, 0.0);
+
+  // One fetch per message: enough for the plan cache to settle on a generic
+  // plan while the table is still small.
+  constexpr int messages = 300;
+  for (int i = 0; i < messages; ++i) sender.publish(i);
+  ASSERT_TRUE(seen.wait_for_count(1 + messages, std::chrono::seconds(60)));
+  // Sessions report their counters when idle, within seconds.
+  std::int64_t seq_after = 0, idx_after = 0;
+  const bool reported = testing::eventually(
+      [&] {
+        std::tie(seq_after, idx_after, std::ignore) = scans();
+        return idx_after - idx_before >= messages || seq_after > seq_before;
+      },
+      std::chrono::seconds(30));
+  EXPECT_TRUE(reported) << "the listener's fetches were not counted: " << idx_after - idx_before
+                        << " index scans";
+  EXPECT_EQ(seq_after, seq_before) << "fetching " << messages << " messages scanned the table "
+                                   << seq_after - seq_before << " times";
+  const auto messages_seen = seen.messages();
+  for (int i = 0; i < messages; ++i) EXPECT_EQ(messages_seen.at(1 + i).body, i);
 }
 
 TEST_F(SpillTest, MissingTableWithoutCreateIsAClearError) {
