@@ -5,8 +5,10 @@
 #include <fmt/format.h>
 #include <nlohmann/detail/conversions/to_chars.hpp>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 
 #include "utf8.hpp"
@@ -29,13 +31,44 @@ void write_u_escape(std::string& out, std::uint32_t unit) {
 // True for a byte that cannot be copied as it is.
 inline bool special(unsigned char c) { return c < 0x20 || c == '"' || c == '\\' || c >= 0x7F; }
 
+// Eight bytes at a time (SWAR): true when none of the eight is special().
+// Bodies are mostly plain text, and a spilled one is tens of kilobytes: the
+// byte-by-byte scan was the largest cost of publishing them.
+inline bool all_plain(std::uint64_t bytes) {
+  constexpr std::uint64_t ones = 0x0101010101010101ULL;
+  constexpr std::uint64_t highs = 0x8080808080808080ULL;
+  // Any byte equal to zero (exact as a whole: the "any", not which byte).
+  const auto has_zero = [](std::uint64_t v) { return ((v - ones) & ~v & highs) != 0; };
+  if ((bytes & highs) != 0) return false;                             // a byte >= 0x80
+  if ((((bytes - ones * 0x20) & ~bytes) & highs) != 0) return false;  // a byte < 0x20
+  return !has_zero(bytes ^ (ones * '"')) && !has_zero(bytes ^ (ones * '\\')) &&
+         !has_zero(bytes ^ (ones * 0x7F));
+}
+
+// The end of the run of plain characters that starts at `i`.
+std::size_t plain_run_end(const std::string& text, std::size_t i) {
+  const std::size_t size = text.size();
+  while (i + 8 <= size) {
+    std::uint64_t bytes;
+    std::memcpy(&bytes, text.data() + i, 8);
+    if (!all_plain(bytes)) break;
+    i += 8;
+  }
+  while (i < size && !special(static_cast<unsigned char>(text[i]))) ++i;
+  return i;
+}
+
 void write_string(std::string& out, const std::string& text, bool ascii_only) {
+  // Room for the plain case at once, growing geometrically (reserve() alone
+  // would allocate exactly, once per small string of a large object).
+  if (out.capacity() - out.size() < text.size() + 2) {
+    out.reserve(std::max(out.size() + text.size() + 2, 2 * out.capacity()));
+  }
   out += '"';
   std::size_t i = 0;
   while (i < text.size()) {
     // The run of plain characters, copied whole.
-    std::size_t end = i;
-    while (end < text.size() && !special(static_cast<unsigned char>(text[end]))) ++end;
+    const std::size_t end = plain_run_end(text, i);
     out.append(text, i, end - i);
     if (end == text.size()) break;
     i = end;

@@ -267,7 +267,8 @@ std::vector<SpillStore::StoredMessage> SpillStore::stored_messages(const pqxx::r
     if (row[2].is_null()) {
       message.too_large = row[3].as<std::uint64_t>();
     } else {
-      message.body_json = row[2].as<std::string>();
+      message.body_json = std::string_view(row[2].c_str(), row[2].size());
+      message.rows = rows;
     }
     if (!row[4].is_null()) message.mac = row[4].as<std::string>();
     out.push_back(std::move(message));

@@ -5,6 +5,7 @@
 // the names are quoted by the server's rules (see identifiers.hpp).
 
 #include <pqxx/connection_base>
+#include <pqxx/result>
 
 #include <chrono>
 #include <cstdint>
@@ -75,11 +76,16 @@ class SpillStore {
   struct StoredMessage {
     std::string origin;
     std::uint64_t sequence = 0;
-    std::string body_json;  // empty when too_large
-    std::string mac;        // with MACs: "" when the row has none
+    /// The body as the server sent it, viewed in place in `rows` (empty when
+    /// too_large): a spilled body is tens of kilobytes, and the parser makes
+    /// the one copy it needs itself.
+    std::string_view body_json;
+    std::string mac;  // with MACs: "" when the row has none
     /// The body's size when it exceeded max_body_bytes and was not loaded;
     /// 0 otherwise.
     std::uint64_t too_large = 0;
+    /// The query result that body_json points into (shared, not copied).
+    pqxx::result rows;
   };
 
   /// One message's key in the table (channel aside).

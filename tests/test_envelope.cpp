@@ -4,6 +4,9 @@
 
 #include <gtest/gtest.h>
 
+#include <string>
+#include <vector>
+
 namespace syncbus::detail {
 namespace {
 
@@ -56,6 +59,33 @@ TEST(Envelope, MultiByteTextIsSentAsRawUtf8UnlessAsciiIsRequired) {
   const auto ascii = serialize_body(body, true);
   EXPECT_EQ(ascii, R"("\u65e5\u672c\u8a9e")");
   EXPECT_EQ(decode_envelope(encode_inline("o", 1, ascii)).bodies.at(0), body);
+}
+
+TEST(Envelope, EveryCharacterNeedingAnEscapeIsFoundWhereverItSitsInALongString) {
+  // The writer scans eight bytes at a time: put each kind of byte that must
+  // not be copied as is at every offset of a long plain run (and around the
+  // eight-byte blocks' edges), and compare with nlohmann's own escaping.
+  const std::vector<std::string> specials = {
+      "\"", "\\", std::string(1, '\0'), "\x01", "\n", "\x1f", "\x7f", "é", "✓", "𝄞"};
+  for (const auto& special : specials) {
+    for (std::size_t offset = 0; offset < 40; ++offset) {
+      std::string text(40, 'a');
+      text.insert(offset, special);
+      for (const bool ascii_only : {false, true}) {
+        const nlohmann::json body = text;
+        EXPECT_EQ(serialize_body(body, ascii_only), body.dump(-1, ' ', ascii_only))
+            << "byte 0x" << std::hex << int(static_cast<unsigned char>(special[0])) << " at "
+            << std::dec << offset;
+      }
+    }
+  }
+  // Bytes 0x20 to 0x7e other than " and \ are copied as they are.
+  std::string printable;
+  for (int c = 0x20; c < 0x7f; ++c) printable += static_cast<char>(c);
+  EXPECT_EQ(serialize_body(printable + printable, false),
+            nlohmann::json(printable + printable).dump());
+  EXPECT_THROW(serialize_body(std::string(33, 'a') + "\xff" + std::string(30, 'a'), false),
+               invalid_message);
 }
 
 TEST(Envelope, InvalidUtf8BodyIsRejectedAsInvalidMessage) {
