@@ -501,6 +501,10 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
     }
     senders.emplace_back([&] {
       sent += drive(std::chrono::duration<double>(config.seconds), rate, [&](std::size_t) {
+        // The same limit as the async senders: a blocking publish returns at
+        // commit, long before the receivers are done with the message.
+        wait_for_receivers();
+        ++lag.issued;
         publisher.publish({{"t", now_ns()}, {"pad", pad}});
       });
     });
