@@ -22,9 +22,11 @@ constexpr const char* notify_many_statement = "syncbus_notify_many";
 // A batch is at most this many messages, and stops growing past this many
 // bytes of bodies (a single larger message still goes, alone): bigger
 // statements cost the server more per message (fresh memory for each, page
-// by page), not less.
+// by page), not less. Measured with 16 senders of 20 KB messages, in
+// interleaved runs: 1 MB batches averaged 10,850 msg/s, 256 KB 12,070; at
+// 2 KB the two were within the noise.
 constexpr std::size_t max_batch_messages = 1024;
-constexpr std::size_t max_batch_bytes = 1024 * 1024;
+constexpr std::size_t max_batch_bytes = 256 * 1024;
 
 }  // namespace
 
