@@ -208,8 +208,8 @@ TEST_F(SpillTest, RowsAreFetchedByKeyEvenWhenStatisticsSayTheTableIsEmpty) {
   const auto quoted = "public." + admin.quote_name(table);
   pqxx::nontransaction(admin).exec0("TRUNCATE " + quoted);
   pqxx::nontransaction(admin).exec0("VACUUM ANALYZE " + quoted);
-  // This session's own counts (TRUNCATE counts as a scan) go in before the
-  // baseline: sessions report them when idle, at most once a second.
+  // This session's own counts go in before the baseline: sessions report
+  // them when idle, at most once a second.
   if (admin.server_version() >= 150000) {
     pqxx::nontransaction(admin).exec("SELECT pg_stat_force_next_flush()");
   } else {
