@@ -745,6 +745,16 @@ int run_benchmark(const std::vector<std::string>& args, std::function<bool()> in
               "(first {}, last {})\n",
               "", r.rss_after_warmup_kb.size(), *low, *high, r.rss_after_warmup_kb.front(),
               r.rss_after_warmup_kb.back());
+          // Each minute's highest sample: a trend shows here, not in the
+          // extremes above.
+          std::string minutes;
+          for (std::size_t i = 0; i < r.rss_after_warmup_kb.size(); i += 6) {
+            const auto end = std::min(r.rss_after_warmup_kb.size(), i + 6);
+            const auto highest = *std::max_element(r.rss_after_warmup_kb.begin() + i,
+                                                   r.rss_after_warmup_kb.begin() + end);
+            minutes += fmt::format(" {:.1f}", highest / 1024.0);
+          }
+          std::cout << fmt::format("{:<30} highest each minute, MB:{}\n", "", minutes);
         }
         if (r.rss_growth_kb > 0) {
           std::cout << fmt::format("{:<30} resident size grew {} KB\n", "", r.rss_growth_kb);
