@@ -245,6 +245,12 @@ TEST_F(SpillTest, RowsAreFetchedByKeyEvenWhenStatisticsSayTheTableIsEmpty) {
                                    << seq_after - seq_before << " times";
   const auto messages_seen = seen.messages();
   for (int i = 0; i < messages; ++i) EXPECT_EQ(messages_seen.at(1 + i).body, i);
+  // The table is this test's own: leave nothing behind in a long-lived
+  // SYNCBUS_TEST_DATABASE_URL database.
+  s.unsubscribe();
+  receiver.close();
+  sender.close();
+  pqxx::nontransaction(admin).exec0("DROP TABLE " + quoted);
 }
 
 TEST_F(SpillTest, MissingTableWithoutCreateIsAClearError) {
