@@ -28,6 +28,32 @@ constexpr const char* notify_many_statement = "syncbus_notify_many";
 constexpr std::size_t max_batch_messages = 1024;
 constexpr std::size_t max_batch_bytes = 256 * 1024;
 
+// A copy of the failure for one more caller. Every caller whose message was
+// in a failed batch gets the error; sharing one exception object between
+// their threads would have them destroy it as others read it through
+// refcounting that ThreadSanitizer cannot see (libstdc++ is not built with
+// it), so each gets its own. The types are the ones the statement path
+// throws (rethrow_as_syncbus_error); anything else is shared as it is.
+std::exception_ptr copy_for_another_caller(const std::exception_ptr& error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const notify_queue_full& e) {
+    return std::make_exception_ptr(e);
+  } catch (const database_error& e) {
+    return std::make_exception_ptr(e);
+  } catch (const timeout_error& e) {
+    return std::make_exception_ptr(e);
+  } catch (const connection_error& e) {
+    return std::make_exception_ptr(e);
+  } catch (const closed_error& e) {
+    return std::make_exception_ptr(e);
+  } catch (const configuration_error& e) {
+    return std::make_exception_ptr(e);
+  } catch (...) {
+    return error;
+  }
+}
+
 }  // namespace
 
 struct Publisher::Outgoing {
@@ -353,7 +379,7 @@ void Publisher::send(Batch& batch) {
     }
   } catch (...) {
     const auto error = std::current_exception();
-    for (auto& a : accepted) a.item->error = error;
+    for (auto& a : accepted) a.item->error = copy_for_another_caller(error);
     // This bus's own subscribers hear of its messages from it, not from the
     // server (echo_, below): they learn at once that these are missing. A
     // failure may hide a commit (a timeout at COMMIT): to them it is a loss
@@ -469,11 +495,11 @@ void Publisher::close() noexcept {
   if (!closed_) {
     closed_ = true;
     // Nothing queued is sent any more; a send in flight finishes (or is cut).
-    const auto error = std::make_exception_ptr(closed("publish()"));
+    const auto error = closed("publish()");
     for (auto& item : queue_) {
       item->finished = true;
-      item->error = error;
-      if (item->promise) item->promise->set_exception(error);
+      item->error = std::make_exception_ptr(error);  // one per caller, as above
+      if (item->promise) item->promise->set_exception(item->error);
     }
     queue_.clear();
     queued_bytes_ = 0;
