@@ -391,12 +391,15 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
   // everywhere. Without it, a fast enough producer makes the listeners fall
   // behind the server's NOTIFY queue, whose reading then slows everyone
   // down: "saturation" is what the whole pipeline sustains.
-  // Never more than half of what a receiving bus's delivery queue holds: a
+  // Never more than half of what a receiving bus's delivery queue holds (in
+  // messages and in bytes): a
   // consumer that let its queue overflow would lose messages (reported as
   // gaps), and that is not the throughput anyone wants to measure.
-  const std::size_t max_lag = std::min<std::size_t>(
-      options.delivery_queue_capacity / 2,
-      std::max<std::size_t>(256, config.max_lag_bytes / std::max<std::size_t>(1, size)));
+  const std::size_t max_lag = std::max<std::size_t>(
+      1, std::min<std::size_t>(
+             {options.delivery_queue_capacity / 2,
+              options.delivery_queue_bytes / 2 / std::max<std::size_t>(1, size),
+              std::max<std::size_t>(256, config.max_lag_bytes / std::max<std::size_t>(1, size))}));
   // Senders that are max_lag ahead sleep until the slowest receiver is back
   // within half of it: woken once per max_lag / 2 messages delivered, not
   // polling (16 threads polling every 200 us cost more CPU than the buses

@@ -84,7 +84,7 @@ void HandlerRegistry::deliver(const std::vector<ClusterMessage>& messages, const
 }
 
 DeliveryQueue::DeliveryQueue(ErrorSink on_error, GapHandler on_gap,
-                             std::shared_ptr<StatsCounters> stats, std::size_t capacity,
+                             std::shared_ptr<StatsCounters> stats, Capacity capacity,
                              QueueFullPolicy policy)
     : on_error_(std::move(on_error)),
       on_gap_(std::move(on_gap)),
@@ -122,7 +122,7 @@ void DeliveryQueue::post(std::vector<Inbound> items) {
       enqueue(std::move(item));
     }
     // Lazy, but never so lazy that the queue fills and drops.
-    if (queue_.size() >= capacity_ / 2) urgent_ = true;
+    if (half_full()) urgent_ = true;
     wake = wake || urgent_;
   }
   if (wake) wake_.notify_one();
@@ -145,7 +145,8 @@ void DeliveryQueue::enqueue(Inbound&& item) {
     }
   }
   // Resets are rare and tiny: never dropped, or the gap would go unreported.
-  if (queue_.size() < capacity_ || item.kind == Inbound::Kind::connection_reset) {
+  if (fits(item) || item.kind == Inbound::Kind::connection_reset) {
+    queued_bytes_ += item.body_bytes;
     queue_.push_back(std::move(item));
     return;
   }
@@ -168,6 +169,19 @@ void DeliveryQueue::enqueue(Inbound&& item) {
   }
 }
 
+bool DeliveryQueue::fits(const Inbound& item) const {
+  // A lone message always fits, however large: the bound is on what waits
+  // behind the handlers, and a bus refuses bodies over its own limit before
+  // they get here.
+  return queue_.empty() ||
+         (queue_.size() < capacity_.messages && queued_bytes_ <= capacity_.bytes &&
+          item.body_bytes <= capacity_.bytes - queued_bytes_);
+}
+
+bool DeliveryQueue::half_full() const {
+  return queue_.size() >= capacity_.messages / 2 || queued_bytes_ >= capacity_.bytes / 2;
+}
+
 bool DeliveryQueue::drop_if_withheld(const std::string& origin, std::uint64_t sequence) {
   std::lock_guard<std::mutex> lock(mutex_);
   const auto held = withheld_.find(origin);
@@ -178,9 +192,13 @@ bool DeliveryQueue::drop_if_withheld(const std::string& origin, std::uint64_t se
 
 std::optional<DeliveryQueue::RereadRequest> DeliveryQueue::next_reread() {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (stopping_ || withheld_.empty() || queue_.size() >= capacity_) return std::nullopt;
+  if (stopping_ || withheld_.empty() || queue_.size() >= capacity_.messages ||
+      queued_bytes_ >= capacity_.bytes) {
+    return std::nullopt;
+  }
   const auto& [origin, from] = *withheld_.begin();
-  return RereadRequest{origin, from, capacity_ - queue_.size()};
+  return RereadRequest{origin, from, capacity_.messages - queue_.size(),
+                       capacity_.bytes - queued_bytes_};
 }
 
 void DeliveryQueue::post_reread(const std::string& origin, std::vector<Inbound> messages,
@@ -192,12 +210,13 @@ void DeliveryQueue::post_reread(const std::string& origin, std::vector<Inbound> 
     bool all_fitted = true;
     for (auto& item : messages) {
       if (item.message.sequence < held->second) continue;
-      if (queue_.size() >= capacity_) {
+      if (!fits(item)) {
         held->second = item.message.sequence;  // the rest waits for more room
         all_fitted = false;
         break;
       }
       held->second = item.message.sequence + 1;
+      queued_bytes_ += item.body_bytes;
       queue_.push_back(std::move(item));
       StatsCounters::add(stats_->reread_from_table);
     }
@@ -227,6 +246,7 @@ void DeliveryQueue::stop() noexcept {
     stopping_ = true;
     cancelled_.store(true);
     queue_.clear();
+    queued_bytes_ = 0;
   }
   wake_.notify_all();
   idle_.notify_all();
@@ -249,6 +269,7 @@ void DeliveryQueue::run() {
     urgent_ = false;
     batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
     queue_.clear();
+    queued_bytes_ = 0;
     // Everything dropped arrived after everything queued (dropping only
     // happens while the queue is full, and this takes it whole).
     for (auto& [origin, range] : dropped_) {

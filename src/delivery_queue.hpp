@@ -16,6 +16,7 @@
 #include <deque>
 #include <exception>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -93,17 +94,26 @@ struct Inbound {
   /// body goes to no one (not even to a handler subscribed before the
   /// delivery thread gets to it), and it is delivered lazily.
   bool unheard = false;
+  /// The size of the body's JSON text as it arrived (for a batch envelope,
+  /// its share of the payload): what counts against the queue's byte bound.
+  std::size_t body_bytes = 0;
 };
 
 /// A FIFO of inbound items and the thread that delivers them.
 class DeliveryQueue {
  public:
-  /// Holds at most `capacity` items. When full, new messages are dropped and,
-  /// by `policy` (drop_and_report_gap or drop_and_reread, never automatic):
-  /// reported as gaps once the handlers catch up, or withheld per origin until
-  /// the transport reads them back (next_reread / post_reread).
+  /// How much the queue holds: at most `messages` items whose body_bytes add
+  /// up to at most `bytes` (a lone item is always taken, whatever its size).
+  struct Capacity {
+    std::size_t messages = 0;
+    std::size_t bytes = std::numeric_limits<std::size_t>::max();
+  };
+  /// When full, new messages are dropped and, by `policy`
+  /// (drop_and_report_gap or drop_and_reread, never automatic): reported as
+  /// gaps once the handlers catch up, or withheld per origin until the
+  /// transport reads them back (next_reread / post_reread).
   DeliveryQueue(ErrorSink on_error, GapHandler on_gap, std::shared_ptr<StatsCounters> stats,
-                std::size_t capacity, QueueFullPolicy policy);
+                Capacity capacity, QueueFullPolicy policy);
   ~DeliveryQueue();
   DeliveryQueue(const DeliveryQueue&) = delete;
   DeliveryQueue& operator=(const DeliveryQueue&) = delete;
@@ -130,7 +140,8 @@ class DeliveryQueue {
   struct RereadRequest {
     std::string origin;
     std::uint64_t from_sequence = 0;
-    std::size_t room = 0;  // how many messages the queue can take now
+    std::size_t room = 0;        // how many messages the queue can take now
+    std::size_t room_bytes = 0;  // and how many bytes of bodies
   };
   /// A withheld origin to read back, when the queue has room for some.
   std::optional<RereadRequest> next_reread();
@@ -150,6 +161,10 @@ class DeliveryQueue {
   /// Queues one item, or records it as dropped when the queue is full.
   /// Called with mutex_ held.
   void enqueue(Inbound&& item);
+  /// True when `item` fits in the queue as it is now. Called with mutex_ held.
+  bool fits(const Inbound& item) const;
+  /// Past half of either bound. Called with mutex_ held.
+  bool half_full() const;
   /// Runs one batch through the tracker and the handlers.
   void deliver(std::vector<Inbound>& batch);
   void report_gap(const GapEvent& gap);
@@ -162,9 +177,10 @@ class DeliveryQueue {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable idle_;
-  std::size_t capacity_;
+  Capacity capacity_;
   QueueFullPolicy policy_;
   std::deque<Inbound> queue_;
+  std::size_t queued_bytes_ = 0;  // the body_bytes of what queue_ holds
   // drop_and_reread: per withheld origin, the first sequence to read back.
   std::unordered_map<std::string, std::uint64_t> withheld_;
   std::function<void()> notify_room_;

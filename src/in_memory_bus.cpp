@@ -123,7 +123,8 @@ InMemoryClusterBus::InMemoryClusterBus(std::shared_ptr<InMemoryHub> hub,
   auto counted_errors = detail::counting_errors(self->stats, std::move(options.on_error));
   self->member->queue = std::make_shared<detail::DeliveryQueue>(
       std::move(counted_errors), std::move(options.on_gap), self->stats,
-      options.delivery_queue_capacity, QueueFullPolicy::drop_and_report_gap);
+      detail::DeliveryQueue::Capacity{options.delivery_queue_capacity},
+      QueueFullPolicy::drop_and_report_gap);
   {
     std::lock_guard<std::mutex> lock(self->hub_state().mutex);
     self->hub_state().members.push_back(self->member);

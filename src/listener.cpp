@@ -269,6 +269,7 @@ std::vector<Inbound> ListenerLoop::decode_rows(const std::vector<SpillStore::Sto
     if (skip_own && row.origin == settings_.own_origin) continue;
     try {
       items.push_back({Inbound::Kind::message, {row.origin, row.sequence, body_of(row)}});
+      items.back().body_bytes = row.body_json.size();
     } catch (const std::exception& e) {
       report(on_error_, protocol_error(fmt::format(
                             "syncbus: skipped spilled message {}#{} on channel \"{}\": {}",
@@ -287,7 +288,14 @@ bool ListenerLoop::reread_step(ListenSession& session) {
   constexpr std::size_t page_size = 256;
   const auto request = queue_.next_reread();
   if (!request) return false;
-  const int limit = static_cast<int>(std::min(page_size, request->room));
+  // A page no larger than the queue can take: what does not fit is read
+  // again later, so reading bodies of megabytes 256 at a time would load
+  // (and drop) hundreds of them for the few that fit.
+  std::size_t page = std::min(page_size, request->room);
+  if (reread_body_bytes_ > 0) {
+    page = std::min(page, std::max<std::size_t>(1, request->room_bytes / reread_body_bytes_));
+  }
+  const int limit = static_cast<int>(page);
   auto& connection = *session.connection;
   const auto rows = run_with_deadline(
       deadlines_, connection.sock(), settings_.timeouts.query, this,
@@ -296,6 +304,10 @@ bool ListenerLoop::reread_step(ListenSession& session) {
         return fmt::format("re-reading messages of {} from {}", request->origin,
                            store_.qualified_name());
       });
+  reread_body_bytes_ = 0;
+  for (const auto& row : rows) {
+    reread_body_bytes_ = std::max(reread_body_bytes_, row.body_json.size());
+  }
   const auto next_sequence = rows.empty() ? request->from_sequence : rows.back().sequence + 1;
   queue_.post_reread(request->origin, decode_rows(rows, /*skip_own=*/false), next_sequence,
                      rows.size() < static_cast<std::size_t>(limit));
@@ -361,17 +373,23 @@ void ListenerLoop::deliver_chunk(pqxx::connection_base& connection, const std::s
             {Inbound::Kind::heartbeat, {std::move(envelope.origin), envelope.sequence, {}}});
         continue;
       }
+      // What each inline body counts against the delivery queue's byte
+      // bound: its share of the payload (pointers count their rows' sizes).
+      const auto inline_share = payload->size() / std::max<std::uint64_t>(1, envelope.count);
       for (std::uint64_t i = 0; i < envelope.count; ++i) {
         const auto sequence = envelope.sequence + i;
         if (queue_.drop_if_withheld(envelope.origin, sequence)) continue;
         ClusterMessage message{envelope.origin, sequence, {}};
+        std::size_t body_bytes = 0;
         if (envelope.kind == Envelope::Kind::inline_body) {
           message.body = std::move(envelope.bodies[i]);
+          body_bytes = inline_share;
         } else {
           awaiting_body.push_back(items.size());
           keys.push_back({envelope.origin, sequence});
         }
         items.push_back({Inbound::Kind::message, std::move(message)});
+        items.back().body_bytes = body_bytes;
       }
     } catch (const std::exception& e) {
       report(on_error_, e);
@@ -440,6 +458,7 @@ void ListenerLoop::attach_bodies(std::vector<Inbound>& items,
     } else {
       try {
         item.message.body = body_of(*found->second);
+        item.body_bytes = found->second->body_json.size();
         continue;
       } catch (const std::exception& e) {
         why = fmt::format("was refused: {}", e.what());

@@ -129,6 +129,9 @@ class ListenerLoop {
   DeadlineTimer& deadlines_;
   // Last time the server was known to be talking to this listener.
   std::chrono::steady_clock::time_point last_contact_ = std::chrono::steady_clock::now();
+  // The largest body of the last page read back (0: none yet): sizes the
+  // next page to the room the delivery queue has in bytes.
+  std::size_t reread_body_bytes_ = 0;
   WakeFd wake_;
   // Signalled by the delivery thread when it has room for withheld messages.
   WakeFd room_;

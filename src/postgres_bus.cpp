@@ -48,6 +48,11 @@ void check_options(const PostgresBusOptions& options) {
         "syncbus: PostgresBusOptions::delivery_queue_capacity is 0; it must hold at least one "
         "message");
   }
+  if (options.delivery_queue_bytes == 0) {
+    throw configuration_error(
+        "syncbus: PostgresBusOptions::delivery_queue_bytes is 0; give how many bytes of bodies "
+        "may wait for the handlers (default 64 MiB)");
+  }
   if (options.queue_full_policy == QueueFullPolicy::drop_and_reread &&
       options.spill != SpillMode::always) {
     throw configuration_error(
@@ -227,7 +232,9 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
           }
           if (user) user(gap);
         },
-        self.stats, opts.delivery_queue_capacity, queue_full_policy);
+        self.stats,
+        detail::DeliveryQueue::Capacity{opts.delivery_queue_capacity, opts.delivery_queue_bytes},
+        queue_full_policy);
   }
   self.publisher = std::make_unique<detail::Publisher>(
       std::move(publishing_session),

@@ -406,6 +406,7 @@ void Publisher::send(Batch& batch) {
     echoed.reserve(accepted.size());
     for (const auto& a : accepted) {
       Inbound item{Inbound::Kind::message, {origin, a.sequence, {}}};
+      item.body_bytes = a.item->body_json.size();
       item.body_text = std::make_shared<const std::string>(std::move(a.item->body_json));
       echoed.push_back(std::move(item));
     }

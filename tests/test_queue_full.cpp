@@ -105,6 +105,95 @@ TEST_F(QueueFullTest, AlwaysModeReadsBackWhatAFullQueueDroppedInOrder) {
   EXPECT_EQ(stats.gaps, 0u);
 }
 
+// Spilled bodies of 20 KB against a queue of 100 KB: the byte bound, not the
+// 65,536 messages, decides what waits behind a blocked handler.
+TEST_F(QueueFullTest, TheDeliveryQueueHoldsNoMoreThanItsBytesAndReportsTheRestAsExactGaps) {
+  const auto channel = unique_channel("queue_bytes");
+  constexpr std::size_t queue_bytes = 100'000;
+  const std::string large(20'000, 'q');
+  EventLog log;
+  auto slow_options = options(channel, "bytes-slow");
+  slow_options.delivery_queue_bytes = queue_bytes;
+  slow_options.on_gap = log.gap_handler();
+  slow_options.on_error = log.error_handler();
+  PostgresClusterBus slow(slow_options);
+  PostgresClusterBus sender(options(channel, "bytes-sender"));
+  Blocker blocker;
+  auto block = slow.subscribe(blocker.handler());
+  Collector seen;
+  auto record = slow.subscribe(seen.handler());
+
+  sender.publish("first");
+  ASSERT_TRUE(blocker.wait_until_blocked());
+  constexpr int total = 41;
+  for (int i = 2; i <= total; ++i) sender.publish(large);
+  ASSERT_TRUE(eventually([&] {
+    const auto s = slow.stats();
+    return s.dropped_queue_full > 0 && s.dropped_queue_full + seen.size() + 5 >= total;
+  })) << slow.stats().dropped_queue_full
+      << " dropped";
+  EXPECT_LT(notification_queue_usage(url()), 0.01) << "the listener kept reading";
+  blocker.release();
+
+  ASSERT_TRUE(eventually([&] {
+    const auto s = slow.stats();
+    return s.delivered + s.messages_missing == std::uint64_t{total};
+  }));
+  // "first", then what fits in 100,000 bytes of 20,002-byte bodies: four.
+  EXPECT_EQ(seen.size(), 5u);
+  std::vector<int> covered(total + 1, 0);
+  for (const auto& m : seen.messages()) ++covered[m.sequence];
+  for (const auto& g : log.gaps()) {
+    ASSERT_TRUE(g.range_known());
+    for (auto seq = g.first_missing; seq <= g.last_missing; ++seq) ++covered[seq];
+  }
+  for (int seq = 1; seq <= total; ++seq) EXPECT_EQ(covered[seq], 1) << "sequence " << seq;
+  EXPECT_TRUE(log.errors().empty());
+}
+
+TEST_F(QueueFullTest, AlwaysModeReadsBackWhatTheByteBoundDroppedInOrder) {
+  const auto channel = unique_channel("reread_bytes");
+  const std::string large(20'000, 'r');
+  EventLog log;
+  auto slow_options = durable_options(channel, "reread-bytes-slow");
+  slow_options.delivery_queue_bytes = 100'000;
+  slow_options.on_gap = log.gap_handler();
+  slow_options.on_error = log.error_handler();
+  PostgresClusterBus slow(slow_options);
+  PostgresClusterBus sender(durable_options(channel, "reread-bytes-sender"));
+  Blocker blocker;
+  auto block = slow.subscribe(blocker.handler());
+  Collector seen;
+  auto record = slow.subscribe(seen.handler());
+
+  sender.publish("first");
+  ASSERT_TRUE(blocker.wait_until_blocked());
+  constexpr int total = 200;
+  for (int i = 2; i <= total; ++i) sender.publish(large);
+  ASSERT_TRUE(eventually([&] { return slow.stats().dropped_queue_full >= total - 10; }));
+  blocker.release();
+
+  ASSERT_TRUE(seen.wait_for_count(total, 30s)) << seen.size() << " delivered";
+  std::this_thread::sleep_for(200ms);  // time for a duplicate to show up
+  const auto last = check_exactly_once_in_order(seen);
+  EXPECT_EQ(last.at(sender.instance_id()), std::uint64_t{total});
+  EXPECT_EQ(seen.size(), std::size_t{total});
+  EXPECT_TRUE(log.gaps().empty()) << "nothing was lost, so no gap may be reported";
+  EXPECT_TRUE(log.errors().empty());
+  EXPECT_GE(slow.stats().reread_from_table, std::uint64_t{total - 10});
+}
+
+TEST_F(QueueFullTest, AByteBoundOfZeroIsRefused) {
+  auto o = options(unique_channel("queue_bytes_zero"));
+  o.delivery_queue_bytes = 0;
+  try {
+    PostgresClusterBus bus(o);
+    FAIL() << "a queue that holds no bytes cannot deliver";
+  } catch (const configuration_error& e) {
+    EXPECT_NE(std::string(e.what()).find("delivery_queue_bytes"), std::string::npos) << e.what();
+  }
+}
+
 TEST_F(QueueFullTest, RowsVacuumedBeforeTheyAreReadBackAreAnExactGap) {
   const auto channel = unique_channel("reread_vacuumed");
   EventLog log;

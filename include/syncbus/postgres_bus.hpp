@@ -126,8 +126,14 @@ struct PostgresBusOptions {
   std::chrono::milliseconds watchdog_interval{0};
   std::chrono::milliseconds watchdog_stuck_after{10000};
   /// Messages the delivery queue holds while handlers are busy (at least 1),
-  /// and what happens when it is full.
+  /// and the bytes of their bodies (JSON text, as received) it holds at most:
+  /// it is full at whichever bound comes first (a message larger than
+  /// delivery_queue_bytes still fits, alone). Then queue_full_policy decides
+  /// what happens. Waiting messages take about twice the byte bound at most
+  /// (the queue, plus the batch the handlers are working through), more
+  /// where a parsed body (nlohmann::json) is larger than its text.
   std::size_t delivery_queue_capacity = default_delivery_queue_capacity;
+  std::size_t delivery_queue_bytes = default_delivery_queue_bytes;
   QueueFullPolicy queue_full_policy = QueueFullPolicy::automatic;
 
   /// A readable name for the bus: 1 to 55 characters of [A-Za-z0-9._:-],

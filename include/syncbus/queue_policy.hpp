@@ -30,4 +30,9 @@ enum class QueueFullPolicy {
 /// handlers are working through).
 inline constexpr std::size_t default_delivery_queue_capacity = 65536;
 
+/// Default bound of a PostgresClusterBus's delivery queue in bytes of bodies:
+/// 65,536 messages of 200 bytes are 13 MB, of 20 KB 1.3 GB. Whichever bound
+/// comes first makes the queue full.
+inline constexpr std::size_t default_delivery_queue_bytes = 64 * 1024 * 1024;
+
 }  // namespace syncbus
