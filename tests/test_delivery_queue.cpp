@@ -2,9 +2,6 @@
 // and reports, counted in messages and in bytes of bodies.
 #include <gtest/gtest.h>
 
-#include <condition_variable>
-#include <mutex>
-
 #include "delivery_queue.hpp"
 #include "test_support.hpp"
 
@@ -12,39 +9,9 @@ namespace syncbus::detail {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::Blocker;
 using testing::Collector;
 using testing::EventLog;
-
-// Holds up the handlers on the first message until released, so that what
-// follows waits in the queue.
-class Gate {
- public:
-  MessageHandler handler() {
-    return [this](const ClusterMessage&) {
-      std::unique_lock<std::mutex> lock(mutex_);
-      if (entered_) return;
-      entered_ = true;
-      changed_.notify_all();
-      changed_.wait(lock, [this] { return open_; });
-    };
-  }
-  bool wait_until_entered() {
-    std::unique_lock<std::mutex> lock(mutex_);
-    return changed_.wait_for(lock, 10s, [this] { return entered_; });
-  }
-  void open() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    open_ = true;
-    changed_.notify_all();
-  }
-  ~Gate() { open(); }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable changed_;
-  bool entered_ = false;
-  bool open_ = false;
-};
 
 Inbound message(std::uint64_t sequence, std::size_t body_bytes) {
   Inbound item{Inbound::Kind::message, {"origin-a", sequence, sequence}};
@@ -63,13 +30,13 @@ struct BoundedQueue {
                         QueueFullPolicy policy = QueueFullPolicy::drop_and_report_gap)
       : queue({}, log.gap_handler(), stats, capacity, policy) {}
   // Before the subscriptions go: unsubscribing waits for a held handler.
-  ~BoundedQueue() { gate.open(); }
+  ~BoundedQueue() { blocker.release(); }
 
   EventLog log;
   std::shared_ptr<StatsCounters> stats = std::make_shared<StatsCounters>();
   DeliveryQueue queue;
-  Gate gate;
-  Subscription held = queue.subscribe(gate.handler());
+  Blocker blocker;
+  Subscription blocking = queue.subscribe(blocker.handler());
   Collector seen;
   Subscription recorded = queue.subscribe(seen.handler());
 };
@@ -77,11 +44,11 @@ struct BoundedQueue {
 TEST(DeliveryQueue, IsFullWhenItsBodiesReachTheByteBoundAndReportsWhatItDroppedAsAnExactGap) {
   BoundedQueue q({1000, 10'000});
   q.queue.post(message(1, 1000));
-  ASSERT_TRUE(q.gate.wait_until_entered());
+  ASSERT_TRUE(q.blocker.wait_until_blocked());
   // 2..11 are 10,000 bytes: they fit exactly, far below the message bound.
   for (std::uint64_t s = 2; s <= 20; ++s) q.queue.post(message(s, 1000));
   EXPECT_EQ(q.stats->dropped_queue_full.load(), 9u);
-  q.gate.open();
+  q.blocker.release();
   ASSERT_TRUE(q.queue.wait_idle(10s));
 
   EXPECT_EQ(sequences(q.seen), (std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}));
@@ -95,10 +62,10 @@ TEST(DeliveryQueue, IsFullWhenItsBodiesReachTheByteBoundAndReportsWhatItDroppedA
 TEST(DeliveryQueue, TakesAMessageLargerThanTheByteBoundWhenItIsAlone) {
   BoundedQueue q({1000, 100});
   q.queue.post(message(1, 10));
-  ASSERT_TRUE(q.gate.wait_until_entered());
+  ASSERT_TRUE(q.blocker.wait_until_blocked());
   q.queue.post(message(2, 5000));  // alone in the queue: taken
   q.queue.post(message(3, 1));     // behind 5,000 bytes: dropped
-  q.gate.open();
+  q.blocker.release();
   ASSERT_TRUE(q.queue.wait_idle(10s));
   q.queue.post(message(4, 5000));  // the queue has emptied: taken again
   ASSERT_TRUE(q.queue.wait_idle(10s));
@@ -113,9 +80,9 @@ TEST(DeliveryQueue, TakesAMessageLargerThanTheByteBoundWhenItIsAlone) {
 TEST(DeliveryQueue, TheMessageBoundStillHoldsForSmallBodies) {
   BoundedQueue q({5, 1'000'000});
   q.queue.post(message(1, 1));
-  ASSERT_TRUE(q.gate.wait_until_entered());
+  ASSERT_TRUE(q.blocker.wait_until_blocked());
   for (std::uint64_t s = 2; s <= 10; ++s) q.queue.post(message(s, 1));
-  q.gate.open();
+  q.blocker.release();
   ASSERT_TRUE(q.queue.wait_idle(10s));
   EXPECT_EQ(sequences(q.seen), (std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6}));
   EXPECT_EQ(q.stats->dropped_queue_full.load(), 4u);
@@ -124,10 +91,10 @@ TEST(DeliveryQueue, TheMessageBoundStillHoldsForSmallBodies) {
 TEST(DeliveryQueue, ReadsBackOnlyWhatFitsTheByteBoundAndTheRestLater) {
   BoundedQueue q({1000, 3000}, QueueFullPolicy::drop_and_reread);
   q.queue.post(message(1, 1000));
-  ASSERT_TRUE(q.gate.wait_until_entered());
+  ASSERT_TRUE(q.blocker.wait_until_blocked());
   for (std::uint64_t s = 2; s <= 5; ++s) q.queue.post(message(s, 1000));  // 5 is dropped
   EXPECT_FALSE(q.queue.next_reread()) << "no room in bytes: nothing to read back yet";
-  q.gate.open();
+  q.blocker.release();
   ASSERT_TRUE(q.queue.wait_idle(10s));
 
   auto request = q.queue.next_reread();

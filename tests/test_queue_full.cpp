@@ -20,42 +20,12 @@ namespace syncbus {
 namespace {
 
 using namespace std::chrono_literals;
+using testing::Blocker;
 using testing::check_exactly_once_in_order;
 using testing::Collector;
 using testing::EventLog;
 using testing::eventually;
 using testing::unique_channel;
-
-// A handler that blocks on the first message it sees until released.
-class Blocker {
- public:
-  MessageHandler handler() {
-    return [this](const ClusterMessage&) {
-      std::unique_lock<std::mutex> lock(mutex_);
-      if (blocked_once_) return;
-      blocked_once_ = true;
-      blocked_.notify_all();
-      released_cv_.wait(lock, [this] { return released_; });
-    };
-  }
-  bool wait_until_blocked(std::chrono::milliseconds timeout = 10s) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    return blocked_.wait_for(lock, timeout, [this] { return blocked_once_; });
-  }
-  void release() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    released_ = true;
-    released_cv_.notify_all();
-  }
-  ~Blocker() { release(); }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable blocked_;
-  std::condition_variable released_cv_;
-  bool blocked_once_ = false;
-  bool released_ = false;
-};
 
 double notification_queue_usage(const std::string& url) {
   pqxx::connection admin(url);

@@ -68,6 +68,38 @@ inline std::map<std::string, std::uint64_t> check_exactly_once_in_order(const Co
   return last;
 }
 
+/// A handler that blocks on the first message it sees until released (or
+/// destroyed), so that what follows waits in the bus's delivery queue.
+class Blocker {
+ public:
+  MessageHandler handler() {
+    return [this](const ClusterMessage&) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      if (blocked_once_) return;
+      blocked_once_ = true;
+      blocked_.notify_all();
+      released_cv_.wait(lock, [this] { return released_; });
+    };
+  }
+  bool wait_until_blocked(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    return blocked_.wait_for(lock, timeout, [this] { return blocked_once_; });
+  }
+  void release() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    released_ = true;
+    released_cv_.notify_all();
+  }
+  ~Blocker() { release(); }
+
+ private:
+  std::mutex mutex_;
+  std::condition_variable blocked_;
+  std::condition_variable released_cv_;
+  bool blocked_once_ = false;
+  bool released_ = false;
+};
+
 /// Records what a bus reports to on_error and on_gap, from any thread.
 class EventLog {
  public:

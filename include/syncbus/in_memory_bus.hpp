@@ -60,10 +60,11 @@ struct InMemoryBusOptions {
   std::function<void(const std::exception&)> on_error;
   /// Receives gap events (see GapEvent), on the delivery thread.
   GapHandler on_gap;
-  /// Messages the delivery queue holds while handlers are busy (at least 1),
-  /// and what happens when it is full (an in-memory bus keeps no table to
-  /// re-read from: automatic means drop_and_report_gap, and drop_and_reread
-  /// is refused).
+  /// Messages the delivery queue holds while handlers are busy (at least 1;
+  /// counted in messages only, as bodies here are never serialised, unlike
+  /// PostgresBusOptions::delivery_queue_bytes), and what happens when it is
+  /// full (an in-memory bus keeps no table to re-read from: automatic means
+  /// drop_and_report_gap, and drop_and_reread is refused).
   std::size_t delivery_queue_capacity = default_delivery_queue_capacity;
   QueueFullPolicy queue_full_policy = QueueFullPolicy::automatic;
 };
