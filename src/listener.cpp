@@ -51,6 +51,23 @@ std::chrono::milliseconds jittered(std::chrono::milliseconds delay) {
   return std::chrono::milliseconds(pick(random));
 }
 
+// How many rows a page read from the table (catching up, reading back)
+// asks for: at most `most`, and no more than about `bytes` of bodies going by
+// the largest body of the page before. A body may be as large as
+// max_message_bytes, so a page of 256 unknown ones could be gigabytes: the
+// first is short, and the next sized from what it brought.
+std::size_t rows_per_page(std::size_t most, std::size_t bytes, std::size_t largest_body_before) {
+  constexpr std::size_t first_page_rows = 16;
+  if (largest_body_before == 0) return std::min(most, first_page_rows);
+  return std::min(most, std::max<std::size_t>(1, bytes / largest_body_before));
+}
+
+std::size_t largest_body(const std::vector<SpillStore::StoredMessage>& rows) {
+  std::size_t largest = 0;
+  for (const auto& row : rows) largest = std::max(largest, row.body_json.size());
+  return largest;
+}
+
 }  // namespace
 
 struct ListenerLoop::ListenSession {
@@ -241,23 +258,27 @@ std::string ListenerLoop::listen_statement(pqxx::connection_base& connection) co
 }
 
 std::size_t ListenerLoop::catch_up(ListenSession& session, std::chrono::milliseconds window) {
-  constexpr int page_size = 256;
+  constexpr std::size_t page_rows = 256;
+  constexpr std::size_t page_bytes = 8 * 1024 * 1024;
   std::size_t read = 0;
   std::string after_origin;
   std::uint64_t after_sequence = 0;
+  std::size_t largest = 0;  // of the page before
   auto& connection = *session.connection;
   for (;;) {
+    const auto limit = static_cast<int>(rows_per_page(page_rows, page_bytes, largest));
     const auto page = run_with_deadline(
         deadlines_, connection.sock(), settings_.timeouts.query, this,
         [&] {
-          return store_.fetch_recent(connection, window, after_origin, after_sequence, page_size);
+          return store_.fetch_recent(connection, window, after_origin, after_sequence, limit);
         },
         [&] { return fmt::format("catching up from {}", store_.qualified_name()); });
     read += page.size();
     queue_.post(decode_rows(page, /*skip_own=*/true));
-    if (page.size() < static_cast<std::size_t>(page_size)) return read;
+    if (page.size() < static_cast<std::size_t>(limit)) return read;
     after_origin = page.back().origin;
     after_sequence = page.back().sequence;
+    largest = largest_body(page);
   }
 }
 
@@ -285,17 +306,14 @@ nlohmann::json ListenerLoop::body_of(const SpillStore::StoredMessage& row) const
 }
 
 bool ListenerLoop::reread_step(ListenSession& session) {
-  constexpr std::size_t page_size = 256;
+  constexpr std::size_t page_rows = 256;
   const auto request = queue_.next_reread();
   if (!request) return false;
   // A page no larger than the queue can take: what does not fit is read
   // again later, so reading bodies of megabytes 256 at a time would load
   // (and drop) hundreds of them for the few that fit.
-  std::size_t page = std::min(page_size, request->room);
-  if (reread_body_bytes_ > 0) {
-    page = std::min(page, std::max<std::size_t>(1, request->room_bytes / reread_body_bytes_));
-  }
-  const int limit = static_cast<int>(page);
+  const auto limit = static_cast<int>(
+      rows_per_page(std::min(page_rows, request->room), request->room_bytes, reread_body_bytes_));
   auto& connection = *session.connection;
   const auto rows = run_with_deadline(
       deadlines_, connection.sock(), settings_.timeouts.query, this,
@@ -304,10 +322,7 @@ bool ListenerLoop::reread_step(ListenSession& session) {
         return fmt::format("re-reading messages of {} from {}", request->origin,
                            store_.qualified_name());
       });
-  reread_body_bytes_ = 0;
-  for (const auto& row : rows) {
-    reread_body_bytes_ = std::max(reread_body_bytes_, row.body_json.size());
-  }
+  reread_body_bytes_ = largest_body(rows);
   const auto next_sequence = rows.empty() ? request->from_sequence : rows.back().sequence + 1;
   queue_.post_reread(request->origin, decode_rows(rows, /*skip_own=*/false), next_sequence,
                      rows.size() < static_cast<std::size_t>(limit));

@@ -56,6 +56,51 @@ TEST_F(CatchUpTest, AcknowledgedMessagesSurviveRepeatedListenerKills) {
   EXPECT_TRUE(log.gaps().empty()) << "nothing was lost, so no gap may be reported";
 }
 
+TEST_F(CatchUpTest, CatchingUpReadsEveryRowOfTheWindowInPagesSizedToTheirBodies) {
+  // Pages are sized by the bodies of the page before (a 1 MB body makes the
+  // next page 8 rows, not 256): the last row of every page must still lead
+  // to the next. A catch-up reads the whole window again, and what was
+  // delivered already is dropped as a duplicate: so the duplicates count
+  // how many rows it read.
+  const auto channel = unique_channel("catch_up_pages");
+  EventLog log;
+  auto receiver_options = durable_options(channel, "pages-receiver");
+  receiver_options.on_error = log.error_handler();
+  receiver_options.on_gap = log.gap_handler();
+  PostgresClusterBus receiver(receiver_options);
+  PostgresClusterBus publisher(durable_options(channel, "pages-publisher"));
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  const std::string megabyte(1 << 20, 'm');
+  const auto body = [&](int i) -> nlohmann::json {
+    if (i % 4 == 0) return megabyte;
+    return {{"i", i}};
+  };
+
+  constexpr int before = 40;
+  for (int i = 1; i <= before; ++i) publisher.publish(body(i));
+  ASSERT_TRUE(seen.wait_for_count(before, 20s));
+  ASSERT_EQ(receiver.stats().duplicates_dropped, 0u);
+  ASSERT_EQ(testing::terminate_backend(url(), receiver, BusConnection::listener), 1);
+  ASSERT_TRUE(eventually([&] { return receiver.stats().reconnects == 1u; }, 5s));
+  EXPECT_TRUE(eventually([&] { return receiver.stats().duplicates_dropped == before; }, 10s))
+      << receiver.stats().duplicates_dropped << " of " << before << " rows read again";
+  constexpr int after = 20;
+  for (int i = before + 1; i <= before + after; ++i) publisher.publish(body(i));
+
+  ASSERT_TRUE(seen.wait_for_count(before + after, 20s));
+  const auto last = check_exactly_once_in_order(seen);
+  EXPECT_EQ(last.at(publisher.instance_id()), std::uint64_t{before + after});
+  const auto messages = seen.messages();
+  ASSERT_EQ(messages.size(), std::size_t{before + after});
+  for (int i = 1; i <= before + after; ++i) EXPECT_EQ(messages[i - 1].body, body(i)) << i;
+  EXPECT_EQ(receiver.stats().duplicates_dropped, std::uint64_t{before});
+  EXPECT_TRUE(log.gaps().empty());
+  // The one error is the kill, reported as such.
+  ASSERT_EQ(log.errors().size(), 1u);
+  EXPECT_EQ(log.errors_containing("lost its connection"), 1u) << log.errors().front();
+}
+
 TEST_F(CatchUpTest, ARowCommittedOutOfIdOrderWhileAwayIsNotMissed) {
   const auto channel = unique_channel("id_order");
   EventLog log;
