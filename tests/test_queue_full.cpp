@@ -34,42 +34,69 @@ double notification_queue_usage(const std::string& url) {
 
 class QueueFullTest : public testing::PostgresTest {};
 
+// A bus whose handlers are held on its first message until
+// blocker.release(), so that what follows waits in (and overflows) its
+// delivery queue; it records what it delivers, and its gaps and errors.
+struct HeldReceiver {
+  explicit HeldReceiver(PostgresBusOptions options) : bus(logged(std::move(options), log)) {}
+  // Before the subscriptions go: unsubscribing waits for a held handler.
+  ~HeldReceiver() { blocker.release(); }
+
+  static PostgresBusOptions logged(PostgresBusOptions options, EventLog& log) {
+    options.on_gap = log.gap_handler();
+    options.on_error = log.error_handler();
+    return options;
+  }
+
+  EventLog log;
+  PostgresClusterBus bus;
+  Blocker blocker;
+  Subscription block = bus.subscribe(blocker.handler());
+  Collector seen;
+  Subscription record = bus.subscribe(seen.handler());
+};
+
+// Every sequence from 1 to `last` of the one origin was either delivered or
+// inside exactly one reported gap, and not both.
+void expect_each_delivered_or_in_a_gap_once(const HeldReceiver& receiver, std::uint64_t last) {
+  std::vector<int> covered(last + 1, 0);
+  for (const auto& m : receiver.seen.messages()) ++covered.at(m.sequence);
+  for (const auto& g : receiver.log.gaps()) {
+    ASSERT_TRUE(g.range_known());
+    for (auto seq = g.first_missing; seq <= g.last_missing; ++seq) ++covered.at(seq);
+  }
+  for (std::uint64_t seq = 1; seq <= last; ++seq) EXPECT_EQ(covered[seq], 1) << "sequence " << seq;
+}
+
 TEST_F(QueueFullTest, AlwaysModeReadsBackWhatAFullQueueDroppedInOrder) {
   const auto channel = unique_channel("reread");
-  EventLog log;
   auto slow_options = durable_options(channel, "reread-slow");
   slow_options.delivery_queue_capacity = 50;
-  slow_options.on_gap = log.gap_handler();
-  slow_options.on_error = log.error_handler();
-  PostgresClusterBus slow(slow_options);
+  HeldReceiver slow(slow_options);
   PostgresClusterBus first_sender(durable_options(channel, "reread-sender-1"));
   PostgresClusterBus second_sender(durable_options(channel, "reread-sender-2"));
-  Blocker blocker;
-  auto block = slow.subscribe(blocker.handler());
-  Collector seen;
-  auto record = slow.subscribe(seen.handler());
 
   first_sender.publish("first");
-  ASSERT_TRUE(blocker.wait_until_blocked());
+  ASSERT_TRUE(slow.blocker.wait_until_blocked());
   constexpr int per_sender = 1000;
   std::thread second([&] {
     for (int i = 1; i <= per_sender; ++i) second_sender.publish(i);
   });
   for (int i = 2; i <= per_sender; ++i) first_sender.publish(i);
   second.join();
-  ASSERT_TRUE(eventually([&] { return slow.stats().dropped_queue_full >= per_sender; }));
+  ASSERT_TRUE(eventually([&] { return slow.bus.stats().dropped_queue_full >= per_sender; }));
   EXPECT_LT(notification_queue_usage(url()), 0.01) << "the listener kept reading";
-  blocker.release();
+  slow.blocker.release();
 
-  ASSERT_TRUE(seen.wait_for_count(2 * per_sender, 30s));
+  ASSERT_TRUE(slow.seen.wait_for_count(2 * per_sender, 30s));
   std::this_thread::sleep_for(200ms);  // time for a duplicate to show up
-  const auto last = check_exactly_once_in_order(seen);
+  const auto last = check_exactly_once_in_order(slow.seen);
   EXPECT_EQ(last.at(first_sender.instance_id()), std::uint64_t{per_sender});
   EXPECT_EQ(last.at(second_sender.instance_id()), std::uint64_t{per_sender});
-  EXPECT_EQ(seen.size(), 2u * per_sender) << "no duplicates";
-  EXPECT_TRUE(log.gaps().empty()) << "nothing was lost, so no gap may be reported";
-  EXPECT_TRUE(log.errors().empty());
-  const auto stats = slow.stats();
+  EXPECT_EQ(slow.seen.size(), 2u * per_sender) << "no duplicates";
+  EXPECT_TRUE(slow.log.gaps().empty()) << "nothing was lost, so no gap may be reported";
+  EXPECT_TRUE(slow.log.errors().empty());
+  const auto stats = slow.bus.stats();
   EXPECT_GE(stats.reread_from_table, 2u * per_sender - 2 * 50);
   EXPECT_EQ(stats.delivered, 2u * per_sender);
   EXPECT_EQ(stats.gaps, 0u);
@@ -81,76 +108,54 @@ TEST_F(QueueFullTest, TheDeliveryQueueHoldsNoMoreThanItsBytesAndReportsTheRestAs
   const auto channel = unique_channel("queue_bytes");
   constexpr std::size_t queue_bytes = 100'000;
   const std::string large(20'000, 'q');
-  EventLog log;
   auto slow_options = options(channel, "bytes-slow");
   slow_options.delivery_queue_bytes = queue_bytes;
-  slow_options.on_gap = log.gap_handler();
-  slow_options.on_error = log.error_handler();
-  PostgresClusterBus slow(slow_options);
+  HeldReceiver slow(slow_options);
   PostgresClusterBus sender(options(channel, "bytes-sender"));
-  Blocker blocker;
-  auto block = slow.subscribe(blocker.handler());
-  Collector seen;
-  auto record = slow.subscribe(seen.handler());
 
   sender.publish("first");
-  ASSERT_TRUE(blocker.wait_until_blocked());
+  ASSERT_TRUE(slow.blocker.wait_until_blocked());
   constexpr int total = 41;
   for (int i = 2; i <= total; ++i) sender.publish(large);
-  ASSERT_TRUE(eventually([&] {
-    const auto s = slow.stats();
-    return s.dropped_queue_full > 0 && s.dropped_queue_full + seen.size() + 5 >= total;
-  })) << slow.stats().dropped_queue_full
-      << " dropped";
+  // The handler holds "first"; 2 to 5 wait in the queue; 6 to 41 are dropped.
+  ASSERT_TRUE(eventually([&] { return slow.bus.stats().dropped_queue_full + 5 >= total; }))
+      << slow.bus.stats().dropped_queue_full << " dropped";
   EXPECT_LT(notification_queue_usage(url()), 0.01) << "the listener kept reading";
-  blocker.release();
+  slow.blocker.release();
 
   ASSERT_TRUE(eventually([&] {
-    const auto s = slow.stats();
+    const auto s = slow.bus.stats();
     return s.delivered + s.messages_missing == std::uint64_t{total};
   }));
   // "first", then what fits in 100,000 bytes of 20,002-byte bodies: four.
-  EXPECT_EQ(seen.size(), 5u);
-  std::vector<int> covered(total + 1, 0);
-  for (const auto& m : seen.messages()) ++covered[m.sequence];
-  for (const auto& g : log.gaps()) {
-    ASSERT_TRUE(g.range_known());
-    for (auto seq = g.first_missing; seq <= g.last_missing; ++seq) ++covered[seq];
-  }
-  for (int seq = 1; seq <= total; ++seq) EXPECT_EQ(covered[seq], 1) << "sequence " << seq;
-  EXPECT_TRUE(log.errors().empty());
+  EXPECT_EQ(slow.seen.size(), 5u);
+  expect_each_delivered_or_in_a_gap_once(slow, total);
+  EXPECT_TRUE(slow.log.errors().empty());
 }
 
 TEST_F(QueueFullTest, AlwaysModeReadsBackWhatTheByteBoundDroppedInOrder) {
   const auto channel = unique_channel("reread_bytes");
   const std::string large(20'000, 'r');
-  EventLog log;
   auto slow_options = durable_options(channel, "reread-bytes-slow");
   slow_options.delivery_queue_bytes = 100'000;
-  slow_options.on_gap = log.gap_handler();
-  slow_options.on_error = log.error_handler();
-  PostgresClusterBus slow(slow_options);
+  HeldReceiver slow(slow_options);
   PostgresClusterBus sender(durable_options(channel, "reread-bytes-sender"));
-  Blocker blocker;
-  auto block = slow.subscribe(blocker.handler());
-  Collector seen;
-  auto record = slow.subscribe(seen.handler());
 
   sender.publish("first");
-  ASSERT_TRUE(blocker.wait_until_blocked());
+  ASSERT_TRUE(slow.blocker.wait_until_blocked());
   constexpr int total = 200;
   for (int i = 2; i <= total; ++i) sender.publish(large);
-  ASSERT_TRUE(eventually([&] { return slow.stats().dropped_queue_full >= total - 10; }));
-  blocker.release();
+  ASSERT_TRUE(eventually([&] { return slow.bus.stats().dropped_queue_full >= total - 10; }));
+  slow.blocker.release();
 
-  ASSERT_TRUE(seen.wait_for_count(total, 30s)) << seen.size() << " delivered";
+  ASSERT_TRUE(slow.seen.wait_for_count(total, 30s)) << slow.seen.size() << " delivered";
   std::this_thread::sleep_for(200ms);  // time for a duplicate to show up
-  const auto last = check_exactly_once_in_order(seen);
+  const auto last = check_exactly_once_in_order(slow.seen);
   EXPECT_EQ(last.at(sender.instance_id()), std::uint64_t{total});
-  EXPECT_EQ(seen.size(), std::size_t{total});
-  EXPECT_TRUE(log.gaps().empty()) << "nothing was lost, so no gap may be reported";
-  EXPECT_TRUE(log.errors().empty());
-  EXPECT_GE(slow.stats().reread_from_table, std::uint64_t{total - 10});
+  EXPECT_EQ(slow.seen.size(), std::size_t{total});
+  EXPECT_TRUE(slow.log.gaps().empty()) << "nothing was lost, so no gap may be reported";
+  EXPECT_TRUE(slow.log.errors().empty());
+  EXPECT_GE(slow.bus.stats().reread_from_table, std::uint64_t{total - 10});
 }
 
 TEST_F(QueueFullTest, AByteBoundOfZeroIsRefused) {
@@ -166,39 +171,27 @@ TEST_F(QueueFullTest, AByteBoundOfZeroIsRefused) {
 
 TEST_F(QueueFullTest, RowsVacuumedBeforeTheyAreReadBackAreAnExactGap) {
   const auto channel = unique_channel("reread_vacuumed");
-  EventLog log;
   auto slow_options = durable_options(channel, "vacuumed-slow");
   slow_options.delivery_queue_capacity = 10;
-  slow_options.on_gap = log.gap_handler();
-  PostgresClusterBus slow(slow_options);
+  HeldReceiver slow(slow_options);
   PostgresClusterBus sender(durable_options(channel, "vacuumed-sender"));
-  Blocker blocker;
-  auto block = slow.subscribe(blocker.handler());
-  Collector seen;
-  auto record = slow.subscribe(seen.handler());
 
   sender.publish(1);
-  ASSERT_TRUE(blocker.wait_until_blocked());
+  ASSERT_TRUE(slow.blocker.wait_until_blocked());
   constexpr int total = 200;
   for (int i = 2; i <= total; ++i) sender.publish(i);
-  ASSERT_TRUE(eventually([&] { return slow.stats().dropped_queue_full > 0; }));
+  ASSERT_TRUE(eventually([&] { return slow.bus.stats().dropped_queue_full > 0; }));
   EXPECT_EQ(sender.vacuum(0ms), total) << "every row is older than 0 ms";
-  blocker.release();
+  slow.blocker.release();
   sender.publish(total + 1);  // reveals the hole to the sequence check
 
   ASSERT_TRUE(eventually([&] {
-    const auto s = slow.stats();
+    const auto s = slow.bus.stats();
     return s.delivered + s.messages_missing == total + 1u;
   }));
-  std::vector<int> covered(total + 2, 0);
-  for (const auto& m : seen.messages()) ++covered[m.sequence];
-  for (const auto& g : log.gaps()) {
-    ASSERT_TRUE(g.range_known());
-    for (auto seq = g.first_missing; seq <= g.last_missing; ++seq) ++covered[seq];
-  }
-  for (int seq = 1; seq <= total + 1; ++seq) EXPECT_EQ(covered[seq], 1) << "sequence " << seq;
-  EXPECT_FALSE(log.gaps().empty());
-  EXPECT_EQ(seen.messages().back().sequence, total + 1u);
+  expect_each_delivered_or_in_a_gap_once(slow, total + 1);
+  EXPECT_FALSE(slow.log.gaps().empty());
+  EXPECT_EQ(slow.seen.messages().back().sequence, total + 1u);
 }
 
 TEST_F(QueueFullTest, ReadingBackIsRefusedWithoutAlwaysMode) {
