@@ -391,10 +391,10 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
   // everywhere. Without it, a fast enough producer makes the listeners fall
   // behind the server's NOTIFY queue, whose reading then slows everyone
   // down: "saturation" is what the whole pipeline sustains.
-  // Never more than half of what a receiving bus's delivery queue holds (in
-  // messages and in bytes): a
-  // consumer that let its queue overflow would lose messages (reported as
-  // gaps), and that is not the throughput anyone wants to measure.
+  // Never more than half of what a receiving bus's delivery queue holds, in
+  // messages and in bytes: a consumer that let its queue overflow would lose
+  // messages (reported as gaps), and that is not the throughput anyone wants
+  // to measure.
   const std::size_t max_lag = std::max<std::size_t>(
       1, std::min<std::size_t>(
              {options.delivery_queue_capacity / 2,
