@@ -134,11 +134,12 @@ std::unique_ptr<detail::Session> open_session(const Connection& where,
 }
 
 std::vector<std::pair<std::string, std::string>> identifiers(const Connection& where) {
-  return {{"channel", where.channel}, {"schema", where.schema}, {"table", where.table}};
+  // Named as the user gave them: by their flags.
+  return {{"--channel", where.channel}, {"--schema", where.schema}, {"--table", where.table}};
 }
 
 void check_identifiers(const Connection& where) {
-  for (const auto& [option, value] : identifiers(where)) detail::check_identifier(option, value);
+  for (const auto& [flag, value] : identifiers(where)) detail::check_identifier(flag, value);
 }
 
 }  // namespace syncbus::cli

@@ -79,7 +79,7 @@ std::unique_ptr<detail::Session> open_session(const Connection& where,
                                               const std::string& application_name,
                                               detail::ConnectLimits limits = {});
 
-/// The names a Connection gives PostgreSQL, each with its option's name.
+/// The names a Connection gives PostgreSQL, each with its flag (--channel).
 std::vector<std::pair<std::string, std::string>> identifiers(const Connection& where);
 /// Throws configuration_error naming the first of them that PostgreSQL would
 /// not keep exactly (detail::check_identifier).

@@ -60,6 +60,7 @@ int run_publish(const Arguments& args) {
     return exit_ok;
   }
   const auto where = connection_from(line);
+  check_identifiers(where);  // named by their flags, not by the bus's options
   if (line.positional().size() > 1) {
     throw usage_error("give one BODY (quote it), or none to read stdin");
   }

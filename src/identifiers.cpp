@@ -10,7 +10,7 @@
 
 namespace syncbus::detail {
 
-void check_identifier(std::string_view option, const std::string& value) {
+void check_identifier(std::string_view setting, const std::string& value) {
   std::string why;
   if (value.empty()) {
     why = "it is empty";
@@ -26,9 +26,9 @@ void check_identifier(std::string_view option, const std::string& value) {
   }
   if (why.empty()) return;
   throw configuration_error(fmt::format(
-      "syncbus: PostgresBusOptions::{} is invalid: {}. Use 1 to {} bytes of UTF-8 text; it is "
-      "used exactly as written (case kept, quoted)",
-      option, why, max_identifier_bytes));
+      "syncbus: {} is invalid: {}. Use 1 to {} bytes of UTF-8 text; it is used exactly as "
+      "written (case kept, quoted)",
+      setting, why, max_identifier_bytes));
 }
 
 std::string derived_identifier(const std::string& base, std::string_view suffix) {

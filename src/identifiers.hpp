@@ -21,9 +21,10 @@ namespace syncbus::detail {
 /// The longest identifier PostgreSQL keeps whole, in bytes.
 inline constexpr std::size_t max_identifier_bytes = 63;
 
-/// Throws configuration_error naming `option` (e.g. "channel") when `value`
-/// is not 1 to 63 bytes of valid UTF-8 without NUL.
-void check_identifier(std::string_view option, const std::string& value);
+/// Throws configuration_error naming `setting` as the user wrote it (e.g.
+/// "PostgresBusOptions::channel", or a command-line flag such as
+/// "--channel") when `value` is not 1 to 63 bytes of valid UTF-8 without NUL.
+void check_identifier(std::string_view setting, const std::string& value);
 
 /// `base` + `suffix` when that fits in 63 bytes; otherwise a prefix of
 /// `base` (cut at a character boundary), '_', 8 hex digits of a hash of the

@@ -30,9 +30,9 @@ void check_options(const PostgresBusOptions& options) {
         "syncbus: PostgresBusOptions::conninfo is empty; give a libpq "
         "connection string such as \"postgresql://user@host/dbname\"");
   }
-  detail::check_identifier("channel", options.channel);
-  detail::check_identifier("spill_schema", options.spill_schema);
-  detail::check_identifier("spill_table", options.spill_table);
+  detail::check_identifier("PostgresBusOptions::channel", options.channel);
+  detail::check_identifier("PostgresBusOptions::spill_schema", options.spill_schema);
+  detail::check_identifier("PostgresBusOptions::spill_table", options.spill_table);
   if (options.publish_queue_bytes == 0) {
     throw configuration_error(
         "syncbus: PostgresBusOptions::publish_queue_bytes is 0; give how many bytes of bodies "

@@ -214,6 +214,28 @@ TEST_F(CliTest, HelpUsageErrorsAndExitCodes) {
   EXPECT_EQ(run({"--version"}).exit_code, 0);
 }
 
+TEST_F(CliTest, ANameTooLongForPostgresIsRefusedByItsFlagBeforeConnecting) {
+  // A CLI user set --table, not PostgresBusOptions::spill_table: the error
+  // names what they typed. The conninfo points nowhere, so a command that
+  // connected first would fail differently.
+  const std::string nowhere = "host=127.0.0.1 port=1 connect_timeout=2";
+  const std::string long_name(70, 't');
+  for (const auto* flag : {"--channel", "--schema", "--table"}) {
+    for (const auto* command : {"tail", "publish", "vacuum", "status", "doctor"}) {
+      std::vector<std::string> args{command, "--db", nowhere, flag, long_name};
+      if (std::string(command) == "publish") args.emplace_back("{}");
+      if (std::string(command) == "vacuum") args.insert(args.end(), {"--older-than", "60s"});
+      const auto outcome = run(args);
+      const auto said = outcome.out + outcome.err;  // doctor reports on stdout
+      EXPECT_NE(outcome.exit_code, 0) << command << " " << flag;
+      EXPECT_TRUE(contains(said, std::string("syncbus: ") + flag + " is invalid: it is 70 bytes"))
+          << command << " " << flag << ": " << said;
+      EXPECT_FALSE(contains(said, "PostgresBusOptions")) << said;
+      EXPECT_FALSE(contains(said, "connect")) << said;
+    }
+  }
+}
+
 TEST_F(CliTest, TailSeesWhatPublishSentInlineAndSpilledAndStopsOnCtrlC) {
   const auto channel = unique_channel("cli_tail");
   Process tail(command({"tail", "--channel", channel}), {{"DATABASE_URL", url()}});

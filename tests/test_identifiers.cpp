@@ -25,27 +25,29 @@ TEST(Identifiers, OneTo63BytesOfUtf8AreAcceptedAndNothingElse) {
   for (const std::string good :
        {std::string("a"), std::string(63, 'x'), std::string("MixedCase"),
         std::string("quote\"semi;colon--comment/*x*/\\back"), std::string("канал_🚀")}) {
-    EXPECT_NO_THROW(check_identifier("channel", good)) << good;
+    EXPECT_NO_THROW(check_identifier("PostgresBusOptions::channel", good)) << good;
   }
   for (const std::string bad : {std::string(), std::string(64, 'x'), std::string(200, 'y'),
                                 std::string("nul\0byte", 8), std::string("\xff\xfe")}) {
-    EXPECT_THROW(check_identifier("channel", bad), configuration_error)
+    EXPECT_THROW(check_identifier("PostgresBusOptions::channel", bad), configuration_error)
         << ::testing::PrintToString(bad);
   }
   // 21 three-byte characters are 63 bytes; one more is 66.
   std::string japanese;
   for (int i = 0; i < 21; ++i) japanese += "語";
-  EXPECT_NO_THROW(check_identifier("spill_table", japanese));
-  EXPECT_THROW(check_identifier("spill_table", japanese + "語"), configuration_error);
+  EXPECT_NO_THROW(check_identifier("PostgresBusOptions::spill_table", japanese));
+  EXPECT_THROW(check_identifier("PostgresBusOptions::spill_table", japanese + "語"),
+               configuration_error);
 }
 
-TEST(Identifiers, TheErrorNamesTheOptionAndTheLimit) {
+TEST(Identifiers, TheErrorNamesTheSettingAsGivenAndTheLimit) {
   try {
-    check_identifier("spill_table", std::string(70, 't'));
+    check_identifier("PostgresBusOptions::spill_table", std::string(70, 't'));
     FAIL();
   } catch (const configuration_error& e) {
     const std::string what = e.what();
-    EXPECT_NE(what.find("spill_table"), std::string::npos) << what;
+    EXPECT_NE(what.find("syncbus: PostgresBusOptions::spill_table is invalid"), std::string::npos)
+        << what;
     EXPECT_NE(what.find("70 bytes"), std::string::npos) << what;
     EXPECT_NE(what.find("63"), std::string::npos) << what;
   }
