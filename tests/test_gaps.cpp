@@ -6,9 +6,7 @@
 #include <gtest/gtest.h>
 #include <pqxx/pqxx>
 
-#include <atomic>
 #include <mutex>
-#include <thread>
 
 #include "pg_helpers.hpp"
 #include "test_support.hpp"
@@ -116,17 +114,11 @@ TEST_F(GapTest, ABlockedHandlerNeverStallsTheListenerAndLossesAreExactGaps) {
   slow_options.delivery_queue_capacity = 50;
   PostgresClusterBus slow(slow_options);
   PostgresClusterBus sender(options(channel, "fast-sender"));
-  std::atomic<bool> blocked{false};
-  std::atomic<bool> release{false};
   Collector seen;
   auto record = slow.subscribe(seen.handler());
-  auto blocker = slow.subscribe([&](const ClusterMessage& m) {
-    if (m.sequence != 1) return;
-    blocked = true;
-    while (!release) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  });
+  testing::HeldSubscription held(slow);  // on the first message, sequence 1
   sender.publish(std::string(1000, 'x'));
-  ASSERT_TRUE(eventually([&] { return blocked.load(); }));
+  ASSERT_TRUE(held.wait_until_held());
 
   constexpr int total = 3000;
   for (int i = 2; i <= total; ++i) sender.publish(std::string(1000, 'x'));
@@ -137,7 +129,7 @@ TEST_F(GapTest, ABlockedHandlerNeverStallsTheListenerAndLossesAreExactGaps) {
   const double usage =
       pqxx::nontransaction(admin).exec1("SELECT pg_notification_queue_usage()")[0].as<double>();
   EXPECT_LT(usage, 0.01);
-  release = true;
+  held.release();
 
   // Every message is either delivered once or inside exactly one gap.
   ASSERT_TRUE(eventually([&] {

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <numeric>
@@ -155,20 +156,14 @@ TEST(InMemoryFaults, AFullDeliveryQueueDropsAndReportsExactGaps) {
   small.on_gap = gaps.gap_handler();
   small.delivery_queue_capacity = 10;
   InMemoryClusterBus a(hub, {"a", {}, {}}), c(hub, {"c", {}, {}}), slow(hub, small);
-  std::atomic<bool> blocked{false};
-  std::atomic<bool> release{false};
   Collector seen;
   auto record = slow.subscribe(seen.handler());
-  auto blocker = slow.subscribe([&](const ClusterMessage& m) {
-    if (m.sequence != 1 || m.origin != a.instance_id()) return;
-    blocked = true;
-    while (!release) std::this_thread::yield();
-  });
+  testing::HeldSubscription held(slow);  // on the first message, a's #1
   a.publish(1);
-  ASSERT_TRUE(testing::eventually([&] { return blocked.load(); }));
+  ASSERT_TRUE(held.wait_until_held());
   for (int i = 2; i <= 100; ++i) a.publish(i);  // 2..11 fit, 12..100 do not
   c.publish("only while full");                 // c is first seen as dropped
-  release = true;
+  held.release();
   ASSERT_TRUE(hub->wait_idle());
 
   std::vector<std::uint64_t> delivered;

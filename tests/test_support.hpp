@@ -100,6 +100,27 @@ class Blocker {
   bool released_ = false;
 };
 
+/// A Blocker subscribed to `bus`: holds the first message the bus delivers
+/// until release(). It releases before it unsubscribes (which waits for a
+/// running handler), so a test that fails while it holds ends instead of
+/// hanging.
+class HeldSubscription {
+ public:
+  explicit HeldSubscription(ClusterBus& bus) : subscription_(bus.subscribe(blocker_.handler())) {}
+  ~HeldSubscription() { blocker_.release(); }  // before subscription_ goes
+  HeldSubscription(const HeldSubscription&) = delete;
+  HeldSubscription& operator=(const HeldSubscription&) = delete;
+
+  bool wait_until_held(std::chrono::milliseconds timeout = std::chrono::seconds(10)) {
+    return blocker_.wait_until_blocked(timeout);
+  }
+  void release() { blocker_.release(); }
+
+ private:
+  Blocker blocker_;
+  Subscription subscription_;
+};
+
 /// Records what a bus reports to on_error and on_gap, from any thread.
 class EventLog {
  public:
