@@ -254,14 +254,12 @@ TEST(InMemoryBus, SubscriptionMayOutliveItsBus) {
 TEST(InMemoryBus, ASlowHandlerDoesNotBlockPublishers) {
   auto hub = std::make_shared<InMemoryHub>();
   InMemoryClusterBus slow(hub), fast(hub);
-  std::atomic<bool> release{false};
-  auto blocker = slow.subscribe([&](const ClusterMessage&) {
-    while (!release) std::this_thread::yield();
-  });
+  testing::HeldSubscription held(slow);  // the rest queue behind the first
   const auto start = std::chrono::steady_clock::now();
   for (int i = 0; i < 100; ++i) fast.publish(i);
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
-  release = true;
+  EXPECT_TRUE(held.wait_until_held());
+  held.release();
   EXPECT_TRUE(hub->wait_idle());
 }
 
