@@ -219,10 +219,39 @@ long resident_kb() {
 // True once the run is to stop early (Ctrl-C in `syncbus bench`).
 std::function<bool()> stop_requested = [] { return false; };
 
+// The first exception any of a run's threads met. An exception escaping a
+// thread would abort the program; caught here, the run stops its other
+// threads, joins them all, and then throws it with what it was doing.
+class FirstError {
+ public:
+  void record(std::exception_ptr error) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!error_) error_ = std::move(error);
+    failed_ = true;
+  }
+  bool failed() const { return failed_.load(); }
+  void rethrow_if_failed(const std::string& doing) const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (!error_) return;
+    try {
+      std::rethrow_exception(error_);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(doing + ": " + e.what());
+    }
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::exception_ptr error_;
+  std::atomic<bool> failed_{false};
+};
+
 // Calls send(i) for i = 0, 1, ... until `duration` has passed (or a stop is
-// requested): as fast as it goes, or at `rate` per second.
+// requested, or another thread of the run failed): as fast as it goes, or at
+// `rate` per second.
 template <typename Send>
-std::size_t drive(std::chrono::duration<double> duration, std::optional<int> rate, Send send) {
+std::size_t drive(std::chrono::duration<double> duration, std::optional<int> rate,
+                  const FirstError& failure, Send send) {
   const auto start = Clock::now();
   const auto stop = start + std::chrono::duration_cast<Clock::duration>(duration);
   std::size_t i = 0;
@@ -236,7 +265,7 @@ std::size_t drive(std::chrono::duration<double> duration, std::optional<int> rat
     } else if (now >= stop) {
       break;
     }
-    if (stop_requested()) break;
+    if (stop_requested() || failure.failed()) break;
     send(i);
   }
   return i;
@@ -324,61 +353,89 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
   Latencies latency;
   std::size_t received = 0;
   std::int64_t last_received_ns = 0;
+  FirstError failure;
   std::thread receiving([&] {
     RawConnection& c = listener;
-    for (;;) {
-      pollfd fd{PQsocket(c.get()), POLLIN, 0};
-      ::poll(&fd, 1, 50);
-      PQconsumeInput(c.get());
-      while (PGnotify* n = PQnotifies(c.get())) {
-        std::string payload = n->extra;
-        PQfreemem(n);
-        if (spill) {
-          const char* id = payload.c_str();
-          payload = c.exec(select_sql.c_str(), {id});
+    try {
+      for (;;) {
+        pollfd fd{PQsocket(c.get()), POLLIN, 0};
+        ::poll(&fd, 1, 50);
+        if (PQconsumeInput(c.get()) == 0) {
+          throw std::runtime_error(
+              fmt::format("raw: the listening connection failed: {}", PQerrorMessage(c.get())));
         }
-        const auto now = now_ns();
+        while (PGnotify* n = PQnotifies(c.get())) {
+          std::string payload = n->extra;
+          PQfreemem(n);
+          if (spill) {
+            const char* id = payload.c_str();
+            payload = c.exec(select_sql.c_str(), {id});
+          }
+          const auto now = now_ns();
+          std::lock_guard<std::mutex> lock(mutex);
+          latency.record(static_cast<double>(now - timestamp_in(payload)) / 1000.0);
+          ++received;
+          last_received_ns = now;
+        }
         std::lock_guard<std::mutex> lock(mutex);
-        latency.record(static_cast<double>(now - timestamp_in(payload)) / 1000.0);
-        ++received;
-        last_received_ns = now;
+        if (!sending && (received >= sent || now_ns() > give_up_ns.load())) return;
       }
-      std::lock_guard<std::mutex> lock(mutex);
-      if (!sending && (received >= sent || now_ns() > give_up_ns.load())) return;
+    } catch (...) {
+      failure.record(std::current_exception());
     }
   });
-  if (spill) {
-    sender.exec("SET client_min_messages = warning");
-    // The bodies compressed as syncbus's spill table compresses them (lz4
-    // where the server has it): the baseline differs in how it sends, not in
-    // how the server stores. With the default, pglz, raw's 20 KB rows cost
-    // the server about a third more, and the ratio looked that much better.
-    const bool lz4 =
-        sender.exec(
-            "SELECT coalesce((SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name "
-            "= 'default_toast_compression'), false)") == "t";
-    sender.exec(fmt::format("DROP TABLE IF EXISTS {}", table).c_str());
-    sender.exec(fmt::format("CREATE TABLE {} (id bigserial PRIMARY KEY, body text {}NOT NULL)",
-                            table, lz4 ? "COMPRESSION lz4 " : "")
-                    .c_str());
-  }
   const auto pad = padding_for(size, config.text_body);
-  const auto cpu_before = process_cpu();
-  const auto server_before = server_cpu(postmaster);
-  const auto rss_before = resident_kb();
-  const auto start_ns = now_ns();
-  const auto count = drive(std::chrono::duration<double>(config.seconds), rate, [&](std::size_t) {
-    const auto body = fmt::format(R"({{"t":{},"pad":"{}"}})", now_ns(), pad);
+  double cpu_before = 0;
+  std::optional<double> server_before;
+  long rss_before = 0;
+  std::int64_t start_ns = 0;
+  std::size_t count = 0;
+  try {
     if (spill) {
-      sender.exec(insert_sql.c_str(), {channel.c_str(), body.c_str()});
-    } else {
-      sender.exec("SELECT pg_notify($1, $2)", {channel.c_str(), body.c_str()});
+      sender.exec("SET client_min_messages = warning");
+      // The bodies compressed as syncbus's spill table compresses them (lz4
+      // where the server has it): the baseline differs in how it sends, not
+      // in how the server stores. With the default, pglz, raw's 20 KB rows
+      // cost its server half as much CPU again, and the ratio looked better
+      // by that much.
+      const bool lz4 =
+          sender.exec(
+              "SELECT coalesce((SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name "
+              "= 'default_toast_compression'), false)") == "t";
+      sender.exec(fmt::format("DROP TABLE IF EXISTS {}", table).c_str());
+      sender.exec(fmt::format("CREATE TABLE {} (id bigserial PRIMARY KEY, body text {}NOT NULL)",
+                              table, lz4 ? "COMPRESSION lz4 " : "")
+                      .c_str());
     }
-    ++sent;
-  });
-  give_up_ns = now_ns() + 30'000'000'000LL;
+    cpu_before = process_cpu();
+    server_before = server_cpu(postmaster);
+    rss_before = resident_kb();
+    start_ns = now_ns();
+    count = drive(std::chrono::duration<double>(config.seconds), rate, failure, [&](std::size_t) {
+      const auto body = fmt::format(R"({{"t":{},"pad":"{}"}})", now_ns(), pad);
+      if (spill) {
+        sender.exec(insert_sql.c_str(), {channel.c_str(), body.c_str()});
+      } else {
+        sender.exec("SELECT pg_notify($1, $2)", {channel.c_str(), body.c_str()});
+      }
+      ++sent;
+    });
+  } catch (...) {
+    failure.record(std::current_exception());
+  }
+  // After a failure the listener stops at once; otherwise it has 30 s to
+  // catch up.
+  give_up_ns = now_ns() + (failure.failed() ? 0 : 30'000'000'000LL);
   sending = false;
   receiving.join();
+  if (spill) {
+    try {
+      sender.exec(fmt::format("DROP TABLE IF EXISTS {}", table).c_str());
+    } catch (...) {
+      failure.record(std::current_exception());
+    }
+  }
+  failure.rethrow_if_failed(fmt::format("raw libpq, {} bytes", size));
   Result r;
   r.name = "raw libpq";
   r.size = size;
@@ -395,7 +452,6 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
   }
   r.rss_growth_kb = resident_kb() - rss_before;
   r.transactions = count;
-  if (spill) sender.exec(fmt::format("DROP TABLE {}", table).c_str());
   return r;
 }
 
@@ -491,12 +547,16 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
   }
   const auto pad = padding_for(size, config.text_body);
   std::atomic<std::size_t> sent{0};
+  FirstError failure;
+  Clock::time_point run_ends;  // set when the senders start
   const auto wait_for_receivers = [&] {
     if (lag.behind() < max_lag) return;
     std::unique_lock<std::mutex> lock(lag.mutex);
     ++lag.waiting;
-    // The timeout only guards against a receiver that stopped for good.
-    while (lag.behind() > max_lag / 2 && !stop_requested()) {
+    // The timeout only guards against receivers that stopped for good (a
+    // server gone, say): the senders then wait no longer than the run.
+    while (lag.behind() > max_lag / 2 && !stop_requested() && !failure.failed() &&
+           Clock::now() < run_ends) {
       lag.caught_up.wait_for(lock, std::chrono::milliseconds(100));
     }
     --lag.waiting;
@@ -518,54 +578,70 @@ Result run_syncbus(const Config& config, std::size_t size, int threads, std::opt
       }
     }
   });
+  const auto duration = std::chrono::duration<double>(config.seconds);
+  run_ends = Clock::now() + std::chrono::duration_cast<Clock::duration>(duration);
   std::vector<std::thread> senders;
   for (int t = 0; t < threads; ++t) {
     if (!blocking) {
       // A window of futures: publish_async until `window` are in flight,
       // then wait for the oldest.
       senders.emplace_back([&] {
-        std::deque<std::future<void>> in_flight;
-        sent += drive(std::chrono::duration<double>(config.seconds), rate, [&](std::size_t) {
-          if (in_flight.size() >= config.window) {
-            in_flight.front().get();
-            in_flight.pop_front();
-          }
-          wait_for_receivers();
-          ++lag.issued;
-          in_flight.push_back(publisher.publish_async({{"t", now_ns()}, {"pad", pad}}));
-        });
-        for (auto& f : in_flight) f.get();
+        try {
+          std::deque<std::future<void>> in_flight;
+          sent += drive(duration, rate, failure, [&](std::size_t) {
+            if (in_flight.size() >= config.window) {
+              in_flight.front().get();
+              in_flight.pop_front();
+            }
+            wait_for_receivers();
+            ++lag.issued;
+            in_flight.push_back(publisher.publish_async({{"t", now_ns()}, {"pad", pad}}));
+          });
+          for (auto& f : in_flight) f.get();
+        } catch (...) {
+          failure.record(std::current_exception());
+        }
       });
       continue;
     }
     senders.emplace_back([&] {
-      sent += drive(std::chrono::duration<double>(config.seconds), rate, [&](std::size_t) {
-        // The same limit as the async senders: a blocking publish returns at
-        // commit, long before the receivers are done with the message.
-        wait_for_receivers();
-        ++lag.issued;
-        publisher.publish({{"t", now_ns()}, {"pad", pad}});
-      });
+      try {
+        sent += drive(duration, rate, failure, [&](std::size_t) {
+          // The same limit as the async senders: a blocking publish returns
+          // at commit, long before the receivers are done with the message.
+          wait_for_receivers();
+          ++lag.issued;
+          publisher.publish({{"t", now_ns()}, {"pad", pad}});
+        });
+      } catch (...) {
+        failure.record(std::current_exception());
+      }
     });
   }
   for (auto& s : senders) s.join();
   sampling = false;
   rss_sampler.join();
-  // Drain: wait for both receivers to have everything (or give up).
+  // Drain: wait for both receivers to have everything, or give up (after
+  // 30 s, or at once when a bus has reported an error: the run is not ok).
   const auto total = sent.load();
   const auto give_up = Clock::now() + 30s;
+  const auto buses_failed = [&] {
+    std::lock_guard<std::mutex> lock(errors_mutex);
+    return !errors.empty();
+  };
   for (;;) {
     bool done = true;
     for (auto& r : receivers) {
       std::lock_guard<std::mutex> lock(r->mutex);
       done = done && r->received >= total;
     }
-    if (done || Clock::now() > give_up) break;
+    if (done || Clock::now() > give_up || failure.failed() || buses_failed()) break;
     std::this_thread::sleep_for(1ms);
   }
   Result result;
   result.name = fmt::format("syncbus, {} thread{}{}", threads, threads == 1 ? "" : "s",
                             blocking ? ", blocking" : "");
+  failure.rethrow_if_failed(fmt::format("{}, {} bytes", result.name, size));
   result.size = size;
   result.delivered = total;
   std::int64_t last_ns = start_ns;

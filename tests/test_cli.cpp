@@ -298,6 +298,29 @@ TEST_F(CliTest, BenchRunsAndStopsCleanlyOnCtrlC) {
   EXPECT_TRUE(contains(bench.out(), "raw libpq")) << "the interrupted run is reported";
 }
 
+TEST_F(CliTest, BenchEndsWithTheErrorWhenTheServerGoesAway) {
+  // The server stops during the raw baseline (4 s, first), then, in a second
+  // run, during syncbus's: either way the bench says what failed and exits
+  // 1, neither aborting (an exception escaping one of its threads) nor
+  // waiting for receivers that will never catch up.
+  for (const auto down_after : {1500ms, 5500ms}) {
+    testing::DedicatedServer server;
+    ASSERT_TRUE(server.started());
+    Process bench(command({"bench", "--db", server.url(), "--seconds", "4", "--sizes", "200",
+                           "--threads", "4", "--blocking", "none", "--rate", "0"}));
+    bench.read_for(down_after);
+    server.down("immediate");
+    const auto stopped = std::chrono::steady_clock::now();
+    bench.read_for(45s);
+    ASSERT_TRUE(bench.ended_within(5s)) << "still running 50 s after the server stopped:\n"
+                                        << bench.out() << bench.err();
+    EXPECT_EQ(bench.wait(), 1) << bench.out() << bench.err();
+    EXPECT_LT(std::chrono::steady_clock::now() - stopped, 30s) << bench.err();
+    EXPECT_FALSE(contains(bench.err(), "terminate called")) << bench.err();
+    EXPECT_TRUE(contains(bench.err(), "syncbus_bench: ")) << bench.err();
+  }
+}
+
 TEST_F(CliTest, TailRawShowsTheEnvelopesAsSent) {
   const auto channel = unique_channel("cli_raw");
   Process tail(command({"tail", "--raw", "--db", url(), "--channel", channel}));
