@@ -9,9 +9,9 @@ namespace syncbus::detail {
 namespace {
 
 using namespace std::chrono_literals;
-using testing::Blocker;
 using testing::Collector;
 using testing::EventLog;
+using testing::HeldSubscription;
 
 Inbound message(std::uint64_t sequence, std::size_t body_bytes) {
   Inbound item{Inbound::Kind::message, {"origin-a", sequence, sequence}};
@@ -29,14 +29,11 @@ struct BoundedQueue {
   explicit BoundedQueue(DeliveryQueue::Capacity capacity,
                         QueueFullPolicy policy = QueueFullPolicy::drop_and_report_gap)
       : queue({}, log.gap_handler(), stats, capacity, policy) {}
-  // Before the subscriptions go: unsubscribing waits for a held handler.
-  ~BoundedQueue() { blocker.release(); }
 
   EventLog log;
   std::shared_ptr<StatsCounters> stats = std::make_shared<StatsCounters>();
   DeliveryQueue queue;
-  Blocker blocker;
-  Subscription blocking = queue.subscribe(blocker.handler());
+  HeldSubscription held{queue};
   Collector seen;
   Subscription recorded = queue.subscribe(seen.handler());
 };
@@ -44,11 +41,11 @@ struct BoundedQueue {
 TEST(DeliveryQueue, IsFullWhenItsBodiesReachTheByteBoundAndReportsWhatItDroppedAsAnExactGap) {
   BoundedQueue q({1000, 10'000});
   q.queue.post(message(1, 1000));
-  ASSERT_TRUE(q.blocker.wait_until_blocked());
+  ASSERT_TRUE(q.held.wait_until_held());
   // 2..11 are 10,000 bytes: they fit exactly, far below the message bound.
   for (std::uint64_t s = 2; s <= 20; ++s) q.queue.post(message(s, 1000));
   EXPECT_EQ(q.stats->dropped_queue_full.load(), 9u);
-  q.blocker.release();
+  q.held.release();
   ASSERT_TRUE(q.queue.wait_idle(10s));
 
   EXPECT_EQ(sequences(q.seen), (std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}));
@@ -62,10 +59,10 @@ TEST(DeliveryQueue, IsFullWhenItsBodiesReachTheByteBoundAndReportsWhatItDroppedA
 TEST(DeliveryQueue, TakesAMessageLargerThanTheByteBoundWhenItIsAlone) {
   BoundedQueue q({1000, 100});
   q.queue.post(message(1, 10));
-  ASSERT_TRUE(q.blocker.wait_until_blocked());
+  ASSERT_TRUE(q.held.wait_until_held());
   q.queue.post(message(2, 5000));  // alone in the queue: taken
   q.queue.post(message(3, 1));     // behind 5,000 bytes: dropped
-  q.blocker.release();
+  q.held.release();
   ASSERT_TRUE(q.queue.wait_idle(10s));
   q.queue.post(message(4, 5000));  // the queue has emptied: taken again
   ASSERT_TRUE(q.queue.wait_idle(10s));
@@ -80,9 +77,9 @@ TEST(DeliveryQueue, TakesAMessageLargerThanTheByteBoundWhenItIsAlone) {
 TEST(DeliveryQueue, TheMessageBoundStillHoldsForSmallBodies) {
   BoundedQueue q({5, 1'000'000});
   q.queue.post(message(1, 1));
-  ASSERT_TRUE(q.blocker.wait_until_blocked());
+  ASSERT_TRUE(q.held.wait_until_held());
   for (std::uint64_t s = 2; s <= 10; ++s) q.queue.post(message(s, 1));
-  q.blocker.release();
+  q.held.release();
   ASSERT_TRUE(q.queue.wait_idle(10s));
   EXPECT_EQ(sequences(q.seen), (std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6}));
   EXPECT_EQ(q.stats->dropped_queue_full.load(), 4u);
@@ -91,10 +88,10 @@ TEST(DeliveryQueue, TheMessageBoundStillHoldsForSmallBodies) {
 TEST(DeliveryQueue, ReadsBackOnlyWhatFitsTheByteBoundAndTheRestLater) {
   BoundedQueue q({1000, 3000}, QueueFullPolicy::drop_and_reread);
   q.queue.post(message(1, 1000));
-  ASSERT_TRUE(q.blocker.wait_until_blocked());
+  ASSERT_TRUE(q.held.wait_until_held());
   for (std::uint64_t s = 2; s <= 5; ++s) q.queue.post(message(s, 1000));  // 5 is dropped
   EXPECT_FALSE(q.queue.next_reread()) << "no room in bytes: nothing to read back yet";
-  q.blocker.release();
+  q.held.release();
   ASSERT_TRUE(q.queue.wait_idle(10s));
 
   auto request = q.queue.next_reread();

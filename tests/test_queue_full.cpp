@@ -20,11 +20,12 @@ namespace syncbus {
 namespace {
 
 using namespace std::chrono_literals;
-using testing::Blocker;
 using testing::check_exactly_once_in_order;
 using testing::Collector;
 using testing::EventLog;
 using testing::eventually;
+using testing::expect_each_delivered_or_in_a_gap_once;
+using testing::HeldSubscription;
 using testing::unique_channel;
 
 double notification_queue_usage(const std::string& url) {
@@ -34,13 +35,11 @@ double notification_queue_usage(const std::string& url) {
 
 class QueueFullTest : public testing::PostgresTest {};
 
-// A bus whose handlers are held on its first message until
-// blocker.release(), so that what follows waits in (and overflows) its
-// delivery queue; it records what it delivers, and its gaps and errors.
+// A bus whose handlers are held on its first message until held.release(),
+// so that what follows waits in (and overflows) its delivery queue; it
+// records what it delivers, and its gaps and errors.
 struct HeldReceiver {
   explicit HeldReceiver(PostgresBusOptions options) : bus(logged(std::move(options), log)) {}
-  // Before the subscriptions go: unsubscribing waits for a held handler.
-  ~HeldReceiver() { blocker.release(); }
 
   static PostgresBusOptions logged(PostgresBusOptions options, EventLog& log) {
     options.on_gap = log.gap_handler();
@@ -50,23 +49,10 @@ struct HeldReceiver {
 
   EventLog log;
   PostgresClusterBus bus;
-  Blocker blocker;
-  Subscription block = bus.subscribe(blocker.handler());
+  HeldSubscription held{bus};
   Collector seen;
   Subscription record = bus.subscribe(seen.handler());
 };
-
-// Every sequence from 1 to `last` of the one origin was either delivered or
-// inside exactly one reported gap, and not both.
-void expect_each_delivered_or_in_a_gap_once(const HeldReceiver& receiver, std::uint64_t last) {
-  std::vector<int> covered(last + 1, 0);
-  for (const auto& m : receiver.seen.messages()) ++covered.at(m.sequence);
-  for (const auto& g : receiver.log.gaps()) {
-    ASSERT_TRUE(g.range_known());
-    for (auto seq = g.first_missing; seq <= g.last_missing; ++seq) ++covered.at(seq);
-  }
-  for (std::uint64_t seq = 1; seq <= last; ++seq) EXPECT_EQ(covered[seq], 1) << "sequence " << seq;
-}
 
 TEST_F(QueueFullTest, AlwaysModeReadsBackWhatAFullQueueDroppedInOrder) {
   const auto channel = unique_channel("reread");
@@ -77,7 +63,7 @@ TEST_F(QueueFullTest, AlwaysModeReadsBackWhatAFullQueueDroppedInOrder) {
   PostgresClusterBus second_sender(durable_options(channel, "reread-sender-2"));
 
   first_sender.publish("first");
-  ASSERT_TRUE(slow.blocker.wait_until_blocked());
+  ASSERT_TRUE(slow.held.wait_until_held());
   constexpr int per_sender = 1000;
   std::thread second([&] {
     for (int i = 1; i <= per_sender; ++i) second_sender.publish(i);
@@ -86,7 +72,7 @@ TEST_F(QueueFullTest, AlwaysModeReadsBackWhatAFullQueueDroppedInOrder) {
   second.join();
   ASSERT_TRUE(eventually([&] { return slow.bus.stats().dropped_queue_full >= per_sender; }));
   EXPECT_LT(notification_queue_usage(url()), 0.01) << "the listener kept reading";
-  slow.blocker.release();
+  slow.held.release();
 
   ASSERT_TRUE(slow.seen.wait_for_count(2 * per_sender, 30s));
   std::this_thread::sleep_for(200ms);  // time for a duplicate to show up
@@ -114,14 +100,14 @@ TEST_F(QueueFullTest, TheDeliveryQueueHoldsNoMoreThanItsBytesAndReportsTheRestAs
   PostgresClusterBus sender(options(channel, "bytes-sender"));
 
   sender.publish("first");
-  ASSERT_TRUE(slow.blocker.wait_until_blocked());
+  ASSERT_TRUE(slow.held.wait_until_held());
   constexpr int total = 41;
   for (int i = 2; i <= total; ++i) sender.publish(large);
   // The handler holds "first"; 2 to 5 wait in the queue; 6 to 41 are dropped.
   ASSERT_TRUE(eventually([&] { return slow.bus.stats().dropped_queue_full + 5 >= total; }))
       << slow.bus.stats().dropped_queue_full << " dropped";
   EXPECT_LT(notification_queue_usage(url()), 0.01) << "the listener kept reading";
-  slow.blocker.release();
+  slow.held.release();
 
   ASSERT_TRUE(eventually([&] {
     const auto s = slow.bus.stats();
@@ -129,7 +115,7 @@ TEST_F(QueueFullTest, TheDeliveryQueueHoldsNoMoreThanItsBytesAndReportsTheRestAs
   }));
   // "first", then what fits in 100,000 bytes of 20,002-byte bodies: four.
   EXPECT_EQ(slow.seen.size(), 5u);
-  expect_each_delivered_or_in_a_gap_once(slow, total);
+  expect_each_delivered_or_in_a_gap_once(slow.seen, slow.log, total);
   EXPECT_TRUE(slow.log.errors().empty());
 }
 
@@ -142,11 +128,11 @@ TEST_F(QueueFullTest, AlwaysModeReadsBackWhatTheByteBoundDroppedInOrder) {
   PostgresClusterBus sender(durable_options(channel, "reread-bytes-sender"));
 
   sender.publish("first");
-  ASSERT_TRUE(slow.blocker.wait_until_blocked());
+  ASSERT_TRUE(slow.held.wait_until_held());
   constexpr int total = 200;
   for (int i = 2; i <= total; ++i) sender.publish(large);
   ASSERT_TRUE(eventually([&] { return slow.bus.stats().dropped_queue_full >= total - 10; }));
-  slow.blocker.release();
+  slow.held.release();
 
   ASSERT_TRUE(slow.seen.wait_for_count(total, 30s)) << slow.seen.size() << " delivered";
   std::this_thread::sleep_for(200ms);  // time for a duplicate to show up
@@ -177,19 +163,19 @@ TEST_F(QueueFullTest, RowsVacuumedBeforeTheyAreReadBackAreAnExactGap) {
   PostgresClusterBus sender(durable_options(channel, "vacuumed-sender"));
 
   sender.publish(1);
-  ASSERT_TRUE(slow.blocker.wait_until_blocked());
+  ASSERT_TRUE(slow.held.wait_until_held());
   constexpr int total = 200;
   for (int i = 2; i <= total; ++i) sender.publish(i);
   ASSERT_TRUE(eventually([&] { return slow.bus.stats().dropped_queue_full > 0; }));
   EXPECT_EQ(sender.vacuum(0ms), total) << "every row is older than 0 ms";
-  slow.blocker.release();
+  slow.held.release();
   sender.publish(total + 1);  // reveals the hole to the sequence check
 
   ASSERT_TRUE(eventually([&] {
     const auto s = slow.bus.stats();
     return s.delivered + s.messages_missing == total + 1u;
   }));
-  expect_each_delivered_or_in_a_gap_once(slow, total + 1);
+  expect_each_delivered_or_in_a_gap_once(slow.seen, slow.log, total + 1);
   EXPECT_FALSE(slow.log.gaps().empty());
   EXPECT_EQ(slow.seen.messages().back().sequence, total + 1u);
 }
@@ -245,13 +231,12 @@ TEST_F(QueueFullTest, AHandlerBlockedForAMinuteWhile100kMessagesFlow) {
     if (m.sequence != static_cast<std::uint64_t>(observed + 1)) observed_in_order = false;
     ++observed;
   });
-  Blocker blocker;
-  auto block = slow.subscribe(blocker.handler());
+  HeldSubscription held(slow);
   Collector seen;
   auto record = slow.subscribe(seen.handler());
 
   sender.publish(kilobyte);
-  ASSERT_TRUE(blocker.wait_until_blocked());
+  ASSERT_TRUE(held.wait_until_held());
   const auto blocked_at = std::chrono::steady_clock::now();
   const auto resident_before = resident_bytes();
   std::size_t resident_peak = resident_before;
@@ -269,7 +254,7 @@ TEST_F(QueueFullTest, AHandlerBlockedForAMinuteWhile100kMessagesFlow) {
   std::this_thread::sleep_until(blocked_at + 60s);  // the handler blocks for a minute
   flowing = false;
   sampler.join();
-  blocker.release();
+  held.release();
 
   ASSERT_TRUE(seen.wait_for_count(total, 120s)) << seen.size() << " delivered";
   ASSERT_TRUE(eventually([&] { return observed == total; }, 60s)) << observed << " observed";

@@ -100,13 +100,14 @@ class Blocker {
   bool released_ = false;
 };
 
-/// A Blocker subscribed to `bus`: holds the first message the bus delivers
-/// until release(). It releases before it unsubscribes (which waits for a
-/// running handler), so a test that fails while it holds ends instead of
-/// hanging.
+/// A Blocker subscribed to `source` (a bus, or a bus's delivery queue):
+/// holds the first message it delivers until release(). It releases before
+/// it unsubscribes (which waits for a running handler), so a test that fails
+/// while it holds ends instead of hanging.
 class HeldSubscription {
  public:
-  explicit HeldSubscription(ClusterBus& bus) : subscription_(bus.subscribe(blocker_.handler())) {}
+  template <typename Source>
+  explicit HeldSubscription(Source& source) : subscription_(source.subscribe(blocker_.handler())) {}
   ~HeldSubscription() { blocker_.release(); }  // before subscription_ goes
   HeldSubscription(const HeldSubscription&) = delete;
   HeldSubscription& operator=(const HeldSubscription&) = delete;
@@ -163,6 +164,20 @@ class EventLog {
   std::vector<std::string> errors_;
   std::vector<GapEvent> gaps_;
 };
+
+/// Every sequence from 1 to `last` of the one origin `seen` heard from was
+/// either delivered or inside exactly one gap `log` received, not both; and
+/// every gap has a known range.
+inline void expect_each_delivered_or_in_a_gap_once(const Collector& seen, const EventLog& log,
+                                                   std::uint64_t last) {
+  std::vector<int> covered(last + 1, 0);
+  for (const auto& m : seen.messages()) ++covered.at(m.sequence);
+  for (const auto& g : log.gaps()) {
+    ASSERT_TRUE(g.range_known());
+    for (auto seq = g.first_missing; seq <= g.last_missing; ++seq) ++covered.at(seq);
+  }
+  for (std::uint64_t seq = 1; seq <= last; ++seq) EXPECT_EQ(covered[seq], 1) << "sequence " << seq;
+}
 
 /// Polls `condition` every few milliseconds until it holds or `timeout` passes.
 inline bool eventually(const std::function<bool()>& condition,
