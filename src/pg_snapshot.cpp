@@ -1,0 +1,80 @@
+#include "pg_snapshot.hpp"
+
+#include <syncbus/errors.hpp>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <charconv>
+
+namespace syncbus::detail {
+namespace {
+
+[[noreturn]] void invalid(std::string_view text, std::string_view why) {
+  constexpr std::size_t max_shown = 80;
+  throw protocol_error(fmt::format("syncbus: \"{}{}\" is not a PostgreSQL snapshot ({})",
+                                   text.substr(0, max_shown), text.size() > max_shown ? "..." : "",
+                                   why));
+}
+
+// A decimal number with no sign, no spaces and no leading '+'.
+bool parse_number(std::string_view text, std::uint64_t& out) {
+  if (text.empty()) return false;
+  const auto [end, error] = std::from_chars(text.data(), text.data() + text.size(), out);
+  return error == std::errc() && end == text.data() + text.size();
+}
+
+}  // namespace
+
+std::uint64_t parse_xid(std::string_view text) {
+  std::uint64_t xid = 0;
+  if (!parse_number(text, xid)) {
+    throw protocol_error(fmt::format("syncbus: \"{}\" is not a transaction id",
+                                     text.substr(0, std::min<std::size_t>(text.size(), 40))));
+  }
+  return xid;
+}
+
+PgSnapshot PgSnapshot::parse(std::string_view text) {
+  const auto first = text.find(':');
+  const auto second = first == std::string_view::npos ? first : text.find(':', first + 1);
+  if (second == std::string_view::npos) invalid(text, "not xmin:xmax:xip");
+  PgSnapshot snapshot;
+  if (!parse_number(text.substr(0, first), snapshot.xmin_) ||
+      !parse_number(text.substr(first + 1, second - first - 1), snapshot.xmax_)) {
+    invalid(text, "xmin or xmax is not a number");
+  }
+  if (snapshot.xmin_ > snapshot.xmax_) invalid(text, "xmin is above xmax");
+  auto rest = text.substr(second + 1);
+  while (!rest.empty()) {
+    const auto comma = rest.find(',');
+    std::uint64_t xid = 0;
+    if (!parse_number(rest.substr(0, comma), xid)) invalid(text, "an xip entry is not a number");
+    if (xid < snapshot.xmin_ || xid >= snapshot.xmax_ ||
+        (!snapshot.in_progress_.empty() && xid <= snapshot.in_progress_.back())) {
+      invalid(text, "xip entries must ascend within [xmin, xmax)");
+    }
+    snapshot.in_progress_.push_back(xid);
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+    if (rest.empty()) invalid(text, "a trailing comma");
+  }
+  return snapshot;
+}
+
+bool PgSnapshot::visible(std::uint64_t xid) const noexcept {
+  if (xid < xmin_) return true;
+  if (xid >= xmax_) return false;
+  return !std::binary_search(in_progress_.begin(), in_progress_.end(), xid);
+}
+
+std::string PgSnapshot::text() const {
+  std::string out = fmt::format("{}:{}:", xmin_, xmax_);
+  for (std::size_t i = 0; i < in_progress_.size(); ++i) {
+    if (i > 0) out += ',';
+    out += std::to_string(in_progress_[i]);
+  }
+  return out;
+}
+
+}  // namespace syncbus::detail
