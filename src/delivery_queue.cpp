@@ -90,13 +90,11 @@ DeliveryQueue::DeliveryQueue(ErrorSink on_error, GapHandler on_gap,
       on_gap_(std::move(on_gap)),
       stats_(std::move(stats)),
       capacity_(capacity),
-      policy_(policy),
-      thread_([this] { run(); }) {}
-
-DeliveryQueue::~DeliveryQueue() {
-  stop();
-  if (thread_.joinable()) thread_.join();
+      policy_(policy) {
+  thread_.start([this] { run(); });
 }
+
+DeliveryQueue::~DeliveryQueue() { stop(); }
 
 Subscription DeliveryQueue::subscribe(MessageHandler handler) {
   return handlers_->add(std::move(handler));
@@ -250,9 +248,7 @@ void DeliveryQueue::stop() noexcept {
   }
   wake_.notify_all();
   idle_.notify_all();
-  if (thread_.joinable() && thread_.get_id() != std::this_thread::get_id()) {
-    thread_.join();
-  }
+  thread_.join_unless_current();
 }
 
 // How long the delivery thread lets unheard messages gather before taking

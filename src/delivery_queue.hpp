@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "logger.hpp"
+#include "owned_thread.hpp"
 #include "sequence_tracker.hpp"
 #include "stats_counters.hpp"
 
@@ -127,6 +128,8 @@ class DeliveryQueue {
   /// Discards undelivered messages and stops the thread; joins it unless
   /// called from a handler (the destructor joins then). Idempotent.
   void stop() noexcept;
+  /// True on the delivery thread (where handlers, on_gap and on_error run).
+  bool runs_on_this_thread() const noexcept { return thread_.is_current(); }
 
   // drop_and_reread: an origin whose message was dropped is withheld from
   // that sequence on; everything it sends later is dropped too (so nothing
@@ -193,7 +196,7 @@ class DeliveryQueue {
   bool urgent_ = false;
   // Mirrors stopping_ for the handler loop, which runs without the mutex.
   std::atomic<bool> cancelled_{false};
-  std::thread thread_;
+  OwnedThread thread_;
 };
 
 }  // namespace syncbus::detail

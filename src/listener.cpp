@@ -92,7 +92,7 @@ ListenerLoop::ListenerLoop(Settings settings, const SpillStore& store, const Mes
   auto session = connect();
   if (probe) prove_round_trip(*session, probe);
   queue_.on_room_for_reread([this] { room_.signal(); });
-  thread_ = std::thread([this, s = std::move(session)]() mutable { run(std::move(s)); });
+  thread_.start([this, s = std::move(session)]() mutable { run(std::move(s)); });
 }
 
 ListenerLoop::~ListenerLoop() { stop(); }
@@ -101,7 +101,7 @@ void ListenerLoop::stop() noexcept {
   queue_.on_room_for_reread(nullptr);
   wake_.signal();
   deadlines_.cut_all(this);  // a ping or fetch in flight returns at once
-  if (thread_.joinable()) thread_.join();
+  thread_.join_unless_current();
 }
 
 std::unique_ptr<ListenerLoop::ListenSession> ListenerLoop::connect() const {

@@ -18,6 +18,7 @@
 #include "delivery_queue.hpp"
 #include "logger.hpp"
 #include "message_auth.hpp"
+#include "owned_thread.hpp"
 #include "spill_store.hpp"
 #include "stats_counters.hpp"
 #include "wake_fd.hpp"
@@ -80,8 +81,11 @@ class ListenerLoop {
   ListenerLoop(const ListenerLoop&) = delete;
   ListenerLoop& operator=(const ListenerLoop&) = delete;
 
-  /// Interrupts any wait at once and joins the thread. Idempotent.
+  /// Interrupts any wait at once and joins the thread (unless called from
+  /// it, by a callback: it then ends on its own). Idempotent.
   void stop() noexcept;
+  /// True on the listener's thread (where it calls on_error and log).
+  bool runs_on_this_thread() const noexcept { return thread_.is_current(); }
 
  private:
   struct ListenSession;
@@ -135,7 +139,7 @@ class ListenerLoop {
   WakeFd wake_;
   // Signalled by the delivery thread when it has room for withheld messages.
   WakeFd room_;
-  std::thread thread_;
+  OwnedThread thread_;
 };
 
 }  // namespace syncbus::detail

@@ -6,7 +6,7 @@ namespace syncbus::detail {
 
 PeriodicTasks::PeriodicTasks(std::vector<Task> tasks, ErrorSink on_error)
     : tasks_(std::move(tasks)), on_error_(std::move(on_error)) {
-  if (!tasks_.empty()) thread_ = std::thread([this] { run(); });
+  if (!tasks_.empty()) thread_.start([this] { run(); });
 }
 
 PeriodicTasks::~PeriodicTasks() { stop(); }
@@ -17,7 +17,7 @@ void PeriodicTasks::stop() noexcept {
     stopping_ = true;
   }
   wake_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  thread_.join_unless_current();
 }
 
 void PeriodicTasks::run() {

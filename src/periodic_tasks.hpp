@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "delivery_queue.hpp"
+#include "owned_thread.hpp"
 
 namespace syncbus::detail {
 
@@ -28,8 +29,11 @@ class PeriodicTasks {
   PeriodicTasks(const PeriodicTasks&) = delete;
   PeriodicTasks& operator=(const PeriodicTasks&) = delete;
 
-  /// Stops and joins the thread at once. Idempotent.
+  /// Stops the thread at once and joins it (unless called from it, by a
+  /// task's error handler: it then ends on its own). Idempotent.
   void stop() noexcept;
+  /// True on the timer thread (where tasks and their error handler run).
+  bool runs_on_this_thread() const noexcept { return thread_.is_current(); }
 
  private:
   void run();
@@ -39,7 +43,7 @@ class PeriodicTasks {
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stopping_ = false;
-  std::thread thread_;
+  OwnedThread thread_;
 };
 
 }  // namespace syncbus::detail

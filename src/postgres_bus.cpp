@@ -5,6 +5,9 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <thread>
 
 #include "deadline_timer.hpp"
 #include "delivery_queue.hpp"
@@ -121,7 +124,22 @@ struct PostgresClusterBus::impl {
   std::unique_ptr<detail::PeriodicTasks> timers;
 
   std::vector<detail::PeriodicTasks::Task> periodic_tasks();
+
+  // close() may be called from any thread, from the bus's own callbacks too
+  // (a handler, on_error, on_gap, log), concurrently. The first call does
+  // the work; see close().
   std::atomic<bool> closed{false};
+  std::mutex close_mutex;
+  std::condition_variable close_finished;
+  enum class CloseState { open, closing, closed } close_state = CloseState::open;
+  std::thread::id closing_thread;
+
+  /// True on a thread of this bus: its callbacks run there.
+  bool on_own_thread() const noexcept {
+    return (listener && listener->runs_on_this_thread()) ||
+           (delivery && delivery->runs_on_this_thread()) ||
+           (timers && timers->runs_on_this_thread());
+  }
 };
 
 // The bus's timers: each may be switched off with a zero interval.
@@ -302,12 +320,37 @@ Subscription PostgresClusterBus::subscribe(MessageHandler handler) {
 BusStats PostgresClusterBus::stats() const { return impl_->stats->snapshot(); }
 
 void PostgresClusterBus::close() {
-  if (impl_->closed.exchange(true)) return;
-  impl_->log(LogLevel::info, "syncbus: bus {} closing", impl_->instance_id);
-  impl_->timers->stop();
-  if (impl_->listener) impl_->listener->stop();
-  if (impl_->delivery) impl_->delivery->stop();
-  impl_->publisher->close();
+  auto& self = *impl_;
+  {
+    std::unique_lock<std::mutex> lock(self.close_mutex);
+    if (self.close_state != impl::CloseState::open) {
+      // Closed already, or being closed. A caller on one of the bus's own
+      // threads (a callback), or on the thread running that close (its log
+      // line), returns at once: the close in progress may be joining its
+      // thread. Anyone else waits until it is done, as close() promises.
+      if (self.closing_thread != std::this_thread::get_id() && !self.on_own_thread()) {
+        self.close_finished.wait(lock,
+                                 [&] { return self.close_state == impl::CloseState::closed; });
+      }
+      return;
+    }
+    self.close_state = impl::CloseState::closing;
+    self.closing_thread = std::this_thread::get_id();
+  }
+  self.closed.store(true);
+  self.log(LogLevel::info, "syncbus: bus {} closing", self.instance_id);
+  // Each stop() joins its thread, but not from that very thread: a close()
+  // made by a callback lets its own thread end by itself, and the
+  // destructor joins it.
+  self.timers->stop();
+  if (self.listener) self.listener->stop();
+  if (self.delivery) self.delivery->stop();
+  self.publisher->close();
+  {
+    std::lock_guard<std::mutex> lock(self.close_mutex);
+    self.close_state = impl::CloseState::closed;
+  }
+  self.close_finished.notify_all();
 }
 
 std::int64_t PostgresClusterBus::vacuum(std::chrono::milliseconds older_than) {
