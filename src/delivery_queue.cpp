@@ -8,87 +8,32 @@
 #include "envelope.hpp"
 
 namespace syncbus::detail {
+namespace {
 
-void report(const ErrorSink& sink, const std::exception& e) noexcept {
-  if (!sink) return;
-  try {
-    sink(e);
-  } catch (...) {
-    // Documented: exceptions from the error handler are ignored.
-  }
+// How long the delivery thread lets messages that nobody will hear gather
+// before taking them (anything urgent ends the wait).
+constexpr std::chrono::milliseconds lazy_wake{50};
+
+// The tracker forgets origins silent for this many sweeps, one a minute:
+// far above any heartbeat interval (PostgresBusOptions allows at most 5
+// minutes), and above the freshness window of signed envelopes, so that a
+// replay is still recognised as one (docs/GUARANTEES.md).
+constexpr std::chrono::minutes sweep_every{1};
+constexpr unsigned forget_after_sweeps = 30;
+
+bool carries_a_sequence(Inbound::Kind kind) {
+  return kind != Inbound::Kind::connection_reset && kind != Inbound::Kind::dropped;
 }
 
-ErrorSink counting_errors(std::shared_ptr<StatsCounters> stats, ErrorSink user, Logger log) {
-  return [stats = std::move(stats), user = std::move(user),
-          log = std::move(log)](const std::exception& e) {
-    stats->record_error(e);
-    log(LogLevel::error, "{}", e.what());
-    report(user, e);
-  };
-}
-
-Subscription HandlerRegistry::add(MessageHandler handler) {
-  if (!handler) {
-    throw configuration_error("syncbus: subscribe() was given an empty handler; pass a callable");
-  }
-  auto entry = std::make_shared<Entry>();
-  entry->handler = std::move(handler);
-  {
-    std::lock_guard<std::mutex> lock(entries_mutex_);
-    entries_.push_back(entry);
-  }
-  std::weak_ptr<HandlerRegistry> weak_self = weak_from_this();
-  return Subscription([weak_self, entry] {
-    entry->active.store(false);
-    if (auto self = weak_self.lock()) self->remove(entry);
-  });
-}
-
-bool HandlerRegistry::empty() const {
-  std::lock_guard<std::mutex> lock(entries_mutex_);
-  return entries_.empty();
-}
-
-void HandlerRegistry::remove(const std::shared_ptr<Entry>& entry) {
-  std::lock_guard<std::recursive_mutex> wait_for_delivery(delivering_);
-  std::lock_guard<std::mutex> lock(entries_mutex_);
-  entries_.erase(std::remove(entries_.begin(), entries_.end(), entry), entries_.end());
-}
-
-void HandlerRegistry::deliver(const std::vector<ClusterMessage>& messages, const ErrorSink& sink,
-                              const std::atomic<bool>& cancel) {
-  std::lock_guard<std::recursive_mutex> delivering(delivering_);
-  std::vector<std::shared_ptr<Entry>> snapshot;
-  {
-    std::lock_guard<std::mutex> lock(entries_mutex_);
-    snapshot = entries_;
-  }
-  for (const auto& message : messages) {
-    for (const auto& entry : snapshot) {
-      if (cancel.load(std::memory_order_relaxed)) return;
-      if (!entry->active.load()) continue;
-      try {
-        entry->handler(message);
-      } catch (const std::exception& e) {
-        report(sink,
-               error("syncbus: a message handler threw while handling "
-                     "message " +
-                     message.origin + "#" + std::to_string(message.sequence) + ": " + e.what()));
-      } catch (...) {
-        report(sink, error("syncbus: a message handler threw a non-std "
-                           "exception while handling message " +
-                           message.origin + "#" + std::to_string(message.sequence)));
-      }
-    }
-  }
-}
+}  // namespace
 
 DeliveryQueue::DeliveryQueue(ErrorSink on_error, GapHandler on_gap,
                              std::shared_ptr<StatsCounters> stats, Capacity capacity,
-                             QueueFullPolicy policy)
+                             QueueFullPolicy policy, bool forget_on_goodbye)
     : on_error_(std::move(on_error)),
       on_gap_(std::move(on_gap)),
       stats_(std::move(stats)),
+      tracker_(forget_on_goodbye),
       capacity_(capacity),
       policy_(policy) {
   thread_.start([this] { run(); });
@@ -102,21 +47,19 @@ Subscription DeliveryQueue::subscribe(MessageHandler handler) {
 
 void DeliveryQueue::post(std::vector<Inbound> items) {
   if (items.empty()) return;
-  // Messages that arrive while no handler is subscribed (a publishing bus's
-  // own, typically) are only tracked: they need no prompt delivery, so they
-  // wake the thread at most once per lazy_wake instead of once per post.
-  const bool unheard = handlers_->empty();
+  // Who may hear these: the handlers subscribed now (HandlerRegistry).
+  // Messages nobody will hear (a publishing bus's own, typically) are only
+  // tracked: they need no prompt delivery, so they wake the thread at most
+  // once per lazy_wake instead of once per post.
+  const auto audience = handlers_->audience();
   bool wake = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return;
     wake = queue_.empty();
     for (auto& item : items) {
-      if (unheard && item.kind == Inbound::Kind::message) {
-        item.unheard = true;
-      } else {
-        urgent_ = true;
-      }
+      item.audience = audience;
+      if (audience != 0 || item.kind != Inbound::Kind::message) urgent_ = true;
       enqueue(std::move(item));
     }
     // Lazy, but never so lazy that the queue fills and drops.
@@ -132,39 +75,53 @@ void DeliveryQueue::post(Inbound item) {
   post(std::move(items));
 }
 
+bool DeliveryQueue::absorbed(const Inbound& item) {
+  if (!carries_a_sequence(item.kind)) return false;
+  const auto why = withheld_.absorb(item.message.origin, item.message.sequence);
+  if (!why) return false;
+  if (item.kind == Inbound::Kind::message && *why == WithheldOrigins::Why::queue_full) {
+    StatsCounters::add(stats_->dropped_queue_full);
+  }
+  return true;
+}
+
 void DeliveryQueue::enqueue(Inbound&& item) {
-  if (policy_ == QueueFullPolicy::drop_and_reread && item.kind != Inbound::Kind::connection_reset) {
-    // Held back behind the messages to re-read; a heartbeat would report them
-    // as a gap.
-    const auto held = withheld_.find(item.message.origin);
-    if (held != withheld_.end() && item.message.sequence >= held->second) {
-      if (item.kind == Inbound::Kind::message) StatsCounters::add(stats_->dropped_queue_full);
+  const auto now = WithheldOrigins::Clock::now();
+  // Held back behind the messages to read back; a heartbeat would report
+  // them as a gap (it is remembered instead: see WithheldOrigins).
+  if (absorbed(item)) return;
+  if (item.kind == Inbound::Kind::unfetched) {
+    withheld_.withhold(item.message.origin, item.message.sequence,
+                       WithheldOrigins::Why::fetch_failed, now);
+    return;
+  }
+  const bool is_loss = item.kind == Inbound::Kind::message || item.kind == Inbound::Kind::lost;
+  // An origin that dropped a message since the last batch keeps dropping
+  // (and a heartbeat extends the range), so that the gap is reported after
+  // everything of it that was queued, not before.
+  if (carries_a_sequence(item.kind) && item.kind != Inbound::Kind::stale) {
+    const auto dropping = dropped_.find(item.message.origin);
+    if (dropping != dropped_.end()) {
+      if (is_loss) StatsCounters::add(stats_->dropped_queue_full);
+      dropping->second.second = std::max(dropping->second.second, item.message.sequence);
       return;
     }
   }
   // Resets are rare and tiny: never dropped, or the gap would go unreported.
   if (fits(item) || item.kind == Inbound::Kind::connection_reset) {
-    queued_bytes_ += item.body_bytes;
-    queue_.push_back(std::move(item));
+    push(std::move(item));
     return;
   }
-  // A dropped heartbeat says nothing that the next one will not; a dropped
-  // loss is a loss all the same.
-  if (item.kind != Inbound::Kind::message && item.kind != Inbound::Kind::lost) return;
+  // A dropped heartbeat (or goodbye, or stale refusal) says nothing that
+  // the next one will not; a dropped loss is a loss all the same.
+  if (!is_loss) return;
   StatsCounters::add(stats_->dropped_queue_full);
   const auto sequence = item.message.sequence;
   if (policy_ == QueueFullPolicy::drop_and_reread) {
-    // Not withheld yet (checked above), or withheld from a later sequence.
-    auto [held, first] = withheld_.try_emplace(std::move(item.message.origin), sequence);
-    if (!first) held->second = std::min(held->second, sequence);
+    withheld_.withhold(item.message.origin, sequence, WithheldOrigins::Why::queue_full, now);
     return;
   }
-  const auto [entry, first] =
-      dropped_.try_emplace(std::move(item.message.origin), sequence, sequence);
-  if (!first) {
-    entry->second.first = std::min(entry->second.first, sequence);
-    entry->second.second = std::max(entry->second.second, sequence);
-  }
+  dropped_.try_emplace(std::move(item.message.origin), sequence, sequence);
 }
 
 bool DeliveryQueue::fits(const Inbound& item) const {
@@ -176,16 +133,18 @@ bool DeliveryQueue::fits(const Inbound& item) const {
           item.body_bytes <= capacity_.bytes - queued_bytes_);
 }
 
+void DeliveryQueue::push(Inbound&& item) {
+  queued_bytes_ += item.body_bytes;
+  queue_.push_back(std::move(item));
+}
+
 bool DeliveryQueue::half_full() const {
   return queue_.size() >= capacity_.messages / 2 || queued_bytes_ >= capacity_.bytes / 2;
 }
 
 bool DeliveryQueue::drop_if_withheld(const std::string& origin, std::uint64_t sequence) {
   std::lock_guard<std::mutex> lock(mutex_);
-  const auto held = withheld_.find(origin);
-  if (held == withheld_.end() || sequence < held->second) return false;
-  StatsCounters::add(stats_->dropped_queue_full);
-  return true;
+  return absorbed(Inbound{Inbound::Kind::message, {origin, sequence, {}}});
 }
 
 std::optional<DeliveryQueue::RereadRequest> DeliveryQueue::next_reread() {
@@ -194,37 +153,52 @@ std::optional<DeliveryQueue::RereadRequest> DeliveryQueue::next_reread() {
       queued_bytes_ >= capacity_.bytes) {
     return std::nullopt;
   }
-  const auto& [origin, from] = *withheld_.begin();
-  return RereadRequest{origin, from, capacity_.messages - queue_.size(),
+  auto read = withheld_.next(WithheldOrigins::Clock::now());
+  if (!read) return std::nullopt;
+  return RereadRequest{std::move(*read), capacity_.messages - queue_.size(),
                        capacity_.bytes - queued_bytes_};
 }
 
-void DeliveryQueue::post_reread(const std::string& origin, std::vector<Inbound> messages,
-                                std::uint64_t next_sequence, bool reached_end) {
+WithheldOrigins::Clock::time_point DeliveryQueue::next_reread_due() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return withheld_.next_due();
+}
+
+void DeliveryQueue::post_reread(const RereadRequest& request, std::vector<Inbound> messages,
+                                bool reached_end) {
+  const auto audience = handlers_->audience();
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    const auto held = withheld_.find(origin);
-    if (stopping_ || held == withheld_.end()) return;
+    if (stopping_) return;
+    auto next = request.read.from;
     bool all_fitted = true;
     for (auto& item : messages) {
-      if (item.message.sequence < held->second) continue;
+      if (item.message.sequence < next) continue;
       if (!fits(item)) {
-        held->second = item.message.sequence;  // the rest waits for more room
-        all_fitted = false;
+        all_fitted = false;  // the rest waits for more room
         break;
       }
-      held->second = item.message.sequence + 1;
-      queued_bytes_ += item.body_bytes;
-      queue_.push_back(std::move(item));
+      next = item.message.sequence + 1;
+      item.audience = audience;
+      push(std::move(item));
       StatsCounters::add(stats_->reread_from_table);
     }
-    urgent_ = true;
-    if (all_fitted) {
-      held->second = std::max(held->second, next_sequence);
-      if (reached_end) withheld_.erase(held);
+    const auto settled = withheld_.settle(request.read, next, reached_end && all_fitted,
+                                          WithheldOrigins::Clock::now());
+    if (settled.lost) {
+      // Known, and not in the table: vacuumed, or a publish that failed.
+      push(Inbound{Inbound::Kind::dropped,
+                   {request.read.origin, settled.lost->second, {}},
+                   settled.lost->first});
     }
+    urgent_ = true;
   }
   wake_.notify_one();
+}
+
+std::chrono::milliseconds DeliveryQueue::reread_failed(const RereadRequest& request) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return withheld_.failed(request.read, WithheldOrigins::Clock::now());
 }
 
 void DeliveryQueue::on_room_for_reread(std::function<void()> notify) {
@@ -251,10 +225,6 @@ void DeliveryQueue::stop() noexcept {
   thread_.join_unless_current();
 }
 
-// How long the delivery thread lets unheard messages gather before taking
-// them (anything urgent ends the wait).
-constexpr std::chrono::milliseconds lazy_wake{50};
-
 void DeliveryQueue::run() {
   std::vector<Inbound> batch;
   std::unique_lock<std::mutex> lock(mutex_);
@@ -266,8 +236,8 @@ void DeliveryQueue::run() {
     batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
     queue_.clear();
     queued_bytes_ = 0;
-    // Everything dropped arrived after everything queued (dropping only
-    // happens while the queue is full, and this takes it whole).
+    // What an origin dropped arrived after everything of it that was
+    // queued (it drops all it sends once it has dropped one).
     for (auto& [origin, range] : dropped_) {
       batch.push_back(Inbound{Inbound::Kind::dropped, {origin, range.second, {}}, range.first});
     }
@@ -277,6 +247,11 @@ void DeliveryQueue::run() {
     lock.unlock();
     deliver(batch);
     batch.clear();
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_sweep_ >= sweep_every) {
+      last_sweep_ = now;
+      tracker_.sweep(forget_after_sweeps);
+    }
     lock.lock();
     delivering_ = false;
     if (queue_.empty()) idle_.notify_all();
@@ -287,67 +262,68 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
   // Consecutive messages go to the handlers together (one lock, one snapshot
   // of the handler list); a gap is reported between the messages it
   // separates.
-  std::vector<ClusterMessage> run;
+  std::vector<Delivery> run;
   const auto flush = [&] {
     if (run.empty()) return;
     handlers_->deliver(run, on_error_, cancelled_);
     StatsCounters::add(stats_->delivered, run.size());
     run.clear();
   };
+  const auto gap = [&](const std::optional<GapEvent>& found) {
+    if (!found) return;
+    flush();
+    report_gap(*found);
+  };
   for (auto& item : batch) {
     if (cancelled_.load(std::memory_order_relaxed)) return;
+    const auto& origin = item.message.origin;
+    const auto sequence = item.message.sequence;
     switch (item.kind) {
       case Inbound::Kind::message: {
-        const auto verdict = tracker_.on_message(item.message.origin, item.message.sequence);
-        if (verdict.gap) {
-          flush();
-          report_gap(*verdict.gap);
-        }
+        const auto verdict = tracker_.on_message(origin, sequence, item.origin_is_new);
+        gap(verdict.gap);
         if (!verdict.deliver) {
           StatsCounters::add(stats_->duplicates_dropped);
           continue;
         }
-        if (item.unheard) {
+        if (item.audience == 0) {
           StatsCounters::add(stats_->delivered);  // to every handler there was: none
           continue;
         }
-        if (item.body_text && !handlers_->empty()) {
+        if (item.body_text) {
           try {
             item.message.body = parse_body(*item.body_text, item.body_text->size());
           } catch (const std::exception& e) {
             flush();
             report(on_error_, e);
-            report_gap({item.message.origin, item.message.sequence, item.message.sequence});
+            report_gap({origin, sequence, sequence});
             continue;
           }
         }
-        run.push_back(std::move(item.message));
+        run.push_back({std::move(item.message), item.audience});
         break;
       }
       case Inbound::Kind::heartbeat:
-        if (auto gap = tracker_.on_heartbeat(item.message.origin, item.message.sequence)) {
-          flush();
-          report_gap(*gap);
-        }
+        gap(tracker_.on_heartbeat(origin, sequence, item.origin_is_new));
+        break;
+      case Inbound::Kind::goodbye:
+        gap(tracker_.on_goodbye(origin, sequence, item.origin_is_new));
         break;
       case Inbound::Kind::connection_reset:
         flush();
         report_gap(GapEvent{});
         break;
       case Inbound::Kind::dropped:
-        if (auto gap = tracker_.on_dropped(item.message.origin, item.first_dropped,
-                                           item.message.sequence)) {
-          flush();
-          report_gap(*gap);
-        }
+        gap(tracker_.on_dropped(origin, item.first_dropped, sequence));
         break;
       case Inbound::Kind::lost:
-        if (auto gap = tracker_.on_dropped(item.message.origin, item.message.sequence,
-                                           item.message.sequence)) {
-          flush();
-          report_gap(*gap);
-        }
+        gap(tracker_.on_dropped(origin, sequence, sequence));
         break;
+      case Inbound::Kind::stale:
+        gap(tracker_.on_stale(origin, sequence));
+        break;
+      case Inbound::Kind::unfetched:
+        break;  // taken by enqueue(), never queued
     }
   }
   flush();

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <optional>
+#include <tuple>
 
 #include "instance_id.hpp"
 #include "json_writer.hpp"
@@ -79,56 +80,80 @@ std::string serialize_body(const nlohmann::json& body, bool ascii_only) {
   return text;
 }
 
-std::string encode_inline(std::string_view origin, std::uint64_t sequence,
-                          std::string_view body_json) {
-  // Origins are plain ASCII (new_instance_id), so no escaping is needed;
-  // building the text directly avoids copying the body into a JSON object.
-  std::string out;
-  out.reserve(inline_envelope_size(origin, sequence, body_json.size()));
+namespace {
+
+// {"v":1,"origin":"<origin>","seq":<n>[,"born":<b>][,"sent":<t>]
+std::size_t header_size(const EnvelopeHeader& header) {
+  constexpr std::size_t fixed = sizeof(R"({"v":1,"origin":"","seq":)") - 1;
+  std::size_t size = fixed + header.origin.size() + std::to_string(header.sequence).size();
+  if (header.born != 0) size += sizeof(R"(,"born":)") - 1 + std::to_string(header.born).size();
+  if (header.sent_ms != 0)
+    size += sizeof(R"(,"sent":)") - 1 + std::to_string(header.sent_ms).size();
+  return size;
+}
+
+// Origins are plain ASCII (new_instance_id), so no escaping is needed;
+// building the text directly avoids copying a body into a JSON object.
+void append_header(std::string& out, const EnvelopeHeader& header) {
   out += R"({"v":1,"origin":")";
-  out += origin;
+  out += header.origin;
   out += R"(","seq":)";
-  out += std::to_string(sequence);
+  out += std::to_string(header.sequence);
+  if (header.born != 0) {
+    out += R"(,"born":)";
+    out += std::to_string(header.born);
+  }
+  if (header.sent_ms != 0) {
+    out += R"(,"sent":)";
+    out += std::to_string(header.sent_ms);
+  }
+}
+
+}  // namespace
+
+std::string encode_inline(const EnvelopeHeader& header, std::string_view body_json) {
+  std::string out;
+  out.reserve(inline_envelope_size(header, body_json.size()));
+  append_header(out, header);
   out += R"(,"body":)";
   out += body_json;
   out += '}';
   return out;
 }
 
-std::string encode_spill_pointer(std::string_view origin, std::uint64_t sequence,
-                                 std::uint64_t count) {
-  if (count == 1) {
-    return fmt::format(R"({{"v":1,"origin":"{}","seq":{},"spilled":true}})", origin, sequence);
+std::string encode_spill_pointer(const EnvelopeHeader& header, std::uint64_t count) {
+  std::string out;
+  append_header(out, header);
+  out += R"(,"spilled":true)";
+  if (count != 1) {
+    out += R"(,"count":)";
+    out += std::to_string(count);
   }
-  return fmt::format(R"({{"v":1,"origin":"{}","seq":{},"spilled":true,"count":{}}})", origin,
-                     sequence, count);
+  out += '}';
+  return out;
 }
 
-std::size_t inline_envelope_size(std::string_view origin, std::uint64_t sequence,
-                                 std::size_t body_size) {
-  // {"v":1,"origin":"<origin>","seq":<n>,"body":<body>}
-  constexpr std::size_t fixed = sizeof(R"({"v":1,"origin":"","seq":,"body":})") - 1;
-  return fixed + origin.size() + std::to_string(sequence).size() + body_size;
+std::size_t inline_envelope_size(const EnvelopeHeader& header, std::size_t body_size) {
+  // <header>,"body":<body>}
+  constexpr std::size_t fixed = sizeof(R"(,"body":})") - 1;
+  return header_size(header) + fixed + body_size;
 }
 
-std::size_t batch_envelope_size(std::string_view origin, std::uint64_t first_sequence,
-                                std::size_t count, std::size_t bodies_size) {
-  // {"v":1,"origin":"<origin>","seq":<n>,"bodies":[<b>,<b>]}
-  constexpr std::size_t fixed = sizeof(R"({"v":1,"origin":"","seq":,"bodies":[]})") - 1;
-  return fixed + origin.size() + std::to_string(first_sequence).size() + bodies_size + (count - 1);
+std::size_t batch_envelope_size(const EnvelopeHeader& header, std::size_t count,
+                                std::size_t bodies_size) {
+  // <header>,"bodies":[<b>,<b>]}
+  constexpr std::size_t fixed = sizeof(R"(,"bodies":[]})") - 1;
+  return header_size(header) + fixed + bodies_size + (count - 1);
 }
 
-std::string encode_batch(std::string_view origin, std::uint64_t first_sequence,
+std::string encode_batch(const EnvelopeHeader& header,
                          const std::vector<std::string_view>& bodies_json) {
-  if (bodies_json.size() == 1) return encode_inline(origin, first_sequence, bodies_json[0]);
+  if (bodies_json.size() == 1) return encode_inline(header, bodies_json[0]);
   std::size_t bodies_size = 0;
   for (const auto body : bodies_json) bodies_size += body.size();
   std::string out;
-  out.reserve(batch_envelope_size(origin, first_sequence, bodies_json.size(), bodies_size));
-  out += R"({"v":1,"origin":")";
-  out += origin;
-  out += R"(","seq":)";
-  out += std::to_string(first_sequence);
+  out.reserve(batch_envelope_size(header, bodies_json.size(), bodies_size));
+  append_header(out, header);
   out += R"(,"bodies":[)";
   for (std::size_t i = 0; i < bodies_json.size(); ++i) {
     if (i > 0) out += ',';
@@ -138,8 +163,11 @@ std::string encode_batch(std::string_view origin, std::uint64_t first_sequence,
   return out;
 }
 
-std::string encode_heartbeat(std::string_view origin, std::uint64_t last_sequence) {
-  return fmt::format(R"({{"v":1,"origin":"{}","seq":{},"heartbeat":true}})", origin, last_sequence);
+std::string encode_heartbeat(const EnvelopeHeader& header, bool goodbye) {
+  std::string out;
+  append_header(out, header);
+  out += goodbye ? R"(,"heartbeat":true,"goodbye":true})" : R"(,"heartbeat":true})";
+  return out;
 }
 
 namespace {
@@ -242,7 +270,8 @@ Envelope decode_envelope(std::string_view payload, std::string_view skip_bodies_
         if (root.type() != Type::OBJECT) reject(payload, "not a JSON object");
         // One pass over the fields; a known field given twice is refused
         // rather than guessed at.
-        std::optional<Element> version, origin, sequence, body, bodies, spilled, heartbeat, count;
+        std::optional<Element> version, origin, sequence, body, bodies, spilled, heartbeat, count,
+            born, sent, goodbye;
         simdjson::dom::object fields = root.get_object().value_unsafe();
         for (const auto field : fields) {
           std::optional<Element>* slot = nullptr;
@@ -263,6 +292,12 @@ Envelope decode_envelope(std::string_view payload, std::string_view skip_bodies_
             slot = &heartbeat;
           } else if (key == "count") {
             slot = &count;
+          } else if (key == "born") {
+            slot = &born;
+          } else if (key == "sent") {
+            slot = &sent;
+          } else if (key == "goodbye") {
+            slot = &goodbye;
           } else {
             continue;  // unknown fields are for later minor versions
           }
@@ -296,6 +331,15 @@ Envelope decode_envelope(std::string_view payload, std::string_view skip_bodies_
           reject(payload, "no \"seq\" from 1 to 2^63-1");
         }
         envelope.sequence = *seq;
+        // A transaction id, and a time in milliseconds: positive integers.
+        for (const auto& [field, name, out] : {std::make_tuple(&born, "born", &envelope.born),
+                                               std::make_tuple(&sent, "sent", &envelope.sent_ms)}) {
+          if (!*field) continue;
+          const auto value = unsigned_of(**field);
+          if (!value || *value == 0)
+            reject(payload, fmt::format("\"{}\" is not a positive integer", name));
+          *out = value;
+        }
 
         const auto is_true = [](const std::optional<Element>& flag) {
           return flag && flag->type() == Type::BOOL && flag->get_bool().value_unsafe();
@@ -341,6 +385,7 @@ Envelope decode_envelope(std::string_view payload, std::string_view skip_bodies_
           }
         } else {
           envelope.kind = Envelope::Kind::heartbeat;
+          envelope.goodbye = is_true(goodbye);
         }
         return envelope;
       },

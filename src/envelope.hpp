@@ -7,6 +7,14 @@
 //   pointer:   {"v":1,"origin":"a1","seq":7,"spilled":true}
 //   range:     {"v":1,"origin":"a1","seq":7,"spilled":true,"count":3}  (7..9)
 //   heartbeat: {"v":1,"origin":"a1","seq":7,"heartbeat":true}  (7: last sent)
+//   goodbye:   {"v":1,"origin":"a1","seq":7,"heartbeat":true,"goodbye":true}
+//
+// After "seq", a bus writes "born" (the transaction id of its birth, so that
+// a receiver tells an origin born after it from an older one) and, when it
+// signs, "sent" (milliseconds since the Unix epoch by the server's clock,
+// for freshness):
+//
+//   {"v":1,"origin":"a1","seq":7,"born":7412,"sent":1764433659123,"body":1}
 //
 // A pointer names spill rows by (channel, origin, seq), the rows' unique
 // key, so a receiver can only ever follow it into its own channel's rows.
@@ -41,9 +49,21 @@ bool nesting_exceeds(std::string_view json_text, std::size_t max_depth) noexcept
 /// that is not valid UTF-8 or nests deeper than max_body_depth.
 std::string serialize_body(const nlohmann::json& body, bool ascii_only);
 
+/// What every envelope begins with. `born` and `sent_ms` are written only
+/// when not 0.
+struct EnvelopeHeader {
+  std::string_view origin;
+  std::uint64_t sequence = 0;
+  std::uint64_t born = 0;
+  std::uint64_t sent_ms = 0;
+};
+
 /// The inline envelope around an already serialised body.
-std::string encode_inline(std::string_view origin, std::uint64_t sequence,
-                          std::string_view body_json);
+std::string encode_inline(const EnvelopeHeader& header, std::string_view body_json);
+inline std::string encode_inline(std::string_view origin, std::uint64_t sequence,
+                                 std::string_view body_json) {
+  return encode_inline(EnvelopeHeader{origin, sequence}, body_json);
+}
 
 /// The most messages one envelope may carry (a batch, or a range of spill
 /// rows); the publisher's batches stay well below it.
@@ -51,25 +71,43 @@ inline constexpr std::uint64_t max_messages_per_envelope = 10000;
 
 /// The envelope that points at the spill rows of `sequence` ..
 /// `sequence + count - 1`.
-std::string encode_spill_pointer(std::string_view origin, std::uint64_t sequence,
-                                 std::uint64_t count = 1);
+std::string encode_spill_pointer(const EnvelopeHeader& header, std::uint64_t count = 1);
+inline std::string encode_spill_pointer(std::string_view origin, std::uint64_t sequence,
+                                        std::uint64_t count = 1) {
+  return encode_spill_pointer(EnvelopeHeader{origin, sequence}, count);
+}
 
 /// Several consecutive messages in one envelope (the single-message form when
 /// there is one).
-std::string encode_batch(std::string_view origin, std::uint64_t first_sequence,
+std::string encode_batch(const EnvelopeHeader& header,
                          const std::vector<std::string_view>& bodies_json);
+inline std::string encode_batch(std::string_view origin, std::uint64_t first_sequence,
+                                const std::vector<std::string_view>& bodies_json) {
+  return encode_batch(EnvelopeHeader{origin, first_sequence}, bodies_json);
+}
 
 /// The size of encode_inline()'s envelope, without building it.
-std::size_t inline_envelope_size(std::string_view origin, std::uint64_t sequence,
-                                 std::size_t body_size);
+std::size_t inline_envelope_size(const EnvelopeHeader& header, std::size_t body_size);
+inline std::size_t inline_envelope_size(std::string_view origin, std::uint64_t sequence,
+                                        std::size_t body_size) {
+  return inline_envelope_size(EnvelopeHeader{origin, sequence}, body_size);
+}
 
 /// The size encode_batch() gives `count` (at least 2) bodies totalling
 /// `bodies_size` bytes, without building it.
-std::size_t batch_envelope_size(std::string_view origin, std::uint64_t first_sequence,
-                                std::size_t count, std::size_t bodies_size);
+std::size_t batch_envelope_size(const EnvelopeHeader& header, std::size_t count,
+                                std::size_t bodies_size);
+inline std::size_t batch_envelope_size(std::string_view origin, std::uint64_t first_sequence,
+                                       std::size_t count, std::size_t bodies_size) {
+  return batch_envelope_size(EnvelopeHeader{origin, first_sequence}, count, bodies_size);
+}
 
-/// A heartbeat: `sequence` is the origin's last published sequence number.
-std::string encode_heartbeat(std::string_view origin, std::uint64_t last_sequence);
+/// A heartbeat: the header's sequence is the origin's last published
+/// sequence number. With `goodbye`, the origin has closed.
+std::string encode_heartbeat(const EnvelopeHeader& header, bool goodbye = false);
+inline std::string encode_heartbeat(std::string_view origin, std::uint64_t last_sequence) {
+  return encode_heartbeat(EnvelopeHeader{origin, last_sequence});
+}
 
 /// A decoded envelope: the messages `sequence` .. `sequence + count - 1` of
 /// `origin` (a heartbeat: `sequence` is the last one published).
@@ -81,6 +119,12 @@ struct Envelope {
   std::uint64_t count = 1;
   /// The bodies, in sequence order, when kind is inline_body.
   std::vector<nlohmann::json> bodies;
+  /// The origin's birth transaction ("born"), when given.
+  std::optional<std::uint64_t> born;
+  /// When it was signed ("sent", ms since the epoch by the server's clock).
+  std::optional<std::uint64_t> sent_ms;
+  /// A heartbeat from an origin that has closed.
+  bool goodbye = false;
   bool spilled() const noexcept { return kind == Kind::spill_pointer; }
 };
 

@@ -4,22 +4,37 @@
 // wake-up fd, decodes envelopes, follows spill pointers, and hands messages
 // to the delivery queue. It never holds a transaction open and never runs
 // handlers itself, so it keeps draining its socket whatever handlers do.
-
-#include <syncbus/cluster_bus.hpp>
+//
+// Its jobs, by file:
+//   listener.cpp                the thread: connecting, waiting, pinging,
+//                               markers (ReceivedPosition), reconnecting
+//   listener_notifications.cpp  payloads -> Inbound items: authenticity,
+//                               freshness, envelopes, following pointers
+//   listener_table_reads.cpp    reading rows: bodies by key in order, the
+//                               catch-up after a reconnect, reading back
+//                               what the delivery queue withheld
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
-#include <thread>
 #include <vector>
+
+#include <pqxx/connection_base>
 
 #include "deadline_timer.hpp"
 #include "delivery_queue.hpp"
+#include "error_sink.hpp"
+#include "listen_session.hpp"
 #include "logger.hpp"
 #include "message_auth.hpp"
 #include "owned_thread.hpp"
+#include "received_position.hpp"
+#include "server_clock.hpp"
 #include "spill_store.hpp"
+#include "statement_deadline.hpp"
 #include "stats_counters.hpp"
 #include "wake_fd.hpp"
 
@@ -32,18 +47,8 @@ class ListenerLoop {
     /// (0: never), and fails over if the answer takes longer than `ping`.
     std::chrono::milliseconds ping_interval;
     std::chrono::milliseconds ping;
-    /// Deadline of every other statement (spill fetches).
+    /// Deadline of every other statement (spill fetches, catching up).
     std::chrono::milliseconds query;
-  };
-
-  /// SpillMode::always: every message is in the spill table, so after a
-  /// reconnect the listener reads what it missed instead of reporting an
-  /// unknown gap: the rows created since its last confirmed contact with the
-  /// server, less `margin` (for statements that began before and committed
-  /// after).
-  struct CatchUp {
-    bool enabled = false;
-    std::chrono::milliseconds margin{10000};
   };
 
   struct Settings {
@@ -51,9 +56,18 @@ class ListenerLoop {
     std::string application_name;
     std::string channel;
     Timeouts timeouts;
-    CatchUp catch_up;
+    /// SpillMode::always: every message is in the spill table, so after a
+    /// reconnect the listener reads what it missed (the rows of the
+    /// transactions its position had not seen) instead of reporting an
+    /// unknown gap; it sends markers to keep its position current.
+    bool catch_up = false;
     /// Spilled bodies larger than this are refused (not loaded).
     std::size_t max_body_bytes = 0;
+    /// With secrets: a signed envelope whose "sent" time is older than the
+    /// bus's start by more than this is refused as a replay (it covers the
+    /// longest a publish may take to commit; see freshness in
+    /// listener_notifications.cpp).
+    std::chrono::milliseconds freshness_tolerance{30000};
     Logger log;
     /// This bus's own origin: its messages reach its handlers from its
     /// publisher (Publisher's echo), so the listener skips them, neither
@@ -64,16 +78,16 @@ class ListenerLoop {
   /// Sends `payload` on `channel` over another connection (the publisher's).
   using ProbeSender = std::function<void(const std::string& channel, const std::string& payload)>;
 
-  /// Connects and LISTENs before returning (throws connection_error,
-  /// database_error or configuration_error), then starts the thread, which
-  /// posts what it receives to `queue` (and, under
-  /// QueueFullPolicy::drop_and_reread, reads back from the spill table what
-  /// the queue withheld). After a lost connection it reconnects with capped,
-  /// jittered exponential backoff, and posts an Inbound::connection_reset
-  /// once listening again (or catches up). With `probe`, it first proves that
-  /// a NOTIFY sent through `probe` reaches its LISTEN (it does not through a
-  /// transaction-pooling proxy), or throws configuration_error. `auth`
-  /// verifies what arrives; it and `store` must outlive the loop.
+  /// Connects, LISTENs and takes the snapshot its position starts from
+  /// before returning (throws connection_error, database_error or
+  /// configuration_error), then starts the thread, which posts what it
+  /// receives to `queue` (and reads back from the spill table what the queue
+  /// withholds). After a lost connection it reconnects with capped, jittered
+  /// exponential backoff, then catches up from the table (Settings::catch_up)
+  /// or posts an Inbound::connection_reset. With `probe`, it first proves
+  /// that a NOTIFY sent through `probe` reaches its LISTEN (it does not
+  /// through a transaction-pooling proxy), or throws configuration_error.
+  /// `auth` and `store` must outlive the loop.
   ListenerLoop(Settings settings, const SpillStore& store, const MessageAuth& auth,
                DeliveryQueue& queue, ErrorSink on_error, std::shared_ptr<StatsCounters> stats,
                DeadlineTimer& deadlines, const ProbeSender& probe);
@@ -88,41 +102,56 @@ class ListenerLoop {
   bool runs_on_this_thread() const noexcept { return thread_.is_current(); }
 
  private:
-  struct ListenSession;
-  std::unique_ptr<ListenSession> connect() const;
-  /// The start-up NOTIFY round trip (see the constructor).
+  // listener.cpp
+  std::unique_ptr<ListenSession> connect();
+  /// pg_current_snapshot() (after the LISTEN took effect) and the server's
+  /// clock, in one round trip.
+  PgSnapshot take_snapshot(ListenSession& session);
   void prove_round_trip(ListenSession& session, const ProbeSender& probe);
   void run(std::unique_ptr<ListenSession> session);
+  /// Connects again; catches up, or posts the unknown gap.
+  std::unique_ptr<ListenSession> reconnect();
+  /// Drains the socket and hands on what arrived; then settles markers.
   void receive(ListenSession& session);
   /// An application-level liveness check: TCP keepalives do not notice a
   /// frozen server. Throws timeout_error past the ping deadline.
   void ping(ListenSession& session);
+  void send_marker(ListenSession& session);
+  /// Waits up to `delay`, reading notifications meanwhile (a listener that
+  /// stops reading blocks the server's NOTIFY queue). False when stopped.
+  bool wait_draining(ListenSession& session, std::chrono::milliseconds delay);
   /// `LISTEN "<channel>"`, quoted by the server's rules.
   std::string listen_statement(pqxx::connection_base& connection) const;
-  /// Delivers this channel's rows from the last `window`, page by page, in
-  /// order per origin; the delivery stage drops what was delivered already.
-  /// Returns how many rows it read.
-  std::size_t catch_up(ListenSession& session, std::chrono::milliseconds window);
+  /// Runs `work` on the session's connection under the query deadline.
+  template <typename Work, typename Describe>
+  auto statement(ListenSession& session, Work&& work, Describe&& describe);
+
+  // listener_notifications.cpp
+  void decode_and_deliver(ListenSession& session, const std::vector<std::string>& payloads);
+  void deliver_chunk(ListenSession& session, const std::string* begin, const std::string* end);
+  /// Refuses a signed envelope that is not fresh; see the definition.
+  bool fresh(const std::string& origin, std::uint64_t first, std::uint64_t count,
+             std::optional<std::uint64_t> sent_ms, std::vector<Inbound>& items);
+
+  // listener_table_reads.cpp
+  /// Reads the bodies of the messages `items[first..]` that await them (the
+  /// others are passed through), in order, a bounded fetch at a time, and
+  /// hands each fetch's items on with `take` in order. Throws what the
+  /// statements throw; `read_up_to` is then how far items were handed on.
+  void read_bodies(ListenSession& session, std::vector<Inbound>& items, std::size_t& read_up_to,
+                   const std::function<void(std::vector<Inbound>&&)>& take,
+                   std::size_t max_bytes = SIZE_MAX);
+  /// The item a row becomes: its message, or Kind::lost (reported) when
+  /// the row is refused.
+  Inbound item_of(const SpillStore::StoredMessage& row);
+  /// Reads the rows of the transactions visible in `to` and not in `from`,
+  /// in commit order per origin, and hands them on. Returns how many.
+  std::size_t catch_up(ListenSession& session, const PgSnapshot& from, const PgSnapshot& to);
   /// Reads back one page of what the delivery queue withheld; false when
-  /// there was nothing to read back (or no room yet).
+  /// there was nothing to read back now.
   bool reread_step(ListenSession& session);
-  /// Decodes rows read from the spill table; a row that cannot be decoded is
-  /// reported, and becomes an exact gap. With `skip_own`, this bus's own
-  /// rows are left out (its publisher delivered them; but not when reading
-  /// back what a full delivery queue dropped).
-  std::vector<Inbound> decode_rows(const std::vector<SpillStore::StoredMessage>& rows,
-                                   bool skip_own);
-  /// The body of a stored message, checked (size, MAC) and parsed; throws
-  /// protocol_error naming what is wrong with it.
-  nlohmann::json body_of(const SpillStore::StoredMessage& row) const;
-  void decode_and_deliver(pqxx::connection_base& connection,
-                          const std::vector<std::string>& payloads);
-  void deliver_chunk(pqxx::connection_base& connection, const std::string* begin,
-                     const std::string* end);
-  /// Fills in the bodies of the spill pointers at `awaiting_body` from `rows`;
-  /// a pointer with no (valid) row is reported, and becomes an exact gap.
-  void attach_bodies(std::vector<Inbound>& items, const std::vector<std::size_t>& awaiting_body,
-                     std::vector<SpillStore::StoredMessage>& rows);
+  /// Hands `items` to the queue, remembering what was handed on.
+  void hand_on(std::vector<Inbound>&& items);
 
   Settings settings_;
   const SpillStore& store_;
@@ -131,15 +160,25 @@ class ListenerLoop {
   ErrorSink on_error_;
   std::shared_ptr<StatsCounters> stats_;
   DeadlineTimer& deadlines_;
+  // The private channel markers come back on.
+  std::string marker_channel_;
+  ReceivedPosition position_;  // used by the listener's thread only (and the constructor)
+  ServerClock clock_;
+  std::uint64_t started_ms_ = 0;  // the server's time at the first LISTEN
   // Last time the server was known to be talking to this listener.
   std::chrono::steady_clock::time_point last_contact_ = std::chrono::steady_clock::now();
-  // The largest body of the last page read back (0: none yet): sizes the
-  // next page to the room the delivery queue has in bytes.
-  std::size_t reread_body_bytes_ = 0;
   WakeFd wake_;
   // Signalled by the delivery thread when it has room for withheld messages.
   WakeFd room_;
   OwnedThread thread_;
 };
+
+template <typename Work, typename Describe>
+auto ListenerLoop::statement(ListenSession& session, Work&& work, Describe&& describe) {
+  auto& connection = *session.connection;
+  return run_with_deadline(
+      deadlines_, connection.sock(), settings_.timeouts.query, this,
+      [&] { return work(connection); }, std::forward<Describe>(describe));
+}
 
 }  // namespace syncbus::detail

@@ -74,9 +74,14 @@ std::string envelope_mac(const std::string& key, std::string_view channel,
 }
 
 std::string body_mac(const std::string& key, std::string_view channel, std::string_view origin,
-                     std::uint64_t sequence, std::string_view body) {
+                     std::uint64_t sequence, std::optional<std::uint64_t> born,
+                     std::string_view body) {
   const auto number = std::to_string(sequence);
-  return hex(hmac(key, {"syncbus-row", channel, origin, number, body}));
+  if (!born) return hex(hmac(key, {"syncbus-row", channel, origin, number, body}));
+  // A body is JSON text, which holds no NUL byte: the two forms cannot be
+  // mistaken for one another, and the label tells them apart anyway.
+  const auto birth = std::to_string(*born);
+  return hex(hmac(key, {"syncbus-row-born", channel, origin, number, birth, body}));
 }
 
 }  // namespace
@@ -135,15 +140,16 @@ std::string_view MessageAuth::verify_envelope(std::string_view channel, std::str
 }
 
 std::string MessageAuth::row_mac(std::string_view channel, std::string_view origin,
-                                 std::uint64_t sequence, std::string_view body) const {
-  return body_mac(keys_.front(), channel, origin, sequence, body);
+                                 std::uint64_t sequence, std::optional<std::uint64_t> born,
+                                 std::string_view body) const {
+  return body_mac(keys_.front(), channel, origin, sequence, born, body);
 }
 
 bool MessageAuth::row_mac_valid(std::string_view channel, std::string_view origin,
-                                std::uint64_t sequence, std::string_view body,
-                                std::string_view mac) const {
+                                std::uint64_t sequence, std::optional<std::uint64_t> born,
+                                std::string_view body, std::string_view mac) const {
   for (const auto& key : keys_) {
-    if (same(body_mac(key, channel, origin, sequence, body), mac)) return true;
+    if (same(body_mac(key, channel, origin, sequence, born, body), mac)) return true;
   }
   return false;
 }

@@ -12,9 +12,12 @@
 // `,"mac":"<64 hex digits>"}`; the MAC covers "syncbus-envelope", NUL, the
 // channel, NUL, and the envelope's bytes before `,"mac":`. A spilled body's
 // MAC (column `mac`) covers "syncbus-row", NUL, channel, NUL, origin, NUL,
-// the sequence in decimal, NUL, and the body's bytes.
+// the sequence in decimal, NUL, and the body's bytes; for a row that records
+// its origin's birth (`born`), "syncbus-row-born", NUL, channel, NUL,
+// origin, NUL, sequence, NUL, born in decimal, NUL, body.
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -46,13 +49,15 @@ class MessageAuth {
   std::string_view verify_envelope(std::string_view channel, std::string_view payload,
                                    std::string& unsigned_envelope) const;
 
-  /// The MAC of a spilled body, as 64 lowercase hex digits, under the first key.
+  /// The MAC of a spilled body, as 64 lowercase hex digits, under the first
+  /// key. `born`: the origin's birth transaction, which the row records.
   std::string row_mac(std::string_view channel, std::string_view origin, std::uint64_t sequence,
-                      std::string_view body) const;
+                      std::optional<std::uint64_t> born, std::string_view body) const;
 
   /// True when `mac` is a row MAC of this body under one of the keys.
   bool row_mac_valid(std::string_view channel, std::string_view origin, std::uint64_t sequence,
-                     std::string_view body, std::string_view mac) const;
+                     std::optional<std::uint64_t> born, std::string_view body,
+                     std::string_view mac) const;
 
  private:
   std::vector<std::string> keys_;

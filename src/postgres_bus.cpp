@@ -97,10 +97,12 @@ void check_options(const PostgresBusOptions& options) {
         "default) up to 1 s",
         options.publish_linger.count()));
   }
-  if (options.heartbeat_interval.count() < 0) {
+  if (options.heartbeat_interval.count() < 0 ||
+      options.heartbeat_interval > std::chrono::minutes(5)) {
     throw configuration_error(fmt::format(
-        "syncbus: PostgresBusOptions::heartbeat_interval is negative ({} ms); use a positive "
-        "interval, or 0 to disable heartbeats",
+        "syncbus: PostgresBusOptions::heartbeat_interval is {} ms; use a positive interval of "
+        "at most 5 minutes (receivers forget an origin silent for about half an hour), or 0 "
+        "to disable heartbeats",
         options.heartbeat_interval.count()));
   }
 }
@@ -252,7 +254,10 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
         },
         self.stats,
         detail::DeliveryQueue::Capacity{opts.delivery_queue_capacity, opts.delivery_queue_bytes},
-        queue_full_policy);
+        queue_full_policy,
+        // With secrets, an origin is remembered after its goodbye, so that a
+        // replay of its messages is still a duplicate.
+        /*forget_on_goodbye=*/!self.auth->enabled());
   }
   self.publisher = std::make_unique<detail::Publisher>(
       std::move(publishing_session),
@@ -268,7 +273,11 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
             opts.conninfo, opts.application_name + ":listen", opts.channel,
             detail::ListenerLoop::Timeouts{opts.ping_interval, opts.ping_timeout,
                                            opts.query_timeout},
-            detail::ListenerLoop::CatchUp{durable, opts.catch_up_margin}, opts.max_message_bytes,
+            durable, opts.max_message_bytes,
+            // A message signed by a publisher may commit up to its
+            // publish_timeout later (it retries until then); the buses of a
+            // channel share their options, so this bus's is a fair guess.
+            std::max<std::chrono::milliseconds>(std::chrono::seconds(30), 2 * opts.publish_timeout),
             self.log, self.instance_id},
         *self.store, *self.auth, *self.delivery, self.on_error, self.stats, self.deadlines,
         // Proves that LISTEN works on this connection path before any message

@@ -18,7 +18,8 @@ ServerFacts read_server_facts(pqxx::connection_base& session) {
 void check_server(const ServerFacts& facts) {
   if (facts.version_num < min_server_version) {
     throw configuration_error(
-        fmt::format("syncbus: the server runs PostgreSQL {} ({}); syncbus needs {} or later",
+        fmt::format("syncbus: the server runs PostgreSQL {} ({}); syncbus needs {} or later "
+                    "(for 64-bit transaction ids and snapshots: xid8, pg_current_snapshot())",
                     facts.version, facts.version_num, min_server_version / 10000));
   }
   if (facts.in_recovery) {

@@ -13,8 +13,11 @@
 
 namespace syncbus::detail {
 
-/// The oldest PostgreSQL the bus supports (server_version_num).
-inline constexpr int min_server_version = 100000;
+/// The oldest PostgreSQL the bus supports (server_version_num): 13, the
+/// first with 64-bit transaction ids and snapshots as SQL types (xid8,
+/// pg_current_xact_id(), pg_current_snapshot(), pg_visible_in_snapshot()),
+/// on which the spill table and catching up stand.
+inline constexpr int min_server_version = 130000;
 
 /// What the bus needs to know of a server before using it.
 struct ServerFacts {

@@ -10,6 +10,7 @@
 #include "array_parameter.hpp"
 #include "envelope.hpp"
 #include "pg_session.hpp"
+#include "pg_snapshot.hpp"
 #include "spill_decision.hpp"
 #include "statement_deadline.hpp"
 
@@ -75,10 +76,17 @@ Publisher::Publisher(std::unique_ptr<Session> session, Settings settings, const 
       stats_(std::move(stats)),
       deadlines_(deadlines),
       session_(std::move(session)) {
-  ascii_only_ = run_with_deadline(
+  run_with_deadline(
       deadlines_, session_->sock(), settings_.query_timeout, this,
-      [&] { return needs_ascii_payloads(*session_); },
-      [] { return "reading the server encoding"; });
+      [&] {
+        ascii_only_ = needs_ascii_payloads(*session_);
+        // This origin's birth: a transaction of its own, committed before
+        // any message, whose id receivers compare with their own start.
+        born_ = parse_xid(
+            pqxx::nontransaction(*session_).exec1("SELECT pg_current_xact_id()::text")[0].c_str());
+        if (auth_.enabled()) clock_.calibrate(*session_);
+      },
+      [] { return "reading the server encoding and clock"; });
   prepare(*session_);
 }
 
@@ -105,6 +113,11 @@ auto Publisher::with_session(std::chrono::milliseconds timeout, Work&& work, Des
       auto fresh = open_session(settings_.conninfo, settings_.application_name,
                                 {std::chrono::steady_clock::now() + timeout, closing_wake_.fd()});
       prepare(*fresh);
+      if (auth_.enabled()) {
+        run_with_deadline(
+            deadlines_, fresh->sock(), timeout, this, [&] { clock_.calibrate(*fresh); },
+            [] { return std::string("reading the server's clock"); });
+      }
       session_ = std::move(fresh);
     }
     Session& open = *session_;
@@ -274,7 +287,7 @@ void Publisher::send(Batch& batch) {
     try {
       const auto route = choose_route(
           settings_.mode,
-          inline_envelope_size(origin, sequence, item->body_json.size()) + signature_bytes);
+          inline_envelope_size(header(sequence), item->body_json.size()) + signature_bytes);
       accepted.push_back({item.get(), sequence, route});
       last_sequence_ = sequence;
     } catch (...) {
@@ -298,16 +311,16 @@ void Publisher::send(Batch& batch) {
         spilled_bodies.push_back(accepted[i].item->body_json);
         if (auth_.enabled()) {
           spilled_macs.push_back(auth_.row_mac(settings_.channel, origin, accepted[i].sequence,
-                                               accepted[i].item->body_json));
+                                               born_, accepted[i].item->body_json));
         }
       }
-      payloads.push_back(sign(encode_spill_pointer(origin, accepted[first].sequence, end - first)));
+      payloads.push_back(sign(encode_spill_pointer(header(accepted[first].sequence), end - first)));
     } else {
       std::vector<std::string_view> bodies{accepted[first].item->body_json};
       std::size_t bodies_size = bodies.back().size();
       while (end < accepted.size() && accepted[end].route == Route::inline_payload) {
         const auto& next = accepted[end].item->body_json;
-        if (batch_envelope_size(origin, accepted[first].sequence, bodies.size() + 1,
+        if (batch_envelope_size(header(accepted[first].sequence), bodies.size() + 1,
                                 bodies_size + next.size()) +
                 signature_bytes >=
             PostgresClusterBus::notify_payload_limit) {
@@ -317,7 +330,7 @@ void Publisher::send(Batch& batch) {
         bodies_size += next.size();
         ++end;
       }
-      payloads.push_back(sign(encode_batch(origin, accepted[first].sequence, bodies)));
+      payloads.push_back(sign(encode_batch(header(accepted[first].sequence), bodies)));
     }
     first = end;
   }
@@ -334,7 +347,7 @@ void Publisher::send(Batch& batch) {
   const std::vector<std::string_view> payload_views(payloads.begin(), payloads.end());
   const auto statement = [&](Session& session) {
     if (!spilled_sequences.empty()) {
-      store_.store_batch_and_notify(session, origin, spilled_sequences, spilled_bodies,
+      store_.store_batch_and_notify(session, origin, born_, spilled_sequences, spilled_bodies,
                                     spilled_macs, payload_views);
     } else if (payloads.size() == 1) {
       pqxx::nontransaction(session).exec_prepared(notify_statement, settings_.channel,
@@ -424,9 +437,8 @@ void Publisher::heartbeat_if_idle(std::chrono::milliseconds idle) {
       [&](Session& session) {
         const auto now = std::chrono::steady_clock::now();
         if (last_sequence_ == 0 || now - last_sent_ < idle) return;
-        pqxx::nontransaction(session).exec_prepared(
-            notify_statement, settings_.channel,
-            sign(encode_heartbeat(settings_.origin, last_sequence_)));
+        pqxx::nontransaction(session).exec_prepared(notify_statement, settings_.channel,
+                                                    sign(encode_heartbeat(header(last_sequence_))));
         last_sent_ = now;
       },
       fmt::format("sending a heartbeat to channel \"{}\"", settings_.channel));
@@ -475,6 +487,20 @@ std::int64_t Publisher::terminate_stuck_listeners(std::chrono::milliseconds stuc
       "looking for stuck listeners in pg_stat_activity");
 }
 
+void Publisher::fail_queued() {
+  // Nothing queued is sent any more; a send in flight finishes (or is cut).
+  const auto error = closed("publish()");
+  for (auto& item : queue_) {
+    item->finished = true;
+    item->error = std::make_exception_ptr(error);  // one per caller, as above
+    if (item->promise) item->promise->set_exception(item->error);
+  }
+  queue_.clear();
+  queued_bytes_ = 0;
+  room_.notify_all();
+  changed_.notify_all();
+}
+
 std::int64_t Publisher::vacuum(std::chrono::milliseconds older_than) {
   if (older_than.count() < 0) {
     throw configuration_error(
@@ -488,24 +514,45 @@ std::int64_t Publisher::vacuum(std::chrono::milliseconds older_than) {
       fmt::format("vacuuming the spill table {}", store_.qualified_name()));
 }
 
+void Publisher::say_goodbye() noexcept {
+  // Short: close() must return at once, also when the server is frozen.
+  constexpr std::chrono::milliseconds goodbye_timeout{200};
+  try {
+    run_with_deadline(
+        deadlines_, session_->sock(), goodbye_timeout, this,
+        [&] {
+          pqxx::nontransaction(*session_).exec_prepared(
+              notify_statement, settings_.channel,
+              sign(encode_heartbeat(header(last_sequence_), /*goodbye=*/true)));
+        },
+        [] { return std::string("saying goodbye"); });
+  } catch (...) {
+    // Receivers forget a silent origin in time all the same.
+  }
+}
+
 void Publisher::close() noexcept {
+  {
+    // Nothing is sent after the goodbye: the queue is closed first.
+    std::unique_lock<std::mutex> lock(mutex_);
+    if (!closed_ && !connection_busy_ && session_ && last_sequence_ > 0) {
+      closed_ = true;
+      fail_queued();
+      connection_busy_ = true;
+      lock.unlock();
+      say_goodbye();
+      lock.lock();
+      connection_busy_ = false;
+      changed_.notify_all();
+    }
+  }
   closing_.store(true);
   closing_wake_.signal();    // a connection attempt or retry pause ends at once
   deadlines_.cut_all(this);  // a statement in flight fails at once
   std::unique_lock<std::mutex> lock(mutex_);
   if (!closed_) {
     closed_ = true;
-    // Nothing queued is sent any more; a send in flight finishes (or is cut).
-    const auto error = closed("publish()");
-    for (auto& item : queue_) {
-      item->finished = true;
-      item->error = std::make_exception_ptr(error);  // one per caller, as above
-      if (item->promise) item->promise->set_exception(item->error);
-    }
-    queue_.clear();
-    queued_bytes_ = 0;
-    room_.notify_all();
-    changed_.notify_all();
+    fail_queued();
   }
   changed_.wait(lock, [this] { return !connection_busy_; });
   session_.reset();

@@ -31,8 +31,10 @@
 
 #include "deadline_timer.hpp"
 #include "delivery_queue.hpp"
+#include "envelope.hpp"
 #include "message_auth.hpp"
 #include "pg_session.hpp"
+#include "server_clock.hpp"
 #include "spill_store.hpp"
 #include "stats_counters.hpp"
 #include "wake_fd.hpp"
@@ -102,10 +104,16 @@ class Publisher {
   /// client, for longer than `stuck_after`. Returns how many.
   std::int64_t terminate_stuck_listeners(std::chrono::milliseconds stuck_after);
 
-  /// Fails what is still queued with closed_error, waits for a send in flight
-  /// (cut at once by the bus's DeadlineTimer::cut_all), and closes the
-  /// connection; later calls throw closed_error.
+  /// Fails what is still queued with closed_error, says goodbye (a last
+  /// heartbeat, so that receivers forget this origin) when the connection
+  /// is free, waits for a send in flight (cut at once by the bus's
+  /// DeadlineTimer::cut_all), and closes the connection; later calls throw
+  /// closed_error.
   void close() noexcept;
+
+  /// The transaction id of this origin's birth: committed at construction,
+  /// before any message (PROTOCOL.md, "born").
+  std::uint64_t born() const noexcept { return born_; }
 
  private:
   struct Outgoing;
@@ -135,11 +143,20 @@ class Publisher {
   auto with_session(std::chrono::milliseconds timeout, Work&& work, Describe&& describe);
   void prepare(Session& session);
   closed_error closed(const char* call) const;
+  /// Holding the lock: fails every queued message with closed_error.
+  void fail_queued();
   /// `envelope`, signed when messages are authenticated.
   std::string sign(std::string envelope) const {
     if (!auth_.enabled()) return envelope;
     return auth_.sign_envelope(settings_.channel, envelope);
   }
+  /// The header of an envelope starting at `sequence`: with "born", and
+  /// when signing, "sent" (the server's time now).
+  EnvelopeHeader header(std::uint64_t sequence) const {
+    return {settings_.origin, sequence, born_, auth_.enabled() ? clock_.now_ms() : 0};
+  }
+  /// Sends the goodbye heartbeat, holding the free connection.
+  void say_goodbye() noexcept;
 
   Settings settings_;
   const SpillStore& store_;
@@ -148,6 +165,8 @@ class Publisher {
   std::shared_ptr<StatsCounters> stats_;
   DeadlineTimer& deadlines_;
   bool ascii_only_ = false;
+  std::uint64_t born_ = 0;  // set once, by the constructor
+  ServerClock clock_;
 
   std::mutex mutex_;
   std::condition_variable changed_;

@@ -19,7 +19,7 @@ namespace {
 
 constexpr const char* store_statement = "syncbus_spill_store";
 constexpr const char* vacuum_statement = "syncbus_spill_vacuum";
-constexpr const char* recent_statement = "syncbus_spill_recent";
+constexpr const char* committed_statement = "syncbus_spill_committed";
 constexpr const char* from_statement = "syncbus_spill_from";
 constexpr const char* many_statement = "syncbus_spill_many";
 constexpr const char* one_statement = "syncbus_spill_one";
@@ -51,11 +51,19 @@ SpillStore::SpillStore(pqxx::connection_base& session, Settings settings)
       session.quote_name(settings_.schema) + "." + session.quote_name(settings_.table);
   key_name_ = session.quote_name(derived_identifier(settings_.table, "_message_key"));
   index_name_ = session.quote_name(derived_identifier(settings_.table, "_created_at_idx"));
+  xid_index_name_ = session.quote_name(derived_identifier(settings_.table, "_xid_idx"));
+  qualified_xid_index_ = session.quote_name(settings_.schema) + "." + xid_index_name_;
 }
 
 std::string SpillStore::create_sql(bool lz4) const {
   // No surrogate id: every statement finds rows by their key, and one index
   // (and one sequence, and one grant) fewer makes each INSERT cheaper.
+  // `xid` is filled by its default, so a writer that leaves it out (a
+  // client following the protocol of syncbus 0.1) is still read exactly;
+  // it is nullable only because a table upgraded from 0.1 has rows without.
+  // Neither index leads with `channel`: a planner misled by stale
+  // statistics could take such an index for the key (spill_store.cpp,
+  // prepare()).
   return fmt::format(
       "CREATE TABLE IF NOT EXISTS {0} (\n"
       "  channel    text        NOT NULL,\n"
@@ -64,10 +72,28 @@ std::string SpillStore::create_sql(bool lz4) const {
       "  body       text        {3}NOT NULL,\n"
       "  mac        text,\n"
       "  created_at timestamptz NOT NULL DEFAULT now(),\n"
+      "  xid        xid8        DEFAULT pg_current_xact_id(),\n"
+      "  born       xid8,\n"
       "  CONSTRAINT {1} PRIMARY KEY (channel, origin, sequence)\n"
       ");\n"
-      "CREATE INDEX IF NOT EXISTS {2} ON {0} (created_at);",
-      qualified_name_, key_name_, index_name_, lz4 ? "COMPRESSION lz4 " : "");
+      "CREATE INDEX IF NOT EXISTS {2} ON {0} (created_at);\n"
+      "CREATE INDEX IF NOT EXISTS {4} ON {0} (xid);",
+      qualified_name_, key_name_, index_name_, lz4 ? "COMPRESSION lz4 " : "", xid_index_name_);
+}
+
+std::string SpillStore::upgrade_sql(bool mac) const {
+  // Adding a column without a default, then giving it one, rewrites
+  // nothing: rows written before keep a NULL xid (a catch-up never needs
+  // them), rows written after get their writer's.
+  return fmt::format(
+      "{1}ALTER TABLE {0} ADD COLUMN IF NOT EXISTS xid xid8;\n"
+      "ALTER TABLE {0} ALTER COLUMN xid SET DEFAULT pg_current_xact_id();\n"
+      "ALTER TABLE {0} ADD COLUMN IF NOT EXISTS born xid8;\n"
+      "CREATE INDEX IF NOT EXISTS {2} ON {0} (xid);",
+      qualified_name_,
+      mac ? fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS mac text;\n", qualified_name_)
+          : "",
+      xid_index_name_);
 }
 
 void SpillStore::ensure_table(pqxx::connection_base& session, bool create) const {
@@ -79,38 +105,57 @@ void SpillStore::ensure_table(pqxx::connection_base& session, bool create) const
     // default, pglz, costs more CPU than everything else a spilled message
     // does on the server.
     const auto found = txn.exec_params1(
-        "SELECT to_regclass($1) IS NOT NULL, EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid "
-        "= to_regclass($1) AND attname = 'mac' AND NOT attisdropped), coalesce((SELECT 'lz4' = "
-        "ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'), false)",
-        qualified_name_);
+        "WITH t AS (SELECT to_regclass($1) AS oid), "
+        "columns AS (SELECT attname, atthasdef FROM pg_attribute, t WHERE attrelid = t.oid AND "
+        "attnum > 0 AND NOT attisdropped) "
+        "SELECT (SELECT oid FROM t) IS NOT NULL, "
+        "EXISTS (SELECT 1 FROM columns WHERE attname = 'mac'), "
+        "EXISTS (SELECT 1 FROM columns WHERE attname = 'xid' AND atthasdef), "
+        "EXISTS (SELECT 1 FROM columns WHERE attname = 'born'), "
+        "to_regclass($2) IS NOT NULL, "
+        "coalesce((SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = "
+        "'default_toast_compression'), false), "
+        "coalesce((SELECT pg_has_role(relowner, 'USAGE') FROM pg_class, t WHERE pg_class.oid = "
+        "t.oid), false)",
+        qualified_name_, qualified_xid_index_);
     const bool exists = found[0].as<bool>();
     const bool has_mac = found[1].as<bool>();
-    const bool lz4 = found[2].as<bool>();
+    const bool up_to_date = found[2].as<bool>() && found[3].as<bool>() && found[4].as<bool>();
+    const bool lz4 = found[5].as<bool>();
+    const bool owned = found[6].as<bool>();
     const bool needs_mac = settings_.with_macs && !has_mac;
-    if (exists && !needs_mac) {
+    if (exists && up_to_date && !needs_mac) {
       txn.commit();
       return;
     }
-    const auto add_mac_sql =
-        fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS mac text;", qualified_name_);
+    if (exists) {
+      const auto sql = upgrade_sql(needs_mac);
+      if (!create || !owned) {
+        throw configuration_error(fmt::format(
+            "syncbus: the spill table {} {}, and {}. Run, as the table's owner (a migration; "
+            "docs/OPERATIONS.md shows how to build the index without blocking writers):\n{}",
+            qualified_name_,
+            up_to_date ? "has no `mac` column, which PostgresBusOptions::secrets needs"
+                       : "was made by an older syncbus: it lacks the `xid` and `born` columns "
+                         "(and their index) that catching up by transaction needs",
+            create ? "this role does not own it" : "create_spill_table is false", sql));
+      }
+      txn.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))",
+                      "syncbus:create:" + qualified_name_);
+      txn.exec(sql);
+      txn.commit();
+      return;
+    }
     if (!create) {
       throw configuration_error(
-          exists ? fmt::format("syncbus: the spill table {} has no `mac` column, which "
-                               "PostgresBusOptions::secrets needs, and create_spill_table is "
-                               "false. Add it with:\n{}",
-                               qualified_name_, add_mac_sql)
-                 : fmt::format("syncbus: the spill table {} does not exist and "
-                               "PostgresBusOptions::create_spill_table is false. Create it "
-                               "with:\n{}",
-                               qualified_name_, create_sql(lz4)));
+          fmt::format("syncbus: the spill table {} does not exist and "
+                      "PostgresBusOptions::create_spill_table is false. Create it with:\n{}",
+                      qualified_name_, create_sql(lz4)));
     }
     const auto quoted_schema = session.quote_name(settings_.schema);
-    const bool may_create =
-        exists ||
-        // Unlike the table functions, this one takes the name as is, unparsed.
-        txn.exec_params1("SELECT has_schema_privilege($1, 'CREATE')", settings_.schema)[0]
-            .as<bool>();
-    if (!may_create) {
+    // Unlike the table functions, this one takes the name as is, unparsed.
+    if (!txn.exec_params1("SELECT has_schema_privilege($1, 'CREATE')", settings_.schema)[0]
+             .as<bool>()) {
       throw configuration_error(fmt::format(
           "syncbus: the spill table {0} does not exist, and this role may not create it (no "
           "CREATE on schema {1}). Create it ahead of time with a migration, as a role that "
@@ -122,7 +167,7 @@ void SpillStore::ensure_table(pqxx::connection_base& session, bool create) const
     // unique index; the lock makes the instances take turns.
     txn.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))",
                     "syncbus:create:" + qualified_name_);
-    txn.exec(exists ? add_mac_sql : create_sql(lz4));
+    txn.exec(create_sql(lz4));
     txn.commit();
   } catch (...) {
     rethrow_as_syncbus_error(fmt::format("creating the spill table {}", qualified_name_));
@@ -183,40 +228,60 @@ void SpillStore::prepare(pqxx::connection_base& session) const {
   const bool macs = settings_.with_macs;
   session.prepare(
       store_statement,
-      fmt::format("WITH stored AS (INSERT INTO {} (channel, origin, sequence, body{}) "
-                  "SELECT $1, $2, unnest($3::bigint[]), unnest($4::text[]){}) "
+      fmt::format("WITH stored AS (INSERT INTO {} (channel, origin, sequence, body, born{}) "
+                  "SELECT $1, $2, unnest($3::bigint[]), unnest($4::text[]), $6::text::xid8{}) "
                   "SELECT pg_notify($1, unnest($5::text[]))",
-                  qualified_name_, macs ? ", mac" : "", macs ? ", unnest($6::text[])" : ""));
+                  qualified_name_, macs ? ", mac" : "", macs ? ", unnest($7::text[])" : ""));
   // What every read returns: the key, the body unless it is over the cap
   // (then only its size: a hostile row is refused, never loaded), the MAC.
   // The size cap is each statement's last parameter, `$n`.
   const auto columns = [&](int n) {
     return fmt::format(
         "s.origin, s.sequence, CASE WHEN octet_length(s.body) <= ${0}::bigint THEN s.body END, "
-        "octet_length(s.body), {1}",
+        "octet_length(s.body), {1}, s.born::text",
         n, settings_.with_macs ? "s.mac" : "NULL::text");
   };
-  session.prepare(recent_statement,
-                  fmt::format("SELECT {} FROM {} s WHERE channel = $1 AND "
-                              "created_at >= now() - $2::bigint * interval '1 millisecond' AND "
-                              "(origin, sequence) > ($3, $4) ORDER BY origin, sequence LIMIT $5",
-                              columns(6), qualified_name_));
+  // Catching up: the rows committed in a range of transaction ids, visible
+  // in a snapshot, keyset-paged in (xid, origin, sequence) order. The range
+  // is an index scan on `xid`, bounded on both sides, so a page costs what
+  // it covers even when the table holds other channels' rows in that range.
+  session.prepare(committed_statement,
+                  fmt::format("SELECT s.xid::text, s.origin, s.sequence "
+                              "FROM {} s WHERE s.xid >= $2::text::xid8 AND s.xid < $5::text::xid8 "
+                              "AND s.channel = $1 AND (s.xid, s.origin, s.sequence) > "
+                              "($2::text::xid8, $3, $4) AND pg_visible_in_snapshot(s.xid, "
+                              "$6::pg_snapshot) ORDER BY s.xid, s.origin, s.sequence LIMIT $7",
+                              qualified_name_));
+  // Reading back: a range of the key.
   session.prepare(from_statement,
-                  fmt::format("SELECT {} FROM {} s WHERE channel = $1 AND "
-                              "origin = $2 AND sequence >= $3 ORDER BY sequence LIMIT $4",
-                              columns(5), qualified_name_));
-  session.prepare(many_statement,
-                  // One unique-key probe per key, whatever the statistics say.
-                  // Without the LIMIT the planner flattens the subquery into a
-                  // join, and for a channel newer than the last ANALYZE (its
-                  // estimate: 1 row) picks a hash join over all the channel's
-                  // rows: seen taking 250 ms for 512 keys among 100,000 rows.
-                  // For the same reason the created_at index does not lead
-                  // with channel: it was picked instead of the key, scanning.
-                  fmt::format("SELECT {} FROM unnest($2::text[], $3::bigint[]) AS k(origin, "
-                              "sequence) CROSS JOIN LATERAL (SELECT * FROM {} WHERE channel = $1 "
-                              "AND origin = k.origin AND sequence = k.sequence LIMIT 1) s",
-                              columns(4), qualified_name_));
+                  fmt::format("SELECT s.sequence FROM {} s WHERE channel = "
+                              "$1 AND origin = $2 AND sequence >= $3 ORDER BY sequence LIMIT $4",
+                              qualified_name_));
+  session.prepare(
+      many_statement,
+      // One unique-key probe per key, whatever the statistics say.
+      // Without the LIMIT the planner flattens the subquery into a
+      // join, and for a channel newer than the last ANALYZE (its
+      // estimate: 1 row) picks a hash join over all the channel's
+      // rows: seen taking 250 ms for 512 keys among 100,000 rows.
+      // For the same reason the created_at index does not lead
+      // with channel: it was picked instead of the key, scanning.
+      //
+      // Bodies are loaded, in key order, while they add up to at
+      // most $5 bytes (the first always): the others come back
+      // with their size only, for a later fetch. So no fetch
+      // loads more than about $5 bytes, whatever the rows hold,
+      // and each loads at least one row. octet_length() of a
+      // stored body reads its header only, not the body.
+      fmt::format("SELECT s.origin, s.sequence, CASE WHEN octet_length(s.body) <= "
+                  "$4::bigint AND (k.n = 1 OR sum(CASE WHEN octet_length(s.body) <= "
+                  "$4::bigint THEN octet_length(s.body) ELSE 0 END) OVER (ORDER BY "
+                  "k.n) <= $5::bigint) THEN s.body END, octet_length(s.body), {}, "
+                  "s.born::text FROM unnest($2::text[], $3::bigint[]) WITH ORDINALITY "
+                  "AS k(origin, sequence, n) CROSS JOIN LATERAL (SELECT * FROM {} WHERE "
+                  "channel = $1 AND origin = k.origin AND sequence = k.sequence LIMIT "
+                  "1) s ORDER BY k.n",
+                  settings_.with_macs ? "s.mac" : "NULL::text", qualified_name_));
   // A lone key, what every fetch is at low load, has a statement of its own.
   // Its generic plan is cached after five runs; the many-key statement's is
   // not, ever (unnest() of a parameter is estimated at 10 rows, so the plan
@@ -246,18 +311,20 @@ void SpillStore::read_by_key_only(pqxx::connection_base& session) {
 }
 
 void SpillStore::store_batch_and_notify(pqxx::connection_base& session, const std::string& origin,
+                                        std::uint64_t born,
                                         const std::vector<std::uint64_t>& sequences,
                                         const std::vector<std::string_view>& bodies,
                                         const std::vector<std::string>& macs,
                                         const std::vector<std::string_view>& payloads) const {
   pqxx::nontransaction statement(session);
+  const auto born_text = std::to_string(born);
   if (settings_.with_macs) {
     statement.exec_prepared(store_statement, settings_.channel, origin, bigint_array(sequences),
-                            text_array(bodies), text_array(payloads),
+                            text_array(bodies), text_array(payloads), born_text,
                             text_array(std::vector<std::string_view>(macs.begin(), macs.end())));
   } else {
     statement.exec_prepared(store_statement, settings_.channel, origin, bigint_array(sequences),
-                            text_array(bodies), text_array(payloads));
+                            text_array(bodies), text_array(payloads), born_text);
   }
 }
 
@@ -275,19 +342,26 @@ std::vector<SpillStore::StoredMessage> SpillStore::stored_messages(const pqxx::r
     message.origin = row[0].as<std::string>();
     message.sequence = row[1].as<std::uint64_t>();
     if (row[2].is_null()) {
-      message.too_large = row[3].as<std::uint64_t>();
+      const auto size = row[3].as<std::uint64_t>();
+      if (size > settings_.max_body_bytes) {
+        message.too_large = size;
+      } else {
+        message.deferred = true;
+      }
     } else {
       message.body_json = std::string_view(row[2].c_str(), row[2].size());
       message.rows = rows;
     }
     if (!row[4].is_null()) message.mac = row[4].as<std::string>();
+    if (!row[5].is_null()) message.born = parse_xid(row[5].c_str());
     out.push_back(std::move(message));
   }
   return out;
 }
 
-std::vector<SpillStore::StoredMessage> SpillStore::fetch_many(
-    pqxx::connection_base& session, const std::vector<MessageKey>& keys) const {
+std::vector<SpillStore::StoredMessage> SpillStore::fetch_many(pqxx::connection_base& session,
+                                                              const std::vector<MessageKey>& keys,
+                                                              std::size_t budget_bytes) const {
   if (keys.empty()) return {};
   if (keys.size() == 1) {
     pqxx::nontransaction statement(session);
@@ -300,29 +374,43 @@ std::vector<SpillStore::StoredMessage> SpillStore::fetch_many(
   const auto sequences =
       array_literal(keys, [](const MessageKey& key) { return std::to_string(key.sequence); });
   pqxx::nontransaction statement(session);
-  return stored_messages(
-      statement.exec_prepared(many_statement, settings_.channel, origins, sequences, cap()));
-}
-
-std::vector<SpillStore::StoredMessage> SpillStore::fetch_recent(pqxx::connection_base& session,
-                                                                std::chrono::milliseconds window,
-                                                                const std::string& after_origin,
-                                                                std::uint64_t after_sequence,
-                                                                int limit) const {
-  pqxx::nontransaction statement(session);
   return stored_messages(statement.exec_prepared(
-      recent_statement, settings_.channel, static_cast<std::int64_t>(window.count()), after_origin,
-      static_cast<std::int64_t>(after_sequence), limit, cap()));
+      many_statement, settings_.channel, origins, sequences, cap(),
+      static_cast<std::int64_t>(std::min<std::size_t>(budget_bytes, INT64_MAX))));
 }
 
-std::vector<SpillStore::StoredMessage> SpillStore::fetch_from(pqxx::connection_base& session,
-                                                              const std::string& origin,
-                                                              std::uint64_t from_sequence,
-                                                              int limit) const {
+std::vector<SpillStore::RowKey> SpillStore::list_committed(pqxx::connection_base& session,
+                                                           const RowKey& after,
+                                                           std::uint64_t below_xid,
+                                                           const PgSnapshot& visible_in,
+                                                           int limit) const {
   pqxx::nontransaction statement(session);
-  return stored_messages(statement.exec_prepared(from_statement, settings_.channel, origin,
-                                                 static_cast<std::int64_t>(from_sequence), limit,
-                                                 cap()));
+  const auto rows =
+      statement.exec_prepared(committed_statement, settings_.channel, std::to_string(after.xid),
+                              after.origin, static_cast<std::int64_t>(after.sequence),
+                              std::to_string(below_xid), visible_in.text(), limit);
+  std::vector<RowKey> keys;
+  keys.reserve(rows.size());
+  for (const auto& row : rows) {
+    keys.push_back(
+        {parse_xid(row[0].c_str()), row[1].as<std::string>(), row[2].as<std::uint64_t>()});
+  }
+  return keys;
+}
+
+std::vector<SpillStore::RowKey> SpillStore::list_from(pqxx::connection_base& session,
+                                                      const std::string& origin,
+                                                      std::uint64_t from_sequence,
+                                                      int limit) const {
+  pqxx::nontransaction statement(session);
+  const auto rows = statement.exec_prepared(from_statement, settings_.channel, origin,
+                                            static_cast<std::int64_t>(from_sequence), limit);
+  std::vector<RowKey> keys;
+  keys.reserve(rows.size());
+  for (const auto& row : rows) {
+    keys.push_back({0, origin, row[0].as<std::uint64_t>()});
+  }
+  return keys;
 }
 
 std::int64_t SpillStore::vacuum(pqxx::connection_base& session,

@@ -1,17 +1,23 @@
 #pragma once
 // The spill table: where messages too large for a NOTIFY payload (or every
 // message, in SpillMode::always) are stored, keyed by (channel, origin,
-// sequence). Owns the table's SQL; every value is a statement parameter, and
-// the names are quoted by the server's rules (see identifiers.hpp).
+// sequence). Each row records its writer's transaction id (`xid`, by a
+// column default) and its origin's birth transaction (`born`), so that a
+// listener can read exactly what it missed (received_position.hpp). Owns the
+// table's SQL; every value is a statement parameter, and the names are
+// quoted by the server's rules (see identifiers.hpp).
 
 #include <pqxx/connection_base>
 #include <pqxx/result>
 
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "pg_snapshot.hpp"
 
 namespace syncbus::detail {
 
@@ -31,15 +37,22 @@ class SpillStore {
   /// given, quoted.
   SpillStore(pqxx::connection_base& session, Settings settings);
 
-  /// The CREATE statements for the table and its index (idempotent). With
+  /// The CREATE statements for the table and its indexes (idempotent). With
   /// `lz4`, bodies are compressed with LZ4 (PostgreSQL 14+ built with it)
   /// rather than the slower default.
   std::string create_sql(bool lz4 = true) const;
 
-  /// Creates the table when missing, under an advisory lock so that instances
-  /// starting at once do not race; when `create` is false a missing table is
-  /// a configuration_error naming the SQL to run. With MACs, a table made by
-  /// an older version gains its `mac` column the same way.
+  /// The statements that bring a table made by syncbus 0.1 up to date
+  /// (idempotent; no table rewrite, but the index is built under a SHARE
+  /// lock: docs/OPERATIONS.md shows how to build it concurrently first).
+  /// With `mac`, the `mac` column that secrets need too.
+  std::string upgrade_sql(bool mac) const;
+
+  /// Creates the table when missing, or upgrades one made by an older
+  /// version (its `xid` and `born` columns and their index; with MACs, its
+  /// `mac` column), under an advisory lock so that instances starting at
+  /// once do not race. When `create` is false, or the role does not own the
+  /// table, what is missing is a configuration_error naming the SQL to run.
   void ensure_table(pqxx::connection_base& session, bool create) const;
 
   /// A privilege the connection's role lacks, and the statement that grants it.
@@ -64,10 +77,11 @@ class SpillStore {
   static void read_by_key_only(pqxx::connection_base& session);
 
   /// One statement, committed on return: stores `bodies` (JSON texts) as the
-  /// messages `sequences` (with MACs, `macs` holds one per body) and NOTIFYs
-  /// each of `payloads`, in order, atomically.
+  /// messages `sequences` of `origin`, born in transaction `born` (with
+  /// MACs, `macs` holds one per body), and NOTIFYs each of `payloads`, in
+  /// order, atomically.
   void store_batch_and_notify(pqxx::connection_base& session, const std::string& origin,
-                              const std::vector<std::uint64_t>& sequences,
+                              std::uint64_t born, const std::vector<std::uint64_t>& sequences,
                               const std::vector<std::string_view>& bodies,
                               const std::vector<std::string>& macs,
                               const std::vector<std::string_view>& payloads) const;
@@ -84,6 +98,11 @@ class SpillStore {
     /// The body's size when it exceeded max_body_bytes and was not loaded;
     /// 0 otherwise.
     std::uint64_t too_large = 0;
+    /// Not loaded by this fetch, which had loaded its budget in bytes: to
+    /// fetch again.
+    bool deferred = false;
+    /// The origin's birth transaction, when the writer recorded it.
+    std::optional<std::uint64_t> born;
     /// The query result that body_json points into (shared, not copied).
     pqxx::result rows;
   };
@@ -94,25 +113,39 @@ class SpillStore {
     std::uint64_t sequence = 0;
   };
 
-  /// The stored messages among `keys`, in one query, in no particular order;
-  /// keys with no row are simply absent.
+  /// The stored messages among `keys`, in one query, in the order of `keys`;
+  /// keys with no row are simply absent. Bodies are loaded while they add
+  /// up to at most `budget_bytes` (the first one always): the rest come back
+  /// `deferred`.
   std::vector<StoredMessage> fetch_many(pqxx::connection_base& session,
-                                        const std::vector<MessageKey>& keys) const;
+                                        const std::vector<MessageKey>& keys,
+                                        std::size_t budget_bytes = default_fetch_bytes) const;
+  /// What one fetch loads at most (but a single larger body): 8 MiB, a
+  /// few milliseconds of the server's time, well within any deadline.
+  static constexpr std::size_t default_fetch_bytes = 8 * 1024 * 1024;
 
-  /// Up to `limit` of this channel's rows created in the last `window`,
-  /// ordered by (origin, sequence) and after (after_origin, after_sequence):
-  /// a keyset page. Never by id: bigserial ids are taken at INSERT, not at
-  /// COMMIT, so rows commit out of id order.
-  std::vector<StoredMessage> fetch_recent(pqxx::connection_base& session,
-                                          std::chrono::milliseconds window,
-                                          const std::string& after_origin,
-                                          std::uint64_t after_sequence, int limit) const;
+  /// A row's place, without its body: what a reader lists first, to size
+  /// the fetches of the bodies that follow by their bytes.
+  struct RowKey {
+    std::uint64_t xid = 0;  // the writing transaction (0 when not listed by it)
+    std::string origin;
+    std::uint64_t sequence = 0;
+  };
 
-  /// This channel's messages of `origin` from `from_sequence` on, at most
-  /// `limit`, in sequence order (re-reading what a full delivery queue
-  /// dropped).
-  std::vector<StoredMessage> fetch_from(pqxx::connection_base& session, const std::string& origin,
-                                        std::uint64_t from_sequence, int limit) const;
+  /// A keyset page of this channel's rows whose writing transaction is
+  /// visible in `visible_in` and lies in [after.xid, below_xid), after
+  /// `after` in (xid, origin, sequence) order, at most `limit`. The order is
+  /// commit order per origin: an origin commits its transactions one after
+  /// another, each taking its id after the one before committed. The range
+  /// is scanned on the `xid` index, so each page costs what it covers.
+  std::vector<RowKey> list_committed(pqxx::connection_base& session, const RowKey& after,
+                                     std::uint64_t below_xid, const PgSnapshot& visible_in,
+                                     int limit) const;
+
+  /// `origin`'s rows from `from_sequence` on, at most `limit`, in sequence
+  /// order (reading back what the delivery stage withheld). `xid` is unset.
+  std::vector<RowKey> list_from(pqxx::connection_base& session, const std::string& origin,
+                                std::uint64_t from_sequence, int limit) const;
 
   /// Deletes this channel's rows older than `older_than`; returns the count.
   std::int64_t vacuum(pqxx::connection_base& session, std::chrono::milliseconds older_than) const;
@@ -127,7 +160,9 @@ class SpillStore {
   Settings settings_;
   std::string qualified_name_;  // "schema"."table", quoted by the server's rules
   std::string key_name_;
-  std::string index_name_;
+  std::string index_name_;      // on created_at, for vacuum()
+  std::string xid_index_name_;  // on xid, for catching up
+  std::string qualified_xid_index_;
 };
 
 }  // namespace syncbus::detail

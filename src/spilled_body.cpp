@@ -17,7 +17,7 @@ nlohmann::json accepted_body(const SpillStore::StoredMessage& row, const Message
                     row.too_large, max_bytes));
   }
   if (auth.enabled() &&
-      !auth.row_mac_valid(channel, row.origin, row.sequence, row.body_json, row.mac)) {
+      !auth.row_mac_valid(channel, row.origin, row.sequence, row.born, row.body_json, row.mac)) {
     throw protocol_error(
         row.mac.empty()
             ? "its row carries no signature (written by a bus without the secrets, or by hand)"

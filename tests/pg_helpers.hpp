@@ -11,6 +11,7 @@
 #include <fstream>
 #include <string>
 
+#include "conninfo.hpp"
 #include "test_support.hpp"
 
 namespace syncbus::testing {
@@ -58,6 +59,52 @@ inline int sessions_named(const std::string& url, const std::string& application
                     application_name)[0]
       .as<int>();
 }
+
+/// A login role of a test's own, allowed what a bus needs on the default
+/// spill table, that a test can keep out of the server for a while:
+/// keep_out() forbids it to log in and ends its bus's listening session, so
+/// that the bus's listener stays away (its attempts to reconnect fail) until
+/// let_in(). Declare it before the buses that use it.
+class RoleThatCanBeKeptOut {
+ public:
+  RoleThatCanBeKeptOut(std::string url, const std::string& tag)
+      : url_(std::move(url)), role_("syncbus_t_away_" + tag) {
+    admin("CREATE ROLE " + role_ + " LOGIN; GRANT USAGE ON SCHEMA public TO " + role_ +
+          "; GRANT SELECT, INSERT ON public.sync_cluster_spill TO " + role_);
+  }
+  ~RoleThatCanBeKeptOut() {
+    try {
+      admin("DROP OWNED BY " + role_ + "; DROP ROLE " + role_);
+    } catch (...) {
+    }
+  }
+  RoleThatCanBeKeptOut(const RoleThatCanBeKeptOut&) = delete;
+  RoleThatCanBeKeptOut& operator=(const RoleThatCanBeKeptOut&) = delete;
+
+  /// `options` connecting as this role.
+  PostgresBusOptions as_role(PostgresBusOptions options) const {
+    options.conninfo = detail::with_connection_options(url_, {{"user", role_}}, {});
+    return options;
+  }
+  void keep_out(const PostgresClusterBus& bus) {
+    admin("ALTER ROLE " + role_ + " NOLOGIN");
+    pqxx::connection connection(url_);
+    pqxx::nontransaction(connection)
+        .exec_params(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE "
+            "application_name = $1",
+            "syncbus:" + bus.instance_id() + ":listen");
+  }
+  void let_in() { admin("ALTER ROLE " + role_ + " LOGIN"); }
+
+ private:
+  void admin(const std::string& sql) {
+    pqxx::connection connection(url_);
+    pqxx::nontransaction(connection).exec(sql);
+  }
+  std::string url_;
+  std::string role_;
+};
 
 /// The test server's conninfo: SYNCBUS_TEST_DATABASE_URL, else the file the
 /// ctest fixture wrote (SYNCBUS_TEST_STATE_DIR/url); "" when neither exists.

@@ -7,8 +7,10 @@
 #include <pqxx/pqxx>
 
 #include <atomic>
+#include <functional>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include "pg_helpers.hpp"
@@ -56,49 +58,132 @@ TEST_F(CatchUpTest, AcknowledgedMessagesSurviveRepeatedListenerKills) {
   EXPECT_TRUE(log.gaps().empty()) << "nothing was lost, so no gap may be reported";
 }
 
-TEST_F(CatchUpTest, CatchingUpReadsEveryRowOfTheWindowInPagesSizedToTheirBodies) {
-  // Pages are sized by the bodies of the page before (a 1 MB body makes the
-  // next page 8 rows, not 256): the last row of every page must still lead
-  // to the next. A catch-up reads the whole window again, and what was
-  // delivered already is dropped as a duplicate: so the duplicates count
-  // how many rows it read.
-  const auto channel = unique_channel("catch_up_pages");
+// A receiving bus whose listener a test can keep away from the server
+// (its role may not log in meanwhile), and a publisher on its channel.
+struct KeptOutReceiver {
+  KeptOutReceiver(const std::string& url, PostgresBusOptions receiver_options,
+                  const PostgresBusOptions& publisher_options, const std::string& tag)
+      : role(url, tag) {
+    receiver_options.on_error = log.error_handler();
+    receiver_options.on_gap = log.gap_handler();
+    receiver.emplace(role.as_role(receiver_options));
+    publisher.emplace(publisher_options);
+    subscription = receiver->subscribe(seen.handler());
+  }
+  ~KeptOutReceiver() {
+    subscription.unsubscribe();
+    receiver.reset();
+    publisher.reset();
+  }
+  testing::RoleThatCanBeKeptOut role;
   EventLog log;
-  auto receiver_options = durable_options(channel, "pages-receiver");
-  receiver_options.on_error = log.error_handler();
-  receiver_options.on_gap = log.gap_handler();
-  PostgresClusterBus receiver(receiver_options);
-  PostgresClusterBus publisher(durable_options(channel, "pages-publisher"));
   Collector seen;
-  auto s = receiver.subscribe(seen.handler());
-  const std::string megabyte(1 << 20, 'm');
-  const auto body = [&](int i) -> nlohmann::json {
-    if (i % 4 == 0) return megabyte;
+  std::optional<PostgresClusterBus> receiver;
+  std::optional<PostgresClusterBus> publisher;
+  Subscription subscription;
+};
+
+TEST_F(CatchUpTest, WhatWasMissedIsReadOnceInBoundedFetchesAndNothingDeliveredIsReadAgain) {
+  // Bodies of 1 and 3 MB among small ones: a fetch loads about 8 MB at
+  // most, so these take several fetches, each leading to the next. What was
+  // delivered before the connection broke is not read again: the catch-up
+  // reads the transactions its position had not seen, and skips what it
+  // had handed on since.
+  const auto channel = unique_channel("catch_up_missed");
+  KeptOutReceiver r(url(), durable_options(channel, "missed-receiver"),
+                    durable_options(channel, "missed-publisher"),
+                    "missed" + channel.substr(channel.size() - 6));
+  const auto body = [](int i) -> nlohmann::json {
+    if (i % 8 == 0) return std::string(3 << 20, 'M');
+    if (i % 4 == 0) return std::string(1 << 20, 'm');
     return {{"i", i}};
   };
+  constexpr int before = 20, away = 40, after = 10;
+  for (int i = 1; i <= before; ++i) r.publisher->publish(body(i));
+  ASSERT_TRUE(r.seen.wait_for_count(before, 20s));
 
-  constexpr int before = 40;
-  for (int i = 1; i <= before; ++i) publisher.publish(body(i));
-  ASSERT_TRUE(seen.wait_for_count(before, 20s));
-  ASSERT_EQ(receiver.stats().duplicates_dropped, 0u);
-  ASSERT_EQ(testing::terminate_backend(url(), receiver, BusConnection::listener), 1);
-  ASSERT_TRUE(eventually([&] { return receiver.stats().reconnects == 1u; }, 5s));
-  EXPECT_TRUE(eventually([&] { return receiver.stats().duplicates_dropped == before; }, 10s))
-      << receiver.stats().duplicates_dropped << " of " << before << " rows read again";
-  constexpr int after = 20;
-  for (int i = before + 1; i <= before + after; ++i) publisher.publish(body(i));
+  r.role.keep_out(*r.receiver);
+  for (int i = before + 1; i <= before + away; ++i) r.publisher->publish(body(i));
+  EXPECT_EQ(r.seen.size(), std::size_t{before}) << "the listener is away";
+  r.role.let_in();
+  ASSERT_TRUE(r.seen.wait_for_count(before + away, 30s));
+  for (int i = before + away + 1; i <= before + away + after; ++i) r.publisher->publish(body(i));
+  ASSERT_TRUE(r.seen.wait_for_count(before + away + after, 20s));
 
-  ASSERT_TRUE(seen.wait_for_count(before + after, 20s));
-  const auto last = check_exactly_once_in_order(seen);
-  EXPECT_EQ(last.at(publisher.instance_id()), std::uint64_t{before + after});
-  const auto messages = seen.messages();
-  ASSERT_EQ(messages.size(), std::size_t{before + after});
-  for (int i = 1; i <= before + after; ++i) EXPECT_EQ(messages[i - 1].body, body(i)) << i;
-  EXPECT_EQ(receiver.stats().duplicates_dropped, std::uint64_t{before});
-  EXPECT_TRUE(log.gaps().empty());
-  // The one error is the kill, reported as such.
-  ASSERT_EQ(log.errors().size(), 1u);
-  EXPECT_EQ(log.errors_containing("lost its connection"), 1u) << log.errors().front();
+  const auto last = check_exactly_once_in_order(r.seen);
+  EXPECT_EQ(last.at(r.publisher->instance_id()), std::uint64_t{before + away + after});
+  const auto messages = r.seen.messages();
+  ASSERT_EQ(messages.size(), std::size_t{before + away + after});
+  for (int i = 1; i <= before + away + after; ++i) EXPECT_EQ(messages[i - 1].body, body(i)) << i;
+  const auto stats = r.receiver->stats();
+  EXPECT_EQ(stats.reconnects, 1u);
+  EXPECT_EQ(stats.duplicates_dropped, 0u) << "nothing delivered was read again";
+  EXPECT_TRUE(r.log.gaps().empty());
+  // The errors: the lost connection, then attempts refused while kept out.
+  for (const auto& e : r.log.errors()) {
+    EXPECT_TRUE(e.find("lost its connection") != std::string::npos ||
+                e.find("not permitted to log in") != std::string::npos)
+        << e;
+  }
+}
+
+TEST_F(CatchUpTest, ACatchUpThatWaitsOnALockLosesNothing) {
+  // An operator's ALTER TABLE or VACUUM FULL holds an ACCESS EXCLUSIVE lock
+  // just as the listener comes back: its catch-up waits (past its
+  // lock_timeout, it retries), and reads everything once the lock is gone.
+  // Nothing depends on how long that takes.
+  const auto channel = unique_channel("catch_up_lock");
+  auto receiver_options = durable_options(channel, "lock-receiver");
+  receiver_options.query_timeout = 600ms;
+  KeptOutReceiver r(url(), receiver_options, durable_options(channel, "lock-publisher"),
+                    "lock" + channel.substr(channel.size() - 6));
+  r.publisher->publish("before");
+  ASSERT_TRUE(r.seen.wait_for_count(1, 20s));
+  r.role.keep_out(*r.receiver);
+  for (int i = 1; i <= 100; ++i) r.publisher->publish(i);
+  pqxx::connection locker_connection(url());
+  pqxx::work locker(locker_connection);
+  locker.exec("LOCK TABLE public.sync_cluster_spill IN ACCESS EXCLUSIVE MODE");
+  r.role.let_in();
+  ASSERT_TRUE(eventually([&] { return r.receiver->stats().reconnects == 1u; }, 10s));
+  std::this_thread::sleep_for(2s);  // the lock is held this long: nothing to poll for
+  EXPECT_EQ(r.seen.size(), 1u) << "nothing can be read under the lock";
+  locker.commit();
+  ASSERT_TRUE(r.seen.wait_for_count(101, 20s));
+  check_exactly_once_in_order(r.seen);
+  EXPECT_EQ(r.seen.size(), 101u);
+  EXPECT_TRUE(r.log.gaps().empty());
+  EXPECT_GE(r.log.errors_containing("tries again"), 1u) << "the waits are reported";
+}
+
+TEST_F(CatchUpTest, ATransactionThatCommitsLongAfterItStartedIsReadWhateverItsTimestamp) {
+  // A writer (another client, following the protocol) inserts its row and
+  // commits five seconds later, while the listener is away: its created_at
+  // is five seconds old when it commits, and no margin is involved.
+  const auto channel = unique_channel("late_commit");
+  KeptOutReceiver r(url(), durable_options(channel, "late-receiver"),
+                    durable_options(channel, "late-publisher"),
+                    "late" + channel.substr(channel.size() - 6));
+  pqxx::connection slow_connection(url());
+  pqxx::work slow(slow_connection);
+  slow.exec_params(
+      "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) "
+      "VALUES ($1, 'late-writer', 1, '\"late\"')",
+      channel);
+  slow.exec_params("SELECT pg_notify($1, $2)", channel,
+                   R"({"v":1,"origin":"late-writer","seq":1,"spilled":true})");
+  r.publisher->publish("first");
+  ASSERT_TRUE(r.seen.wait_for_count(1, 20s));
+  std::this_thread::sleep_for(5s);  // the transaction is open this long
+  r.role.keep_out(*r.receiver);
+  slow.commit();
+  r.publisher->publish("second");
+  r.role.let_in();
+  ASSERT_TRUE(r.seen.wait_for_count(3, 20s));
+  const auto messages = r.seen.messages();
+  EXPECT_EQ(messages[1].body, "late");
+  EXPECT_EQ(messages[2].body, "second");
+  EXPECT_TRUE(r.log.gaps().empty());
 }
 
 TEST_F(CatchUpTest, ARowCommittedOutOfIdOrderWhileAwayIsNotMissed) {

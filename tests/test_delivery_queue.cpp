@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include "delivery_queue.hpp"
+
+#include <thread>
 #include "test_support.hpp"
 
 namespace syncbus::detail {
@@ -85,6 +87,17 @@ TEST(DeliveryQueue, TheMessageBoundStillHoldsForSmallBodies) {
   EXPECT_EQ(q.stats->dropped_queue_full.load(), 4u);
 }
 
+Inbound of(const std::string& origin, std::uint64_t sequence,
+           Inbound::Kind kind = Inbound::Kind::message) {
+  return Inbound{kind, {origin, sequence, sequence}};
+}
+
+std::vector<Inbound> rows(std::uint64_t first, std::uint64_t last, std::size_t body_bytes = 1) {
+  std::vector<Inbound> out;
+  for (auto s = first; s <= last; ++s) out.push_back(message(s, body_bytes));
+  return out;
+}
+
 TEST(DeliveryQueue, ReadsBackOnlyWhatFitsTheByteBoundAndTheRestLater) {
   BoundedQueue q({1000, 3000}, QueueFullPolicy::drop_and_reread);
   q.queue.post(message(1, 1000));
@@ -96,25 +109,151 @@ TEST(DeliveryQueue, ReadsBackOnlyWhatFitsTheByteBoundAndTheRestLater) {
 
   auto request = q.queue.next_reread();
   ASSERT_TRUE(request);
-  EXPECT_EQ(request->origin, "origin-a");
-  EXPECT_EQ(request->from_sequence, 5u);
-  std::vector<Inbound> rows;
-  for (std::uint64_t s = 5; s <= 9; ++s) rows.push_back(message(s, 1000));
+  EXPECT_EQ(request->read.origin, "origin-a");
+  EXPECT_EQ(request->read.from, 5u);
   // 5, 6 and 7 fill the 3,000 bytes; 8 and 9 wait.
-  q.queue.post_reread("origin-a", std::move(rows), 10, /*reached_end=*/true);
+  q.queue.post_reread(*request, rows(5, 9, 1000), /*reached_end=*/true);
   ASSERT_TRUE(q.queue.wait_idle(10s));
   EXPECT_EQ(sequences(q.seen), (std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7}));
 
   request = q.queue.next_reread();
   ASSERT_TRUE(request) << "8 and 9 are still to be read back";
-  EXPECT_EQ(request->from_sequence, 8u);
-  rows.clear();
-  for (std::uint64_t s = 8; s <= 9; ++s) rows.push_back(message(s, 1000));
-  q.queue.post_reread("origin-a", std::move(rows), 10, /*reached_end=*/true);
+  EXPECT_EQ(request->read.from, 8u);
+  q.queue.post_reread(*request, rows(8, 9, 1000), /*reached_end=*/true);
   ASSERT_TRUE(q.queue.wait_idle(10s));
   EXPECT_EQ(sequences(q.seen), (std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9}));
   EXPECT_FALSE(q.queue.next_reread()) << "nothing is withheld any more";
   EXPECT_TRUE(q.log.gaps().empty()) << "nothing was lost";
+}
+
+// The bus's own messages come from its publisher's thread while its
+// listener reads back: one committed after the read began, posted before
+// the read's results, must not be dropped when the hold is lifted.
+TEST(DeliveryQueue, AMessageArrivingWhileAReadIsInFlightIsReadAgainNotLost) {
+  BoundedQueue q({4, 1'000'000}, QueueFullPolicy::drop_and_reread);
+  q.queue.post(message(1, 1));
+  ASSERT_TRUE(q.held.wait_until_held());
+  for (std::uint64_t s = 2; s <= 7; ++s) q.queue.post(message(s, 1));  // 6 and 7 withheld
+  q.held.release();
+  ASSERT_TRUE(q.queue.wait_idle(10s));
+  auto request = q.queue.next_reread();
+  ASSERT_TRUE(request);
+  EXPECT_EQ(request->read.from, 6u);
+  EXPECT_EQ(request->read.known_to, 7u);
+  // Meanwhile 8 commits and is posted: withheld, since its origin is.
+  q.queue.post(message(8, 1));
+  // The read, begun before 8 committed, found 6 and 7 and reached the end.
+  q.queue.post_reread(*request, rows(6, 7), /*reached_end=*/true);
+  request = q.queue.next_reread();
+  ASSERT_TRUE(request) << "8 arrived after the read began: read again";
+  EXPECT_EQ(request->read.from, 8u);
+  q.queue.post_reread(*request, rows(8, 8), /*reached_end=*/true);
+  ASSERT_TRUE(q.queue.wait_idle(10s));
+  EXPECT_EQ(sequences(q.seen), (std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7, 8}));
+  EXPECT_FALSE(q.queue.next_reread());
+  EXPECT_TRUE(q.log.gaps().empty());
+}
+
+// A publish of the bus's own that failed while its origin was withheld:
+// its number is known, and a read that finds no row for it reports it.
+TEST(DeliveryQueue, ALossKnownWhileWithheldIsReportedWhenTheReadFindsNoRow) {
+  BoundedQueue q({3, 1'000'000}, QueueFullPolicy::drop_and_reread);
+  q.queue.post(message(1, 1));
+  ASSERT_TRUE(q.held.wait_until_held());
+  for (std::uint64_t s = 2; s <= 5; ++s) q.queue.post(message(s, 1));  // 5 withheld
+  q.queue.post(of("origin-a", 6, Inbound::Kind::lost));                // a failed publish
+  q.held.release();
+  ASSERT_TRUE(q.queue.wait_idle(10s));
+  const auto request = q.queue.next_reread();
+  ASSERT_TRUE(request);
+  EXPECT_EQ(request->read.known_to, 6u);
+  q.queue.post_reread(*request, rows(5, 5), /*reached_end=*/true);
+  ASSERT_TRUE(q.queue.wait_idle(10s));
+  EXPECT_EQ(sequences(q.seen), (std::vector<std::uint64_t>{1, 2, 3, 4, 5}));
+  const auto gaps = q.log.gaps();
+  ASSERT_EQ(gaps.size(), 1u);
+  EXPECT_EQ(gaps[0].first_missing, 6u);
+  EXPECT_EQ(gaps[0].last_missing, 6u);
+  EXPECT_FALSE(q.queue.next_reread());
+}
+
+// With the byte bound, a small message can fit where a large one did not:
+// an origin that dropped one drops the rest until the handlers catch up, so
+// its gap is reported, and reported before what follows.
+TEST(DeliveryQueue, AnOriginThatDroppedAMessageDropsItsNextOnesUntilTheGapIsReported) {
+  BoundedQueue q({1000, 10'000});
+  q.queue.post(message(1, 5000));
+  ASSERT_TRUE(q.held.wait_until_held());
+  q.queue.post(message(2, 5000));
+  q.queue.post(of("new-origin", 1));
+  q.queue.post([] {
+    auto big = of("newer-origin", 1);
+    big.body_bytes = 20'000;  // does not fit
+    return big;
+  }());
+  q.queue.post(of("newer-origin", 2));  // would fit: dropped all the same
+  q.held.release();
+  ASSERT_TRUE(q.queue.wait_idle(10s));
+  q.queue.post(of("newer-origin", 3));
+  ASSERT_TRUE(q.queue.wait_idle(10s));
+  const auto gaps = q.log.gaps();
+  ASSERT_EQ(gaps.size(), 1u);
+  EXPECT_EQ(gaps[0].origin, "newer-origin");
+  EXPECT_EQ(gaps[0].first_missing, 1u);
+  EXPECT_EQ(gaps[0].last_missing, 2u);
+  std::vector<std::string> delivered;
+  for (const auto& m : q.seen.messages())
+    delivered.push_back(m.origin + "#" + std::to_string(m.sequence));
+  EXPECT_EQ(delivered, (std::vector<std::string>{"origin-a#1", "origin-a#2", "new-origin#1",
+                                                 "newer-origin#3"}));
+}
+
+TEST(DeliveryQueue, AHandlerSubscribedWhileAnotherIsBusyHearsNothingThatWasWaiting) {
+  BoundedQueue q({1000});
+  q.queue.post(message(1, 1));
+  ASSERT_TRUE(q.held.wait_until_held());
+  q.queue.post(message(2, 1));  // waits behind the held handler
+  Collector late;
+  auto subscription = q.queue.subscribe(late.handler());
+  q.queue.post(message(3, 1));  // arrives once the late handler is there
+  q.held.release();
+  ASSERT_TRUE(q.queue.wait_idle(10s));
+  EXPECT_EQ(sequences(q.seen), (std::vector<std::uint64_t>{1, 2, 3}));
+  EXPECT_EQ(sequences(late), (std::vector<std::uint64_t>{3}));
+}
+
+TEST(DeliveryQueue, AnUnreadableRowWithholdsItsOriginAndIsReadBackAfterAPause) {
+  BoundedQueue q({1000});
+  q.queue.post(message(1, 1));
+  ASSERT_TRUE(q.held.wait_until_held());
+  q.held.release();
+  q.queue.post(of("origin-a", 2, Inbound::Kind::unfetched));
+  q.queue.post(message(3, 1));  // behind it: withheld too
+  q.queue.post(of("origin-b", 1));
+  ASSERT_TRUE(q.queue.wait_idle(10s));
+  EXPECT_FALSE(q.queue.next_reread()) << "not before the pause";
+  const auto due = q.queue.next_reread_due();
+  EXPECT_GT(due, std::chrono::steady_clock::now());
+  EXPECT_LT(due, std::chrono::steady_clock::now() + 1s);
+  std::this_thread::sleep_until(due);
+  auto request = q.queue.next_reread();
+  ASSERT_TRUE(request);
+  EXPECT_EQ(request->read.from, 2u);
+  EXPECT_EQ(request->read.known_to, 3u);
+  // The read fails again: the pause doubles.
+  EXPECT_EQ(q.queue.reread_failed(*request), 200ms);
+  EXPECT_FALSE(q.queue.next_reread());
+  std::this_thread::sleep_until(q.queue.next_reread_due());
+  request = q.queue.next_reread();
+  ASSERT_TRUE(request);
+  q.queue.post_reread(*request, rows(2, 3), /*reached_end=*/true);
+  ASSERT_TRUE(q.queue.wait_idle(10s));
+  std::vector<std::string> delivered;
+  for (const auto& m : q.seen.messages())
+    delivered.push_back(m.origin + "#" + std::to_string(m.sequence));
+  EXPECT_EQ(delivered,
+            (std::vector<std::string>{"origin-a#1", "origin-b#1", "origin-a#2", "origin-a#3"}));
+  EXPECT_TRUE(q.log.gaps().empty());
 }
 
 }  // namespace

@@ -62,18 +62,30 @@ TEST(MessageAuth, RotationSignsWithTheFirstKeyAndAcceptsEvery) {
   EXPECT_THROW(verified(old_only, "c", from_new), protocol_error);
 }
 
-TEST(MessageAuth, RowMacsCoverChannelOriginSequenceAndBody) {
+TEST(MessageAuth, RowMacsCoverChannelOriginSequenceBirthAndBody) {
   const MessageAuth auth({key_one});
-  const auto mac = auth.row_mac("c", "o", 7, "{}");
-  EXPECT_EQ(mac.size(), 64u);
-  EXPECT_TRUE(auth.row_mac_valid("c", "o", 7, "{}", mac));
-  EXPECT_FALSE(auth.row_mac_valid("c2", "o", 7, "{}", mac));
-  EXPECT_FALSE(auth.row_mac_valid("c", "o2", 7, "{}", mac));
-  EXPECT_FALSE(auth.row_mac_valid("c", "o", 8, "{}", mac));
-  EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, "[]", mac));
-  EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, "{}", ""));
-  // Field boundaries are part of what is signed: moving bytes across them fails.
-  EXPECT_FALSE(auth.row_mac_valid("c", "o7", 7, "{}", auth.row_mac("c", "o", 77, "{}")));
+  for (const std::optional<std::uint64_t> born :
+       {std::optional<std::uint64_t>{}, std::optional<std::uint64_t>{4711}}) {
+    const auto mac = auth.row_mac("c", "o", 7, born, "{}");
+    EXPECT_EQ(mac.size(), 64u);
+    EXPECT_TRUE(auth.row_mac_valid("c", "o", 7, born, "{}", mac));
+    EXPECT_FALSE(auth.row_mac_valid("c2", "o", 7, born, "{}", mac));
+    EXPECT_FALSE(auth.row_mac_valid("c", "o2", 7, born, "{}", mac));
+    EXPECT_FALSE(auth.row_mac_valid("c", "o", 8, born, "{}", mac));
+    EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, born, "[]", mac));
+    EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, born, "{}", ""));
+    // Field boundaries are part of what is signed: moving bytes across them fails.
+    EXPECT_FALSE(
+        auth.row_mac_valid("c", "o7", 7, born, "{}", auth.row_mac("c", "o", 77, born, "{}")));
+  }
+  // The birth is signed: rewriting it, adding it or removing it fails.
+  const auto with_birth = auth.row_mac("c", "o", 7, 4711, "{}");
+  EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, 4712, "{}", with_birth));
+  EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, std::nullopt, "{}", with_birth));
+  EXPECT_FALSE(
+      auth.row_mac_valid("c", "o", 7, 4711, "{}", auth.row_mac("c", "o", 7, std::nullopt, "{}")));
+  // A row without a birth is signed as syncbus 0.1 signed every row.
+  EXPECT_NE(auth.row_mac("c", "o", 7, std::nullopt, "{}"), with_birth);
 }
 
 TEST(MessageAuth, OffPassesEverythingThrough) {

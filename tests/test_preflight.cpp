@@ -18,13 +18,19 @@ std::string refusal(const ServerFacts& facts) {
 
 TEST(Preflight, APrimaryOfASupportedVersionPasses) {
   EXPECT_EQ(refusal({150004, "15.4", false}), "");
-  EXPECT_EQ(refusal({100000, "10.0", false}), "");
+  EXPECT_EQ(refusal({130000, "13.0", false}), "");
 }
 
 TEST(Preflight, AnOldServerIsRefusedNamingBothVersions) {
-  const auto why = refusal({90624, "9.6.24", false});
-  EXPECT_NE(why.find("9.6.24"), std::string::npos) << why;
-  EXPECT_NE(why.find("10 or later"), std::string::npos) << why;
+  // PostgreSQL 13 brought xid8 and pg_current_snapshot(), which the spill
+  // table and catching up stand on.
+  for (const ServerFacts old :
+       {ServerFacts{90624, "9.6.24", false}, ServerFacts{120022, "12.22", false}}) {
+    const auto why = refusal(old);
+    EXPECT_NE(why.find(old.version), std::string::npos) << why;
+    EXPECT_NE(why.find("13 or later"), std::string::npos) << why;
+    EXPECT_NE(why.find("pg_current_snapshot"), std::string::npos) << why;
+  }
 }
 
 TEST(Preflight, AStandbyIsRefusedWithTheWayOut) {

@@ -56,6 +56,13 @@ class Eavesdropper {
   std::unique_ptr<Receiver> receiver_;
 };
 
+// Now, by this machine's clock: the test server runs on it.
+std::uint64_t now_ms() {
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::system_clock::now().time_since_epoch())
+                                        .count());
+}
+
 class SecurityTest : public testing::PostgresTest {
  protected:
   PostgresBusOptions signed_options(const std::string& channel, EventLog* log = nullptr,
@@ -229,7 +236,8 @@ TEST_F(SecurityTest, AForgedPointerToAPlantedRowIsRefused) {
   // A pointer signed with the right secret (as if captured and edited is not
   // possible: the MAC covers it), but the row carries no signature of its own.
   detail::MessageAuth auth({secret});
-  raw_notify(channel, auth.sign_envelope(channel, detail::encode_spill_pointer("planted", 1)));
+  raw_notify(channel, auth.sign_envelope(
+                          channel, detail::encode_spill_pointer({"planted", 1, 0, now_ms()})));
   ASSERT_TRUE(eventually([&] { return log.errors_containing("carries no signature") == 1; }));
   ASSERT_TRUE(eventually([&] { return log.known_gaps().size() == 1; }));
   EXPECT_EQ(seen.size(), 0u);
@@ -529,7 +537,9 @@ TEST_F(PrivilegeTest, APublishOnlyBusNeedsInsertButNotSelect) {
 }
 
 // Tables made by syncbus 0.1 had a bigserial id: INSERT then also needs USAGE
-// on its sequence, and the bus says so.
+// on its sequence, and the bus says so. They also lack the columns that
+// catching up by transaction needs: a bus that may not add them (here it
+// does not own the table) names the migration, which its owner runs.
 TEST_F(PrivilegeTest, AnOlderTableWithAnIdSequenceNeedsUsageOnIt) {
   admin(
       sql("DROP TABLE {0}.sync_cluster_spill; CREATE TABLE {0}.sync_cluster_spill (id "
@@ -538,6 +548,11 @@ TEST_F(PrivilegeTest, AnOlderTableWithAnIdSequenceNeedsUsageOnIt) {
           "now(), UNIQUE (channel, origin, sequence))",
           schema_));
   grant("GRANT SELECT, INSERT ON {0} TO {1}");
+  const auto migration = refusal(SpillMode::overflow);
+  EXPECT_NE(migration.find("was made by an older syncbus"), std::string::npos) << migration;
+  const auto sql_at = migration.find("ALTER TABLE");
+  ASSERT_NE(sql_at, std::string::npos) << migration;
+  admin(migration.substr(sql_at));  // what the error says to run, as the owner
   const auto why = refusal(SpillMode::overflow);
   EXPECT_NE(why.find("USAGE on sequence " + schema_ + ".sync_cluster_spill_id_seq"),
             std::string::npos)

@@ -96,6 +96,60 @@ TEST(SequenceTracker, DroppedRangeOnlyReportsWhatWasNotDelivered) {
   EXPECT_FALSE(tracker.on_message("a", 8).deliver);
 }
 
+TEST(SequenceTracker, AnOriginBornAfterThisBusIsOwedEverythingFromOne) {
+  SequenceTracker tracker;
+  const auto verdict = tracker.on_message("new", 6, /*origin_is_new=*/true);
+  EXPECT_TRUE(verdict.deliver);
+  ASSERT_TRUE(verdict.gap);
+  EXPECT_EQ(verdict.gap->first_missing, 1u);
+  EXPECT_EQ(verdict.gap->last_missing, 5u);
+  EXPECT_FALSE(tracker.on_message("new-from-one", 1, true).gap);
+  EXPECT_FALSE(tracker.on_message("old", 6, /*origin_is_new=*/false).gap);
+  const auto heartbeat = tracker.on_heartbeat("new-heartbeat", 3, true);
+  ASSERT_TRUE(heartbeat) << "its first publishes failed: 1..3 are missing";
+  EXPECT_EQ(heartbeat->first_missing, 1u);
+  EXPECT_EQ(heartbeat->last_missing, 3u);
+}
+
+TEST(SequenceTracker, AGoodbyeIsAHeartbeatThenTheOriginIsForgotten) {
+  SequenceTracker forgetting;
+  forgetting.on_message("a", 1);
+  const auto gap = forgetting.on_goodbye("a", 3);
+  ASSERT_TRUE(gap);
+  EXPECT_EQ(gap->first_missing, 2u);
+  EXPECT_EQ(forgetting.origins(), 0u);
+  SequenceTracker remembering(/*forget_on_goodbye=*/false);
+  remembering.on_message("a", 1);
+  remembering.on_goodbye("a", 1);
+  EXPECT_EQ(remembering.origins(), 1u);
+  EXPECT_FALSE(remembering.on_message("a", 1).deliver) << "a replay is still a duplicate";
+}
+
+TEST(SequenceTracker, AStaleMessageIsAGapOnlyForAKnownOriginThatHadNotHadIt) {
+  SequenceTracker tracker;
+  EXPECT_FALSE(tracker.on_stale("unknown", 4)) << "could be a replay of a forgotten origin";
+  EXPECT_EQ(tracker.origins(), 0u);
+  tracker.on_message("a", 3);
+  EXPECT_FALSE(tracker.on_stale("a", 2)) << "a replay of something delivered";
+  const auto gap = tracker.on_stale("a", 4);
+  ASSERT_TRUE(gap);
+  EXPECT_EQ(gap->first_missing, 4u);
+  EXPECT_EQ(gap->last_missing, 4u);
+}
+
+TEST(SequenceTracker, OriginsSilentForLongAreForgotten) {
+  SequenceTracker tracker;
+  tracker.on_message("quiet", 1);
+  tracker.on_message("chatty", 1);
+  for (std::uint64_t sweep = 1; sweep <= 30; ++sweep) {
+    EXPECT_EQ(tracker.sweep(30), 0u);
+    tracker.on_heartbeat("chatty", 1);
+  }
+  EXPECT_EQ(tracker.sweep(30), 1u) << "silent for 31 sweeps";
+  EXPECT_EQ(tracker.origins(), 1u);
+  EXPECT_FALSE(tracker.on_message("chatty", 1).deliver);
+}
+
 TEST(SequenceTracker, UnknownRangeGapHasNoCount) {
   GapEvent unknown;
   EXPECT_FALSE(unknown.range_known());

@@ -69,27 +69,39 @@ class SpillTest : public testing::PostgresTest {
     PostgresClusterBus sender(options(channel, mode)), receiver(options(channel, mode));
     Collector seen;
     auto s = receiver.subscribe(seen.handler());
+    // A first message that spills, for its row's "born": every envelope of
+    // the sender carries it, so it counts towards the 8000 bytes.
+    sender.publish(std::string(100000, 'p'));
+    pqxx::connection connection(url());
+    const auto born = pqxx::nontransaction(connection)
+                          .exec_params1(
+                              "SELECT born::text FROM public.sync_cluster_spill WHERE "
+                              "channel = $1 AND origin = $2 AND sequence = 1",
+                              channel, sender.instance_id())[0]
+                          .as<std::uint64_t>();
     const auto bodies = boundary_bodies();
-    std::int64_t expected_spills = 0;
+    std::int64_t expected_spills = 1;
     bool saw_inline_just_below = false;
     bool saw_spill_at_limit = false;
     for (std::size_t i = 0; i < bodies.size(); ++i) {
-      const auto envelope_size = detail::encode_inline(sender.instance_id(), i + 1,
-                                                       detail::serialize_body(bodies[i], false))
-                                     .size();
+      const auto envelope_size =
+          detail::encode_inline(detail::EnvelopeHeader{sender.instance_id(), i + 2, born},
+                                detail::serialize_body(bodies[i], false))
+              .size();
       const bool spills = mode == SpillMode::always || envelope_size >= 8000;
       expected_spills += spills;
       saw_inline_just_below |= envelope_size == 7999 && !spills;
       saw_spill_at_limit |= envelope_size == 8000 && spills;
       sender.publish(bodies[i]);
     }
-    ASSERT_TRUE(seen.wait_for_count(bodies.size(), std::chrono::seconds(60)));
+    ASSERT_TRUE(seen.wait_for_count(bodies.size() + 1, std::chrono::seconds(60)));
     const auto messages = seen.messages();
-    ASSERT_EQ(messages.size(), bodies.size());
+    ASSERT_EQ(messages.size(), bodies.size() + 1);
     for (std::size_t i = 0; i < bodies.size(); ++i) {
-      EXPECT_EQ(messages[i].sequence, i + 1);
-      ASSERT_TRUE(messages[i].body.is_string());
-      EXPECT_TRUE(messages[i].body.get_ref<const std::string&>() == bodies[i])
+      const auto& m = messages[i + 1];
+      EXPECT_EQ(m.sequence, i + 2);
+      ASSERT_TRUE(m.body.is_string());
+      EXPECT_TRUE(m.body.get_ref<const std::string&>() == bodies[i])
           << "body " << i << " of " << bodies[i].size() << " bytes was altered";
     }
     EXPECT_EQ(spill_rows(channel), expected_spills);

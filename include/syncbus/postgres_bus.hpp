@@ -79,7 +79,9 @@ struct PostgresBusOptions {
   LogLevel log_level = LogLevel::info;
   /// When the bus has published nothing for this long, it sends a heartbeat
   /// carrying its last sequence number, so receivers also find a loss at the
-  /// tail of a burst. Zero disables heartbeats.
+  /// tail of a burst, and keep remembering this origin (a receiver forgets
+  /// an origin silent for about half an hour). At most 5 minutes; zero
+  /// disables heartbeats.
   std::chrono::milliseconds heartbeat_interval{2000};
   /// Client-side deadline of publish() (and heartbeats): past it, publish()
   /// throws timeout_error and the connection is replaced. A frozen server is
@@ -101,16 +103,15 @@ struct PostgresBusOptions {
   /// server or a silent network is noticed within their sum.
   std::chrono::milliseconds ping_interval{2000};
   std::chrono::milliseconds ping_timeout{3000};
-  /// Client-side deadline of every other statement (spill fetches, vacuum).
-  /// Connecting is bounded by the conninfo's connect_timeout (5 s unless it
-  /// sets one; also for a server that accepts the TCP connection and then
-  /// says nothing), and for publish() by its own deadline; close() interrupts
-  /// a connection attempt at once.
+  /// Client-side deadline of every other statement (spill fetches, catching
+  /// up, vacuum). The listening session also has the server end a statement
+  /// just before it (statement_timeout) and a lock wait at half of it
+  /// (lock_timeout), then tries again: the rows are still there. Connecting
+  /// is bounded by the conninfo's connect_timeout (5 s unless it sets one;
+  /// also for a server that accepts the TCP connection and then says
+  /// nothing), and for publish() by its own deadline; close() interrupts a
+  /// connection attempt at once.
   std::chrono::milliseconds query_timeout{10000};
-  /// SpillMode::always only: after a reconnect the listener reads the rows it
-  /// missed from the spill table, from its last contact with the server less
-  /// this margin (for statements that started before and committed after).
-  std::chrono::milliseconds catch_up_margin{10000};
   /// Every this often the bus reads pg_notification_queue_usage() (into
   /// stats()) and reports to on_error when it is at or above
   /// queue_usage_warning: some listening session on the server has stopped

@@ -1,0 +1,68 @@
+#pragma once
+// What a transport (the PostgreSQL listener, the publisher's echo of the
+// bus's own messages, the in-memory hub) hands to a bus's delivery stage.
+
+#include <syncbus/cluster_bus.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+
+namespace syncbus::detail {
+
+struct Inbound {
+  enum class Kind {
+    /// Deliver `message` (after the sequence check).
+    message,
+    /// message.origin's last published sequence is message.sequence.
+    heartbeat,
+    /// The same, and the origin has closed: it will publish no more.
+    goodbye,
+    /// The transport reconnected: report a gap of unknown range.
+    connection_reset,
+    /// message.origin's sequences first_dropped..message.sequence were not
+    /// delivered (the delivery stage itself makes these: a full queue).
+    dropped,
+    /// message.origin's message.sequence is known lost: its spill row is
+    /// gone or refused, or its publish failed. An exact gap at once.
+    lost,
+    /// A signed envelope refused as too old to be fresh (a replay, or a
+    /// message that took longer than the freshness window to arrive): a gap
+    /// only if the origin is known here and this sequence is new to it.
+    stale,
+    /// message.origin's message.sequence could not be read from the spill
+    /// table (a server error, not a missing row): the origin is withheld
+    /// from there and its messages read back once a retry succeeds.
+    unfetched,
+  };
+
+  Inbound() = default;
+  Inbound(Kind kind_, ClusterMessage message_, std::uint64_t first_dropped_ = 0)
+      : kind(kind_), message(std::move(message_)), first_dropped(first_dropped_) {}
+
+  Kind kind = Kind::message;
+  ClusterMessage message;
+  /// For Kind::dropped: the first sequence of the range.
+  std::uint64_t first_dropped = 0;
+  /// A message whose body is still JSON text (message.body is then unset):
+  /// the delivery thread parses it only if a handler is there to see it.
+  std::shared_ptr<const std::string> body_text;
+  /// The size of the body's JSON text as it arrived (for a batch envelope,
+  /// its share of the payload): what counts against the queue's byte bound.
+  std::size_t body_bytes = 0;
+  /// The origin was born after this bus started listening, so all of its
+  /// messages, from sequence 1, were this bus's to see: seen first at a
+  /// later sequence, the ones before are missing (a gap), not older than
+  /// this bus.
+  bool origin_is_new = false;
+  /// Set by the delivery stage when the item arrives: the newest
+  /// subscription that may hear it (HandlerRegistry; 0: none).
+  std::uint64_t audience = 0;
+  /// Transport-internal: the message's body is still in the spill table
+  /// (the listener reads it before handing the item on).
+  bool body_in_table = false;
+};
+
+}  // namespace syncbus::detail

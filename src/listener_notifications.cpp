@@ -1,0 +1,151 @@
+// The listener's notifications: payloads become Inbound items, checked for
+// authenticity and freshness, with the bodies of spill pointers read from
+// the table (listener.hpp says which file holds which of its jobs).
+#include <syncbus/errors.hpp>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "envelope.hpp"
+#include "listen_session.hpp"
+#include "listener.hpp"
+
+namespace syncbus::detail {
+namespace {
+
+// A signed envelope older than this is refused as stale: a replay, or a
+// listener that stopped reading for this long. Origins are remembered far
+// longer (DeliveryQueue: about half an hour), so any envelope fresh enough
+// to be taken comes from an origin whose messages this bus still knows:
+// a replay of one is a duplicate.
+constexpr std::chrono::minutes freshness_window{10};
+
+}  // namespace
+
+void ListenerLoop::decode_and_deliver(ListenSession& session,
+                                      const std::vector<std::string>& payloads) {
+  // Spill pointers are followed in one query per chunk, not one per message:
+  // a round trip per message would make the listener slower than the
+  // publishers in SpillMode::always, and libpq would buffer the backlog of
+  // notifications without bound. The chunk bounds the query's size.
+  constexpr std::size_t chunk_size = 512;
+  for (std::size_t first = 0; first < payloads.size(); first += chunk_size) {
+    const auto last = std::min(payloads.size(), first + chunk_size);
+    deliver_chunk(session, payloads.data() + first, payloads.data() + last);
+  }
+}
+
+bool ListenerLoop::fresh(const std::string& origin, std::uint64_t first, std::uint64_t count,
+                         std::optional<std::uint64_t> sent_ms, std::vector<Inbound>& items) {
+  // A signature proves who wrote an envelope, not when: someone who can
+  // LISTEN could record one and NOTIFY it again later. So a signed envelope
+  // says when it was signed, by the server's clock (which every bus reads:
+  // ServerClock), and a receiver refuses one signed before it started
+  // listening (less the longest a publish may take to commit) or longer
+  // ago than the freshness window.
+  if (!sent_ms) {
+    report(on_error_, protocol_error(fmt::format(
+                          "syncbus: dropped a signed envelope of {} with no \"sent\" time on "
+                          "channel \"{}\": it comes from a bus older than syncbus 0.2 (upgrade "
+                          "every bus of the channel) or is a replay of one",
+                          origin, settings_.channel)));
+    return false;
+  }
+  const auto now = clock_.now_ms();
+  const auto tolerance = static_cast<std::uint64_t>(settings_.freshness_tolerance.count());
+  const auto window = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(freshness_window).count());
+  std::string why;
+  if (*sent_ms + tolerance < started_ms_) {
+    why = fmt::format("it was signed {} s before this bus started listening: a replay?",
+                      (started_ms_ - *sent_ms) / 1000);
+  } else if (*sent_ms + window < now) {
+    why = fmt::format(
+        "it was signed {} s ago, longer ago than the freshness window ({} min): a replay, or "
+        "this listener stopped reading for that long",
+        (now - *sent_ms) / 1000, freshness_window.count());
+  } else {
+    return true;
+  }
+  report(on_error_,
+         protocol_error(fmt::format("syncbus: refused message(s) {}#{}..{} on channel "
+                                    "\"{}\" as stale: {}",
+                                    origin, first, first + std::max<std::uint64_t>(count, 1) - 1,
+                                    settings_.channel, why)));
+  // A gap, if this bus knows the origin and had not had these yet.
+  for (std::uint64_t i = 0; i < count; ++i) {
+    items.push_back({Inbound::Kind::stale, {origin, first + i, {}}});
+  }
+  return false;
+}
+
+void ListenerLoop::deliver_chunk(ListenSession& session, const std::string* begin,
+                                 const std::string* end) {
+  std::vector<Inbound> items;
+  items.reserve(static_cast<std::size_t>(end - begin));
+  std::string verified;  // reused for each signed payload's envelope
+  for (const auto* payload = begin; payload != end; ++payload) {
+    try {
+      // Authenticated before anything else looks at it: a forgery must not
+      // reach the sequence check, where it could pass for the genuine
+      // message and make that one a "duplicate".
+      Envelope envelope = decode_envelope(
+          auth_.verify_envelope(settings_.channel, *payload, verified), settings_.own_origin);
+      // This bus's own messages reach its handlers from its publisher.
+      if (envelope.origin == settings_.own_origin) continue;
+      const bool heartbeat = envelope.kind == Envelope::Kind::heartbeat;
+      if (auth_.enabled() && !fresh(envelope.origin, envelope.sequence,
+                                    heartbeat ? 0 : envelope.count, envelope.sent_ms, items)) {
+        continue;
+      }
+      const bool origin_is_new = position_.origin_is_new(envelope.born);
+      if (heartbeat) {
+        items.push_back({envelope.goodbye ? Inbound::Kind::goodbye : Inbound::Kind::heartbeat,
+                         {std::move(envelope.origin), envelope.sequence, {}}});
+        items.back().origin_is_new = origin_is_new;
+        continue;
+      }
+      // What each inline body counts against the delivery queue's byte
+      // bound: its share of the payload (pointers count their rows' sizes).
+      const auto inline_share = payload->size() / std::max<std::uint64_t>(1, envelope.count);
+      for (std::uint64_t i = 0; i < envelope.count; ++i) {
+        const auto sequence = envelope.sequence + i;
+        if (queue_.drop_if_withheld(envelope.origin, sequence)) continue;
+        Inbound item{Inbound::Kind::message, {envelope.origin, sequence, {}}};
+        item.origin_is_new = origin_is_new;
+        if (envelope.kind == Envelope::Kind::inline_body) {
+          item.message.body = std::move(envelope.bodies[i]);
+          item.body_bytes = inline_share;
+        } else {
+          item.body_in_table = true;
+        }
+        items.push_back(std::move(item));
+      }
+    } catch (const std::exception& e) {
+      report(on_error_, e);
+    }
+  }
+  std::size_t handed_on = 0;
+  try {
+    read_bodies(session, items, handed_on,
+                [this](std::vector<Inbound>&& some) { hand_on(std::move(some)); });
+  } catch (const connection_error&) {
+    // What came before the first unread body was handed on, in order; run()
+    // reconnects (and catches up, or reports the unknown gap).
+    throw;
+  } catch (const std::exception& e) {
+    // A server error (a lock or statement timeout, a cancelled statement):
+    // the rows are still there. Each origin from its first unread message
+    // on is withheld and read back after a pause; nothing is lost.
+    report(on_error_, e);
+    std::vector<Inbound> rest;
+    for (auto i = handed_on; i < items.size(); ++i) {
+      if (items[i].body_in_table) items[i].kind = Inbound::Kind::unfetched;
+      rest.push_back(std::move(items[i]));
+    }
+    hand_on(std::move(rest));
+  }
+}
+
+}  // namespace syncbus::detail

@@ -1,0 +1,264 @@
+// The listener's reads of the spill table: bodies by key, in order and in
+// fetches bounded in bytes; the catch-up after a reconnect; reading back
+// what the delivery queue withheld (listener.hpp says which file holds
+// which of its jobs).
+#include <syncbus/errors.hpp>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "listen_session.hpp"
+#include "listener.hpp"
+#include "spilled_body.hpp"
+
+namespace syncbus::detail {
+namespace {
+
+// Keys per fetch of bodies: bounds the query's text and its result's rows
+// (its bytes are bounded by the statement itself: SpillStore::fetch_many).
+constexpr std::size_t keys_per_fetch = 128;
+
+// Keys per page of a catch-up's listing (a few dozen bytes each).
+constexpr int keys_per_page = 1024;
+
+// A catch-up lists a range of transaction ids this wide at a time, so that
+// each statement's scan is bounded even where the table holds mostly other
+// channels' rows in that range (an index entry per row, about 16 K
+// transactions of other traffic: a few milliseconds).
+constexpr std::uint64_t ids_per_span = 16384;
+
+// Pauses between attempts of a catch-up statement that failed on the server
+// (a lock, a cancelled statement): short at first, then no more often than
+// every few seconds, while the socket keeps being drained.
+constexpr std::chrono::milliseconds first_pause{100};
+constexpr std::chrono::milliseconds longest_pause{5000};
+
+bool retriable(const std::exception& e) {
+  // The connection is gone (or was cut by a deadline): run() reconnects.
+  // Anything else is the server refusing this statement this time.
+  return dynamic_cast<const connection_error*>(&e) == nullptr;
+}
+
+}  // namespace
+
+Inbound ListenerLoop::item_of(const SpillStore::StoredMessage& row) {
+  try {
+    Inbound item{Inbound::Kind::message,
+                 {row.origin, row.sequence,
+                  accepted_body(row, auth_, settings_.channel, settings_.max_body_bytes)}};
+    item.body_bytes = row.body_json.size();
+    item.origin_is_new = position_.origin_is_new(row.born);
+    return item;
+  } catch (const std::exception& e) {
+    report(on_error_, protocol_error(fmt::format(
+                          "syncbus: skipped spilled message {}#{} on channel \"{}\": it was "
+                          "refused: {}",
+                          row.origin, row.sequence, settings_.channel, e.what())));
+    // The message is lost: say so now, as an exact gap.
+    return {Inbound::Kind::lost, {row.origin, row.sequence, {}}};
+  }
+}
+
+void ListenerLoop::hand_on(std::vector<Inbound>&& items) {
+  if (items.empty()) return;
+  for (const auto& item : items) {
+    if (item.kind == Inbound::Kind::message || item.kind == Inbound::Kind::lost) {
+      position_.handed_on(item.message.origin, item.message.sequence);
+    }
+  }
+  queue_.post(std::move(items));
+}
+
+void ListenerLoop::read_bodies(ListenSession& session, std::vector<Inbound>& items,
+                               std::size_t& read_up_to,
+                               const std::function<void(std::vector<Inbound>&&)>& take,
+                               std::size_t max_bytes) {
+  std::size_t loaded = 0;
+  while (read_up_to < items.size()) {
+    // The next keys to read, in order; items in between pass through.
+    std::vector<SpillStore::MessageKey> keys;
+    std::vector<std::size_t> at;
+    for (auto i = read_up_to; i < items.size() && keys.size() < keys_per_fetch; ++i) {
+      if (!items[i].body_in_table) continue;
+      keys.push_back({items[i].message.origin, items[i].message.sequence});
+      at.push_back(i);
+    }
+    if (keys.empty()) {
+      take({std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(read_up_to)),
+            std::make_move_iterator(items.end())});
+      read_up_to = items.size();
+      return;
+    }
+    const auto rows = statement(
+        session,
+        [&](pqxx::connection_base& c) {
+          return store_.fetch_many(c, keys, std::min(SpillStore::default_fetch_bytes, max_bytes));
+        },
+        [&] {
+          return fmt::format("fetching {} spilled message(s) from {}", keys.size(),
+                             store_.qualified_name());
+        });
+    // Rows come in key order; a key with no row has none.
+    std::size_t row = 0;
+    auto resolved_to = items.size();  // the first item still awaiting its body
+    for (std::size_t k = 0; k < keys.size(); ++k) {
+      auto& item = items[at[k]];
+      const bool found = row < rows.size() && rows[row].origin == keys[k].origin &&
+                         rows[row].sequence == keys[k].sequence;
+      if (found && rows[row].deferred) {
+        resolved_to = at[k];  // over this fetch's bytes: the next one reads it
+        break;
+      }
+      if (found) {
+        loaded += rows[row].body_json.size();
+        item = item_of(rows[row++]);
+      } else {
+        report(on_error_,
+               protocol_error(fmt::format(
+                   "syncbus: skipped spilled message {}#{} on channel \"{}\": it is "
+                   "not in {} (vacuumed before this listener read it?). Raise the "
+                   "vacuum age above your listeners' worst lag",
+                   keys[k].origin, keys[k].sequence, settings_.channel, store_.qualified_name())));
+        item = Inbound{Inbound::Kind::lost, {keys[k].origin, keys[k].sequence, {}}};
+      }
+      if (k + 1 == keys.size()) resolved_to = at[k] + 1;
+    }
+    // Hand on everything before the first item still waiting for its body
+    // (or up to the last key of this fetch, when it read them all: items
+    // after it may still have keys to read).
+    const auto until = resolved_to;
+    take({std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(read_up_to)),
+          std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(until))});
+    read_up_to = until;
+    if (loaded >= max_bytes) return;
+  }
+}
+
+std::size_t ListenerLoop::catch_up(ListenSession& session, const PgSnapshot& from,
+                                   const PgSnapshot& to) {
+  // The transactions visible in `to` and not in `from`: those in progress
+  // at `from`, then every id from `from`'s xmax up to `to`'s. Each range is
+  // listed in (xid, origin, sequence) order, which is commit order per
+  // origin; ranges come in ascending ids, so the order holds across them.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
+  for (const auto xid : from.in_progress()) ranges.emplace_back(xid, xid + 1);
+  for (auto lo = from.xmax(); lo < to.xmax(); lo += std::min(ids_per_span, to.xmax() - lo)) {
+    ranges.emplace_back(lo, std::min(lo + ids_per_span, to.xmax()));
+  }
+  std::size_t read = 0;
+  for (const auto& [lo, below] : ranges) {
+    SpillStore::RowKey after{lo, "", 0};
+    for (;;) {
+      // A page of keys. Failures on the server are retried, whatever they
+      // are: the rows are there, and waiting costs only time.
+      std::vector<SpillStore::RowKey> page;
+      for (auto pause = first_pause;; pause = std::min(pause * 2, longest_pause)) {
+        try {
+          page = statement(
+              session,
+              [&](pqxx::connection_base& c) {
+                return store_.list_committed(c, after, below, to, keys_per_page);
+              },
+              [&] { return fmt::format("catching up from {}", store_.qualified_name()); });
+          break;
+        } catch (const std::exception& e) {
+          if (!retriable(e)) throw;
+          report(on_error_,
+                 error(fmt::format("syncbus: the listener on channel \"{}\" could not read what it "
+                                   "missed from {} ({}); it tries again in {} ms",
+                                   settings_.channel, store_.qualified_name(), e.what(),
+                                   pause.count())));
+          if (!wait_draining(session, pause)) throw closed_error("syncbus: the bus was closed");
+        }
+      }
+      std::vector<Inbound> items;
+      for (const auto& key : page) {
+        // Its own messages reach the bus's handlers from its publisher;
+        // what was handed on before the connection broke is not read again.
+        if (key.origin == settings_.own_origin ||
+            position_.already_handed_on(key.origin, key.sequence) ||
+            queue_.drop_if_withheld(key.origin, key.sequence)) {
+          continue;
+        }
+        Inbound item{Inbound::Kind::message, {key.origin, key.sequence, {}}};
+        item.body_in_table = true;
+        items.push_back(std::move(item));
+      }
+      read += items.size();
+      std::size_t handed_on = 0;
+      try {
+        read_bodies(session, items, handed_on,
+                    [this](std::vector<Inbound>&& some) { hand_on(std::move(some)); });
+      } catch (const std::exception& e) {
+        if (!retriable(e)) throw;
+        // As for a live pointer: the origins are withheld from their first
+        // unread row, and read back after a pause.
+        report(on_error_, e);
+        std::vector<Inbound> rest(
+            std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(handed_on)),
+            std::make_move_iterator(items.end()));
+        for (auto& item : rest) item.kind = Inbound::Kind::unfetched;
+        hand_on(std::move(rest));
+      }
+      if (page.size() < static_cast<std::size_t>(keys_per_page)) break;
+      after = page.back();
+    }
+  }
+  return read;
+}
+
+bool ListenerLoop::reread_step(ListenSession& session) {
+  constexpr std::size_t page_rows = 256;
+  const auto request = queue_.next_reread();
+  if (!request) return false;
+  const auto limit = static_cast<int>(std::min(page_rows, request->room));
+  const auto& read = request->read;
+  std::vector<Inbound> items;
+  try {
+    const auto keys = statement(
+        session,
+        [&](pqxx::connection_base& c) {
+          return store_.list_from(c, read.origin, read.from, limit);
+        },
+        [&] {
+          return fmt::format("re-reading messages of {} from {}", read.origin,
+                             store_.qualified_name());
+        });
+    for (const auto& key : keys) {
+      Inbound item{Inbound::Kind::message, {key.origin, key.sequence, {}}};
+      item.body_in_table = true;
+      items.push_back(std::move(item));
+    }
+    std::vector<Inbound> taken;
+    std::size_t handed_on = 0;
+    // No more bytes than the queue has room for: what does not fit would
+    // be read again.
+    read_bodies(
+        session, items, handed_on,
+        [&](std::vector<Inbound>&& some) {
+          taken.insert(taken.end(), std::make_move_iterator(some.begin()),
+                       std::make_move_iterator(some.end()));
+        },
+        std::max<std::size_t>(1, request->room_bytes));
+    const bool reached_end =
+        keys.size() < static_cast<std::size_t>(limit) && handed_on == items.size();
+    for (const auto& item : taken) {
+      if (item.kind == Inbound::Kind::message || item.kind == Inbound::Kind::lost) {
+        position_.handed_on(item.message.origin, item.message.sequence);
+      }
+    }
+    queue_.post_reread(*request, std::move(taken), reached_end);
+  } catch (const std::exception& e) {
+    if (!retriable(e)) throw;
+    const auto pause = queue_.reread_failed(*request);
+    report(on_error_,
+           error(fmt::format("syncbus: could not read back the messages of {} from {} ({}); it "
+                             "tries again in {} ms, and holds that origin's later messages until "
+                             "then (nothing is lost)",
+                             read.origin, store_.qualified_name(), e.what(), pause.count())));
+  }
+  return true;
+}
+
+}  // namespace syncbus::detail

@@ -1,0 +1,31 @@
+#include "server_clock.hpp"
+
+#include <pqxx/nontransaction>
+
+namespace syncbus::detail {
+
+void ServerClock::calibrate(pqxx::connection_base& session) {
+  const auto asked = Clock::now();
+  const auto server_ms =
+      pqxx::nontransaction(session)
+          .exec1("SELECT (extract(epoch FROM clock_timestamp()) * 1000)::bigint")[0]
+          .as<std::int64_t>();
+  calibrate(server_ms, asked, Clock::now());
+}
+
+void ServerClock::calibrate(std::int64_t server_ms, Clock::time_point asked,
+                            Clock::time_point answered) {
+  std::lock_guard<std::mutex> lock(mutex_);
+  server_ms_ = server_ms;
+  // The server read its clock somewhere in the round trip: say halfway.
+  at_ = asked + (answered - asked) / 2;
+}
+
+std::uint64_t ServerClock::now_ms() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (server_ms_ == 0) return 0;
+  const auto elapsed = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - at_);
+  return static_cast<std::uint64_t>(server_ms_ + elapsed.count());
+}
+
+}  // namespace syncbus::detail

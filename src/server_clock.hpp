@@ -1,0 +1,39 @@
+#pragma once
+// The database server's clock, as this process can know it: read once over
+// a connection (clock_timestamp(), half a round trip late at most), then
+// carried forward by this process's monotonic clock. Every bus on a channel
+// reads the same server, so their estimates agree to within a round trip,
+// whatever the machines' own clocks say, and a wall-clock step on this
+// machine changes nothing. Used for the freshness of signed envelopes
+// ("sent", docs/SECURITY.md). Thread-safe.
+
+#include <pqxx/connection_base>
+
+#include <chrono>
+#include <cstdint>
+#include <mutex>
+
+namespace syncbus::detail {
+
+class ServerClock {
+ public:
+  using Clock = std::chrono::steady_clock;
+
+  /// Reads the server's time over `session` (one round trip; call it under
+  /// a statement deadline).
+  void calibrate(pqxx::connection_base& session);
+  /// The server said `server_ms` (ms since the Unix epoch) between `asked`
+  /// and `answered`.
+  void calibrate(std::int64_t server_ms, Clock::time_point asked, Clock::time_point answered);
+
+  /// Milliseconds since the Unix epoch by the server's clock; 0 before the
+  /// first calibration.
+  std::uint64_t now_ms() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::int64_t server_ms_ = 0;
+  Clock::time_point at_{};
+};
+
+}  // namespace syncbus::detail
