@@ -252,6 +252,7 @@ void DeliveryQueue::run() {
       last_sweep_ = now;
       tracker_.sweep(forget_after_sweeps);
     }
+    stats_->origins_tracked.store(tracker_.origins(), std::memory_order_relaxed);
     lock.lock();
     delivering_ = false;
     if (queue_.empty()) idle_.notify_all();

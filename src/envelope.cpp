@@ -82,11 +82,12 @@ std::string serialize_body(const nlohmann::json& body, bool ascii_only) {
 
 namespace {
 
-// {"v":1,"origin":"<origin>","seq":<n>[,"born":<b>][,"sent":<t>]
+// {"v":1,"origin":"<origin>","seq":<n>[,"born":<b>][,"pid":<p>][,"sent":<t>]
 std::size_t header_size(const EnvelopeHeader& header) {
   constexpr std::size_t fixed = sizeof(R"({"v":1,"origin":"","seq":)") - 1;
   std::size_t size = fixed + header.origin.size() + std::to_string(header.sequence).size();
   if (header.born != 0) size += sizeof(R"(,"born":)") - 1 + std::to_string(header.born).size();
+  if (header.pid != 0) size += sizeof(R"(,"pid":)") - 1 + std::to_string(header.pid).size();
   if (header.sent_ms != 0)
     size += sizeof(R"(,"sent":)") - 1 + std::to_string(header.sent_ms).size();
   return size;
@@ -102,6 +103,10 @@ void append_header(std::string& out, const EnvelopeHeader& header) {
   if (header.born != 0) {
     out += R"(,"born":)";
     out += std::to_string(header.born);
+  }
+  if (header.pid != 0) {
+    out += R"(,"pid":)";
+    out += std::to_string(header.pid);
   }
   if (header.sent_ms != 0) {
     out += R"(,"sent":)";
@@ -271,7 +276,7 @@ Envelope decode_envelope(std::string_view payload, std::string_view skip_bodies_
         // One pass over the fields; a known field given twice is refused
         // rather than guessed at.
         std::optional<Element> version, origin, sequence, body, bodies, spilled, heartbeat, count,
-            born, sent, goodbye;
+            born, pid, sent, goodbye;
         simdjson::dom::object fields = root.get_object().value_unsafe();
         for (const auto field : fields) {
           std::optional<Element>* slot = nullptr;
@@ -294,6 +299,8 @@ Envelope decode_envelope(std::string_view payload, std::string_view skip_bodies_
             slot = &count;
           } else if (key == "born") {
             slot = &born;
+          } else if (key == "pid") {
+            slot = &pid;
           } else if (key == "sent") {
             slot = &sent;
           } else if (key == "goodbye") {
@@ -331,8 +338,9 @@ Envelope decode_envelope(std::string_view payload, std::string_view skip_bodies_
           reject(payload, "no \"seq\" from 1 to 2^63-1");
         }
         envelope.sequence = *seq;
-        // A transaction id, and a time in milliseconds: positive integers.
+        // A transaction id, a process id, a time in milliseconds: positive.
         for (const auto& [field, name, out] : {std::make_tuple(&born, "born", &envelope.born),
+                                               std::make_tuple(&pid, "pid", &envelope.pid),
                                                std::make_tuple(&sent, "sent", &envelope.sent_ms)}) {
           if (!*field) continue;
           const auto value = unsigned_of(**field);

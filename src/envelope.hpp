@@ -11,10 +11,11 @@
 //
 // After "seq", a bus writes "born" (the transaction id of its birth, so that
 // a receiver tells an origin born after it from an older one) and, when it
-// signs, "sent" (milliseconds since the Unix epoch by the server's clock,
-// for freshness):
+// signs, "pid" (the server process of the session that sends it) and "sent"
+// (milliseconds since the Unix epoch by the server's clock), which bind the
+// signature to one session and one moment (docs/SECURITY.md, replays):
 //
-//   {"v":1,"origin":"a1","seq":7,"born":7412,"sent":1764433659123,"body":1}
+//   {"v":1,"origin":"a1","seq":7,"born":7412,"pid":4242,"sent":1764433659123,"body":1}
 //
 // A pointer names spill rows by (channel, origin, seq), the rows' unique
 // key, so a receiver can only ever follow it into its own channel's rows.
@@ -49,12 +50,13 @@ bool nesting_exceeds(std::string_view json_text, std::size_t max_depth) noexcept
 /// that is not valid UTF-8 or nests deeper than max_body_depth.
 std::string serialize_body(const nlohmann::json& body, bool ascii_only);
 
-/// What every envelope begins with. `born` and `sent_ms` are written only
-/// when not 0.
+/// What every envelope begins with. `born`, `pid` and `sent_ms` are
+/// written only when not 0.
 struct EnvelopeHeader {
   std::string_view origin;
   std::uint64_t sequence = 0;
   std::uint64_t born = 0;
+  std::uint64_t pid = 0;
   std::uint64_t sent_ms = 0;
 };
 
@@ -121,6 +123,8 @@ struct Envelope {
   std::vector<nlohmann::json> bodies;
   /// The origin's birth transaction ("born"), when given.
   std::optional<std::uint64_t> born;
+  /// The server process of the session that sent it ("pid").
+  std::optional<std::uint64_t> pid;
   /// When it was signed ("sent", ms since the epoch by the server's clock).
   std::optional<std::uint64_t> sent_ms;
   /// A heartbeat from an origin that has closed.

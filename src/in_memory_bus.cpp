@@ -171,6 +171,16 @@ void InMemoryClusterBus::close() {
     impl_->closed = true;
     auto& members = hub_state.members;
     members.erase(std::remove(members.begin(), members.end(), impl_->member), members.end());
+    // Goodbye, as a closing PostgresClusterBus says it: the others forget
+    // this origin (after checking that they had all of it).
+    if (impl_->member->last_sequence > 0) {
+      for (const auto& receiver : members) {
+        if (receiver->disconnected) continue;
+        receiver->queue->post(
+            detail::Inbound{detail::Inbound::Kind::goodbye,
+                            {impl_->member->origin, impl_->member->last_sequence, {}}});
+      }
+    }
   }
   impl_->member->queue->stop();
 }

@@ -15,28 +15,35 @@
 
 namespace syncbus::detail {
 
-/// Collects the payloads of one channel during get_notifs(), in order; they
-/// are decoded afterwards, outside libpqxx's callback, where the connection
-/// may run the spill fetch. Constructing it LISTENs; destroying it UNLISTENs.
+/// One notification: its payload, and the server process that sent it.
+struct Notification {
+  std::string payload;
+  int sender_pid = 0;
+};
+
+/// Collects the notifications of one channel during get_notifs(), in order;
+/// they are decoded afterwards, outside libpqxx's callback, where the
+/// connection may run the spill fetch. Constructing it LISTENs; destroying
+/// it UNLISTENs.
 class PayloadCollector final : public pqxx::notification_receiver {
  public:
   PayloadCollector(pqxx::connection_base& session, const std::string& channel,
-                   std::vector<std::string>& sink)
+                   std::vector<Notification>& sink)
       : pqxx::notification_receiver(session, channel), sink_(sink) {}
-  void operator()(const std::string& payload, int /*backend_pid*/) override {
-    sink_.push_back(payload);
+  void operator()(const std::string& payload, int backend_pid) override {
+    sink_.push_back({payload, backend_pid});
   }
 
  private:
-  std::vector<std::string>& sink_;
+  std::vector<Notification>& sink_;
 };
 
 struct ListenSession {
   std::unique_ptr<Session> connection;
   /// The bus channel's payloads, and the markers that came back on the
   /// listener's private channel, each in arrival order.
-  std::vector<std::string> pending;
-  std::vector<std::string> returned_markers;
+  std::vector<Notification> pending;
+  std::vector<Notification> returned_markers;
   // Declared after `connection` and the sinks, so destroyed before them.
   std::unique_ptr<PayloadCollector> collector;
   std::unique_ptr<PayloadCollector> markers;

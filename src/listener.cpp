@@ -64,7 +64,6 @@ ListenerLoop::ListenerLoop(Settings settings, const SpillStore& store, const Mes
   // Taken once LISTEN has taken effect: every transaction not visible in it
   // commits later, and its notifications reach this session.
   position_.start(take_snapshot(*session), std::chrono::steady_clock::now());
-  started_ms_ = clock_.now_ms();
   if (probe) prove_round_trip(*session, probe);
   queue_.on_room_for_reread([this] { room_.signal(); });
   thread_.start([this, s = std::move(session)]() mutable { run(std::move(s)); });
@@ -126,7 +125,7 @@ void ListenerLoop::prove_round_trip(ListenSession& session, const ProbeSender& p
   const auto probe_channel = "syncbus_probe_" + random_hex(16);
   const auto token = random_hex(16);
   auto& connection = *session.connection;
-  std::vector<std::string> arrived;
+  std::vector<Notification> arrived;
   // Normally a millisecond; a loaded server may take a while.
   const auto wait = std::min(settings_.timeouts.query, std::chrono::milliseconds(5000));
   const auto deadline = std::chrono::steady_clock::now() + wait;
@@ -138,7 +137,11 @@ void ListenerLoop::prove_round_trip(ListenSession& session, const ProbeSender& p
         PayloadCollector collector(connection, probe_channel, arrived);
         if (!connection.is_open()) throw pqxx::broken_connection("the connection broke");
         probe(probe_channel, token);
-        while (std::find(arrived.begin(), arrived.end(), token) == arrived.end()) {
+        const auto came = [&] {
+          return std::any_of(arrived.begin(), arrived.end(),
+                             [&](const Notification& n) { return n.payload == token; });
+        };
+        while (!came()) {
           const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
               deadline - std::chrono::steady_clock::now());
           if (left.count() <= 0) {
@@ -297,8 +300,8 @@ std::string ListenerLoop::listen_statement(pqxx::connection_base& connection) co
 
 void ListenerLoop::receive(ListenSession& session) {
   auto& connection = *session.connection;
-  std::vector<std::string> payloads;
-  std::vector<std::string> markers;
+  std::vector<Notification> payloads;
+  std::vector<Notification> markers;
   // A spill fetch is a query on this connection: while libpq waits for its
   // result it reads further NOTIFYs off the socket into its own queue, and
   // poll() would then never report them. So drain until libpq holds nothing.
@@ -321,7 +324,7 @@ void ListenerLoop::receive(ListenSession& session) {
     markers.swap(session.returned_markers);
     decode_and_deliver(session, payloads);
     // Everything received before a marker has now been handed on.
-    for (const auto& token : markers) position_.marker_returned(token);
+    for (const auto& marker : markers) position_.marker_returned(marker.payload);
   }
 }
 

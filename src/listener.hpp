@@ -26,6 +26,7 @@
 
 #include "deadline_timer.hpp"
 #include "delivery_queue.hpp"
+#include "envelope.hpp"
 #include "error_sink.hpp"
 #include "listen_session.hpp"
 #include "logger.hpp"
@@ -63,11 +64,6 @@ class ListenerLoop {
     bool catch_up = false;
     /// Spilled bodies larger than this are refused (not loaded).
     std::size_t max_body_bytes = 0;
-    /// With secrets: a signed envelope whose "sent" time is older than the
-    /// bus's start by more than this is refused as a replay (it covers the
-    /// longest a publish may take to commit; see freshness in
-    /// listener_notifications.cpp).
-    std::chrono::milliseconds freshness_tolerance{30000};
     Logger log;
     /// This bus's own origin: its messages reach its handlers from its
     /// publisher (Publisher's echo), so the listener skips them, neither
@@ -127,11 +123,12 @@ class ListenerLoop {
   auto statement(ListenSession& session, Work&& work, Describe&& describe);
 
   // listener_notifications.cpp
-  void decode_and_deliver(ListenSession& session, const std::vector<std::string>& payloads);
-  void deliver_chunk(ListenSession& session, const std::string* begin, const std::string* end);
-  /// Refuses a signed envelope that is not fresh; see the definition.
-  bool fresh(const std::string& origin, std::uint64_t first, std::uint64_t count,
-             std::optional<std::uint64_t> sent_ms, std::vector<Inbound>& items);
+  void decode_and_deliver(ListenSession& session, const std::vector<Notification>& notifications);
+  void deliver_chunk(ListenSession& session, const Notification* begin, const Notification* end);
+  /// True when a signed envelope is a fresh one from the session that
+  /// signed it; otherwise reports it and adds Kind::stale items for its
+  /// messages. See the definition.
+  bool fresh(const Envelope& envelope, int sender_pid, std::vector<Inbound>& items);
 
   // listener_table_reads.cpp
   /// Reads the bodies of the messages `items[first..]` that await them (the
@@ -164,7 +161,6 @@ class ListenerLoop {
   std::string marker_channel_;
   ReceivedPosition position_;  // used by the listener's thread only (and the constructor)
   ServerClock clock_;
-  std::uint64_t started_ms_ = 0;  // the server's time at the first LISTEN
   // Last time the server was known to be talking to this listener.
   std::chrono::steady_clock::time_point last_contact_ = std::chrono::steady_clock::now();
   WakeFd wake_;

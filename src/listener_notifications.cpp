@@ -24,83 +24,84 @@ constexpr std::chrono::minutes freshness_window{10};
 }  // namespace
 
 void ListenerLoop::decode_and_deliver(ListenSession& session,
-                                      const std::vector<std::string>& payloads) {
+                                      const std::vector<Notification>& notifications) {
   // Spill pointers are followed in one query per chunk, not one per message:
   // a round trip per message would make the listener slower than the
   // publishers in SpillMode::always, and libpq would buffer the backlog of
   // notifications without bound. The chunk bounds the query's size.
   constexpr std::size_t chunk_size = 512;
-  for (std::size_t first = 0; first < payloads.size(); first += chunk_size) {
-    const auto last = std::min(payloads.size(), first + chunk_size);
-    deliver_chunk(session, payloads.data() + first, payloads.data() + last);
+  for (std::size_t first = 0; first < notifications.size(); first += chunk_size) {
+    const auto last = std::min(notifications.size(), first + chunk_size);
+    deliver_chunk(session, notifications.data() + first, notifications.data() + last);
   }
 }
 
-bool ListenerLoop::fresh(const std::string& origin, std::uint64_t first, std::uint64_t count,
-                         std::optional<std::uint64_t> sent_ms, std::vector<Inbound>& items) {
-  // A signature proves who wrote an envelope, not when: someone who can
-  // LISTEN could record one and NOTIFY it again later. So a signed envelope
-  // says when it was signed, by the server's clock (which every bus reads:
-  // ServerClock), and a receiver refuses one signed before it started
-  // listening (less the longest a publish may take to commit) or longer
-  // ago than the freshness window.
-  if (!sent_ms) {
-    report(on_error_, protocol_error(fmt::format(
-                          "syncbus: dropped a signed envelope of {} with no \"sent\" time on "
-                          "channel \"{}\": it comes from a bus older than syncbus 0.2 (upgrade "
-                          "every bus of the channel) or is a replay of one",
-                          origin, settings_.channel)));
-    return false;
-  }
-  const auto now = clock_.now_ms();
-  const auto tolerance = static_cast<std::uint64_t>(settings_.freshness_tolerance.count());
-  const auto window = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(freshness_window).count());
+bool ListenerLoop::fresh(const Envelope& envelope, int sender_pid, std::vector<Inbound>& items) {
+  // A signature proves who wrote an envelope, not who sends it now: a role
+  // that can LISTEN could record one and NOTIFY it again, to a bus that
+  // never saw it (one started since) or that forgot its origin. So a signed
+  // envelope names the server process of the session that sent it, and the
+  // time it was signed, by the server's clock (ServerClock). PostgreSQL
+  // tells each listener which process a notification came from: a replay
+  // comes from another one, while the session that signed is alive, and
+  // from a reused process id only later; and only within the freshness
+  // window, in which its origin is still remembered here, so that it would
+  // be a duplicate anyway.
   std::string why;
-  if (*sent_ms + tolerance < started_ms_) {
-    why = fmt::format("it was signed {} s before this bus started listening: a replay?",
-                      (started_ms_ - *sent_ms) / 1000);
-  } else if (*sent_ms + window < now) {
+  if (!envelope.pid || !envelope.sent_ms) {
+    why =
+        "it has no \"pid\" and \"sent\": it comes from a bus older than syncbus 0.2 "
+        "(upgrade every bus of the channel), or is a replay of one";
+  } else if (*envelope.pid != static_cast<std::uint64_t>(sender_pid)) {
+    why = fmt::format(
+        "it was signed for the session of server process {} and sent by process {}: a replay",
+        *envelope.pid, sender_pid);
+  } else if (const auto now = clock_.now_ms();
+             *envelope.sent_ms +
+                 static_cast<std::uint64_t>(
+                     std::chrono::duration_cast<std::chrono::milliseconds>(freshness_window)
+                         .count()) <
+             now) {
     why = fmt::format(
         "it was signed {} s ago, longer ago than the freshness window ({} min): a replay, or "
         "this listener stopped reading for that long",
-        (now - *sent_ms) / 1000, freshness_window.count());
+        (now - *envelope.sent_ms) / 1000, freshness_window.count());
   } else {
     return true;
   }
+  const bool heartbeat = envelope.kind == Envelope::Kind::heartbeat;
+  const auto count = heartbeat ? 0 : envelope.count;
   report(on_error_,
-         protocol_error(fmt::format("syncbus: refused message(s) {}#{}..{} on channel "
-                                    "\"{}\" as stale: {}",
-                                    origin, first, first + std::max<std::uint64_t>(count, 1) - 1,
-                                    settings_.channel, why)));
+         protocol_error(fmt::format(
+             "syncbus: refused {} {}#{}{} on channel \"{}\": {}",
+             heartbeat ? "the heartbeat" : "message(s)", envelope.origin, envelope.sequence,
+             count > 1 ? fmt::format("..{}", envelope.sequence + count - 1) : "", settings_.channel,
+             why)));
   // A gap, if this bus knows the origin and had not had these yet.
   for (std::uint64_t i = 0; i < count; ++i) {
-    items.push_back({Inbound::Kind::stale, {origin, first + i, {}}});
+    items.push_back({Inbound::Kind::stale, {envelope.origin, envelope.sequence + i, {}}});
   }
   return false;
 }
 
-void ListenerLoop::deliver_chunk(ListenSession& session, const std::string* begin,
-                                 const std::string* end) {
+void ListenerLoop::deliver_chunk(ListenSession& session, const Notification* begin,
+                                 const Notification* end) {
   std::vector<Inbound> items;
   items.reserve(static_cast<std::size_t>(end - begin));
   std::string verified;  // reused for each signed payload's envelope
-  for (const auto* payload = begin; payload != end; ++payload) {
+  for (const auto* notification = begin; notification != end; ++notification) {
+    const auto& payload = notification->payload;
     try {
       // Authenticated before anything else looks at it: a forgery must not
       // reach the sequence check, where it could pass for the genuine
       // message and make that one a "duplicate".
       Envelope envelope = decode_envelope(
-          auth_.verify_envelope(settings_.channel, *payload, verified), settings_.own_origin);
+          auth_.verify_envelope(settings_.channel, payload, verified), settings_.own_origin);
       // This bus's own messages reach its handlers from its publisher.
       if (envelope.origin == settings_.own_origin) continue;
-      const bool heartbeat = envelope.kind == Envelope::Kind::heartbeat;
-      if (auth_.enabled() && !fresh(envelope.origin, envelope.sequence,
-                                    heartbeat ? 0 : envelope.count, envelope.sent_ms, items)) {
-        continue;
-      }
+      if (auth_.enabled() && !fresh(envelope, notification->sender_pid, items)) continue;
       const bool origin_is_new = position_.origin_is_new(envelope.born);
-      if (heartbeat) {
+      if (envelope.kind == Envelope::Kind::heartbeat) {
         items.push_back({envelope.goodbye ? Inbound::Kind::goodbye : Inbound::Kind::heartbeat,
                          {std::move(envelope.origin), envelope.sequence, {}}});
         items.back().origin_is_new = origin_is_new;
@@ -108,7 +109,7 @@ void ListenerLoop::deliver_chunk(ListenSession& session, const std::string* begi
       }
       // What each inline body counts against the delivery queue's byte
       // bound: its share of the payload (pointers count their rows' sizes).
-      const auto inline_share = payload->size() / std::max<std::uint64_t>(1, envelope.count);
+      const auto inline_share = payload.size() / std::max<std::uint64_t>(1, envelope.count);
       for (std::uint64_t i = 0; i < envelope.count; ++i) {
         const auto sequence = envelope.sequence + i;
         if (queue_.drop_if_withheld(envelope.origin, sequence)) continue;

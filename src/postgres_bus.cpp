@@ -273,12 +273,7 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
             opts.conninfo, opts.application_name + ":listen", opts.channel,
             detail::ListenerLoop::Timeouts{opts.ping_interval, opts.ping_timeout,
                                            opts.query_timeout},
-            durable, opts.max_message_bytes,
-            // A message signed by a publisher may commit up to its
-            // publish_timeout later (it retries until then); the buses of a
-            // channel share their options, so this bus's is a fair guess.
-            std::max<std::chrono::milliseconds>(std::chrono::seconds(30), 2 * opts.publish_timeout),
-            self.log, self.instance_id},
+            durable, opts.max_message_bytes, self.log, self.instance_id},
         *self.store, *self.auth, *self.delivery, self.on_error, self.stats, self.deadlines,
         // Proves that LISTEN works on this connection path before any message
         // depends on it (it does not through a transaction pooler).

@@ -84,13 +84,22 @@ Publisher::Publisher(std::unique_ptr<Session> session, Settings settings, const 
         // any message, whose id receivers compare with their own start.
         born_ = parse_xid(
             pqxx::nontransaction(*session_).exec1("SELECT pg_current_xact_id()::text")[0].c_str());
-        if (auth_.enabled()) clock_.calibrate(*session_);
+        identify(*session_);
       },
       [] { return "reading the server encoding and clock"; });
   prepare(*session_);
 }
 
 Publisher::~Publisher() { close(); }
+
+void Publisher::identify(Session& session) {
+  if (!auth_.enabled()) return;
+  const auto asked = ServerClock::Clock::now();
+  const auto row = pqxx::nontransaction(session).exec1(
+      "SELECT pg_backend_pid(), (extract(epoch FROM clock_timestamp()) * 1000)::bigint");
+  clock_.calibrate(row[1].as<std::int64_t>(), asked, ServerClock::Clock::now());
+  session_pid_ = row[0].as<std::uint64_t>();
+}
 
 void Publisher::prepare(Session& session) {
   try {
@@ -115,8 +124,8 @@ auto Publisher::with_session(std::chrono::milliseconds timeout, Work&& work, Des
       prepare(*fresh);
       if (auth_.enabled()) {
         run_with_deadline(
-            deadlines_, fresh->sock(), timeout, this, [&] { clock_.calibrate(*fresh); },
-            [] { return std::string("reading the server's clock"); });
+            deadlines_, fresh->sock(), timeout, this, [&] { identify(*fresh); },
+            [] { return std::string("reading the session's process id and the server's clock"); });
       }
       session_ = std::move(fresh);
     }

@@ -153,8 +153,12 @@ class Publisher {
   /// The header of an envelope starting at `sequence`: with "born", and
   /// when signing, "sent" (the server's time now).
   EnvelopeHeader header(std::uint64_t sequence) const {
-    return {settings_.origin, sequence, born_, auth_.enabled() ? clock_.now_ms() : 0};
+    if (!auth_.enabled()) return {settings_.origin, sequence, born_};
+    return {settings_.origin, sequence, born_, session_pid_, clock_.now_ms()};
   }
+  /// When signing: learns the session's server process and the server's
+  /// clock (one round trip, under the caller's deadline).
+  void identify(Session& session);
   /// Sends the goodbye heartbeat, holding the free connection.
   void say_goodbye() noexcept;
 
@@ -167,6 +171,9 @@ class Publisher {
   bool ascii_only_ = false;
   std::uint64_t born_ = 0;  // set once, by the constructor
   ServerClock clock_;
+  // pg_backend_pid() of session_, when signing (not libpq's: a session
+  // pooler reports a made-up one). Used only by whoever holds the connection.
+  std::uint64_t session_pid_ = 0;
 
   std::mutex mutex_;
   std::condition_variable changed_;

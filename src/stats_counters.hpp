@@ -24,6 +24,7 @@ struct StatsCounters {
   std::atomic<std::uint64_t> dropped_queue_full{0};
   std::atomic<std::uint64_t> reread_from_table{0};
   std::atomic<std::uint64_t> reconnects{0};
+  std::atomic<std::uint64_t> origins_tracked{0};  // a gauge, set by the delivery thread
   std::atomic<std::uint64_t> errors{0};
   std::atomic<std::uint64_t> stuck_listeners_terminated{0};
   std::atomic<double> notification_queue_usage{0};
@@ -50,6 +51,7 @@ struct StatsCounters {
     s.dropped_queue_full = dropped_queue_full.load(std::memory_order_relaxed);
     s.reread_from_table = reread_from_table.load(std::memory_order_relaxed);
     s.reconnects = reconnects.load(std::memory_order_relaxed);
+    s.origins_tracked = origins_tracked.load(std::memory_order_relaxed);
     s.errors = errors.load(std::memory_order_relaxed);
     s.stuck_listeners_terminated = stuck_listeners_terminated.load(std::memory_order_relaxed);
     s.notification_queue_usage = notification_queue_usage.load(std::memory_order_relaxed);

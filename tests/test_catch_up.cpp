@@ -186,6 +186,36 @@ TEST_F(CatchUpTest, ATransactionThatCommitsLongAfterItStartedIsReadWhateverItsTi
   EXPECT_TRUE(r.log.gaps().empty());
 }
 
+// An origin that started while the listener was away, and whose first rows
+// were vacuumed before the listener came back: it was born after the
+// listener started listening (its "born" transaction is not in the
+// listener's start snapshot), so its messages from 1 were owed: a gap.
+TEST_F(CatchUpTest, TheVacuumedFirstRowsOfAnOriginBornWhileAwayAreAGap) {
+  const auto channel = unique_channel("born_away");
+  KeptOutReceiver r(url(), durable_options(channel, "born-away-receiver"),
+                    durable_options(channel, "born-away-old"),
+                    "born" + channel.substr(channel.size() - 6));
+  r.publisher->publish("from an older origin");
+  ASSERT_TRUE(r.seen.wait_for_count(1, 20s));
+  r.role.keep_out(*r.receiver);
+  PostgresClusterBus newcomer(durable_options(channel, "born-away-new"));
+  for (int i = 1; i <= 8; ++i) newcomer.publish(i);
+  pqxx::connection admin(url());
+  pqxx::nontransaction(admin).exec_params(
+      "DELETE FROM public.sync_cluster_spill WHERE channel = $1 AND origin = $2 AND sequence <= 5",
+      channel, newcomer.instance_id());
+  r.role.let_in();
+  ASSERT_TRUE(r.seen.wait_for_count(4, 20s));
+  const auto gaps = r.log.known_gaps();
+  ASSERT_EQ(gaps.size(), 1u);
+  EXPECT_EQ(gaps[0].origin, newcomer.instance_id());
+  EXPECT_EQ(gaps[0].first_missing, 1u);
+  EXPECT_EQ(gaps[0].last_missing, 5u);
+  const auto messages = r.seen.messages();
+  EXPECT_EQ(messages[1].sequence, 6u);
+  EXPECT_EQ(messages[3].sequence, 8u);
+}
+
 TEST_F(CatchUpTest, ARowCommittedOutOfIdOrderWhileAwayIsNotMissed) {
   const auto channel = unique_channel("id_order");
   EventLog log;

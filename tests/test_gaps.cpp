@@ -141,5 +141,36 @@ TEST_F(GapTest, ABlockedHandlerNeverStallsTheListenerAndLossesAreExactGaps) {
   EXPECT_EQ(sender.stats().errors, 0u);
 }
 
+// Every bus run is a new origin: a long-lived receiver would grow by one
+// entry per peer restart if it never forgot. A closing bus says goodbye
+// (checked like a heartbeat: a loss at its tail is still reported), and is
+// forgotten; with secrets it is kept until it expires, so that a replay of
+// its messages is still a duplicate.
+TEST_F(GapTest, OriginsThatCloseAreForgottenSoAReceiversStateStaysBounded) {
+  for (const bool signed_channel : {false, true}) {
+    const auto channel = unique_channel(signed_channel ? "goodbye_signed" : "goodbye");
+    auto o = options(channel, "long-lived");
+    if (signed_channel) o.secrets = {std::string(32, 's')};
+    PostgresClusterBus receiver(o);
+    Collector seen;
+    auto s = receiver.subscribe(seen.handler());
+    constexpr int peers = 60;
+    for (int i = 0; i < peers; ++i) {
+      auto peer_options = options(channel, "short-lived");
+      peer_options.secrets = o.secrets;
+      PostgresClusterBus peer(peer_options);
+      peer.publish(i);
+    }
+    ASSERT_TRUE(seen.wait_for_count(peers));
+    if (signed_channel) {
+      ASSERT_TRUE(eventually([&] { return receiver.stats().origins_tracked == peers; }));
+    } else {
+      ASSERT_TRUE(eventually([&] { return receiver.stats().origins_tracked == 0; }))
+          << receiver.stats().origins_tracked << " origins still tracked";
+    }
+    EXPECT_EQ(receiver.stats().gaps, 0u);
+  }
+}
+
 }  // namespace
 }  // namespace syncbus

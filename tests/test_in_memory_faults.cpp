@@ -188,6 +188,18 @@ TEST(InMemoryFaults, AFullDeliveryQueueDropsAndReportsExactGaps) {
   EXPECT_EQ(gaps.gaps().size(), 2u);
 }
 
+TEST(InMemoryFaults, AClosingBusSaysGoodbyeAndIsForgotten) {
+  auto hub = std::make_shared<InMemoryHub>();
+  InMemoryClusterBus receiver(hub);
+  for (int i = 0; i < 20; ++i) {
+    InMemoryClusterBus peer(hub);
+    peer.publish(i);
+  }
+  ASSERT_TRUE(hub->wait_idle());
+  EXPECT_EQ(receiver.stats().delivered, 20u);
+  EXPECT_EQ(receiver.stats().origins_tracked, 0u);
+}
+
 TEST(InMemoryFaults, ZeroCapacityIsRejected) {
   InMemoryBusOptions none;
   none.delivery_queue_capacity = 0;

@@ -160,6 +160,31 @@ TEST_F(PostgresBusTest, GarbageOnTheChannelReachesOnErrorAndDeliveryGoesOn) {
   EXPECT_EQ(errors.errors_containing("ghost#5"), 1u);
 }
 
+// A handler that subscribes while another is busy hears what arrives from
+// then on, not what was already waiting for the busy one.
+TEST_F(PostgresBusTest, ALateSubscriberDoesNotHearWhatArrivedBeforeIt) {
+  const auto channel = unique_channel("late_subscriber");
+  auto o = options(channel, "late-subscriber");
+  o.delivery_queue_capacity = 1;
+  PostgresClusterBus bus(o);
+  PostgresClusterBus sender(options(channel, "late-sender"));
+  testing::HeldSubscription busy(bus);
+  sender.publish("a");
+  ASSERT_TRUE(busy.wait_until_held());
+  sender.publish("b");  // waits in the queue, which is then full...
+  sender.publish("c");  // ...so this one is dropped: "b" has arrived
+  ASSERT_TRUE(testing::eventually([&] { return bus.stats().dropped_queue_full == 1; }));
+  Collector late;
+  auto subscription = bus.subscribe(late.handler());
+  busy.release();
+  sender.publish("d");
+  ASSERT_TRUE(late.wait_for_count(1));
+  std::this_thread::sleep_for(std::chrono::milliseconds(100));  // time for what it must not hear
+  const auto heard = late.messages();
+  ASSERT_EQ(heard.size(), 1u);
+  EXPECT_EQ(heard[0].body, "d");
+}
+
 TEST_F(PostgresBusTest, AThrowingHandlerIsReportedAndOthersStillReceive) {
   const auto channel = unique_channel("throw");
   EventLog errors;

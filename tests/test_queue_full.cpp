@@ -10,6 +10,7 @@
 #include <unistd.h>
 #include <atomic>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <thread>
 
@@ -280,6 +281,102 @@ TEST_F(QueueFullTest, AHandlerBlockedForAMinuteWhile100kMessagesFlow) {
     // notifications without bound): the three buses here must keep up.
     EXPECT_LT(grown_mb, 30.0) << "memory grew with the traffic, not with the queue";
   }
+}
+
+// The bus's own messages come to its handlers from its publisher's thread,
+// while its listener reads back what the full queue withheld: a message
+// committed after a read began must be read again, not dropped when the
+// hold is lifted.
+TEST_F(QueueFullTest, ItsOwnMessagesReadBackWhileItKeepsPublishingAllArriveInOrder) {
+  const auto channel = unique_channel("own_reread");
+  EventLog log;
+  auto o = durable_options(channel, "own-reread");
+  o.delivery_queue_capacity = 4;
+  o.on_gap = log.gap_handler();
+  o.on_error = log.error_handler();
+  PostgresClusterBus bus(o);
+  Collector seen;
+  const auto record = seen.handler();
+  auto subscription = bus.subscribe([&](const ClusterMessage& m) {
+    record(m);
+    std::this_thread::sleep_for(20us);  // slower than publishing
+  });
+  constexpr int total = 5000;
+  std::vector<std::future<void>> acknowledged;
+  for (int i = 1; i <= total; ++i) acknowledged.push_back(bus.publish_async(i));
+  for (auto& a : acknowledged) a.get();
+  ASSERT_TRUE(seen.wait_for_count(total, 60s)) << seen.size() << " of " << total;
+  std::this_thread::sleep_for(200ms);  // time for a duplicate to show up
+  check_exactly_once_in_order(seen);
+  EXPECT_EQ(seen.size(), std::size_t{total});
+  EXPECT_TRUE(log.gaps().empty()) << log.gaps().size() << " gaps, the first at #"
+                                  << log.gaps().front().first_missing;
+  EXPECT_GT(bus.stats().reread_from_table, 0u) << "the queue was full, and read back";
+}
+
+// A publish of the bus's own that fails while its origin is withheld: its
+// handlers hear of the loss once the origin is read back, even when nothing
+// follows it (no later message, and its own heartbeats do not reach it).
+TEST_F(QueueFullTest, AnOwnPublishThatFailedWhileItsOriginWasWithheldIsReportedAsAGap) {
+  const auto channel = unique_channel("own_failed");
+  const auto table = "syncbus_t_fail_" + channel.substr(channel.size() - 9);
+  auto o = durable_options(channel, "own-failed");
+  o.spill_table = table;
+  o.delivery_queue_capacity = 2;
+  HeldReceiver bus(o);
+  {
+    // A publish of the body "fail" fails on the server.
+    pqxx::connection admin(url());
+    pqxx::nontransaction(admin).exec(
+        "CREATE FUNCTION public." + table +
+        "_refuse() RETURNS trigger LANGUAGE plpgsql AS $$ "
+        "BEGIN IF NEW.body = '\"fail\"' THEN RAISE EXCEPTION 'refused by the test'; END IF; "
+        "RETURN NEW; END $$; CREATE TRIGGER refuse BEFORE INSERT ON public." +
+        table + " FOR EACH ROW EXECUTE FUNCTION public." + table + "_refuse()");
+  }
+  bus.bus.publish("first");
+  ASSERT_TRUE(bus.held.wait_until_held());
+  for (int i = 2; i <= 6; ++i) bus.bus.publish(i);  // 2 and 3 wait; 4 on are withheld
+  ASSERT_TRUE(eventually([&] { return bus.bus.stats().dropped_queue_full >= 3; }));
+  EXPECT_THROW(bus.bus.publish("fail"), database_error);  // sequence 7
+  bus.held.release();
+  ASSERT_TRUE(bus.seen.wait_for_count(6, 20s));
+  ASSERT_TRUE(eventually([&] { return bus.log.known_gaps().size() == 1; }, 10s))
+      << "the failed publish, #7, was never reported";
+  const auto gap = bus.log.known_gaps().front();
+  EXPECT_EQ(gap.origin, bus.bus.instance_id());
+  EXPECT_EQ(gap.first_missing, 7u);
+  EXPECT_EQ(gap.last_missing, 7u);
+  pqxx::connection admin(url());
+  pqxx::nontransaction(admin).exec("DROP TABLE public." + table + "; DROP FUNCTION public." +
+                                   table + "_refuse()");
+}
+
+// With the byte bound, a small message of a new origin can fit where its
+// large first one did not: its first message's loss must not go unreported.
+TEST_F(QueueFullTest, ANewOriginsFirstMessageDroppedByTheByteBoundIsAGap) {
+  const auto channel = unique_channel("first_dropped");
+  auto slow_options = options(channel, "first-dropped-slow");
+  slow_options.delivery_queue_bytes = 30'000;
+  HeldReceiver slow(slow_options);
+  PostgresClusterBus old_sender(options(channel, "first-dropped-old"));
+  old_sender.publish("first");
+  ASSERT_TRUE(slow.held.wait_until_held());
+  old_sender.publish(std::string(20'000, 'o'));  // waits in the queue
+  PostgresClusterBus new_sender(options(channel, "first-dropped-new"));
+  new_sender.publish(std::string(20'000, 'n'));  // does not fit
+  new_sender.publish("small");                   // would fit
+  ASSERT_TRUE(eventually([&] { return slow.bus.stats().dropped_queue_full == 2; }))
+      << slow.bus.stats().dropped_queue_full;
+  slow.held.release();
+  new_sender.publish("after");
+  ASSERT_TRUE(eventually([&] { return slow.seen.size() == 3; }));
+  const auto gaps = slow.log.known_gaps();
+  ASSERT_EQ(gaps.size(), 1u);
+  EXPECT_EQ(gaps[0].origin, new_sender.instance_id());
+  EXPECT_EQ(gaps[0].first_missing, 1u);
+  EXPECT_EQ(gaps[0].last_missing, 2u);
+  EXPECT_EQ(slow.seen.messages().back().body, "after");
 }
 
 }  // namespace

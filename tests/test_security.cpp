@@ -5,6 +5,8 @@
 #include <syncbus/postgres_bus.hpp>
 
 #include <gtest/gtest.h>
+
+#include <functional>
 #include <pqxx/pqxx>
 
 #include <unistd.h>
@@ -76,6 +78,17 @@ class SecurityTest : public testing::PostgresTest {
     }
     return o;
   }
+  // NOTIFYs `envelope(pid)`, signed with the secret, from a session whose
+  // server process is `pid`: what a holder of the secret sends.
+  void signed_notify(const std::string& channel,
+                     const std::function<std::string(std::uint64_t pid)>& envelope) const {
+    pqxx::connection connection(url());
+    pqxx::nontransaction session(connection);
+    const auto pid = session.exec1("SELECT pg_backend_pid()")[0].as<std::uint64_t>();
+    const detail::MessageAuth auth({secret});
+    session.exec_params("SELECT pg_notify($1, $2)", channel,
+                        auth.sign_envelope(channel, envelope(pid)));
+  }
   std::string forged(const std::string& origin, std::uint64_t sequence,
                      const std::string& body) const {
     return R"({"v":1,"origin":")" + origin + R"(","seq":)" + std::to_string(sequence) +
@@ -140,9 +153,10 @@ TEST_F(SecurityTest, WithASecretForgeriesAndReplaysAreDroppedAndEveryGenuineMess
   // A heartbeat claiming messages that never existed (a false gap).
   attack(channel, R"({"v":1,"origin":")" + id + R"(","seq":99,"heartbeat":true,"mac":")" +
                       std::string(64, 'a') + R"("})");
-  // The genuine envelope replayed: on its own channel it is a repeat, on
-  // another it is refused (the channel is signed).
-  raw_notify(channel, captured);
+  // The genuine envelope replayed: on its own channel it is refused (it is
+  // sent by another session than the one it was signed for), on another
+  // too (the channel is signed).
+  attack(channel, captured);
   attack(elsewhere, captured);
 
   victim.publish("genuine 2");
@@ -155,7 +169,8 @@ TEST_F(SecurityTest, WithASecretForgeriesAndReplaysAreDroppedAndEveryGenuineMess
   EXPECT_EQ(bodies, (std::vector<std::string>{"genuine 1", "genuine 2", "genuine 3"}));
   EXPECT_EQ(log.errors().size(), forgeries) << "each forgery reported once";
   EXPECT_TRUE(log.gaps().empty()) << "a forged heartbeat must not invent a gap";
-  EXPECT_EQ(receiver.stats().duplicates_dropped, 1u) << "only the replay";
+  EXPECT_EQ(log.errors_containing("a replay"), 1u);
+  EXPECT_EQ(receiver.stats().duplicates_dropped, 0u) << "the replay never got that far";
   EXPECT_EQ(seen_elsewhere.size(), 0u);
   ASSERT_TRUE(eventually([&] { return elsewhere_log.errors().size() == 1; }));
   EXPECT_EQ(elsewhere_log.errors_containing("matches none of the secrets"), 1u);
@@ -206,7 +221,14 @@ TEST_F(SecurityTest, ATamperedOrUnsignedSpillRowIsRefusedEvenUnderAGenuinePointe
   PostgresClusterBus receiver(receiver_options);
   Collector seen;
   auto s = receiver.subscribe(seen.handler());
-  for (const auto& pointer : pointers) raw_notify(channel, pointer);
+  // The same pointers, validly signed, from a session of the holder of the
+  // secret (the wire's copies would be refused as replays before anything
+  // else: see ASignedEnvelopeReplayedToABusCreatedLaterIsRefused).
+  for (std::uint64_t sequence = 1; sequence <= 2; ++sequence) {
+    signed_notify(channel, [&](std::uint64_t pid) {
+      return detail::encode_spill_pointer({sender.instance_id(), sequence, 0, pid, now_ms()});
+    });
+  }
   ASSERT_TRUE(eventually([&] { return log.errors().size() == 2; })) << log.errors().size();
   EXPECT_EQ(log.errors_containing("carries no signature"), 1u);
   EXPECT_EQ(log.errors_containing("matches none of the secrets"), 1u);
@@ -222,6 +244,32 @@ TEST_F(SecurityTest, ATamperedOrUnsignedSpillRowIsRefusedEvenUnderAGenuinePointe
   EXPECT_EQ(gaps[1].first_missing, 2u);
 }
 
+// A role that can only connect records a genuine signed envelope, and
+// replays it to a bus created after its publisher closed: the signature is
+// the publisher's, but it is older than the bus that receives it.
+TEST_F(SecurityTest, ASignedEnvelopeReplayedToABusCreatedLaterIsRefused) {
+  const auto channel = unique_channel("replay_later");
+  Eavesdropper recorder(url(), channel);
+  std::string recorded;
+  {
+    PostgresClusterBus publisher(signed_options(channel));
+    publisher.publish({{"transfer", 100}});
+    recorded = recorder.payloads(1).at(0);
+  }
+  std::this_thread::sleep_for(1s);  // the bus below starts after the publisher closed
+  EventLog log;
+  auto o = signed_options(channel, &log);
+  PostgresClusterBus fresh(o);
+  Collector seen;
+  auto s = fresh.subscribe(seen.handler());
+  raw_notify(channel, recorded);
+  ASSERT_TRUE(eventually([&] { return log.errors_containing("a replay") == 1; }))
+      << (log.errors().empty() ? "no error" : log.errors().front());
+  std::this_thread::sleep_for(100ms);  // time for a delivery that must not happen
+  EXPECT_EQ(seen.size(), 0u);
+  EXPECT_TRUE(log.gaps().empty()) << "a replay of an origin it never knew is no loss of its";
+}
+
 TEST_F(SecurityTest, AForgedPointerToAPlantedRowIsRefused) {
   const auto channel = unique_channel("planted");
   EventLog log;
@@ -235,9 +283,9 @@ TEST_F(SecurityTest, AForgedPointerToAPlantedRowIsRefused) {
       channel);
   // A pointer signed with the right secret (as if captured and edited is not
   // possible: the MAC covers it), but the row carries no signature of its own.
-  detail::MessageAuth auth({secret});
-  raw_notify(channel, auth.sign_envelope(
-                          channel, detail::encode_spill_pointer({"planted", 1, 0, now_ms()})));
+  signed_notify(channel, [&](std::uint64_t pid) {
+    return detail::encode_spill_pointer({"planted", 1, 0, pid, now_ms()});
+  });
   ASSERT_TRUE(eventually([&] { return log.errors_containing("carries no signature") == 1; }));
   ASSERT_TRUE(eventually([&] { return log.known_gaps().size() == 1; }));
   EXPECT_EQ(seen.size(), 0u);
@@ -327,13 +375,14 @@ TEST_F(SecurityTest, HostileChannelNamesRoundTripExactlyOrAreRefused) {
     EXPECT_EQ(messages[1].body["channel"], channels[i]);
   }
   // Each name reached PostgreSQL exactly: the spilled rows carry it.
-  for (const auto& name : channels) {
+  for (std::size_t i = 0; i < buses.size(); ++i) {
     EXPECT_EQ(pqxx::nontransaction(admin)
-                  .exec_params1("SELECT count(*) FROM public.sync_cluster_spill WHERE channel = $1",
-                                name)[0]
+                  .exec_params1("SELECT count(*) FROM public.sync_cluster_spill WHERE channel = $1 "
+                                "AND origin = $2",
+                                channels[i], buses[i]->instance_id())[0]
                   .as<int>(),
               1)
-        << name;
+        << channels[i];
   }
   EXPECT_EQ(pqxx::nontransaction(admin).exec1("SELECT count(*) FROM " + sentinel)[0].as<int>(), 1)
       << "no name ran as SQL";

@@ -7,6 +7,7 @@
 #include <pqxx/pqxx>
 
 #include <algorithm>
+#include <future>
 #include <map>
 #include <thread>
 #include <tuple>
@@ -19,7 +20,10 @@
 namespace syncbus {
 namespace {
 
+using namespace std::chrono_literals;
 using testing::Collector;
+using testing::EventLog;
+using testing::eventually;
 using testing::unique_channel;
 
 class SpillTest : public testing::PostgresTest {
@@ -436,6 +440,103 @@ TEST_F(SpillTest, ABacklogOfPointersIsFetchedInBatchesInOrderWithEachHoleReporte
   // The counter moves once the handlers have returned from their batch.
   EXPECT_TRUE(testing::eventually([&] { return receiver.stats().delivered == expected; }))
       << receiver.stats().delivered << " counted as delivered";
+}
+
+// A row that the listener cannot read for a while (a server error: here a
+// lock that outlasts its lock_timeout) is not a lost message: the listener
+// says so, goes on delivering everything else, holds back that origin's
+// later messages, and reads them all, in order, once it can.
+TEST_F(SpillTest, ARowThatCannotBeReadForAWhileIsDeliveredOnceItCanBeAndNothingIsLost) {
+  const auto channel = unique_channel("unreadable");
+  EventLog log;
+  auto o = options(channel, SpillMode::always);
+  o.query_timeout = 400ms;  // its lock_timeout: 200 ms
+  o.on_error = log.error_handler();
+  o.on_gap = log.gap_handler();
+  PostgresClusterBus receiver(o);
+  Collector seen;
+  auto subscription = receiver.subscribe(seen.handler());
+  PostgresClusterBus inline_sender(options(channel, SpillMode::overflow));
+
+  // A writer's row commits while another session waits to lock the table:
+  // the lock is granted the moment the writer commits, before the
+  // listener's fetch can run.
+  pqxx::connection writer_connection(url());
+  pqxx::work writer(writer_connection);
+  writer.exec_params(
+      "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) VALUES ($1, "
+      "'unreadable-writer', 1, '\"one\"')",
+      channel);
+  writer.exec_params("SELECT pg_notify($1, $2)", channel,
+                     R"({"v":1,"origin":"unreadable-writer","seq":1,"spilled":true})");
+  pqxx::connection locker_connection(url());
+  std::promise<void> locked;
+  std::promise<void> unlock;
+  std::thread locker([&] {
+    pqxx::work lock(locker_connection);
+    lock.exec("LOCK TABLE public.sync_cluster_spill IN ACCESS EXCLUSIVE MODE");
+    locked.set_value();
+    unlock.get_future().wait();
+    lock.commit();
+  });
+  ASSERT_TRUE(eventually([&] {
+    pqxx::connection admin(url());
+    return pqxx::nontransaction(admin)
+               .exec1(
+                   "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = "
+                   "'public.sync_cluster_spill'::regclass")[0]
+               .as<int>() > 0;
+  }));
+  writer.commit();
+  locked.get_future().wait();
+  // Meanwhile: the listener's fetches fail and are retried, and it keeps
+  // delivering what needs no table.
+  ASSERT_TRUE(eventually([&] { return log.errors_containing("tries again") >= 2; }, 10s));
+  inline_sender.publish("delivered meanwhile");
+  ASSERT_TRUE(seen.wait_for_count(1, 5s));
+  EXPECT_EQ(seen.messages()[0].body, "delivered meanwhile");
+  unlock.set_value();
+  locker.join();
+  pqxx::nontransaction(writer_connection)
+      .exec_params(
+          "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) "
+          "VALUES ($1, 'unreadable-writer', 2, '\"two\"'); SELECT pg_notify($1, $2)",
+          channel, R"({"v":1,"origin":"unreadable-writer","seq":2,"spilled":true})");
+  ASSERT_TRUE(seen.wait_for_count(3, 10s));
+  const auto messages = seen.messages();
+  EXPECT_EQ(messages[1].body, "one");
+  EXPECT_EQ(messages[2].body, "two");
+  EXPECT_TRUE(log.gaps().empty()) << "an unreadable row is not a lost one";
+  EXPECT_EQ(receiver.stats().reconnects, 0u);
+}
+
+// Rows of many megabytes, missed while the listener was away, against a
+// short query_timeout: each fetch loads about 8 MB at most (one row, here),
+// so each finishes in time and the catch-up makes progress, once.
+TEST_F(SpillTest, LargeRowsMissedWhileAwayAreReadWithinAShortQueryTimeout) {
+  const auto channel = unique_channel("large_missed");
+  testing::RoleThatCanBeKeptOut role(url(), "large" + channel.substr(channel.size() - 6));
+  EventLog log;
+  auto o = options(channel, SpillMode::always);
+  o.query_timeout = 500ms;
+  o.on_error = log.error_handler();
+  o.on_gap = log.gap_handler();
+  PostgresClusterBus receiver(role.as_role(o));
+  Collector seen;
+  auto subscription = receiver.subscribe(seen.handler());
+  PostgresClusterBus sender(options(channel, SpillMode::always));
+  constexpr int rows = 10;
+  role.keep_out(receiver);
+  for (int i = 0; i < rows; ++i) sender.publish(std::string(16 << 20, static_cast<char>('a' + i)));
+  role.let_in();
+  ASSERT_TRUE(seen.wait_for_count(rows, 60s)) << seen.size() << " of " << rows;
+  const auto messages = seen.messages();
+  for (int i = 0; i < rows; ++i) {
+    EXPECT_EQ(messages[i].body.get_ref<const std::string&>(),
+              std::string(16 << 20, static_cast<char>('a' + i)));
+  }
+  EXPECT_EQ(receiver.stats().reconnects, 1u) << "the catch-up made progress the first time";
+  EXPECT_TRUE(log.gaps().empty());
 }
 
 }  // namespace

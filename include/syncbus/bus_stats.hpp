@@ -32,6 +32,10 @@ struct BusStats {
   std::uint64_t reread_from_table = 0;
   /// Times the listener's connection was re-established.
   std::uint64_t reconnects = 0;
+  /// Origins (publishing buses) this bus keeps sequence numbers for now: a
+  /// few dozen bytes each. An origin is forgotten when it says goodbye (its
+  /// bus closed) or after about half an hour of silence.
+  std::uint64_t origins_tracked = 0;
   /// The last pg_notification_queue_usage() seen (0 to 1): how full the
   /// server-wide NOTIFY queue is. Near 0 in a healthy cluster.
   double notification_queue_usage = 0;
