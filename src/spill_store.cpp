@@ -99,76 +99,82 @@ std::string SpillStore::upgrade_sql(bool mac) const {
 void SpillStore::ensure_table(pqxx::connection_base& session, bool create) const {
   try {
     pqxx::work txn(session);
-    // to_regclass() parses the quoted name: it finds exactly this table,
-    // whatever search_path says.
-    // LZ4 where the server has it (PostgreSQL 14+, built with lz4): the
-    // default, pglz, costs more CPU than everything else a spilled message
-    // does on the server.
-    const auto found = txn.exec_params1(
-        "WITH t AS (SELECT to_regclass($1) AS oid), "
-        "columns AS (SELECT attname, atthasdef FROM pg_attribute, t WHERE attrelid = t.oid AND "
-        "attnum > 0 AND NOT attisdropped) "
-        "SELECT (SELECT oid FROM t) IS NOT NULL, "
-        "EXISTS (SELECT 1 FROM columns WHERE attname = 'mac'), "
-        "EXISTS (SELECT 1 FROM columns WHERE attname = 'xid' AND atthasdef), "
-        "EXISTS (SELECT 1 FROM columns WHERE attname = 'born'), "
-        "to_regclass($2) IS NOT NULL, "
-        "coalesce((SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = "
-        "'default_toast_compression'), false), "
-        "coalesce((SELECT pg_has_role(relowner, 'USAGE') FROM pg_class, t WHERE pg_class.oid = "
-        "t.oid), false)",
-        qualified_name_, qualified_xid_index_);
-    const bool exists = found[0].as<bool>();
-    const bool has_mac = found[1].as<bool>();
-    const bool up_to_date = found[2].as<bool>() && found[3].as<bool>() && found[4].as<bool>();
-    const bool lz4 = found[5].as<bool>();
-    const bool owned = found[6].as<bool>();
-    const bool needs_mac = settings_.with_macs && !has_mac;
-    if (exists && up_to_date && !needs_mac) {
-      txn.commit();
-      return;
-    }
-    if (exists) {
-      const auto sql = upgrade_sql(needs_mac);
-      if (!create || !owned) {
-        throw configuration_error(fmt::format(
-            "syncbus: the spill table {} {}, and {}. Run, as the table's owner (a migration; "
-            "docs/OPERATIONS.md shows how to build the index without blocking writers):\n{}",
-            qualified_name_,
-            up_to_date ? "has no `mac` column, which PostgresBusOptions::secrets needs"
-                       : "was made by an older syncbus: it lacks the `xid` and `born` columns "
-                         "(and their index) that catching up by transaction needs",
-            create ? "this role does not own it" : "create_spill_table is false", sql));
+    // Checked without a lock first: usually there is nothing to do. When
+    // there is, it is done under a lock that makes instances starting
+    // together take turns (concurrent CREATE TABLE IF NOT EXISTS can still
+    // fail on the catalog's unique index), and checked again under it: the
+    // check's snapshot must come after whoever held the lock before
+    // committed, or it sees the table's name but not its columns.
+    for (bool locked = false;; locked = true) {
+      // to_regclass() parses the quoted name: it finds exactly this table,
+      // whatever search_path says. LZ4 where the server has it (PostgreSQL
+      // 14+, built with lz4): the default, pglz, costs more CPU than
+      // everything else a spilled message does on the server.
+      const auto found = txn.exec_params1(
+          "WITH t AS (SELECT to_regclass($1) AS oid), "
+          "columns AS (SELECT attname, atthasdef FROM pg_attribute, t WHERE attrelid = t.oid AND "
+          "attnum > 0 AND NOT attisdropped) "
+          "SELECT (SELECT oid FROM t) IS NOT NULL, "
+          "EXISTS (SELECT 1 FROM columns WHERE attname = 'mac'), "
+          "EXISTS (SELECT 1 FROM columns WHERE attname = 'xid' AND atthasdef), "
+          "EXISTS (SELECT 1 FROM columns WHERE attname = 'born'), "
+          "to_regclass($2) IS NOT NULL, "
+          "coalesce((SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = "
+          "'default_toast_compression'), false), "
+          "coalesce((SELECT pg_has_role(relowner, 'USAGE') FROM pg_class, t WHERE pg_class.oid = "
+          "t.oid), false)",
+          qualified_name_, qualified_xid_index_);
+      const bool exists = found[0].as<bool>();
+      const bool has_mac = found[1].as<bool>();
+      const bool up_to_date = found[2].as<bool>() && found[3].as<bool>() && found[4].as<bool>();
+      const bool lz4 = found[5].as<bool>();
+      const bool owned = found[6].as<bool>();
+      const bool needs_mac = settings_.with_macs && !has_mac;
+      if (exists && up_to_date && !needs_mac) {
+        txn.commit();
+        return;
       }
-      txn.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))",
-                      "syncbus:create:" + qualified_name_);
-      txn.exec(sql);
+      if (!locked) {
+        txn.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))",
+                        "syncbus:create:" + qualified_name_);
+        continue;
+      }
+      if (exists) {
+        const auto sql = upgrade_sql(needs_mac);
+        if (!create || !owned) {
+          throw configuration_error(fmt::format(
+              "syncbus: the spill table {} {}, and {}. Run, as the table's owner (a migration; "
+              "docs/OPERATIONS.md shows how to build the index without blocking writers):\n{}",
+              qualified_name_,
+              up_to_date ? "has no `mac` column, which PostgresBusOptions::secrets needs"
+                         : "was made by an older syncbus: it lacks the `xid` and `born` columns "
+                           "(and their index) that catching up by transaction needs",
+              create ? "this role does not own it" : "create_spill_table is false", sql));
+        }
+        txn.exec(sql);
+        txn.commit();
+        return;
+      }
+      if (!create) {
+        throw configuration_error(
+            fmt::format("syncbus: the spill table {} does not exist and "
+                        "PostgresBusOptions::create_spill_table is false. Create it with:\n{}",
+                        qualified_name_, create_sql(lz4)));
+      }
+      // Unlike the table functions, this one takes the name as is, unparsed.
+      if (!txn.exec_params1("SELECT has_schema_privilege($1, 'CREATE')", settings_.schema)[0]
+               .as<bool>()) {
+        throw configuration_error(fmt::format(
+            "syncbus: the spill table {0} does not exist, and this role may not create it (no "
+            "CREATE on schema {1}). Create it ahead of time with a migration, as a role that "
+            "may, and set PostgresBusOptions::create_spill_table = false:\n{2}\n"
+            "See docs/OPERATIONS.md for the grants each role needs",
+            qualified_name_, session.quote_name(settings_.schema), create_sql(lz4)));
+      }
+      txn.exec(create_sql(lz4));
       txn.commit();
       return;
     }
-    if (!create) {
-      throw configuration_error(
-          fmt::format("syncbus: the spill table {} does not exist and "
-                      "PostgresBusOptions::create_spill_table is false. Create it with:\n{}",
-                      qualified_name_, create_sql(lz4)));
-    }
-    const auto quoted_schema = session.quote_name(settings_.schema);
-    // Unlike the table functions, this one takes the name as is, unparsed.
-    if (!txn.exec_params1("SELECT has_schema_privilege($1, 'CREATE')", settings_.schema)[0]
-             .as<bool>()) {
-      throw configuration_error(fmt::format(
-          "syncbus: the spill table {0} does not exist, and this role may not create it (no "
-          "CREATE on schema {1}). Create it ahead of time with a migration, as a role that "
-          "may, and set PostgresBusOptions::create_spill_table = false:\n{2}\n"
-          "See docs/OPERATIONS.md for the grants each role needs",
-          qualified_name_, quoted_schema, create_sql(lz4)));
-    }
-    // Concurrent CREATE TABLE IF NOT EXISTS can still fail on the catalog's
-    // unique index; the lock makes the instances take turns.
-    txn.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))",
-                    "syncbus:create:" + qualified_name_);
-    txn.exec(create_sql(lz4));
-    txn.commit();
   } catch (...) {
     rethrow_as_syncbus_error(fmt::format("creating the spill table {}", qualified_name_));
   }

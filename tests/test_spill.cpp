@@ -497,11 +497,16 @@ TEST_F(SpillTest, ARowThatCannotBeReadForAWhileIsDeliveredOnceItCanBeAndNothingI
   EXPECT_EQ(seen.messages()[0].body, "delivered meanwhile");
   unlock.set_value();
   locker.join();
-  pqxx::nontransaction(writer_connection)
-      .exec_params(
-          "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) "
-          "VALUES ($1, 'unreadable-writer', 2, '\"two\"'); SELECT pg_notify($1, $2)",
-          channel, R"({"v":1,"origin":"unreadable-writer","seq":2,"spilled":true})");
+  {
+    pqxx::work second(writer_connection);
+    second.exec_params(
+        "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) VALUES ($1, "
+        "'unreadable-writer', 2, '\"two\"')",
+        channel);
+    second.exec_params("SELECT pg_notify($1, $2)", channel,
+                       R"({"v":1,"origin":"unreadable-writer","seq":2,"spilled":true})");
+    second.commit();
+  }
   ASSERT_TRUE(seen.wait_for_count(3, 10s));
   const auto messages = seen.messages();
   EXPECT_EQ(messages[1].body, "one");
