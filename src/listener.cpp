@@ -192,9 +192,7 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
     if (settings_.timeouts.ping_interval.count() > 0) {
       until = last_contact_ + settings_.timeouts.ping_interval;
     }
-    if (settings_.catch_up) {
-      until = std::min(until, last_contact_ + ReceivedPosition::busy_marker_interval);
-    }
+    if (settings_.catch_up) until = std::min(until, position_.next_marker_due());
     until = std::min(until, queue_.next_reread_due());
     pollfd fds[3] = {
         {wake_.fd(), POLLIN, 0}, {session->connection->sock(), POLLIN, 0}, {room_.fd(), POLLIN, 0}};
@@ -205,17 +203,22 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
     if (fds[2].revents != 0) room_.consume();
 
     try {
+      // The server talked to this listener: it sent something, or answered
+      // a statement. Only silence is worth a ping.
+      bool heard = fds[1].revents != 0;
       const auto idle_for = std::chrono::steady_clock::now() - last_contact_;
       if (ready == 0 && settings_.timeouts.ping_interval.count() > 0 &&
           idle_for >= settings_.timeouts.ping_interval) {
         ping(*session);
+        heard = true;
       }
       receive(*session);
       if (settings_.catch_up && position_.marker_due(std::chrono::steady_clock::now())) {
         send_marker(*session);
+        heard = true;
       }
       rereading = reread_step(*session);
-      last_contact_ = std::chrono::steady_clock::now();
+      if (heard || rereading) last_contact_ = std::chrono::steady_clock::now();
     } catch (const std::exception& e) {
       report(on_error_,
              connection_error(fmt::format(
@@ -272,11 +275,14 @@ void ListenerLoop::ping(ListenSession& session) {
 
 void ListenerLoop::send_marker(ListenSession& session) {
   const auto token = position_.next_marker_token();
+  auto& connection = *session.connection;
   try {
-    const auto row = statement(
-        session,
-        [&](pqxx::connection_base& c) {
-          return pqxx::nontransaction(c).exec_prepared1(marker_statement, marker_channel_, token);
+    // A round trip as small as a ping, and as quick to give up.
+    const auto row = run_with_deadline(
+        deadlines_, connection.sock(), settings_.timeouts.ping, this,
+        [&] {
+          return pqxx::nontransaction(connection)
+              .exec_prepared1(marker_statement, marker_channel_, token);
         },
         [&] { return std::string("sending a marker to the listener's own channel"); });
     position_.marker_sent(PgSnapshot::parse(row[0].c_str()), std::chrono::steady_clock::now());

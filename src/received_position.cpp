@@ -26,10 +26,9 @@ void ReceivedPosition::start(const PgSnapshot& snapshot, Clock::time_point now) 
   last_sent_ = now;
 }
 
-bool ReceivedPosition::marker_due(Clock::time_point now) const noexcept {
-  if (!started_ || in_flight_) return false;
-  const auto since = now - last_sent_;
-  return since >= idle_marker_interval || (handed_on_since_sent_ && since >= busy_marker_interval);
+ReceivedPosition::Clock::time_point ReceivedPosition::next_marker_due() const noexcept {
+  if (!started_ || in_flight_) return Clock::time_point::max();
+  return last_sent_ + (handed_on_since_sent_ ? busy_marker_interval : idle_marker_interval);
 }
 
 void ReceivedPosition::marker_sent(const PgSnapshot& snapshot, Clock::time_point now) {

@@ -63,7 +63,9 @@ class ReceivedPosition {
   }
 
   /// True when a marker should be sent now.
-  bool marker_due(Clock::time_point now) const noexcept;
+  bool marker_due(Clock::time_point now) const noexcept { return now >= next_marker_due(); }
+  /// When the next marker is due (Clock's max while one is in flight).
+  Clock::time_point next_marker_due() const noexcept;
   /// The token the next marker carries.
   std::string next_marker_token() const { return std::to_string(next_token_); }
   /// The next marker was sent, in a transaction that took `snapshot`.

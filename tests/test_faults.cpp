@@ -94,6 +94,11 @@ TEST_F(FaultTest, AFrozenServerIsNoticedAndPublishFailsWithinItsDeadline) {
   auto& [listener, publisher, seen, subscription] = buses;
   EventLog other_log;
   auto other = std::make_unique<PostgresClusterBus>(options(channel, &other_log));
+  // A durable listener too: it also sends markers, and must ping all the same.
+  EventLog durable_log;
+  auto durable_options = options(unique_channel("frozen_always"), &durable_log);
+  durable_options.spill = SpillMode::always;
+  PostgresClusterBus durable(durable_options);
 
   server_.freeze();
   const auto frozen_at = std::chrono::steady_clock::now();
@@ -113,6 +118,9 @@ TEST_F(FaultTest, AFrozenServerIsNoticedAndPublishFailsWithinItsDeadline) {
       },
       5s));
   EXPECT_LT(since(frozen_at), 4500ms);
+  EXPECT_TRUE(eventually(
+      [&] { return durable_log.errors_containing("no answer from PostgreSQL") > 0; }, 1000ms))
+      << "the durable listener noticed too";
   // Another bus's listener is now trying to reconnect to the frozen server
   // (connect_timeout: 5 s). close() cuts that attempt short.
   ASSERT_TRUE(eventually([&] { return other_log.errors_containing("while pinging") > 0; }, 5s));
