@@ -369,6 +369,9 @@ TEST_F(QueueFullTest, ANewOriginsFirstMessageDroppedByTheByteBoundIsAGap) {
   ASSERT_TRUE(eventually([&] { return slow.bus.stats().dropped_queue_full == 2; }))
       << slow.bus.stats().dropped_queue_full;
   slow.held.release();
+  // Until its gap is reported, the origin keeps dropping: "after" is sent
+  // once it is.
+  ASSERT_TRUE(eventually([&] { return slow.log.known_gaps().size() == 1; }));
   new_sender.publish("after");
   ASSERT_TRUE(eventually([&] { return slow.seen.size() == 3; }));
   const auto gaps = slow.log.known_gaps();

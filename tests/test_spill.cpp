@@ -323,6 +323,60 @@ TEST_F(SpillTest, MissingTableWithoutCreateIsAClearError) {
   }
 }
 
+// A table exactly as syncbus 0.1 made it, with rows in it, and a writer
+// that keeps inserting the 0.1 way (no xid, no born): a bus that owns the
+// table upgrades it in place, the rows stay, and everything is read, by a
+// catch-up too.
+TEST_F(SpillTest, ATableMadeBy01IsUpgradedInPlaceAndItsWritersAreStillRead) {
+  const auto channel = unique_channel("upgrade");
+  const auto table = "syncbus_t_v01_" + channel.substr(channel.size() - 9);
+  pqxx::connection admin(url());
+  const auto exec = [&](const std::string& sql) { pqxx::nontransaction(admin).exec(sql); };
+  exec("CREATE TABLE public." + table +
+       " (channel text NOT NULL, origin text NOT NULL, sequence bigint NOT NULL, body text "
+       "NOT NULL, mac text, created_at timestamptz NOT NULL DEFAULT now(), CONSTRAINT " +
+       table + "_message_key PRIMARY KEY (channel, origin, sequence)); CREATE INDEX " + table +
+       "_created_at_idx ON public." + table + " (created_at)");
+  const auto write_01 = [&](std::uint64_t sequence) {
+    pqxx::work writer(admin);
+    writer.exec_params("INSERT INTO public." + table +
+                           " (channel, origin, sequence, body) VALUES ($1, 'writer-01', $2, $3)",
+                       channel, static_cast<std::int64_t>(sequence),
+                       "{\"n\":" + std::to_string(sequence) + "}");
+    writer.exec_params(
+        "SELECT pg_notify($1, $2)", channel,
+        R"({"v":1,"origin":"writer-01","seq":)" + std::to_string(sequence) + R"(,"spilled":true})");
+    writer.commit();
+  };
+  for (std::uint64_t i = 1; i <= 3; ++i) write_01(i);
+
+  EventLog log;
+  auto o = options(channel, SpillMode::always);
+  o.spill_table = table;
+  o.on_gap = log.gap_handler();
+  PostgresClusterBus receiver(o);  // owns the table: upgrades it
+  Collector seen;
+  auto subscription = receiver.subscribe(seen.handler());
+  EXPECT_EQ(pqxx::nontransaction(admin)
+                .exec_params1("SELECT count(*) FROM pg_attribute WHERE attrelid = $1::regclass "
+                              "AND attname IN ('xid', 'born') AND NOT attisdropped",
+                              "public." + table)[0]
+                .as<int>(),
+            2);
+  EXPECT_EQ(spill_rows(channel, table), 3) << "the rows written before stay";
+  write_01(4);
+  ASSERT_TRUE(seen.wait_for_count(1));
+  EXPECT_EQ(seen.messages()[0].body, nlohmann::json({{"n", 4}}));
+  // Away, then back: the 0.1 writer's row is read by the catch-up (its xid
+  // came from the column default).
+  ASSERT_EQ(testing::terminate_backend(url(), receiver, testing::BusConnection::listener), 1);
+  write_01(5);
+  ASSERT_TRUE(seen.wait_for_count(2, 10s));
+  EXPECT_EQ(seen.messages()[1].body, nlohmann::json({{"n", 5}}));
+  EXPECT_TRUE(log.gaps().empty());
+  exec("DROP TABLE public." + table);
+}
+
 TEST_F(SpillTest, VacuumedRowIsReportedAndLaterMessagesStillArrive) {
   const auto channel = unique_channel("gone");
   std::vector<std::string> errors;
