@@ -37,7 +37,8 @@ options:
 
 constexpr const char* usage_tail =
     R"(  --raw                print each NOTIFY payload exactly as sent instead
-  --heartbeats         print heartbeats too: {"origin":"...","heartbeat":N}
+  --heartbeats         print heartbeats too: {"origin":"...","heartbeat":N}, and
+                       a closing bus's last: {..., "goodbye":true}
   --max-bytes N        refuse spilled bodies larger than N bytes (default 64 MiB)
   --help
 )";
@@ -81,7 +82,11 @@ struct Tail {
       return;
     }
     if (envelope.kind == detail::Envelope::Kind::heartbeat) {
-      if (heartbeats) print({{"origin", envelope.origin}, {"heartbeat", envelope.sequence}});
+      if (heartbeats) {
+        nlohmann::json line{{"origin", envelope.origin}, {"heartbeat", envelope.sequence}};
+        if (envelope.goodbye) line["goodbye"] = true;  // the origin closed
+        print(line);
+      }
       return;
     }
     if (envelope.kind == detail::Envelope::Kind::inline_body) {

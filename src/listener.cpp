@@ -170,12 +170,16 @@ void ListenerLoop::prove_round_trip(ListenSession& session, const ProbeSender& p
 
 void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
   auto retry_delay = first_retry_delay;
-  bool rereading = false;
+  // A statement ran on the connection since the socket was last drained:
+  // libpq may hold notifications it read meanwhile, which poll() would not
+  // report. So the next wait is no wait.
+  bool queried = true;
   for (;;) {
     if (!session) {
       try {
         session = reconnect();
         retry_delay = first_retry_delay;
+        queried = true;
       } catch (const std::exception& e) {
         report(on_error_, e);
         session.reset();
@@ -196,8 +200,9 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
     until = std::min(until, queue_.next_reread_due());
     pollfd fds[3] = {
         {wake_.fd(), POLLIN, 0}, {session->connection->sock(), POLLIN, 0}, {room_.fd(), POLLIN, 0}};
-    // With messages left to read back, only look at the socket in passing.
-    const int ready = ::poll(fds, 3, rereading ? 0 : poll_timeout(now, until));
+    // With statements just run (messages to read back, say), only look at
+    // the socket in passing.
+    const int ready = ::poll(fds, 3, queried ? 0 : poll_timeout(now, until));
     if (ready < 0 && errno == EINTR) continue;
     if (fds[0].revents != 0) return;  // stop() was called
     if (fds[2].revents != 0) room_.consume();
@@ -212,13 +217,14 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
         ping(*session);
         heard = true;
       }
-      receive(*session);
       if (settings_.catch_up && position_.marker_due(std::chrono::steady_clock::now())) {
         send_marker(*session);
         heard = true;
       }
-      rereading = reread_step(*session);
-      if (heard || rereading) last_contact_ = std::chrono::steady_clock::now();
+      // After the statements above: what arrived while they ran is drained.
+      receive(*session);
+      queried = reread_step(*session);
+      if (heard || queried) last_contact_ = std::chrono::steady_clock::now();
     } catch (const std::exception& e) {
       report(on_error_,
              connection_error(fmt::format(
@@ -230,17 +236,16 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
                                       "gap of unknown range)")));
       session.reset();
       position_.connection_lost();
-      rereading = false;
     }
   }
 }
 
 std::unique_ptr<ListenSession> ListenerLoop::reconnect() {
   auto session = connect();
-  StatsCounters::add(stats_->reconnects);
   const auto away = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - last_contact_);
   if (!settings_.catch_up) {
+    StatsCounters::add(stats_->reconnects);
     settings_.log(LogLevel::info, "syncbus: the listener on channel \"{}\" is back after {} ms",
                   settings_.channel, away.count());
     // Listening again: whatever was committed while away is missed.
@@ -255,6 +260,7 @@ std::unique_ptr<ListenSession> ListenerLoop::reconnect() {
   const auto cutoff = take_snapshot(*session);
   const auto rows = catch_up(*session, position_.confirmed(), cutoff);
   position_.caught_up(cutoff);
+  StatsCounters::add(stats_->reconnects);  // counted once it has caught up
   last_contact_ = std::chrono::steady_clock::now();
   settings_.log(LogLevel::info,
                 "syncbus: the listener on channel \"{}\" is back after {} ms and read {} "

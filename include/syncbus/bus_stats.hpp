@@ -30,7 +30,8 @@ struct BusStats {
   /// Messages read back from the spill table after the delivery queue was
   /// full (QueueFullPolicy::drop_and_reread).
   std::uint64_t reread_from_table = 0;
-  /// Times the listener's connection was re-established.
+  /// Times the listener's connection was re-established (in
+  /// SpillMode::always: and it had caught up on what it missed).
   std::uint64_t reconnects = 0;
   /// Origins (publishing buses) this bus keeps sequence numbers for now: a
   /// few dozen bytes each. An origin is forgotten when it says goodbye (its
