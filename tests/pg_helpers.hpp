@@ -96,6 +96,10 @@ class RoleThatCanBeKeptOut {
             "syncbus:" + bus.instance_id() + ":listen");
   }
   void let_in() { admin("ALTER ROLE " + role_ + " LOGIN"); }
+  /// A setting the role's sessions start with (ALTER ROLE ... SET).
+  void set(const std::string& setting, const std::string& value) {
+    admin("ALTER ROLE " + role_ + " SET " + setting + " = '" + value + "'");
+  }
 
  private:
   void admin(const std::string& sql) {

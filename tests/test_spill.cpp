@@ -569,6 +569,31 @@ TEST_F(SpillTest, ARowThatCannotBeReadForAWhileIsDeliveredOnceItCanBeAndNothingI
   EXPECT_EQ(receiver.stats().reconnects, 0u);
 }
 
+// A role whose statement_timeout is shorter than reading a large body
+// takes: the listening session sets its own, from query_timeout, so the
+// body is read, not reported lost (and were a fetch still cancelled, it
+// would be read again, never taken for a lost row).
+TEST_F(SpillTest, ARoleWithAShortStatementTimeoutStillReadsLargeBodies) {
+  const auto channel = unique_channel("role_timeout");
+  testing::RoleThatCanBeKeptOut role(url(), "timeout" + channel.substr(channel.size() - 6));
+  role.set("statement_timeout", "20ms");
+  EventLog log;
+  auto o = options(channel, SpillMode::always);
+  o.on_error = log.error_handler();
+  o.on_gap = log.gap_handler();
+  PostgresClusterBus receiver(role.as_role(o));
+  Collector seen;
+  auto subscription = receiver.subscribe(seen.handler());
+  PostgresClusterBus sender(options(channel, SpillMode::always));
+  const std::string large(48 << 20, 'L');
+  sender.publish(large);
+  sender.publish("after");
+  ASSERT_TRUE(seen.wait_for_count(2, 60s));
+  EXPECT_EQ(seen.messages()[0].body.get_ref<const std::string&>().size(), large.size());
+  EXPECT_TRUE(log.gaps().empty());
+  EXPECT_TRUE(log.errors().empty()) << log.errors().front();
+}
+
 // Rows of many megabytes, missed while the listener was away, against a
 // short query_timeout: each fetch loads about 8 MB at most (one row, here),
 // so each finishes in time and the catch-up makes progress, once.
