@@ -602,14 +602,14 @@ TEST_F(SpillTest, LargeRowsMissedWhileAwayAreReadWithinAShortQueryTimeout) {
   testing::RoleThatCanBeKeptOut role(url(), "large" + channel.substr(channel.size() - 6));
   EventLog log;
   auto o = options(channel, SpillMode::always);
-  o.query_timeout = 500ms;
+  o.query_timeout = 250ms;
   o.on_error = log.error_handler();
   o.on_gap = log.gap_handler();
   PostgresClusterBus receiver(role.as_role(o));
   Collector seen;
   auto subscription = receiver.subscribe(seen.handler());
   PostgresClusterBus sender(options(channel, SpillMode::always));
-  constexpr int rows = 10;
+  constexpr int rows = 16;
   role.keep_out(receiver);
   for (int i = 0; i < rows; ++i) sender.publish(std::string(16 << 20, static_cast<char>('a' + i)));
   role.let_in();
