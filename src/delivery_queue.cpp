@@ -19,7 +19,12 @@ constexpr std::chrono::milliseconds lazy_wake{50};
 // minutes), and above the freshness window of signed envelopes, so that a
 // replay is still recognised as one (docs/GUARANTEES.md).
 constexpr std::chrono::minutes sweep_every{1};
-constexpr unsigned forget_after_sweeps = 30;
+constexpr unsigned forget_after_sweeps = static_cast<unsigned>(origin_memory / sweep_every);
+
+// Origins a full queue remembers one by one what it turned away from:
+// beyond, a gap of unknown range (only a flood of made-up origins, on a
+// channel without secrets, gets there).
+constexpr std::size_t max_turned_away = 100'000;
 
 bool carries_a_sequence(Inbound::Kind kind) {
   return kind != Inbound::Kind::connection_reset && kind != Inbound::Kind::dropped;
@@ -96,14 +101,31 @@ void DeliveryQueue::enqueue(Inbound&& item) {
     return;
   }
   const bool is_loss = item.kind == Inbound::Kind::message || item.kind == Inbound::Kind::lost;
-  // An origin that dropped a message since the last batch keeps dropping
-  // (and a heartbeat extends the range), so that the gap is reported after
-  // everything of it that was queued, not before.
-  if (carries_a_sequence(item.kind) && item.kind != Inbound::Kind::stale) {
-    const auto dropping = dropped_.find(item.message.origin);
-    if (dropping != dropped_.end()) {
-      if (is_loss) StatsCounters::add(stats_->dropped_queue_full);
-      dropping->second.second = std::max(dropping->second.second, item.message.sequence);
+  const bool is_heartbeat =
+      item.kind == Inbound::Kind::heartbeat || item.kind == Inbound::Kind::goodbye;
+  const auto turn_away = [&]() -> TurnedAway* {
+    auto found = turned_away_.find(item.message.origin);
+    if (found != turned_away_.end()) return &found->second;
+    if (turned_away_.size() >= max_turned_away) {
+      turned_away_overflowed_ = true;
+      return nullptr;
+    }
+    return &turned_away_[item.message.origin];
+  };
+  // An origin that dropped a message since the last batch keeps dropping,
+  // so that its gap is reported after everything of it that was queued.
+  if (is_loss || is_heartbeat) {
+    const auto found = turned_away_.find(item.message.origin);
+    if (found != turned_away_.end() && (found->second.first != 0 || is_heartbeat)) {
+      auto& away = found->second;
+      if (is_heartbeat) {
+        away.heartbeat = std::max(away.heartbeat, item.message.sequence);
+        away.goodbye = away.goodbye || item.kind == Inbound::Kind::goodbye;
+        away.origin_is_new = away.origin_is_new || item.origin_is_new;
+      } else {
+        StatsCounters::add(stats_->dropped_queue_full);
+        away.last = std::max(away.last, item.message.sequence);
+      }
       return;
     }
   }
@@ -112,8 +134,17 @@ void DeliveryQueue::enqueue(Inbound&& item) {
     push(std::move(item));
     return;
   }
-  // A dropped heartbeat (or goodbye, or stale refusal) says nothing that
-  // the next one will not; a dropped loss is a loss all the same.
+  if (is_heartbeat) {
+    // Not dropped: a heartbeat or goodbye may be the only word of a loss at
+    // an origin's tail. Delivered after what was queued.
+    if (auto* away = turn_away()) {
+      away->heartbeat = item.message.sequence;
+      away->goodbye = item.kind == Inbound::Kind::goodbye;
+      away->origin_is_new = item.origin_is_new;
+    }
+    return;
+  }
+  // A stale refusal says nothing the sequence check needs.
   if (!is_loss) return;
   StatsCounters::add(stats_->dropped_queue_full);
   const auto sequence = item.message.sequence;
@@ -121,7 +152,11 @@ void DeliveryQueue::enqueue(Inbound&& item) {
     withheld_.withhold(item.message.origin, sequence, WithheldOrigins::Why::queue_full, now);
     return;
   }
-  dropped_.try_emplace(std::move(item.message.origin), sequence, sequence);
+  if (auto* away = turn_away()) {
+    away->first = sequence;
+    away->last = sequence;
+    away->origin_is_new = item.origin_is_new;
+  }
 }
 
 bool DeliveryQueue::fits(const Inbound& item) const {
@@ -238,10 +273,22 @@ void DeliveryQueue::run() {
     queued_bytes_ = 0;
     // What an origin dropped arrived after everything of it that was
     // queued (it drops all it sends once it has dropped one).
-    for (auto& [origin, range] : dropped_) {
-      batch.push_back(Inbound{Inbound::Kind::dropped, {origin, range.second, {}}, range.first});
+    for (auto& [origin, away] : turned_away_) {
+      if (away.first != 0) {
+        batch.push_back(Inbound{Inbound::Kind::dropped, {origin, away.last, {}}, away.first});
+        batch.back().origin_is_new = away.origin_is_new;
+      }
+      if (away.heartbeat != 0) {
+        batch.push_back(Inbound{away.goodbye ? Inbound::Kind::goodbye : Inbound::Kind::heartbeat,
+                                {origin, away.heartbeat, {}}});
+        batch.back().origin_is_new = away.origin_is_new;
+      }
     }
-    dropped_.clear();
+    turned_away_.clear();
+    if (turned_away_overflowed_) {
+      batch.push_back(Inbound{Inbound::Kind::connection_reset, {}});
+      turned_away_overflowed_ = false;
+    }
     if (!withheld_.empty() && notify_room_) notify_room_();
     delivering_ = true;
     lock.unlock();
@@ -281,10 +328,11 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
     const auto sequence = item.message.sequence;
     switch (item.kind) {
       case Inbound::Kind::message: {
-        const auto verdict = tracker_.on_message(origin, sequence, item.origin_is_new);
+        const auto verdict =
+            tracker_.on_message(origin, sequence, item.origin_is_new, item.signature_predates);
         gap(verdict.gap);
         if (!verdict.deliver) {
-          StatsCounters::add(stats_->duplicates_dropped);
+          if (!verdict.gap) StatsCounters::add(stats_->duplicates_dropped);
           continue;
         }
         if (item.audience == 0) {
@@ -305,7 +353,7 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
         break;
       }
       case Inbound::Kind::heartbeat:
-        gap(tracker_.on_heartbeat(origin, sequence, item.origin_is_new));
+        gap(tracker_.on_heartbeat(origin, sequence, item.origin_is_new, item.signature_predates));
         break;
       case Inbound::Kind::goodbye:
         gap(tracker_.on_goodbye(origin, sequence, item.origin_is_new));
@@ -315,7 +363,7 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
         report_gap(GapEvent{});
         break;
       case Inbound::Kind::dropped:
-        gap(tracker_.on_dropped(origin, item.first_dropped, sequence));
+        gap(tracker_.on_dropped(origin, item.first_dropped, sequence, item.origin_is_new));
         break;
       case Inbound::Kind::lost:
         gap(tracker_.on_dropped(origin, sequence, sequence));
@@ -332,7 +380,7 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
 
 void DeliveryQueue::report_gap(const GapEvent& gap) {
   StatsCounters::add(stats_->gaps);
-  StatsCounters::add(stats_->messages_missing, gap.count());
+  StatsCounters::add_saturating(stats_->messages_missing, gap.count());
   if (!on_gap_) return;
   try {
     on_gap_(gap);

@@ -135,11 +135,22 @@ class DeliveryQueue {
   std::size_t queued_bytes_ = 0;  // the body_bytes of what queue_ holds
   WithheldOrigins withheld_;
   std::function<void()> notify_room_;
-  // drop_and_report_gap: per origin, the range of messages dropped since the
-  // last batch was taken. Once an origin has dropped one, its later ones
-  // are dropped too until then, so that what is queued of it comes before
-  // what is reported missing.
-  std::unordered_map<std::string, std::pair<std::uint64_t, std::uint64_t>> dropped_;
+  // What a full queue turned away since the last batch was taken, per
+  // origin, to report after everything of it that was queued: the range of
+  // messages dropped (drop_and_report_gap; once an origin has dropped one,
+  // its later ones are dropped too until then), and the newest heartbeat
+  // or goodbye (which may be the only word of a loss at its tail).
+  struct TurnedAway {
+    std::uint64_t first = 0;  // messages first..last dropped (0: none)
+    std::uint64_t last = 0;
+    std::uint64_t heartbeat = 0;  // 0: none
+    bool goodbye = false;
+    bool origin_is_new = false;
+  };
+  std::unordered_map<std::string, TurnedAway> turned_away_;
+  // More origins turned away than are remembered one by one (a flood of
+  // made-up origins on a channel without secrets): a gap of unknown range.
+  bool turned_away_overflowed_ = false;
   bool delivering_ = false;
   bool stopping_ = false;
   // Something queued wants delivering now (not only messages nobody will

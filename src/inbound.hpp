@@ -57,12 +57,24 @@ struct Inbound {
   /// later sequence, the ones before are missing (a gap), not older than
   /// this bus.
   bool origin_is_new = false;
+  /// A signed message signed before this bus started listening, or longer
+  /// ago than a bus remembers an origin (origin_memory): if its origin is
+  /// unknown here, it may be a replay (a genuine message sent again, or a
+  /// genuine row written again), so it is not delivered; it is reported as
+  /// a gap instead (if genuine, it is one this bus missed).
+  bool signature_predates = false;
   /// Set by the delivery stage when the item arrives: the newest
   /// subscription that may hear it (HandlerRegistry; 0: none).
   std::uint64_t audience = 0;
   /// Transport-internal: the message's body is still in the spill table
   /// (the listener reads it before handing the item on).
   bool body_in_table = false;
+  /// Transport-internal: an authenticated envelope (a pointer) says this
+  /// message exists, so a row that is missing or refused is a loss. A row
+  /// found by listing the table vouches for nothing: anyone who may INSERT
+  /// can plant one, and a refused plant must not pass for a lost message
+  /// (it would make the genuine one with that number a "duplicate").
+  bool vouched = false;
 };
 
 }  // namespace syncbus::detail

@@ -64,6 +64,7 @@ ListenerLoop::ListenerLoop(Settings settings, const SpillStore& store, const Mes
   // Taken once LISTEN has taken effect: every transaction not visible in it
   // commits later, and its notifications reach this session.
   position_.start(take_snapshot(*session), std::chrono::steady_clock::now());
+  started_ms_ = clock_.now_ms();
   if (probe) prove_round_trip(*session, probe);
   queue_.on_room_for_reread([this] { room_.signal(); });
   thread_.start([this, s = std::move(session)]() mutable { run(std::move(s)); });
@@ -280,7 +281,7 @@ void ListenerLoop::ping(ListenSession& session) {
 }
 
 void ListenerLoop::send_marker(ListenSession& session) {
-  const auto token = position_.next_marker_token();
+  auto token = random_hex(32);
   auto& connection = *session.connection;
   try {
     // A round trip as small as a ping, and as quick to give up.
@@ -291,7 +292,8 @@ void ListenerLoop::send_marker(ListenSession& session) {
               .exec_prepared1(marker_statement, marker_channel_, token);
         },
         [&] { return std::string("sending a marker to the listener's own channel"); });
-    position_.marker_sent(PgSnapshot::parse(row[0].c_str()), std::chrono::steady_clock::now());
+    position_.marker_sent(std::move(token), PgSnapshot::parse(row[0].c_str()),
+                          std::chrono::steady_clock::now());
   } catch (const connection_error&) {
     throw;
   } catch (const std::exception& e) {

@@ -138,9 +138,9 @@ class ListenerLoop {
   void read_bodies(ListenSession& session, std::vector<Inbound>& items, std::size_t& read_up_to,
                    const std::function<void(std::vector<Inbound>&&)>& take,
                    std::size_t max_bytes = SIZE_MAX);
-  /// The item a row becomes: its message, or Kind::lost (reported) when
-  /// the row is refused.
-  Inbound item_of(const SpillStore::StoredMessage& row);
+  /// The message a row holds, or (reported) none when the row is refused:
+  /// too large, badly signed, not JSON.
+  std::optional<Inbound> item_of(const SpillStore::StoredMessage& row);
   /// Reads the rows of the transactions visible in `to` and not in `from`,
   /// in commit order per origin, and hands them on. Returns how many.
   std::size_t catch_up(ListenSession& session, const PgSnapshot& from, const PgSnapshot& to);
@@ -161,6 +161,9 @@ class ListenerLoop {
   std::string marker_channel_;
   ReceivedPosition position_;  // used by the listener's thread only (and the constructor)
   ServerClock clock_;
+  std::uint64_t started_ms_ = 0;  // the server's time when the bus started listening
+  /// See Inbound::signature_predates.
+  bool signature_predates(std::optional<std::uint64_t> sent_ms) const;
   // Last time the server was known to be talking to this listener.
   std::chrono::steady_clock::time_point last_contact_ = std::chrono::steady_clock::now();
   WakeFd wake_;

@@ -84,6 +84,16 @@ bool ListenerLoop::fresh(const Envelope& envelope, int sender_pid, std::vector<I
   return false;
 }
 
+bool ListenerLoop::signature_predates(std::optional<std::uint64_t> sent_ms) const {
+  // A row written the 0.1 way has no time: it predates everything.
+  if (!sent_ms) return true;
+  const auto memory = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::milliseconds>(origin_memory).count());
+  const auto now = clock_.now_ms();
+  const auto horizon = std::max(started_ms_, now > memory ? now - memory : 0);
+  return *sent_ms < horizon;
+}
+
 void ListenerLoop::deliver_chunk(ListenSession& session, const Notification* begin,
                                  const Notification* end) {
   std::vector<Inbound> items;
@@ -101,10 +111,12 @@ void ListenerLoop::deliver_chunk(ListenSession& session, const Notification* beg
       if (envelope.origin == settings_.own_origin) continue;
       if (auth_.enabled() && !fresh(envelope, notification->sender_pid, items)) continue;
       const bool origin_is_new = position_.origin_is_new(envelope.born);
+      const bool predates = auth_.enabled() && signature_predates(envelope.sent_ms);
       if (envelope.kind == Envelope::Kind::heartbeat) {
         items.push_back({envelope.goodbye ? Inbound::Kind::goodbye : Inbound::Kind::heartbeat,
                          {std::move(envelope.origin), envelope.sequence, {}}});
         items.back().origin_is_new = origin_is_new;
+        items.back().signature_predates = predates;
         continue;
       }
       // What each inline body counts against the delivery queue's byte
@@ -115,11 +127,13 @@ void ListenerLoop::deliver_chunk(ListenSession& session, const Notification* beg
         if (queue_.drop_if_withheld(envelope.origin, sequence)) continue;
         Inbound item{Inbound::Kind::message, {envelope.origin, sequence, {}}};
         item.origin_is_new = origin_is_new;
+        item.signature_predates = predates;
         if (envelope.kind == Envelope::Kind::inline_body) {
           item.message.body = std::move(envelope.bodies[i]);
           item.body_bytes = inline_share;
         } else {
           item.body_in_table = true;
+          item.vouched = true;
         }
         items.push_back(std::move(item));
       }

@@ -42,21 +42,23 @@ bool retriable(const std::exception& e) {
 
 }  // namespace
 
-Inbound ListenerLoop::item_of(const SpillStore::StoredMessage& row) {
+std::optional<Inbound> ListenerLoop::item_of(const SpillStore::StoredMessage& row) {
   try {
     Inbound item{Inbound::Kind::message,
                  {row.origin, row.sequence,
                   accepted_body(row, auth_, settings_.channel, settings_.max_body_bytes)}};
     item.body_bytes = row.body_json.size();
     item.origin_is_new = position_.origin_is_new(row.born);
+    // A row's freshness is its own (a row can be written again, with the
+    // same signature); a live pointer's is the envelope's, and the same.
+    item.signature_predates = auth_.enabled() && signature_predates(row.sent_ms);
     return item;
   } catch (const std::exception& e) {
     report(on_error_, protocol_error(fmt::format(
                           "syncbus: skipped spilled message {}#{} on channel \"{}\": it was "
                           "refused: {}",
                           row.origin, row.sequence, settings_.channel, e.what())));
-    // The message is lost: say so now, as an exact gap.
-    return {Inbound::Kind::lost, {row.origin, row.sequence, {}}};
+    return std::nullopt;
   }
 }
 
@@ -75,6 +77,18 @@ void ListenerLoop::read_bodies(ListenSession& session, std::vector<Inbound>& ite
                                const std::function<void(std::vector<Inbound>&&)>& take,
                                std::size_t max_bytes) {
   std::size_t loaded = 0;
+  // Rows missing or refused that no authenticated pointer vouched for are
+  // left out (see Inbound::vouched): the sequence check then reports a
+  // genuine loss when the origin's next message or heartbeat arrives.
+  std::vector<char> left_out(items.size(), 0);
+  const auto hand_slice = [&](std::size_t from, std::size_t to) {
+    std::vector<Inbound> slice;
+    slice.reserve(to - from);
+    for (auto i = from; i < to; ++i) {
+      if (!left_out[i]) slice.push_back(std::move(items[i]));
+    }
+    take(std::move(slice));
+  };
   while (read_up_to < items.size()) {
     // The next keys to read, in order; items in between pass through.
     std::vector<SpillStore::MessageKey> keys;
@@ -85,8 +99,7 @@ void ListenerLoop::read_bodies(ListenSession& session, std::vector<Inbound>& ite
       at.push_back(i);
     }
     if (keys.empty()) {
-      take({std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(read_up_to)),
-            std::make_move_iterator(items.end())});
+      hand_slice(read_up_to, items.size());
       read_up_to = items.size();
       return;
     }
@@ -110,9 +123,10 @@ void ListenerLoop::read_bodies(ListenSession& session, std::vector<Inbound>& ite
         resolved_to = at[k];  // over this fetch's bytes: the next one reads it
         break;
       }
+      std::optional<Inbound> read;
       if (found) {
         loaded += rows[row].body_json.size();
-        item = item_of(rows[row++]);
+        read = item_of(rows[row++]);
       } else {
         report(on_error_,
                protocol_error(fmt::format(
@@ -120,7 +134,14 @@ void ListenerLoop::read_bodies(ListenSession& session, std::vector<Inbound>& ite
                    "not in {} (vacuumed before this listener read it?). Raise the "
                    "vacuum age above your listeners' worst lag",
                    keys[k].origin, keys[k].sequence, settings_.channel, store_.qualified_name())));
+      }
+      if (read) {
+        item = std::move(*read);
+      } else if (item.vouched) {
+        // The message is lost: say so now, as an exact gap.
         item = Inbound{Inbound::Kind::lost, {keys[k].origin, keys[k].sequence, {}}};
+      } else {
+        left_out[at[k]] = 1;
       }
       if (k + 1 == keys.size()) resolved_to = at[k] + 1;
     }
@@ -128,8 +149,7 @@ void ListenerLoop::read_bodies(ListenSession& session, std::vector<Inbound>& ite
     // (or up to the last key of this fetch, when it read them all: items
     // after it may still have keys to read).
     const auto until = resolved_to;
-    take({std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(read_up_to)),
-          std::make_move_iterator(items.begin() + static_cast<std::ptrdiff_t>(until))});
+    hand_slice(read_up_to, until);
     read_up_to = until;
     if (loaded >= max_bytes) return;
   }

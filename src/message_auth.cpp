@@ -74,14 +74,15 @@ std::string envelope_mac(const std::string& key, std::string_view channel,
 }
 
 std::string body_mac(const std::string& key, std::string_view channel, std::string_view origin,
-                     std::uint64_t sequence, std::optional<std::uint64_t> born,
+                     std::uint64_t sequence, std::optional<MessageAuth::RowStamp> stamp,
                      std::string_view body) {
   const auto number = std::to_string(sequence);
-  if (!born) return hex(hmac(key, {"syncbus-row", channel, origin, number, body}));
+  if (!stamp) return hex(hmac(key, {"syncbus-row", channel, origin, number, body}));
   // A body is JSON text, which holds no NUL byte: the two forms cannot be
   // mistaken for one another, and the label tells them apart anyway.
-  const auto birth = std::to_string(*born);
-  return hex(hmac(key, {"syncbus-row-born", channel, origin, number, birth, body}));
+  const auto born = std::to_string(stamp->born);
+  const auto sent = std::to_string(stamp->sent_ms);
+  return hex(hmac(key, {"syncbus-row-2", channel, origin, number, born, sent, body}));
 }
 
 }  // namespace
@@ -140,16 +141,16 @@ std::string_view MessageAuth::verify_envelope(std::string_view channel, std::str
 }
 
 std::string MessageAuth::row_mac(std::string_view channel, std::string_view origin,
-                                 std::uint64_t sequence, std::optional<std::uint64_t> born,
+                                 std::uint64_t sequence, std::optional<RowStamp> stamp,
                                  std::string_view body) const {
-  return body_mac(keys_.front(), channel, origin, sequence, born, body);
+  return body_mac(keys_.front(), channel, origin, sequence, stamp, body);
 }
 
 bool MessageAuth::row_mac_valid(std::string_view channel, std::string_view origin,
-                                std::uint64_t sequence, std::optional<std::uint64_t> born,
+                                std::uint64_t sequence, std::optional<RowStamp> stamp,
                                 std::string_view body, std::string_view mac) const {
   for (const auto& key : keys_) {
-    if (same(body_mac(key, channel, origin, sequence, born, body), mac)) return true;
+    if (same(body_mac(key, channel, origin, sequence, stamp, body), mac)) return true;
   }
   return false;
 }

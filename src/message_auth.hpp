@@ -11,10 +11,10 @@
 // Wire format (docs/PROTOCOL.md): a signed envelope ends with
 // `,"mac":"<64 hex digits>"}`; the MAC covers "syncbus-envelope", NUL, the
 // channel, NUL, and the envelope's bytes before `,"mac":`. A spilled body's
-// MAC (column `mac`) covers "syncbus-row", NUL, channel, NUL, origin, NUL,
-// the sequence in decimal, NUL, and the body's bytes; for a row that records
-// its origin's birth (`born`), "syncbus-row-born", NUL, channel, NUL,
-// origin, NUL, sequence, NUL, born in decimal, NUL, body.
+// MAC (column `mac`) covers "syncbus-row-2", NUL, channel, NUL, origin, NUL,
+// the sequence in decimal, NUL, born in decimal, NUL, sent in decimal, NUL,
+// and the body's bytes; a row written by syncbus 0.1 (no born, no sent) was
+// signed "syncbus-row", NUL, channel, NUL, origin, NUL, sequence, NUL, body.
 
 #include <cstdint>
 #include <optional>
@@ -49,14 +49,21 @@ class MessageAuth {
   std::string_view verify_envelope(std::string_view channel, std::string_view payload,
                                    std::string& unsigned_envelope) const;
 
+  /// What a row records besides its key and body, which its MAC covers
+  /// too: the origin's birth transaction, and when the row was signed.
+  struct RowStamp {
+    std::uint64_t born = 0;
+    std::uint64_t sent_ms = 0;
+  };
+
   /// The MAC of a spilled body, as 64 lowercase hex digits, under the first
-  /// key. `born`: the origin's birth transaction, which the row records.
+  /// key. Without `stamp`: as syncbus 0.1 signed rows.
   std::string row_mac(std::string_view channel, std::string_view origin, std::uint64_t sequence,
-                      std::optional<std::uint64_t> born, std::string_view body) const;
+                      std::optional<RowStamp> stamp, std::string_view body) const;
 
   /// True when `mac` is a row MAC of this body under one of the keys.
   bool row_mac_valid(std::string_view channel, std::string_view origin, std::uint64_t sequence,
-                     std::optional<std::uint64_t> born, std::string_view body,
+                     std::optional<RowStamp> stamp, std::string_view body,
                      std::string_view mac) const;
 
  private:

@@ -13,6 +13,7 @@
 #include <new>
 
 #include "conninfo.hpp"
+#include "utf8.hpp"
 
 namespace syncbus::detail {
 namespace {
@@ -69,6 +70,22 @@ void complete_connection(PGconn* conn, const ConnectLimits& limits) {
 }
 
 }  // namespace
+
+std::string kept_application_name(std::string name) {
+  // NAMEDATALEN - 1 bytes, cut at a character boundary.
+  constexpr std::size_t most = 63;
+  if (name.size() <= most) return name;
+  std::size_t end = 0;
+  for (std::size_t i = 0; i < name.size();) {
+    std::uint32_t code = 0;
+    const auto length = std::max<std::size_t>(1, utf8_sequence(name, i, code));
+    if (i + length > most) break;
+    i += length;
+    end = i;
+  }
+  name.resize(end);
+  return name;
+}
 
 InterruptibleConnect::InterruptibleConnect(const std::string& options, ConnectLimits limits)
     : pqxx::connectionpolicy(options), limits_(limits) {}
@@ -156,9 +173,12 @@ Session::~Session() { close(); }
 std::unique_ptr<Session> open_session(const std::string& conninfo,
                                       const std::string& application_name, ConnectLimits limits) {
   // Set at connection time rather than by SET: no extra round trips, and they
-  // hold for whatever connection libpq makes from this string.
+  // hold for whatever connection libpq makes from this string. The name
+  // is cut to what PostgreSQL keeps here, or the server would say so in a
+  // notice, which libpq prints before the connection can silence it.
   const std::string full_conninfo = with_connection_options(
-      conninfo, {{"application_name", application_name}, {"client_encoding", "UTF8"}},
+      conninfo,
+      {{"application_name", kept_application_name(application_name)}, {"client_encoding", "UTF8"}},
       {{"connect_timeout", "5"}});
   // libpq enforces connect_timeout only in its blocking connect; the
   // non-blocking one is bounded here. 0 (or garbage) means no limit, as in libpq.

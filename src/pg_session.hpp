@@ -68,6 +68,10 @@ class Session final : public pqxx::connection_base {
   NoticeSilencer silencer_{*this};
 };
 
+/// `name` cut to the 63 bytes PostgreSQL keeps of an application_name, at a
+/// UTF-8 character boundary.
+std::string kept_application_name(std::string name);
+
 /// Opens a connection with client_encoding UTF8, `application_name`, and a
 /// connect_timeout of 5 s unless the conninfo sets one (the attempt also ends
 /// at `limits`). Throws connection_error (the libpq message, never the

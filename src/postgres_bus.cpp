@@ -342,14 +342,16 @@ void PostgresClusterBus::close() {
     self.closing_thread = std::this_thread::get_id();
   }
   self.closed.store(true);
-  self.log(LogLevel::info, "syncbus: bus {} closing", self.instance_id);
   // Each stop() joins its thread, but not from that very thread: a close()
   // made by a callback lets its own thread end by itself, and the
-  // destructor joins it.
+  // destructor joins it. Publishing stops first (after the heartbeats,
+  // which use its connection): from here on publish() throws closed_error,
+  // as subscribe() does, whoever calls it.
   self.timers->stop();
+  self.publisher->close();
+  self.log(LogLevel::info, "syncbus: bus {} closing", self.instance_id);
   if (self.listener) self.listener->stop();
   if (self.delivery) self.delivery->stop();
-  self.publisher->close();
   {
     std::lock_guard<std::mutex> lock(self.close_mutex);
     self.close_state = impl::CloseState::closed;

@@ -311,6 +311,8 @@ void Publisher::send(Batch& batch) {
   std::vector<std::uint64_t> spilled_sequences;
   std::vector<std::string_view> spilled_bodies;
   std::vector<std::string> spilled_macs;
+  // Signed rows say when they were signed, as signed envelopes do.
+  const auto signed_at = auth_.enabled() ? clock_.now_ms() : 0;
   for (std::size_t first = 0; first < accepted.size();) {
     std::size_t end = first + 1;
     if (accepted[first].route == Route::spill_table) {
@@ -320,7 +322,8 @@ void Publisher::send(Batch& batch) {
         spilled_bodies.push_back(accepted[i].item->body_json);
         if (auth_.enabled()) {
           spilled_macs.push_back(auth_.row_mac(settings_.channel, origin, accepted[i].sequence,
-                                               born_, accepted[i].item->body_json));
+                                               MessageAuth::RowStamp{born_, signed_at},
+                                               accepted[i].item->body_json));
         }
       }
       payloads.push_back(sign(encode_spill_pointer(header(accepted[first].sequence), end - first)));
@@ -356,8 +359,8 @@ void Publisher::send(Batch& batch) {
   const std::vector<std::string_view> payload_views(payloads.begin(), payloads.end());
   const auto statement = [&](Session& session) {
     if (!spilled_sequences.empty()) {
-      store_.store_batch_and_notify(session, origin, born_, spilled_sequences, spilled_bodies,
-                                    spilled_macs, payload_views);
+      store_.store_batch_and_notify(session, origin, born_, signed_at, spilled_sequences,
+                                    spilled_bodies, spilled_macs, payload_views);
     } else if (payloads.size() == 1) {
       pqxx::nontransaction(session).exec_prepared(notify_statement, settings_.channel,
                                                   payloads.front());

@@ -31,8 +31,9 @@ ReceivedPosition::Clock::time_point ReceivedPosition::next_marker_due() const no
   return last_sent_ + (handed_on_since_sent_ ? busy_marker_interval : idle_marker_interval);
 }
 
-void ReceivedPosition::marker_sent(const PgSnapshot& snapshot, Clock::time_point now) {
-  in_flight_ = Marker{std::to_string(next_token_++), snapshot};
+void ReceivedPosition::marker_sent(std::string token, const PgSnapshot& snapshot,
+                                   Clock::time_point now) {
+  in_flight_ = Marker{std::move(token), snapshot};
   last_sent_ = now;
   handed_on_since_sent_ = false;
   // What is handed on from now on may be of transactions not visible in

@@ -66,10 +66,11 @@ class ReceivedPosition {
   bool marker_due(Clock::time_point now) const noexcept { return now >= next_marker_due(); }
   /// When the next marker is due (Clock's max while one is in flight).
   Clock::time_point next_marker_due() const noexcept;
-  /// The token the next marker carries.
-  std::string next_marker_token() const { return std::to_string(next_token_); }
-  /// The next marker was sent, in a transaction that took `snapshot`.
-  void marker_sent(const PgSnapshot& snapshot, Clock::time_point now);
+  /// A marker carrying `token` was sent, in a transaction that took
+  /// `snapshot`. The token is random: anyone who could NOTIFY the private
+  /// channel could otherwise move the position forward, past transactions
+  /// the listener has not received.
+  void marker_sent(std::string token, const PgSnapshot& snapshot, Clock::time_point now);
   /// Sending it failed (a server error): the position stays, and the next
   /// one is due an interval later.
   void marker_failed(Clock::time_point now) noexcept { last_sent_ = now; }
@@ -101,7 +102,6 @@ class ReceivedPosition {
   std::optional<Marker> in_flight_;
   Clock::time_point last_sent_{};
   bool handed_on_since_sent_ = false;
-  std::uint64_t next_token_ = 1;
   // The highest sequence handed on per origin, since the confirmed
   // position was taken, and since the marker in flight was sent.
   Highest since_confirmed_;

@@ -7,8 +7,11 @@
 #include <pqxx/result>
 #include <pqxx/transaction>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cstdint>
+#include <map>
 
 #include "array_parameter.hpp"
 #include "identifiers.hpp"
@@ -74,6 +77,7 @@ std::string SpillStore::create_sql(bool lz4) const {
       "  created_at timestamptz NOT NULL DEFAULT now(),\n"
       "  xid        xid8        DEFAULT pg_current_xact_id(),\n"
       "  born       xid8,\n"
+      "  sent       bigint,\n"
       "  CONSTRAINT {1} PRIMARY KEY (channel, origin, sequence)\n"
       ");\n"
       "CREATE INDEX IF NOT EXISTS {2} ON {0} (created_at);\n"
@@ -89,6 +93,7 @@ std::string SpillStore::upgrade_sql(bool mac) const {
       "{1}ALTER TABLE {0} ADD COLUMN IF NOT EXISTS xid xid8;\n"
       "ALTER TABLE {0} ALTER COLUMN xid SET DEFAULT pg_current_xact_id();\n"
       "ALTER TABLE {0} ADD COLUMN IF NOT EXISTS born xid8;\n"
+      "ALTER TABLE {0} ADD COLUMN IF NOT EXISTS sent bigint;\n"
       "CREATE INDEX IF NOT EXISTS {2} ON {0} (xid);",
       qualified_name_,
       mac ? fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS mac text;\n", qualified_name_)
@@ -117,7 +122,8 @@ void SpillStore::ensure_table(pqxx::connection_base& session, bool create) const
           "SELECT (SELECT oid FROM t) IS NOT NULL, "
           "EXISTS (SELECT 1 FROM columns WHERE attname = 'mac'), "
           "EXISTS (SELECT 1 FROM columns WHERE attname = 'xid' AND atthasdef), "
-          "EXISTS (SELECT 1 FROM columns WHERE attname = 'born'), "
+          "EXISTS (SELECT 1 FROM columns WHERE attname = 'born') AND EXISTS (SELECT 1 FROM "
+          "columns WHERE attname = 'sent'), "
           "to_regclass($2) IS NOT NULL, "
           "coalesce((SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = "
           "'default_toast_compression'), false), "
@@ -130,6 +136,7 @@ void SpillStore::ensure_table(pqxx::connection_base& session, bool create) const
       const bool lz4 = found[5].as<bool>();
       const bool owned = found[6].as<bool>();
       const bool needs_mac = settings_.with_macs && !has_mac;
+      if (exists) check_shape(txn);
       if (exists && up_to_date && !needs_mac) {
         txn.commit();
         return;
@@ -146,9 +153,10 @@ void SpillStore::ensure_table(pqxx::connection_base& session, bool create) const
               "syncbus: the spill table {} {}, and {}. Run, as the table's owner (a migration; "
               "docs/OPERATIONS.md shows how to build the index without blocking writers):\n{}",
               qualified_name_,
-              up_to_date ? "has no `mac` column, which PostgresBusOptions::secrets needs"
-                         : "was made by an older syncbus: it lacks the `xid` and `born` columns "
-                           "(and their index) that catching up by transaction needs",
+              up_to_date
+                  ? "has no `mac` column, which PostgresBusOptions::secrets needs"
+                  : "was made by an older syncbus: it lacks the `xid`, `born` and `sent` columns "
+                    "(and their index) that catching up by transaction needs",
               create ? "this role does not own it" : "create_spill_table is false", sql));
         }
         txn.exec(sql);
@@ -178,6 +186,96 @@ void SpillStore::ensure_table(pqxx::connection_base& session, bool create) const
   } catch (...) {
     rethrow_as_syncbus_error(fmt::format("creating the spill table {}", qualified_name_));
   }
+}
+
+void SpillStore::check_shape(pqxx::transaction_base& txn) const {
+  // Every bus writes to and reads from this table as its own role. Whoever
+  // made the table could have given it code that would then run as that
+  // role: a trigger, a rule, a row-security policy, a column default or a
+  // generated column, a check, an expression index, a domain's check, a
+  // child table. The table's name may come from configuration that others
+  // can write (docs/SECURITY.md): so a table with any of these is refused.
+  // Built-in type ids: text 25, bigint 20, timestamptz 1184, xid8 5069.
+  const auto shape = txn.exec_params1(
+      "SELECT c.relkind::text, c.relrowsecurity, "
+      "(SELECT count(*) FROM pg_trigger t WHERE t.tgrelid = c.oid AND NOT t.tgisinternal), "
+      "(SELECT count(*) FROM pg_rewrite r WHERE r.ev_class = c.oid), "
+      "(SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid), "
+      "(SELECT count(*) FROM pg_index i WHERE i.indrelid = c.oid AND (i.indexprs IS NOT NULL OR "
+      "i.indpred IS NOT NULL)), "
+      "(SELECT count(*) FROM pg_constraint k WHERE k.conrelid = c.oid AND k.contype NOT IN "
+      "('p', 'u', 'n')), "
+      "(SELECT count(*) FROM pg_inherits h WHERE h.inhparent = c.oid OR h.inhrelid = c.oid), "
+      "coalesce((SELECT json_agg(json_build_array(a.attname, a.atttypid::oid::bigint, "
+      "pg_get_expr(d.adbin, d.adrelid), a.attgenerated <> '', ty.typtype::text) ORDER BY "
+      "a.attnum)::text FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid LEFT JOIN "
+      "pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum WHERE a.attrelid = c.oid "
+      "AND a.attnum > 0 AND NOT a.attisdropped), '[]') "
+      "FROM pg_class c WHERE c.oid = to_regclass($1)",
+      qualified_name_);
+  std::vector<std::string> wrong;
+  if (shape[0].as<std::string>() != "r") wrong.push_back("it is not a plain table");
+  if (shape[1].as<bool>()) wrong.push_back("row-level security is on");
+  const std::pair<int, const char*> counted[] = {
+      {2, "trigger(s)"},
+      {3, "rule(s)"},
+      {4, "row-security policy(ies)"},
+      {5, "expression or partial index(es)"},
+      {6, "check, foreign-key or exclusion constraint(s)"},
+      {7, "parent or child table(s)"}};
+  for (const auto& [column, what] : counted) {
+    const auto n = shape[column].as<long>();
+    if (n > 0) wrong.push_back(fmt::format("it has {} {}", n, what));
+  }
+  struct Expected {
+    std::int64_t type;
+    const char* default_sql;  // nullptr: none
+  };
+  const std::map<std::string, Expected> expected{
+      {"channel", {25, nullptr}},
+      {"origin", {25, nullptr}},
+      {"sequence", {20, nullptr}},
+      {"body", {25, nullptr}},
+      {"mac", {25, nullptr}},
+      {"created_at", {1184, "now()"}},
+      {"xid", {5069, "pg_current_xact_id()"}},
+      {"born", {5069, nullptr}},
+      {"sent", {20, nullptr}},
+      {"id", {20, "nextval("}}};  // a 0.1 table's bigserial
+  for (const auto& column : nlohmann::json::parse(shape[8].c_str())) {
+    const auto name = column[0].get<std::string>();
+    const auto default_sql = column[2].is_null() ? std::string() : column[2].get<std::string>();
+    if (column[3].get<bool>()) wrong.push_back(fmt::format("column {} is generated", name));
+    if (column[4].get<std::string>() == "d") {
+      wrong.push_back(fmt::format("column {} has a domain type", name));
+    }
+    const auto known = expected.find(name);
+    if (known == expected.end()) {
+      if (!default_sql.empty()) wrong.push_back(fmt::format("column {} has a default", name));
+      continue;
+    }
+    if (column[1].get<std::int64_t>() != known->second.type) {
+      wrong.push_back(fmt::format("column {} is not of the type syncbus gives it", name));
+    }
+    const auto* allowed = known->second.default_sql;
+    const bool default_ok =
+        default_sql.empty() ||
+        (allowed != nullptr &&
+         (name == "id" ? default_sql.rfind(allowed, 0) == 0 : default_sql == allowed));
+    if (!default_ok) {
+      wrong.push_back(fmt::format("column {} has a default syncbus did not give it ({})", name,
+                                  default_sql.substr(0, 80)));
+    }
+  }
+  if (wrong.empty()) return;
+  std::string list;
+  for (const auto& w : wrong) list += (list.empty() ? "" : "; ") + w;
+  throw configuration_error(fmt::format(
+      "syncbus: refusing the spill table {}: {}. Whatever code a table carries runs as the "
+      "role of every bus that writes to or reads from it; syncbus uses only a table of the "
+      "shape it creates (docs/OPERATIONS.md). Check spill_schema and spill_table, and drop "
+      "what syncbus did not make",
+      qualified_name_, list));
 }
 
 // The sequence a table owns (a serial or identity column), or none: a
@@ -234,17 +332,17 @@ void SpillStore::prepare(pqxx::connection_base& session) const {
   const bool macs = settings_.with_macs;
   session.prepare(
       store_statement,
-      fmt::format("WITH stored AS (INSERT INTO {} (channel, origin, sequence, body, born{}) "
-                  "SELECT $1, $2, unnest($3::bigint[]), unnest($4::text[]), $6::text::xid8{}) "
-                  "SELECT pg_notify($1, unnest($5::text[]))",
-                  qualified_name_, macs ? ", mac" : "", macs ? ", unnest($7::text[])" : ""));
+      fmt::format("WITH stored AS (INSERT INTO {} (channel, origin, sequence, body, born, sent{}) "
+                  "SELECT $1, $2, unnest($3::bigint[]), unnest($4::text[]), $6::text::xid8, "
+                  "nullif($7::bigint, 0){}) SELECT pg_notify($1, unnest($5::text[]))",
+                  qualified_name_, macs ? ", mac" : "", macs ? ", unnest($8::text[])" : ""));
   // What every read returns: the key, the body unless it is over the cap
   // (then only its size: a hostile row is refused, never loaded), the MAC.
   // The size cap is each statement's last parameter, `$n`.
   const auto columns = [&](int n) {
     return fmt::format(
         "s.origin, s.sequence, CASE WHEN octet_length(s.body) <= ${0}::bigint THEN s.body END, "
-        "octet_length(s.body), {1}, s.born::text",
+        "octet_length(s.body), {1}, s.born::text, s.sent",
         n, settings_.with_macs ? "s.mac" : "NULL::text");
   };
   // Catching up: the rows committed in a range of transaction ids, visible
@@ -283,7 +381,7 @@ void SpillStore::prepare(pqxx::connection_base& session) const {
                   "$4::bigint AND (k.n = 1 OR sum(CASE WHEN octet_length(s.body) <= "
                   "$4::bigint THEN octet_length(s.body) ELSE 0 END) OVER (ORDER BY "
                   "k.n) <= $5::bigint) THEN s.body END, octet_length(s.body), {}, "
-                  "s.born::text FROM unnest($2::text[], $3::bigint[]) WITH ORDINALITY "
+                  "s.born::text, s.sent FROM unnest($2::text[], $3::bigint[]) WITH ORDINALITY "
                   "AS k(origin, sequence, n) CROSS JOIN LATERAL (SELECT * FROM {} WHERE "
                   "channel = $1 AND origin = k.origin AND sequence = k.sequence LIMIT "
                   "1) s ORDER BY k.n",
@@ -317,20 +415,21 @@ void SpillStore::read_by_key_only(pqxx::connection_base& session) {
 }
 
 void SpillStore::store_batch_and_notify(pqxx::connection_base& session, const std::string& origin,
-                                        std::uint64_t born,
+                                        std::uint64_t born, std::uint64_t sent_ms,
                                         const std::vector<std::uint64_t>& sequences,
                                         const std::vector<std::string_view>& bodies,
                                         const std::vector<std::string>& macs,
                                         const std::vector<std::string_view>& payloads) const {
   pqxx::nontransaction statement(session);
   const auto born_text = std::to_string(born);
+  const auto sent = static_cast<std::int64_t>(sent_ms);
   if (settings_.with_macs) {
     statement.exec_prepared(store_statement, settings_.channel, origin, bigint_array(sequences),
-                            text_array(bodies), text_array(payloads), born_text,
+                            text_array(bodies), text_array(payloads), born_text, sent,
                             text_array(std::vector<std::string_view>(macs.begin(), macs.end())));
   } else {
     statement.exec_prepared(store_statement, settings_.channel, origin, bigint_array(sequences),
-                            text_array(bodies), text_array(payloads), born_text);
+                            text_array(bodies), text_array(payloads), born_text, sent);
   }
 }
 
@@ -360,6 +459,7 @@ std::vector<SpillStore::StoredMessage> SpillStore::stored_messages(const pqxx::r
     }
     if (!row[4].is_null()) message.mac = row[4].as<std::string>();
     if (!row[5].is_null()) message.born = parse_xid(row[5].c_str());
+    if (!row[6].is_null()) message.sent_ms = row[6].as<std::uint64_t>();
     out.push_back(std::move(message));
   }
   return out;

@@ -9,6 +9,7 @@
 
 #include <pqxx/connection_base>
 #include <pqxx/result>
+#include <pqxx/transaction_base>
 
 #include <chrono>
 #include <cstdint>
@@ -77,11 +78,12 @@ class SpillStore {
   static void read_by_key_only(pqxx::connection_base& session);
 
   /// One statement, committed on return: stores `bodies` (JSON texts) as the
-  /// messages `sequences` of `origin`, born in transaction `born` (with
-  /// MACs, `macs` holds one per body), and NOTIFYs each of `payloads`, in
-  /// order, atomically.
+  /// messages `sequences` of `origin`, born in transaction `born`, signed at
+  /// `sent_ms` (0: not signed; with MACs, `macs` holds one per body), and
+  /// NOTIFYs each of `payloads`, in order, atomically.
   void store_batch_and_notify(pqxx::connection_base& session, const std::string& origin,
-                              std::uint64_t born, const std::vector<std::uint64_t>& sequences,
+                              std::uint64_t born, std::uint64_t sent_ms,
+                              const std::vector<std::uint64_t>& sequences,
                               const std::vector<std::string_view>& bodies,
                               const std::vector<std::string>& macs,
                               const std::vector<std::string_view>& payloads) const;
@@ -103,6 +105,9 @@ class SpillStore {
     bool deferred = false;
     /// The origin's birth transaction, when the writer recorded it.
     std::optional<std::uint64_t> born;
+    /// When it was signed (ms since the epoch, the server's clock), when the
+    /// writer signs.
+    std::optional<std::uint64_t> sent_ms;
     /// The query result that body_json points into (shared, not copied).
     pqxx::result rows;
   };
@@ -154,6 +159,9 @@ class SpillStore {
   const std::string& channel() const noexcept { return settings_.channel; }
 
  private:
+  /// Throws configuration_error when the table carries code that would run
+  /// as the bus's role (a trigger, a default syncbus did not give, ...).
+  void check_shape(pqxx::transaction_base& txn) const;
   std::vector<StoredMessage> stored_messages(const pqxx::result& rows) const;
   std::int64_t cap() const noexcept;
 

@@ -16,8 +16,15 @@ nlohmann::json accepted_body(const SpillStore::StoredMessage& row, const Message
                     "max_message_bytes); it was not loaded",
                     row.too_large, max_bytes));
   }
+  // A row signed by syncbus 0.2 records both born and sent; one of 0.1,
+  // neither. One without the other was not written by either.
+  std::optional<MessageAuth::RowStamp> stamp;
+  if (row.born && row.sent_ms) stamp = MessageAuth::RowStamp{*row.born, *row.sent_ms};
+  if (auth.enabled() && row.born.has_value() != row.sent_ms.has_value()) {
+    throw protocol_error("its row records only one of `born` and `sent` (tampered with)");
+  }
   if (auth.enabled() &&
-      !auth.row_mac_valid(channel, row.origin, row.sequence, row.born, row.body_json, row.mac)) {
+      !auth.row_mac_valid(channel, row.origin, row.sequence, stamp, row.body_json, row.mac)) {
     throw protocol_error(
         row.mac.empty()
             ? "its row carries no signature (written by a bus without the secrets, or by hand)"

@@ -33,6 +33,15 @@ struct StatsCounters {
     counter.fetch_add(n, std::memory_order_relaxed);
   }
 
+  /// Adds, stopping at the largest value instead of wrapping around (a
+  /// gap's count comes from numbers a peer sent).
+  static void add_saturating(std::atomic<std::uint64_t>& counter, std::uint64_t n) noexcept {
+    auto current = counter.load(std::memory_order_relaxed);
+    while (!counter.compare_exchange_weak(
+        current, current > UINT64_MAX - n ? UINT64_MAX : current + n, std::memory_order_relaxed)) {
+    }
+  }
+
   void record_error(const std::exception& e) {
     add(errors);
     std::lock_guard<std::mutex> lock(last_error_mutex_);

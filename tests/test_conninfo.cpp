@@ -1,4 +1,5 @@
 #include "conninfo.hpp"
+#include "pg_session.hpp"
 
 #include <syncbus/errors.hpp>
 
@@ -62,6 +63,13 @@ TEST(Conninfo, APasswordQuotedByLibpqInAnErrorIsRedacted) {
             "failed for ******** and ********");
   EXPECT_EQ(redacted("x 's3cr t' y", "host=db password='s3cr t'"), "x '********' y");
   EXPECT_EQ(redacted("nothing to hide", "host=db"), "nothing to hide");
+}
+
+TEST(Conninfo, AnApplicationNameIsCutToWhatPostgresKeepsAtACharacterBoundary) {
+  EXPECT_EQ(kept_application_name("syncbus:short"), "syncbus:short");
+  EXPECT_EQ(kept_application_name(std::string(70, 'a')), std::string(63, 'a'));
+  // 62 ASCII bytes then a 2-byte character: cut before it, not through it.
+  EXPECT_EQ(kept_application_name(std::string(62, 'a') + "\xc3\xa9xyz"), std::string(62, 'a'));
 }
 
 }  // namespace

@@ -256,5 +256,40 @@ TEST(DeliveryQueue, AnUnreadableRowWithholdsItsOriginAndIsReadBackAfterAPause) {
   EXPECT_TRUE(q.log.gaps().empty());
 }
 
+// A heartbeat (or a goodbye) may be the only word of a loss at an origin's
+// tail: a full queue does not drop it, but delivers it after what it holds.
+TEST(DeliveryQueue, AGoodbyeTurnedAwayByAFullQueueStillRevealsALossAtTheTail) {
+  BoundedQueue q({2});
+  q.queue.post(message(1, 1));
+  ASSERT_TRUE(q.held.wait_until_held());
+  q.queue.post(message(2, 1));
+  q.queue.post(message(3, 1));  // the queue is full
+  // An origin born after this bus, whose only publish failed, closes.
+  auto goodbye = of("closed-origin", 1, Inbound::Kind::goodbye);
+  goodbye.origin_is_new = true;
+  q.queue.post(std::move(goodbye));
+  q.held.release();
+  ASSERT_TRUE(q.queue.wait_idle(10s));
+  const auto gaps = q.log.known_gaps();
+  ASSERT_EQ(gaps.size(), 1u);
+  EXPECT_EQ(gaps[0].origin, "closed-origin");
+  EXPECT_EQ(gaps[0].first_missing, 1u);
+  EXPECT_EQ(gaps[0].last_missing, 1u);
+}
+
+TEST(DeliveryQueue, AGapsCountStopsAtTheLargestNumberRatherThanWrapping) {
+  BoundedQueue q({1000});
+  q.queue.post(message(1, 1));
+  ASSERT_TRUE(q.held.wait_until_held());
+  q.held.release();
+  for (const auto* origin : {"far-a", "far-b", "far-c"}) {
+    auto first = of(origin, 1, Inbound::Kind::heartbeat);
+    q.queue.post(std::move(first));
+    q.queue.post(of(origin, 9'223'372'036'854'775'807u, Inbound::Kind::heartbeat));
+  }
+  ASSERT_TRUE(q.queue.wait_idle(10s));
+  EXPECT_EQ(q.stats->messages_missing.load(), UINT64_MAX);
+}
+
 }  // namespace
 }  // namespace syncbus::detail

@@ -62,30 +62,31 @@ TEST(MessageAuth, RotationSignsWithTheFirstKeyAndAcceptsEvery) {
   EXPECT_THROW(verified(old_only, "c", from_new), protocol_error);
 }
 
-TEST(MessageAuth, RowMacsCoverChannelOriginSequenceBirthAndBody) {
+TEST(MessageAuth, RowMacsCoverChannelOriginSequenceStampAndBody) {
   const MessageAuth auth({key_one});
-  for (const std::optional<std::uint64_t> born :
-       {std::optional<std::uint64_t>{}, std::optional<std::uint64_t>{4711}}) {
-    const auto mac = auth.row_mac("c", "o", 7, born, "{}");
+  using Stamp = MessageAuth::RowStamp;
+  for (const std::optional<Stamp> stamp :
+       {std::optional<Stamp>{}, std::optional<Stamp>{Stamp{4711, 1764433659123}}}) {
+    const auto mac = auth.row_mac("c", "o", 7, stamp, "{}");
     EXPECT_EQ(mac.size(), 64u);
-    EXPECT_TRUE(auth.row_mac_valid("c", "o", 7, born, "{}", mac));
-    EXPECT_FALSE(auth.row_mac_valid("c2", "o", 7, born, "{}", mac));
-    EXPECT_FALSE(auth.row_mac_valid("c", "o2", 7, born, "{}", mac));
-    EXPECT_FALSE(auth.row_mac_valid("c", "o", 8, born, "{}", mac));
-    EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, born, "[]", mac));
-    EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, born, "{}", ""));
+    EXPECT_TRUE(auth.row_mac_valid("c", "o", 7, stamp, "{}", mac));
+    EXPECT_FALSE(auth.row_mac_valid("c2", "o", 7, stamp, "{}", mac));
+    EXPECT_FALSE(auth.row_mac_valid("c", "o2", 7, stamp, "{}", mac));
+    EXPECT_FALSE(auth.row_mac_valid("c", "o", 8, stamp, "{}", mac));
+    EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, stamp, "[]", mac));
+    EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, stamp, "{}", ""));
     // Field boundaries are part of what is signed: moving bytes across them fails.
     EXPECT_FALSE(
-        auth.row_mac_valid("c", "o7", 7, born, "{}", auth.row_mac("c", "o", 77, born, "{}")));
+        auth.row_mac_valid("c", "o7", 7, stamp, "{}", auth.row_mac("c", "o", 77, stamp, "{}")));
   }
-  // The birth is signed: rewriting it, adding it or removing it fails.
-  const auto with_birth = auth.row_mac("c", "o", 7, 4711, "{}");
-  EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, 4712, "{}", with_birth));
-  EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, std::nullopt, "{}", with_birth));
-  EXPECT_FALSE(
-      auth.row_mac_valid("c", "o", 7, 4711, "{}", auth.row_mac("c", "o", 7, std::nullopt, "{}")));
-  // A row without a birth is signed as syncbus 0.1 signed every row.
-  EXPECT_NE(auth.row_mac("c", "o", 7, std::nullopt, "{}"), with_birth);
+  // The birth and the signing time are signed: changing either, adding or
+  // removing them, fails.
+  const auto stamped = auth.row_mac("c", "o", 7, Stamp{4711, 1000}, "{}");
+  EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, Stamp{4712, 1000}, "{}", stamped));
+  EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, Stamp{4711, 1001}, "{}", stamped));
+  EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, std::nullopt, "{}", stamped));
+  EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, Stamp{4711, 1000}, "{}",
+                                  auth.row_mac("c", "o", 7, std::nullopt, "{}")));
 }
 
 TEST(MessageAuth, OffPassesEverythingThrough) {

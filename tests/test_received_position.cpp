@@ -26,8 +26,8 @@ TEST(ReceivedPosition, AReturnedMarkerMovesThePositionAndAStaleOneDoesNot) {
   EXPECT_FALSE(position.marker_due(t0 + 500ms));
   position.handed_on("a", 1);
   EXPECT_TRUE(position.marker_due(t0 + 1s)) << "something was handed on";
-  const auto token = position.next_marker_token();
-  position.marker_sent(PgSnapshot::parse("20:22:21"), t0 + 1s);
+  const std::string token = "a1b2c3";
+  position.marker_sent(token, PgSnapshot::parse("20:22:21"), t0 + 1s);
   EXPECT_FALSE(position.marker_due(t0 + 30s)) << "one in flight at a time";
   position.marker_returned("not it");
   EXPECT_EQ(position.confirmed().text(), "10:10:");
@@ -41,8 +41,8 @@ TEST(ReceivedPosition, RemembersWhatWasHandedOnUntilAPositionCoversIt) {
   ReceivedPosition position;
   position.start(PgSnapshot::parse("10:10:"), t0);
   position.handed_on("b", 5);
-  const auto token = position.next_marker_token();
-  position.marker_sent(PgSnapshot::parse("20:20:"), t0 + 1s);
+  const std::string token = "d4e5f6";
+  position.marker_sent(token, PgSnapshot::parse("20:20:"), t0 + 1s);
   position.handed_on("a", 7);  // may be of a transaction the marker did not see
   EXPECT_TRUE(position.already_handed_on("b", 5));
   EXPECT_TRUE(position.already_handed_on("a", 7));
@@ -57,7 +57,7 @@ TEST(ReceivedPosition, ALostConnectionKeepsEverythingAndACatchUpCoversIt) {
   ReceivedPosition position;
   position.start(PgSnapshot::parse("10:10:"), t0);
   position.handed_on("a", 5);
-  position.marker_sent(PgSnapshot::parse("20:20:"), t0 + 1s);
+  position.marker_sent("lost-one", PgSnapshot::parse("20:20:"), t0 + 1s);
   position.handed_on("a", 7);
   position.connection_lost();
   EXPECT_EQ(position.confirmed().text(), "10:10:") << "the marker never came back";

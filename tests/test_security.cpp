@@ -291,6 +291,170 @@ TEST_F(SecurityTest, AForgedPointerToAPlantedRowIsRefused) {
   EXPECT_EQ(seen.size(), 0u);
 }
 
+// A replay sent from a session that has the signer's process id (which the
+// server gives another session once the signer's has ended, after about
+// pid_max other processes: seen done in under three minutes where pid_max
+// is 32768, and through a session pooler at once). What was signed before
+// the bus started listening, from an origin it does not know, is not
+// delivered: it may be a replay. A genuine one (a publish in flight as the
+// bus started) is reported as a gap.
+TEST_F(SecurityTest, AReplayFromTheSignersOwnProcessToABusCreatedLaterIsNotDelivered) {
+  const auto channel = unique_channel("replay_same_pid");
+  EventLog log;
+  PostgresClusterBus fresh(signed_options(channel, &log));
+  Collector seen;
+  auto s = fresh.subscribe(seen.handler());
+  const auto signed_at = now_ms() - 60'000;  // a minute before the bus started
+  signed_notify(channel, [&](std::uint64_t pid) {
+    return detail::encode_inline({"recorded-origin", 7, 0, pid, signed_at}, R"({"transfer":100})");
+  });
+  ASSERT_TRUE(eventually([&] { return log.known_gaps().size() == 1; }));
+  EXPECT_EQ(seen.size(), 0u) << "a replay was delivered";
+  EXPECT_EQ(log.known_gaps()[0].first_missing, 7u);
+  // The origin's genuine messages from now on are delivered.
+  signed_notify(channel, [&](std::uint64_t pid) {
+    return detail::encode_inline({"recorded-origin", 8, 0, pid, now_ms()}, R"({"fresh":true})");
+  });
+  ASSERT_TRUE(seen.wait_for_count(1));
+  EXPECT_EQ(seen.messages()[0].sequence, 8u);
+}
+
+// Someone who may INSERT (and DELETE, or waits for vacuum) writes genuine
+// rows again after their origin closed: they carry a new transaction id, so
+// a catch-up reads them, but also their signing time, which their MAC
+// covers: older than the bus, from an origin it never knew, they are not
+// delivered.
+TEST_F(SecurityTest, GenuineRowsWrittenAgainAreNotDeliveredToABusThatNeverSawThem) {
+  const auto channel = unique_channel("rows_again");
+  auto durable = [&](EventLog* log) {
+    auto o = signed_options(channel, log);
+    o.spill = SpillMode::always;
+    return o;
+  };
+  pqxx::connection admin(url());
+  {
+    PostgresClusterBus publisher(durable(nullptr));
+    for (int i = 1; i <= 3; ++i) publisher.publish({{"old", i}});
+  }
+  pqxx::nontransaction(admin).exec(
+      "CREATE TEMP TABLE saved AS SELECT * FROM public.sync_cluster_spill WHERE channel = " +
+      admin.quote(channel) +
+      "; DELETE FROM public.sync_cluster_spill WHERE channel = " + admin.quote(channel));
+  std::this_thread::sleep_for(10ms);  // the receiver below starts after those were signed
+  testing::RoleThatCanBeKeptOut role(url(), "again" + channel.substr(channel.size() - 6));
+  EventLog log;
+  PostgresClusterBus receiver(role.as_role(durable(&log)));
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  role.keep_out(receiver);
+  pqxx::nontransaction(admin).exec(
+      "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body, mac, born, sent) "
+      "SELECT channel, origin, sequence, body, mac, born, sent FROM saved");
+  role.let_in();
+  ASSERT_TRUE(eventually([&] { return receiver.stats().reconnects == 1u; }));
+  ASSERT_TRUE(eventually([&] { return log.known_gaps().size() == 3; }))
+      << log.known_gaps().size() << " gaps";
+  EXPECT_EQ(seen.size(), 0u) << "rows written again were delivered";
+}
+
+// A role that may only INSERT plants an unsigned row ahead of an origin's
+// next messages. Refused, it proves nothing: it is reported, and the
+// genuine messages around it are delivered (it must not pass for a lost
+// one and make them "duplicates").
+TEST_F(SecurityTest, AnUnsignedRowPlantedAheadOfAnOriginHidesNothing) {
+  const auto channel = unique_channel("planted_ahead");
+  auto durable = [&](EventLog* log) {
+    auto o = signed_options(channel, log);
+    o.spill = SpillMode::always;
+    return o;
+  };
+  testing::RoleThatCanBeKeptOut role(url(), "ahead" + channel.substr(channel.size() - 6));
+  EventLog log;
+  PostgresClusterBus receiver(role.as_role(durable(&log)));
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  PostgresClusterBus publisher(durable(nullptr));
+  for (int i = 1; i <= 15; ++i) publisher.publish(i);
+  ASSERT_TRUE(seen.wait_for_count(15));
+  pqxx::connection admin(url());
+  pqxx::nontransaction(admin).exec_params(
+      "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) VALUES ($1, $2, "
+      "30, '{\"planted\":true}')",
+      channel, publisher.instance_id());
+  role.keep_out(receiver);
+  for (int i = 16; i <= 29; ++i) publisher.publish(i);
+  role.let_in();
+  ASSERT_TRUE(seen.wait_for_count(29, 20s)) << seen.size();
+  check_exactly_once_in_order(seen);
+  EXPECT_TRUE(log.gaps().empty());
+  EXPECT_EQ(log.errors_containing("carries no signature"), 1u);
+  EXPECT_EQ(receiver.stats().duplicates_dropped, 0u);
+}
+
+// The table's name may come from configuration that others can write: a
+// table made by someone else, carrying code (which would run as the bus's
+// role on every message), is refused at construction.
+TEST_F(SecurityTest, ASpillTableCarryingCodeIsRefused) {
+  pqxx::connection admin(url());
+  const auto schema = "syncbus_t_code_" + std::to_string(::getpid());
+  pqxx::nontransaction(admin).exec("DROP SCHEMA IF EXISTS " + schema + " CASCADE; CREATE SCHEMA " +
+                                   schema);
+  const std::string columns =
+      "(channel text NOT NULL, origin text NOT NULL, sequence bigint NOT NULL, body text NOT "
+      "NULL, mac text, created_at timestamptz NOT NULL DEFAULT now(), xid xid8 DEFAULT "
+      "pg_current_xact_id(), born xid8, sent bigint, PRIMARY KEY (channel, origin, sequence))";
+  const std::vector<std::pair<std::string, std::string>> shapes{
+      {"plain", ""},
+      {"trigger",
+       "CREATE FUNCTION {s}.steal() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; "
+       "END $$; CREATE TRIGGER steal BEFORE INSERT ON {t} FOR EACH ROW EXECUTE FUNCTION "
+       "{s}.steal()"},
+      {"rule", "CREATE RULE noisy AS ON INSERT TO {t} DO ALSO NOTIFY somewhere"},
+      {"policy", "ALTER TABLE {t} ENABLE ROW LEVEL SECURITY"},
+      {"default", "ALTER TABLE {t} ALTER COLUMN created_at SET DEFAULT clock_timestamp()"},
+      {"extra_default", "ALTER TABLE {t} ADD COLUMN note text DEFAULT current_user"},
+      {"generated",
+       "ALTER TABLE {t} ADD COLUMN size int GENERATED ALWAYS AS (length(body)) STORED"},
+      {"check", "ALTER TABLE {t} ADD CHECK (length(body) >= 0)"},
+      {"index", "CREATE INDEX ON {t} (lower(origin))"},
+      {"domain",
+       "CREATE DOMAIN {s}.texty AS text CHECK (VALUE <> ''); ALTER TABLE {t} ALTER COLUMN origin "
+       "TYPE {s}.texty"},
+      {"child", "CREATE TABLE {s}.child () INHERITS ({t})"},
+  };
+  const auto fill = [&](std::string sql, const std::string& table) {
+    for (const auto& [from, to] :
+         {std::pair<std::string, std::string>{"{t}", schema + "." + table}, {"{s}", schema}}) {
+      for (auto at = sql.find(from); at != std::string::npos; at = sql.find(from, at)) {
+        sql.replace(at, from.size(), to);
+      }
+    }
+    return sql;
+  };
+  for (const auto& [name, code] : shapes) {
+    const auto table = "spill_" + name;
+    pqxx::nontransaction(admin).exec("CREATE TABLE " + schema + "." + table + " " + columns +
+                                     "; CREATE INDEX ON " + schema + "." + table + " (xid); " +
+                                     fill(code, table));
+    auto o = options(unique_channel("code"));
+    o.spill_schema = schema;
+    o.spill_table = table;
+    o.create_spill_table = false;
+    if (name == "plain") {
+      EXPECT_NO_THROW(PostgresClusterBus bus(o)) << "a table of the right shape is used";
+      continue;
+    }
+    try {
+      PostgresClusterBus bus(o);
+      ADD_FAILURE() << "used a spill table with a " << name;
+    } catch (const configuration_error& e) {
+      EXPECT_NE(std::string(e.what()).find("refusing the spill table"), std::string::npos)
+          << name << ": " << e.what();
+    }
+  }
+  pqxx::nontransaction(admin).exec("DROP SCHEMA " + schema + " CASCADE");
+}
+
 TEST_F(SecurityTest, AlwaysModeShowsAStrangerOnTheChannelOnlyPointers) {
   const auto channel = unique_channel("confidential");
   auto o = options(channel);

@@ -150,6 +150,40 @@ TEST(SequenceTracker, OriginsSilentForLongAreForgotten) {
   EXPECT_FALSE(tracker.on_message("chatty", 1).deliver);
 }
 
+TEST(SequenceTracker, AMessageSignedBeforeItsOriginSpokeFreshlyIsAGapNotADelivery) {
+  SequenceTracker tracker;
+  for (std::uint64_t s = 1; s <= 3; ++s) {
+    const auto verdict = tracker.on_message("replayed", s, false, /*signature_predates=*/true);
+    EXPECT_FALSE(verdict.deliver) << s;
+    ASSERT_TRUE(verdict.gap) << s;
+    EXPECT_EQ(verdict.gap->first_missing, s);
+  }
+  EXPECT_FALSE(tracker.on_message("replayed", 2, false, true).gap) << "nothing new: nothing said";
+  const auto fresh = tracker.on_message("replayed", 4);
+  EXPECT_TRUE(fresh.deliver);
+  EXPECT_FALSE(fresh.gap);
+  // Once it spoke for itself, a slow commit signed earlier is taken.
+  EXPECT_TRUE(tracker.on_message("replayed", 5, false, true).deliver);
+  // A fresh heartbeat vouches for an origin too.
+  tracker.on_heartbeat("beating", 10);
+  EXPECT_TRUE(tracker.on_message("beating", 11, false, true).deliver);
+}
+
+TEST(SequenceTracker, AFloodOfOriginsIsBoundedForgettingTheLongestSilentFirst) {
+  SequenceTracker tracker;
+  tracker.on_message("old", 1);
+  tracker.sweep(1000);
+  tracker.on_message("recent", 1);
+  for (std::size_t i = 0; tracker.origins() < SequenceTracker::max_origins; ++i) {
+    tracker.on_heartbeat("made-up-" + std::to_string(i), 1);
+  }
+  EXPECT_EQ(tracker.origins(), SequenceTracker::max_origins);
+  tracker.on_heartbeat("one-more", 1);
+  EXPECT_LE(tracker.origins(), SequenceTracker::max_origins);
+  EXPECT_TRUE(tracker.on_message("old", 1).deliver) << "forgotten first: heard longest ago";
+  EXPECT_FALSE(tracker.on_message("one-more", 1).deliver) << "the newest is kept";
+}
+
 TEST(SequenceTracker, UnknownRangeGapHasNoCount) {
   GapEvent unknown;
   EXPECT_FALSE(unknown.range_known());
