@@ -366,7 +366,7 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
         gap(tracker_.on_dropped(origin, item.first_dropped, sequence, item.origin_is_new));
         break;
       case Inbound::Kind::lost:
-        gap(tracker_.on_dropped(origin, sequence, sequence));
+        gap(tracker_.on_dropped(origin, sequence, sequence, item.origin_is_new));
         break;
       case Inbound::Kind::stale:
         gap(tracker_.on_stale(origin, sequence));

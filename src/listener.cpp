@@ -259,14 +259,18 @@ std::unique_ptr<ListenSession> ListenerLoop::reconnect() {
   // commits after the LISTEN, so its notifications arrive; every one
   // visible in it and not in the position is read from the table.
   const auto cutoff = take_snapshot(*session);
+  const auto began = std::chrono::steady_clock::now();
   const auto rows = catch_up(*session, position_.confirmed(), cutoff);
   position_.caught_up(cutoff);
   StatsCounters::add(stats_->reconnects);  // counted once it has caught up
   last_contact_ = std::chrono::steady_clock::now();
-  settings_.log(LogLevel::info,
-                "syncbus: the listener on channel \"{}\" is back after {} ms and read {} "
-                "message(s) it had missed from the spill table",
-                settings_.channel, away.count(), rows);
+  settings_.log(
+      LogLevel::info,
+      "syncbus: the listener on channel \"{}\" is back after {} ms away; catching up "
+      "took {} ms and handed {} message(s) it had missed from the spill table to the "
+      "delivery queue (what the queue had no room for is read back as it frees)",
+      settings_.channel, away.count(),
+      std::chrono::duration_cast<std::chrono::milliseconds>(last_contact_ - began).count(), rows);
   return session;
 }
 

@@ -62,6 +62,18 @@ bool ListenerLoop::fresh(const Envelope& envelope, int sender_pid, std::vector<I
                      std::chrono::duration_cast<std::chrono::milliseconds>(freshness_window)
                          .count()) <
              now) {
+    if (envelope.kind == Envelope::Kind::spill_pointer) {
+      // Sent by the session it names, but read late: this listener was
+      // busy (a long catch-up) or stopped. The rows say more than the
+      // pointer: its origin is read back from the table, where each row's
+      // signature and signing time are checked (a replay of rows this bus
+      // has delivered is a duplicate; of older ones, a gap). Nothing the
+      // pointer names is taken on its word, and nothing is lost.
+      for (std::uint64_t i = 0; i < envelope.count; ++i) {
+        items.push_back({Inbound::Kind::unfetched, {envelope.origin, envelope.sequence + i, {}}});
+      }
+      return false;
+    }
     why = fmt::format(
         "it was signed {} s ago, longer ago than the freshness window ({} min): a replay, or "
         "this listener stopped reading for that long",

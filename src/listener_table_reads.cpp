@@ -139,7 +139,9 @@ void ListenerLoop::read_bodies(ListenSession& session, std::vector<Inbound>& ite
         item = std::move(*read);
       } else if (item.vouched) {
         // The message is lost: say so now, as an exact gap.
+        const bool origin_is_new = item.origin_is_new;
         item = Inbound{Inbound::Kind::lost, {keys[k].origin, keys[k].sequence, {}}};
+        item.origin_is_new = origin_is_new;
       } else {
         left_out[at[k]] = 1;
       }

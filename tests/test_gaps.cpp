@@ -172,5 +172,65 @@ TEST_F(GapTest, OriginsThatCloseAreForgottenSoAReceiversStateStaysBounded) {
   }
 }
 
+// A foreign writer (following docs/PROTOCOL.md) whose sequence numbers 2
+// and 3 were used by transactions that rolled back, and whose row 4 is gone
+// when its pointer is followed: everything from the last delivered message
+// to the missing row is reported, in one gap, in every mode. For an origin
+// born after the receiver started, from sequence 1.
+TEST_F(GapTest, APointerToAMissingRowReportsEveryNumberSinceTheLastOneDelivered) {
+  for (const auto mode : {SpillMode::overflow, SpillMode::always}) {
+    const auto channel = unique_channel(mode == SpillMode::always ? "missing_always" : "missing");
+    EventLog log;
+    auto o = options(channel, "missing-row-receiver");
+    o.spill = mode;
+    o.heartbeat_interval = std::chrono::milliseconds(0);
+    o.on_gap = log.gap_handler();
+    PostgresClusterBus receiver(o);
+    Collector seen;
+    auto s = receiver.subscribe(seen.handler());
+    pqxx::connection writer(url());
+    const auto pointer = [&](const std::string& origin, std::uint64_t sequence,
+                             const std::string& born) {
+      return R"({"v":1,"origin":")" + origin + R"(","seq":)" + std::to_string(sequence) + born +
+             R"(,"spilled":true})";
+    };
+    const auto write = [&](const std::string& origin, std::uint64_t sequence, bool row, bool commit,
+                           const std::string& born = "") {
+      pqxx::work transaction(writer);
+      if (row) {
+        transaction.exec_params(
+            "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) VALUES ($1, "
+            "$2, $3, $4)",
+            channel, origin, static_cast<std::int64_t>(sequence), std::to_string(sequence));
+      }
+      transaction.exec_params("SELECT pg_notify($1, $2)", channel, pointer(origin, sequence, born));
+      if (commit) transaction.commit();
+    };
+    write("foreign-writer", 1, true, true);
+    ASSERT_TRUE(seen.wait_for_count(1));
+    write("foreign-writer", 2, true, false);  // rolled back: the number is used
+    write("foreign-writer", 3, true, false);
+    write("foreign-writer", 4, false, true);  // a pointer whose row is gone
+    write("foreign-writer", 5, true, true);
+    ASSERT_TRUE(seen.wait_for_count(2));
+    // Born after the receiver: its first pointer, #3, has no row.
+    const auto born = pqxx::nontransaction(writer)
+                          .exec1("SELECT pg_current_xact_id()::text")[0]
+                          .as<std::string>();
+    write("newborn-writer", 3, false, true, R"(,"born":)" + born);
+    write("newborn-writer", 4, true, true, R"(,"born":)" + born);
+    ASSERT_TRUE(seen.wait_for_count(3));
+    const auto gaps = log.known_gaps();
+    ASSERT_EQ(gaps.size(), 2u);
+    EXPECT_EQ(gaps[0].origin, "foreign-writer");
+    EXPECT_EQ(gaps[0].first_missing, 2u);
+    EXPECT_EQ(gaps[0].last_missing, 4u);
+    EXPECT_EQ(gaps[1].origin, "newborn-writer");
+    EXPECT_EQ(gaps[1].first_missing, 1u);
+    EXPECT_EQ(gaps[1].last_missing, 3u);
+    EXPECT_EQ(seen.messages()[1].sequence, 5u);
+  }
+}
+
 }  // namespace
 }  // namespace syncbus

@@ -16,6 +16,7 @@
 #include "envelope.hpp"
 #include "message_auth.hpp"
 #include "pg_helpers.hpp"
+#include "pg_snapshot.hpp"
 #include "test_support.hpp"
 
 namespace syncbus {
@@ -453,6 +454,44 @@ TEST_F(SecurityTest, ASpillTableCarryingCodeIsRefused) {
     }
   }
   pqxx::nontransaction(admin).exec("DROP SCHEMA " + schema + " CASCADE");
+}
+
+// A genuine signed pointer read more than 10 minutes after it was signed:
+// not a replay (it comes from the session it names) but a listener that was
+// busy, say catching up for that long. Its rows are read back from the
+// table, where their own signatures and times are checked: the message is
+// delivered, not refused as stale.
+TEST_F(SecurityTest, ASignedPointerReadLateIsReadBackNotRefused) {
+  const auto channel = unique_channel("late_pointer");
+  EventLog log;
+  auto o = signed_options(channel, &log);
+  o.spill = SpillMode::always;
+  PostgresClusterBus receiver(o);
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  const detail::MessageAuth auth({secret});
+  pqxx::connection connection(url());
+  pqxx::work writer(connection);
+  const auto pid = writer.exec1("SELECT pg_backend_pid()")[0].as<std::uint64_t>();
+  const auto born =
+      detail::parse_xid(writer.exec1("SELECT pg_current_xact_id()::text")[0].as<std::string>());
+  const auto now = now_ms();
+  const std::string body = R"({"late":true})";
+  writer.exec_params(
+      "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body, mac, born, sent) "
+      "VALUES ($1, 'late-origin', 1, $2, $3, $4::text::xid8, $5)",
+      channel, body,
+      auth.row_mac(channel, "late-origin", 1, detail::MessageAuth::RowStamp{born, now}, body),
+      std::to_string(born), static_cast<std::int64_t>(now));
+  const auto eleven_minutes_ago = now - 11 * 60 * 1000;
+  writer.exec_params(
+      "SELECT pg_notify($1, $2)", channel,
+      auth.sign_envelope(channel, detail::encode_spill_pointer(
+                                      {"late-origin", 1, born, pid, eleven_minutes_ago})));
+  writer.commit();
+  ASSERT_TRUE(seen.wait_for_count(1, 10s));
+  EXPECT_EQ(seen.messages()[0].body, nlohmann::json({{"late", true}}));
+  EXPECT_TRUE(log.gaps().empty());
 }
 
 TEST_F(SecurityTest, AlwaysModeShowsAStrangerOnTheChannelOnlyPointers) {
