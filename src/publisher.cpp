@@ -9,6 +9,7 @@
 
 #include "array_parameter.hpp"
 #include "envelope.hpp"
+#include "failure.hpp"
 #include "pg_session.hpp"
 #include "pg_snapshot.hpp"
 #include "spill_decision.hpp"
@@ -29,32 +30,6 @@ constexpr const char* notify_many_statement = "syncbus_notify_many";
 constexpr std::size_t max_batch_messages = 1024;
 constexpr std::size_t max_batch_bytes = 256 * 1024;
 
-// A copy of the failure for one more caller. Every caller whose message was
-// in a failed batch gets the error; sharing one exception object between
-// their threads would have them destroy it as others read it through
-// refcounting that ThreadSanitizer cannot see (libstdc++ is not built with
-// it), so each gets its own. The types are the ones the statement path
-// throws (rethrow_as_syncbus_error); anything else is shared as it is.
-std::exception_ptr copy_for_another_caller(const std::exception_ptr& error) {
-  try {
-    std::rethrow_exception(error);
-  } catch (const notify_queue_full& e) {
-    return std::make_exception_ptr(e);
-  } catch (const database_error& e) {
-    return std::make_exception_ptr(e);
-  } catch (const timeout_error& e) {
-    return std::make_exception_ptr(e);
-  } catch (const connection_error& e) {
-    return std::make_exception_ptr(e);
-  } catch (const closed_error& e) {
-    return std::make_exception_ptr(e);
-  } catch (const configuration_error& e) {
-    return std::make_exception_ptr(e);
-  } catch (...) {
-    return error;
-  }
-}
-
 }  // namespace
 
 struct Publisher::Outgoing {
@@ -62,7 +37,7 @@ struct Publisher::Outgoing {
   std::chrono::steady_clock::time_point deadline;
   // Set once, under the publisher's mutex.
   bool finished = false;
-  std::exception_ptr error;
+  std::optional<Failure> failure;             // raised by the caller, on its own thread
   std::optional<std::promise<void>> promise;  // publish_async()
 };
 
@@ -192,7 +167,7 @@ void Publisher::publish(const nlohmann::json& body) {
       send_next_batch(lock);
     }
   }
-  if (item->error) std::rethrow_exception(item->error);
+  if (item->failure) item->failure->raise();
 }
 
 std::future<void> Publisher::publish_async(const nlohmann::json& body) {
@@ -266,8 +241,8 @@ void Publisher::send_next_batch(std::unique_lock<std::mutex>& lock) {
   for (auto& item : batch) {
     item->finished = true;
     if (item->promise) {
-      if (item->error) {
-        item->promise->set_exception(item->error);
+      if (item->failure) {
+        item->promise->set_exception(item->failure->as_exception_ptr());
       } else {
         item->promise->set_value();
       }
@@ -300,7 +275,7 @@ void Publisher::send(Batch& batch) {
       accepted.push_back({item.get(), sequence, route});
       last_sequence_ = sequence;
     } catch (...) {
-      item->error = std::current_exception();
+      item->failure = Failure::of(std::current_exception());
     }
   }
   if (accepted.empty()) return;
@@ -403,8 +378,8 @@ void Publisher::send(Batch& batch) {
       }
     }
   } catch (...) {
-    const auto error = std::current_exception();
-    for (auto& a : accepted) a.item->error = copy_for_another_caller(error);
+    const auto failure = Failure::of(std::current_exception());
+    for (auto& a : accepted) a.item->failure = failure;
     // This bus's own subscribers hear of its messages from it, not from the
     // server (echo_, below): they learn at once that these are missing. A
     // failure may hide a commit (a timeout at COMMIT): to them it is a loss
@@ -504,8 +479,8 @@ void Publisher::fail_queued() {
   const auto error = closed("publish()");
   for (auto& item : queue_) {
     item->finished = true;
-    item->error = std::make_exception_ptr(error);  // one per caller, as above
-    if (item->promise) item->promise->set_exception(item->error);
+    item->failure = Failure::of(std::make_exception_ptr(error));
+    if (item->promise) item->promise->set_exception(item->failure->as_exception_ptr());
   }
   queue_.clear();
   queued_bytes_ = 0;

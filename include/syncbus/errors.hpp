@@ -11,6 +11,10 @@
 
 namespace syncbus {
 
+// Adding a type: the publisher carries a failed batch's error to each of
+// its callers as a value (src/failure.cpp), which must know the new type
+// (tests/test_failure.cpp lists every one).
+
 /// Root of every exception syncbus throws.
 class error : public std::runtime_error {
  public:
