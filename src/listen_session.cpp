@@ -1,5 +1,7 @@
 #include "listen_session.hpp"
 
+#include "spill_store.hpp"
+
 #include <fmt/format.h>
 #include <pqxx/nontransaction>
 
@@ -13,9 +15,9 @@ void configure_reading_session(pqxx::connection_base& session,
   const auto statement_ms = std::max<long long>(1, ms - std::min<long long>(1000, ms / 10));
   const auto lock_ms = std::max<long long>(1, ms / 2);
   // See SpillStore::read_by_key_only for enable_seqscan.
-  pqxx::nontransaction(session).exec(
-      fmt::format("SET enable_seqscan = off; SET statement_timeout = {}; SET lock_timeout = {}",
-                  statement_ms, lock_ms));
+  SpillStore::read_by_key_only(session);
+  set_session_timeouts(session, std::chrono::milliseconds(statement_ms),
+                       std::chrono::milliseconds(lock_ms));
 }
 
 }  // namespace syncbus::detail

@@ -71,6 +71,13 @@ void complete_connection(PGconn* conn, const ConnectLimits& limits) {
 
 }  // namespace
 
+void set_session_timeouts(pqxx::connection_base& session, std::chrono::milliseconds statement,
+                          std::chrono::milliseconds lock) {
+  auto sql = fmt::format("SET statement_timeout = {}", std::max<long long>(1, statement.count()));
+  if (lock.count() > 0) sql += fmt::format("; SET lock_timeout = {}", lock.count());
+  pqxx::nontransaction(session).exec(sql);
+}
+
 std::string kept_application_name(std::string name) {
   // NAMEDATALEN - 1 bytes, cut at a character boundary.
   constexpr std::size_t most = 63;

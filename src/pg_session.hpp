@@ -85,6 +85,14 @@ std::unique_ptr<Session> open_session(const std::string& conninfo,
 /// block only. syncbus exceptions pass through unchanged.
 [[noreturn]] void rethrow_as_syncbus_error(std::string_view doing);
 
+/// Sets the session's statement_timeout (and, when not zero, its
+/// lock_timeout), one round trip. A role's own setting (ALTER ROLE ... SET
+/// statement_timeout) would otherwise bound the bus's statements more
+/// tightly than its documented deadlines, failing, say, the start-up checks
+/// on a loaded server or every fetch of a large body.
+void set_session_timeouts(pqxx::connection_base& session, std::chrono::milliseconds statement,
+                          std::chrono::milliseconds lock = std::chrono::milliseconds(0));
+
 /// True when the server's encoding is neither UTF8 nor SQL_ASCII, so bodies
 /// must be sent as pure ASCII (\u escapes) to keep their byte sizes exact.
 bool needs_ascii_payloads(pqxx::connection_base& session);

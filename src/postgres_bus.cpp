@@ -220,6 +220,10 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
   detail::run_with_deadline(
       self.deadlines, publishing_session->sock(), opts.query_timeout, &self,
       [&] {
+        // The server ends a statement no sooner than the bus's own deadline
+        // would, whatever the role's statement_timeout says.
+        detail::set_session_timeouts(*publishing_session,
+                                     std::max(opts.query_timeout, opts.publish_timeout));
         server = detail::read_server_facts(*publishing_session);
         detail::check_server(server);
         self.store->ensure_table(*publishing_session, opts.create_spill_table);

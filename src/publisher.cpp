@@ -97,6 +97,13 @@ auto Publisher::with_session(std::chrono::milliseconds timeout, Work&& work, Des
       auto fresh = open_session(settings_.conninfo, settings_.application_name,
                                 {std::chrono::steady_clock::now() + timeout, closing_wake_.fd()});
       prepare(*fresh);
+      run_with_deadline(
+          deadlines_, fresh->sock(), timeout, this,
+          [&] {
+            set_session_timeouts(*fresh,
+                                 std::max(settings_.query_timeout, settings_.publish_timeout));
+          },
+          [] { return std::string("setting up the publishing session"); });
       if (auth_.enabled()) {
         run_with_deadline(
             deadlines_, fresh->sock(), timeout, this, [&] { identify(*fresh); },
