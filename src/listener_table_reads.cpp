@@ -169,8 +169,9 @@ std::size_t ListenerLoop::catch_up(ListenSession& session, const PgSnapshot& fro
     ranges.emplace_back(lo, std::min(lo + ids_per_span, to.xmax()));
   }
   std::size_t read = 0;
-  for (const auto& [lo, below] : ranges) {
-    SpillStore::RowKey after{lo, "", 0};
+  for (const auto& range : ranges) {
+    const auto below = range.second;  // a plain variable: lambdas capture it (C++17)
+    SpillStore::RowKey after{range.first, "", 0};
     for (;;) {
       // A page of keys. Failures on the server are retried, whatever they
       // are: the rows are there, and waiting costs only time.
