@@ -123,12 +123,11 @@ std::unique_ptr<detail::Session> open_session(const Connection& where,
   auto session = detail::open_session(where.conninfo, application_name, limits);
   try {
     // Set here rather than through the conninfo's `options`, which the
-    // user's connection string may already use.
-    pqxx::nontransaction(*session).exec_params(
-        "SELECT set_config('statement_timeout', $1, false)",
-        std::to_string(where.statement_timeout.count()) + "ms");
+    // user's connection string may already use; with search_path, as the
+    // library's own sessions are (pg_session.hpp).
+    detail::configure_session(*session, where.statement_timeout);
   } catch (...) {
-    detail::rethrow_as_syncbus_error("setting statement_timeout (--timeout)");
+    detail::rethrow_as_syncbus_error("setting up the session (--timeout)");
   }
   return session;
 }

@@ -200,7 +200,7 @@ WithheldOrigins::Clock::time_point DeliveryQueue::next_reread_due() {
 }
 
 void DeliveryQueue::post_reread(const RereadRequest& request, std::vector<Inbound> messages,
-                                bool reached_end) {
+                                std::uint64_t read_past, bool reached_end) {
   const auto audience = handlers_->audience();
   {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -218,6 +218,7 @@ void DeliveryQueue::post_reread(const RereadRequest& request, std::vector<Inboun
       push(std::move(item));
       StatsCounters::add(stats_->reread_from_table);
     }
+    if (all_fitted) next = std::max(next, read_past);
     const auto settled = withheld_.settle(request.read, next, reached_end && all_fitted,
                                           WithheldOrigins::Clock::now());
     if (settled.lost) {

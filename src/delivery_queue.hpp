@@ -92,11 +92,12 @@ class DeliveryQueue {
   /// When a withheld origin is next due to be read back (Clock's max when
   /// none is withheld; due now may still wait for room).
   WithheldOrigins::Clock::time_point next_reread_due();
-  /// The messages the transport read back for `request`, in sequence order
-  /// (rows it could not decode as Kind::lost). `reached_end`: the table
-  /// holds no more of the origin than these. What does not fit stays
-  /// withheld, to be read again.
-  void post_reread(const RereadRequest& request, std::vector<Inbound> messages, bool reached_end);
+  /// The messages the transport read back for `request`, in sequence order,
+  /// having read the table up to (not including) `read_past` (rows it
+  /// refused are left out). `reached_end`: the table holds no more of the
+  /// origin than that. What does not fit stays withheld, to be read again.
+  void post_reread(const RereadRequest& request, std::vector<Inbound> messages,
+                   std::uint64_t read_past, bool reached_end);
   /// The read for `request` failed; it is retried after a pause, returned.
   std::chrono::milliseconds reread_failed(const RereadRequest& request);
   /// Called, from the delivery thread and under the queue's lock (so it must

@@ -271,7 +271,10 @@ bool ListenerLoop::reread_step(ListenSession& session) {
         position_.handed_on(item.message.origin, item.message.sequence);
       }
     }
-    queue_.post_reread(*request, std::move(taken), reached_end);
+    // Rows refused on the way (planted ones, say) are behind the read all
+    // the same: it goes on past them, never back to them.
+    const auto read_past = handed_on == 0 ? read.from : keys[handed_on - 1].sequence + 1;
+    queue_.post_reread(*request, std::move(taken), read_past, reached_end);
   } catch (const std::exception& e) {
     if (!retriable(e)) throw;
     const auto pause = queue_.reread_failed(*request);

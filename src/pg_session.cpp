@@ -71,9 +71,12 @@ void complete_connection(PGconn* conn, const ConnectLimits& limits) {
 
 }  // namespace
 
-void set_session_timeouts(pqxx::connection_base& session, std::chrono::milliseconds statement,
-                          std::chrono::milliseconds lock) {
-  auto sql = fmt::format("SET statement_timeout = {}", std::max<long long>(1, statement.count()));
+void configure_session(pqxx::connection_base& session, std::chrono::milliseconds statement,
+                       std::chrono::milliseconds lock) {
+  // SET is a command, not a function: nothing on a search_path can stand
+  // in for it.
+  auto sql = fmt::format("SET search_path = pg_catalog, pg_temp; SET statement_timeout = {}",
+                         std::max<long long>(1, statement.count()));
   if (lock.count() > 0) sql += fmt::format("; SET lock_timeout = {}", lock.count());
   pqxx::nontransaction(session).exec(sql);
 }

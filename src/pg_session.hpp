@@ -85,13 +85,18 @@ std::unique_ptr<Session> open_session(const std::string& conninfo,
 /// block only. syncbus exceptions pass through unchanged.
 [[noreturn]] void rethrow_as_syncbus_error(std::string_view doing);
 
-/// Sets the session's statement_timeout (and, when not zero, its
-/// lock_timeout), one round trip. A role's own setting (ALTER ROLE ... SET
-/// statement_timeout) would otherwise bound the bus's statements more
-/// tightly than its documented deadlines, failing, say, the start-up checks
-/// on a loaded server or every fetch of a large body.
-void set_session_timeouts(pqxx::connection_base& session, std::chrono::milliseconds statement,
-                          std::chrono::milliseconds lock = std::chrono::milliseconds(0));
+/// Sets up a session before anything else runs on it (one round trip):
+/// - search_path to pg_catalog (then pg_temp): every function and operator
+///   the library's SQL names is then the server's own. A search_path from
+///   the environment (PGOPTIONS='-c search_path=...') could otherwise put a
+///   schema of someone else's first, whose pg_notify() or clock_timestamp()
+///   would run as the bus's role. Tables are always named with their schema.
+/// - statement_timeout (and, when not zero, lock_timeout): a role's own
+///   setting would otherwise bound the bus's statements more tightly than
+///   its documented deadlines (failing, say, the start-up checks on a loaded
+///   server, or every fetch of a large body).
+void configure_session(pqxx::connection_base& session, std::chrono::milliseconds statement,
+                       std::chrono::milliseconds lock = std::chrono::milliseconds(0));
 
 /// True when the server's encoding is neither UTF8 nor SQL_ASCII, so bodies
 /// must be sent as pure ASCII (\u escapes) to keep their byte sizes exact.

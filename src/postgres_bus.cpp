@@ -222,8 +222,8 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
       [&] {
         // The server ends a statement no sooner than the bus's own deadline
         // would, whatever the role's statement_timeout says.
-        detail::set_session_timeouts(*publishing_session,
-                                     std::max(opts.query_timeout, opts.publish_timeout));
+        detail::configure_session(*publishing_session,
+                                  std::max(opts.query_timeout, opts.publish_timeout));
         server = detail::read_server_facts(*publishing_session);
         detail::check_server(server);
         self.store->ensure_table(*publishing_session, opts.create_spill_table);

@@ -100,8 +100,7 @@ auto Publisher::with_session(std::chrono::milliseconds timeout, Work&& work, Des
       run_with_deadline(
           deadlines_, fresh->sock(), timeout, this,
           [&] {
-            set_session_timeouts(*fresh,
-                                 std::max(settings_.query_timeout, settings_.publish_timeout));
+            configure_session(*fresh, std::max(settings_.query_timeout, settings_.publish_timeout));
           },
           [] { return std::string("setting up the publishing session"); });
       if (auth_.enabled()) {

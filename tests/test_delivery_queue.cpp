@@ -112,18 +112,47 @@ TEST(DeliveryQueue, ReadsBackOnlyWhatFitsTheByteBoundAndTheRestLater) {
   EXPECT_EQ(request->read.origin, "origin-a");
   EXPECT_EQ(request->read.from, 5u);
   // 5, 6 and 7 fill the 3,000 bytes; 8 and 9 wait.
-  q.queue.post_reread(*request, rows(5, 9, 1000), /*reached_end=*/true);
+  q.queue.post_reread(*request, rows(5, 9, 1000), 10, /*reached_end=*/true);
   ASSERT_TRUE(q.queue.wait_idle(10s));
   EXPECT_EQ(sequences(q.seen), (std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7}));
 
   request = q.queue.next_reread();
   ASSERT_TRUE(request) << "8 and 9 are still to be read back";
   EXPECT_EQ(request->read.from, 8u);
-  q.queue.post_reread(*request, rows(8, 9, 1000), /*reached_end=*/true);
+  q.queue.post_reread(*request, rows(8, 9, 1000), 10, /*reached_end=*/true);
   ASSERT_TRUE(q.queue.wait_idle(10s));
   EXPECT_EQ(sequences(q.seen), (std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7, 8, 9}));
   EXPECT_FALSE(q.queue.next_reread()) << "nothing is withheld any more";
   EXPECT_TRUE(q.log.gaps().empty()) << "nothing was lost";
+}
+
+// A page of rows the transport refused (planted by a role that can only
+// INSERT, say) is behind the read all the same: the next read starts past
+// it, so such rows cannot hold an origin's read-back in place for ever.
+TEST(DeliveryQueue, ARereadGoesOnPastAPageOfRefusedRows) {
+  BoundedQueue q({3, 1'000'000}, QueueFullPolicy::drop_and_reread);
+  q.queue.post(message(1, 1));
+  ASSERT_TRUE(q.held.wait_until_held());
+  for (std::uint64_t s = 2; s <= 6; ++s) q.queue.post(message(s, 1));  // 5, 6 dropped
+  q.held.release();
+  ASSERT_TRUE(q.queue.wait_idle(10s));
+
+  auto request = q.queue.next_reread();
+  ASSERT_TRUE(request);
+  EXPECT_EQ(request->read.from, 5u);
+  // The page held 5..260, all refused: nothing handed on, read past 261.
+  q.queue.post_reread(*request, {}, 261, /*reached_end=*/false);
+  request = q.queue.next_reread();
+  ASSERT_TRUE(request) << "the rest of the origin is still to be read";
+  EXPECT_EQ(request->read.from, 261u) << "the refused page is not read again";
+  q.queue.post_reread(*request, rows(261, 262), 263, /*reached_end=*/true);
+  ASSERT_TRUE(q.queue.wait_idle(10s));
+  EXPECT_EQ(sequences(q.seen), (std::vector<std::uint64_t>{1, 2, 3, 4, 261, 262}));
+  EXPECT_FALSE(q.queue.next_reread());
+  const auto gaps = q.log.gaps();
+  ASSERT_EQ(gaps.size(), 1u) << "what the refused rows stood in for is reported";
+  EXPECT_EQ(gaps[0].first_missing, 5u);
+  EXPECT_EQ(gaps[0].last_missing, 260u);
 }
 
 // The bus's own messages come from its publisher's thread while its
@@ -143,11 +172,11 @@ TEST(DeliveryQueue, AMessageArrivingWhileAReadIsInFlightIsReadAgainNotLost) {
   // Meanwhile 8 commits and is posted: withheld, since its origin is.
   q.queue.post(message(8, 1));
   // The read, begun before 8 committed, found 6 and 7 and reached the end.
-  q.queue.post_reread(*request, rows(6, 7), /*reached_end=*/true);
+  q.queue.post_reread(*request, rows(6, 7), 8, /*reached_end=*/true);
   request = q.queue.next_reread();
   ASSERT_TRUE(request) << "8 arrived after the read began: read again";
   EXPECT_EQ(request->read.from, 8u);
-  q.queue.post_reread(*request, rows(8, 8), /*reached_end=*/true);
+  q.queue.post_reread(*request, rows(8, 8), 9, /*reached_end=*/true);
   ASSERT_TRUE(q.queue.wait_idle(10s));
   EXPECT_EQ(sequences(q.seen), (std::vector<std::uint64_t>{1, 2, 3, 4, 5, 6, 7, 8}));
   EXPECT_FALSE(q.queue.next_reread());
@@ -167,7 +196,7 @@ TEST(DeliveryQueue, ALossKnownWhileWithheldIsReportedWhenTheReadFindsNoRow) {
   const auto request = q.queue.next_reread();
   ASSERT_TRUE(request);
   EXPECT_EQ(request->read.known_to, 6u);
-  q.queue.post_reread(*request, rows(5, 5), /*reached_end=*/true);
+  q.queue.post_reread(*request, rows(5, 5), 6, /*reached_end=*/true);
   ASSERT_TRUE(q.queue.wait_idle(10s));
   EXPECT_EQ(sequences(q.seen), (std::vector<std::uint64_t>{1, 2, 3, 4, 5}));
   const auto gaps = q.log.gaps();
@@ -246,7 +275,7 @@ TEST(DeliveryQueue, AnUnreadableRowWithholdsItsOriginAndIsReadBackAfterAPause) {
   std::this_thread::sleep_until(q.queue.next_reread_due());
   request = q.queue.next_reread();
   ASSERT_TRUE(request);
-  q.queue.post_reread(*request, rows(2, 3), /*reached_end=*/true);
+  q.queue.post_reread(*request, rows(2, 3), 4, /*reached_end=*/true);
   ASSERT_TRUE(q.queue.wait_idle(10s));
   std::vector<std::string> delivered;
   for (const auto& m : q.seen.messages())

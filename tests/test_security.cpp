@@ -6,11 +6,13 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
 #include <functional>
 #include <pqxx/pqxx>
 
 #include <unistd.h>
 #include <set>
+#include <thread>
 
 #include "conninfo.hpp"
 #include "envelope.hpp"
@@ -58,6 +60,14 @@ class Eavesdropper {
   std::vector<std::string> payloads_;
   std::unique_ptr<Receiver> receiver_;
 };
+
+// `sql` with each {s} replaced by `schema`.
+std::string fmt_schema(std::string sql, const std::string& schema) {
+  for (auto at = sql.find("{s}"); at != std::string::npos; at = sql.find("{s}", at)) {
+    sql.replace(at, 3, schema);
+  }
+  return sql;
+}
 
 // Now, by this machine's clock: the test server runs on it.
 std::uint64_t now_ms() {
@@ -390,6 +400,114 @@ TEST_F(SecurityTest, AnUnsignedRowPlantedAheadOfAnOriginHidesNothing) {
   EXPECT_TRUE(log.gaps().empty());
   EXPECT_EQ(log.errors_containing("carries no signature"), 1u);
   EXPECT_EQ(receiver.stats().duplicates_dropped, 0u);
+}
+
+// The same plant met by a read-back: a receiver whose handlers fell behind
+// reads an origin back page by page, and a page can hold nothing but the
+// planted rows. Found from outside (round 2, r3): the read stayed on that
+// page for ever (70,000 errors a second, the origin's later messages never
+// delivered, no gap). The read goes on past refused rows.
+TEST_F(SecurityTest, ARunOfRowsPlantedAheadDoesNotHoldAReadBackInPlace) {
+  const auto channel = unique_channel("planted_reread");
+  auto durable = [&](EventLog* log) {
+    auto o = signed_options(channel, log);
+    o.spill = SpillMode::always;
+    return o;
+  };
+  EventLog log;
+  auto receiver_options = durable(&log);
+  receiver_options.delivery_queue_capacity = 4;
+  PostgresClusterBus receiver(receiver_options);
+  testing::HeldSubscription held(receiver);
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  auto publisher_options = durable(nullptr);
+  publisher_options.listen = false;
+  PostgresClusterBus publisher(publisher_options);
+
+  publisher.publish(1);
+  ASSERT_TRUE(held.wait_until_held());
+  for (int i = 2; i <= 19; ++i) publisher.publish(i);  // 6 on are dropped, to be read back
+  pqxx::connection admin(url());
+  pqxx::nontransaction(admin).exec_params(
+      "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) "
+      "SELECT $1, $2, g, '{\"planted\":true}' FROM generate_series(20, 49) g",
+      channel, publisher.instance_id());
+  for (int i = 20; i <= 49; ++i) EXPECT_THROW(publisher.publish(i), database_error) << i;
+  for (int i = 50; i <= 60; ++i) publisher.publish(i);
+  held.release();
+
+  ASSERT_TRUE(seen.wait_for_count(30, 20s)) << seen.size();
+  std::vector<std::uint64_t> delivered;
+  for (const auto& m : seen.messages()) delivered.push_back(m.sequence);
+  std::vector<std::uint64_t> acked;
+  for (std::uint64_t i = 1; i <= 60; ++i) {
+    if (i < 20 || i > 49) acked.push_back(i);
+  }
+  EXPECT_EQ(delivered, acked) << "every acknowledged message, once, in order";
+  ASSERT_TRUE(eventually([&] { return log.gaps().size() == 1; }));
+  EXPECT_EQ(log.gaps()[0].first_missing, 20u);
+  EXPECT_EQ(log.gaps()[0].last_missing, 49u);
+  const auto errors = receiver.stats().errors;
+  EXPECT_LE(errors, 30u) << "each planted row is refused once";
+  std::this_thread::sleep_for(1s);
+  EXPECT_EQ(receiver.stats().errors, errors) << "nothing is read over and over";
+}
+
+// A search_path from the environment (PGOPTIONS, the conninfo's options,
+// ALTER ROLE ... SET) can put someone else's schema ahead of pg_catalog.
+// Found from outside (round 2): its pg_notify(), pg_backend_pid() and
+// clock_timestamp() then ran as the bus's role (reading what that role may
+// read), and a skewed clock_timestamp() made every message of that bus
+// refused. Every session of a bus sets its own search_path first.
+TEST_F(SecurityTest, AHostileSearchPathRunsNothingOfItsOwn) {
+  pqxx::connection admin(url());
+  const auto schema = "syncbus_t_evil_" + std::to_string(::getpid());
+  std::string shadows = "DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}; "
+                        "CREATE TABLE {s}.called (what text); ";
+  for (const auto& [name, signature, returns, body] :
+       std::vector<std::array<std::string, 4>>{
+           {"pg_notify", "(text, text)", "void", "PERFORM pg_catalog.pg_notify($1, $2)"},
+           {"pg_backend_pid", "()", "integer", "RETURN pg_catalog.pg_backend_pid()"},
+           {"clock_timestamp", "()", "timestamptz",
+            "RETURN pg_catalog.clock_timestamp() - interval '20 minutes'"},
+           {"now", "()", "timestamptz", "RETURN pg_catalog.now()"},
+           {"pg_current_xact_id", "()", "xid8", "RETURN pg_catalog.pg_current_xact_id()"},
+           {"pg_current_snapshot", "()", "pg_snapshot",
+            "RETURN pg_catalog.pg_current_snapshot()"},
+           {"pg_visible_in_snapshot", "(xid8, pg_snapshot)", "boolean",
+            "RETURN pg_catalog.pg_visible_in_snapshot($1, $2)"},
+       }) {
+    shadows += "CREATE FUNCTION {s}." + name + signature + " RETURNS " + returns +
+               " LANGUAGE plpgsql AS $$ BEGIN INSERT INTO {s}.called VALUES ('" + name +
+               "'); " + body + "; END $$; ";
+  }
+  pqxx::nontransaction(admin).exec(fmt_schema(shadows, schema));
+
+  for (const auto spill : {SpillMode::overflow, SpillMode::always}) {
+    SCOPED_TRACE(spill == SpillMode::always ? "always" : "overflow");
+    const auto channel = unique_channel("search_path");
+    EventLog log;
+    auto o = signed_options(channel, &log);
+    o.spill = spill;
+    o.conninfo = detail::with_connection_options(
+        url(), {{"options", "-c search_path=" + schema + ",pg_catalog"}}, {});
+    PostgresClusterBus receiver(o);
+    Collector seen;
+    auto s = receiver.subscribe(seen.handler());
+    PostgresClusterBus publisher(o);
+    publisher.publish("small");
+    publisher.publish(std::string(9000, 'x'));  // spilled in either mode
+    publisher.publish("last");
+    ASSERT_TRUE(seen.wait_for_count(3)) << seen.size();
+    check_exactly_once_in_order(seen);
+    EXPECT_TRUE(log.errors().empty()) << log.errors().front();
+    EXPECT_TRUE(log.gaps().empty());
+  }
+  const auto called = pqxx::nontransaction(admin).exec("SELECT what FROM " + schema + ".called");
+  EXPECT_EQ(called.size(), 0u) << "a function of the hostile schema ran: "
+                               << called[0][0].as<std::string>();
+  pqxx::nontransaction(admin).exec("DROP SCHEMA " + schema + " CASCADE");
 }
 
 // The table's name may come from configuration that others can write: a
