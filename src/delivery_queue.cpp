@@ -265,7 +265,17 @@ void DeliveryQueue::run() {
   std::vector<Inbound> batch;
   std::unique_lock<std::mutex> lock(mutex_);
   for (;;) {
-    wake_.wait(lock, [this] { return stopping_ || !queue_.empty(); });
+    // Awake at least once a sweep period, so that origins are forgotten on
+    // time (and origins_tracked says so) on a channel gone quiet.
+    wake_.wait_until(lock, last_sweep_ + sweep_every,
+                     [this] { return stopping_ || !queue_.empty(); });
+    if (stopping_) return;
+    if (queue_.empty()) {
+      lock.unlock();
+      sweep_if_due();
+      lock.lock();
+      continue;
+    }
     if (!urgent_) wake_.wait_for(lock, lazy_wake, [this] { return stopping_ || urgent_; });
     if (stopping_) return;
     urgent_ = false;
@@ -295,16 +305,20 @@ void DeliveryQueue::run() {
     lock.unlock();
     deliver(batch);
     batch.clear();
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_sweep_ >= sweep_every) {
-      last_sweep_ = now;
-      tracker_.sweep(forget_after_sweeps);
-    }
-    stats_->origins_tracked.store(tracker_.origins(), std::memory_order_relaxed);
+    sweep_if_due();
     lock.lock();
     delivering_ = false;
     if (queue_.empty()) idle_.notify_all();
   }
+}
+
+void DeliveryQueue::sweep_if_due() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now - last_sweep_ >= sweep_every) {
+    last_sweep_ = now;
+    tracker_.sweep(forget_after_sweeps);
+  }
+  stats_->origins_tracked.store(tracker_.origins(), std::memory_order_relaxed);
 }
 
 void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
@@ -361,6 +375,7 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
         break;
       case Inbound::Kind::connection_reset:
         flush();
+        tracker_.connection_reset();
         report_gap(GapEvent{});
         break;
       case Inbound::Kind::dropped:

@@ -126,6 +126,9 @@ class DeliveryQueue {
   std::shared_ptr<StatsCounters> stats_;
   SequenceTracker tracker_;  // used by the delivery thread only
   std::chrono::steady_clock::time_point last_sweep_ = std::chrono::steady_clock::now();
+  /// On the delivery thread: lets the tracker forget silent origins, once
+  /// a sweep period.
+  void sweep_if_due();
   std::shared_ptr<HandlerRegistry> handlers_ = std::make_shared<HandlerRegistry>();
   std::mutex mutex_;
   std::condition_variable wake_;

@@ -28,9 +28,10 @@ struct Inbound {
     /// message.origin's message.sequence is known lost: its spill row is
     /// gone or refused, or its publish failed. An exact gap at once.
     lost,
-    /// A signed envelope refused as too old to be fresh (a replay, or a
-    /// message that took longer than the freshness window to arrive): a gap
-    /// only if the origin is known here and this sequence is new to it.
+    /// A signed envelope refused as a replay (sent by a session other than
+    /// the one it names, or naming none): a gap only if the origin is known
+    /// here and this sequence is new to it. (One refused as too old is
+    /// `lost`: that may be a message this bus heard too late.)
     stale,
     /// message.origin's message.sequence could not be read from the spill
     /// table (a server error, not a missing row): the origin is withheld

@@ -64,7 +64,7 @@ ListenerLoop::ListenerLoop(Settings settings, const SpillStore& store, const Mes
   // Taken once LISTEN has taken effect: every transaction not visible in it
   // commits later, and its notifications reach this session.
   position_.start(take_snapshot(*session), std::chrono::steady_clock::now());
-  started_ms_ = clock_.now_ms();
+  listening_since_ = std::chrono::steady_clock::now();
   if (probe) prove_round_trip(*session, probe);
   queue_.on_room_for_reread([this] { room_.signal(); });
   thread_.start([this, s = std::move(session)]() mutable { run(std::move(s)); });
@@ -198,6 +198,7 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
       until = last_contact_ + settings_.timeouts.ping_interval;
     }
     if (settings_.catch_up) until = std::min(until, position_.next_marker_due());
+    if (auth_.enabled()) until = std::min(until, clock_.next_due());
     until = std::min(until, queue_.next_reread_due());
     pollfd fds[3] = {
         {wake_.fd(), POLLIN, 0}, {session->connection->sock(), POLLIN, 0}, {room_.fd(), POLLIN, 0}};
@@ -216,6 +217,10 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
       if (ready == 0 && settings_.timeouts.ping_interval.count() > 0 &&
           idle_for >= settings_.timeouts.ping_interval) {
         ping(*session);
+        heard = true;
+      }
+      if (auth_.enabled() && clock_.due()) {
+        recalibrate(*session);
         heard = true;
       }
       if (settings_.catch_up && position_.marker_due(std::chrono::steady_clock::now())) {
@@ -249,7 +254,12 @@ std::unique_ptr<ListenSession> ListenerLoop::reconnect() {
     StatsCounters::add(stats_->reconnects);
     settings_.log(LogLevel::info, "syncbus: the listener on channel \"{}\" is back after {} ms",
                   settings_.channel, away.count());
-    // Listening again: whatever was committed while away is missed.
+    // Listening again: whatever was committed while away is missed. A
+    // signed message sent meanwhile and replayed now (through a pooled
+    // session, or from a reused process id) must not pass for one this bus
+    // heard: it is as old as this listener's hearing, and the origins'
+    // fresh words are forgotten with the reset (SequenceTracker).
+    listening_since_ = std::chrono::steady_clock::now();
     queue_.post(Inbound{Inbound::Kind::connection_reset, {}});
     return session;
   }
@@ -282,6 +292,17 @@ void ListenerLoop::ping(ListenSession& session) {
       [&] {
         return fmt::format("pinging the server from the listener on \"{}\"", settings_.channel);
       });
+}
+
+void ListenerLoop::recalibrate(ListenSession& session) {
+  auto& connection = *session.connection;
+  run_with_deadline(
+      deadlines_, connection.sock(), settings_.timeouts.ping, this,
+      [&] {
+        clock_.calibrate(connection);
+        pqxx::nontransaction(connection).exec(listen_statement(connection));
+      },
+      [] { return std::string("reading the server's clock again"); });
 }
 
 void ListenerLoop::send_marker(ListenSession& session) {

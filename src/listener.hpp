@@ -161,9 +161,15 @@ class ListenerLoop {
   std::string marker_channel_;
   ReceivedPosition position_;  // used by the listener's thread only (and the constructor)
   ServerClock clock_;
-  std::uint64_t started_ms_ = 0;  // the server's time when the bus started listening
+  // Since when this listener has heard every message: its start, or (with
+  // no catch-up) its last reconnect. Kept by this process's monotonic clock,
+  // so that a step of the server's clock moves it with every "sent".
+  std::chrono::steady_clock::time_point listening_since_;
   /// See Inbound::signature_predates.
   bool signature_predates(std::optional<std::uint64_t> sent_ms) const;
+  /// Reads the server's clock again (ServerClock), then leaves the
+  /// channel's LISTEN as the session's last statement (see ping()).
+  void recalibrate(ListenSession& session);
   // Last time the server was known to be talking to this listener.
   std::chrono::steady_clock::time_point last_contact_ = std::chrono::steady_clock::now();
   WakeFd wake_;

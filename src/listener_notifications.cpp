@@ -21,6 +21,18 @@ namespace {
 // a replay of one is a duplicate.
 constexpr std::chrono::minutes freshness_window{10};
 
+// How far apart two buses' estimates of the server's clock may be and still
+// be taken to agree: half a round trip each (ServerClock), more through a
+// proxy that holds small packets back (measured from outside: a 1 ms TCP
+// hop made 30 % of the messages published right after a bus started look
+// signed before it). A message signed less than this before the listener
+// started hearing everything is taken as signed after; so a replay of one
+// signed in that second may reach a bus that just started (docs/SECURITY.md).
+// A step of the server's clock is larger: see ServerClock.
+constexpr std::chrono::seconds clock_tolerance{1};
+
+std::uint64_t ms(std::chrono::milliseconds d) { return static_cast<std::uint64_t>(d.count()); }
+
 }  // namespace
 
 void ListenerLoop::decode_and_deliver(ListenSession& session,
@@ -56,12 +68,7 @@ bool ListenerLoop::fresh(const Envelope& envelope, int sender_pid, std::vector<I
     why = fmt::format(
         "it was signed for the session of server process {} and sent by process {}: a replay",
         *envelope.pid, sender_pid);
-  } else if (const auto now = clock_.now_ms();
-             *envelope.sent_ms +
-                 static_cast<std::uint64_t>(
-                     std::chrono::duration_cast<std::chrono::milliseconds>(freshness_window)
-                         .count()) <
-             now) {
+  } else if (const auto now = clock_.now_ms(); *envelope.sent_ms + ms(freshness_window) < now) {
     if (envelope.kind == Envelope::Kind::spill_pointer) {
       // Sent by the session it names, but read late: this listener was
       // busy (a long catch-up) or stopped. The rows say more than the
@@ -74,10 +81,26 @@ bool ListenerLoop::fresh(const Envelope& envelope, int sender_pid, std::vector<I
       }
       return false;
     }
-    why = fmt::format(
-        "it was signed {} s ago, longer ago than the freshness window ({} min): a replay, or "
-        "this listener stopped reading for that long",
-        (now - *envelope.sent_ms) / 1000, freshness_window.count());
+    // Sent by the session it names, only long ago: a replay, or a message
+    // this listener heard too late (it stopped reading, or the server's
+    // clock stepped). Either way it is not delivered, and never silently:
+    // a gap, whether or not the origin is known here.
+    report(on_error_,
+           protocol_error(fmt::format(
+               "syncbus: refused {} {}#{} on channel \"{}\": it was signed {} s ago, longer ago "
+               "than the freshness window ({} min): a replay, or this listener stopped reading "
+               "for that long (or the server's clock stepped); reported as a gap",
+               envelope.kind == Envelope::Kind::heartbeat ? "the heartbeat" : "message(s)",
+               envelope.origin, envelope.sequence, settings_.channel,
+               (now - *envelope.sent_ms) / 1000, freshness_window.count())));
+    if (envelope.kind != Envelope::Kind::heartbeat) {
+      const bool origin_is_new = position_.origin_is_new(envelope.born);
+      for (std::uint64_t i = 0; i < envelope.count; ++i) {
+        items.push_back({Inbound::Kind::lost, {envelope.origin, envelope.sequence + i, {}}});
+        items.back().origin_is_new = origin_is_new;
+      }
+    }
+    return false;
   } else {
     return true;
   }
@@ -99,10 +122,13 @@ bool ListenerLoop::fresh(const Envelope& envelope, int sender_pid, std::vector<I
 bool ListenerLoop::signature_predates(std::optional<std::uint64_t> sent_ms) const {
   // A row written the 0.1 way has no time: it predates everything.
   if (!sent_ms) return true;
-  const auto memory = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::milliseconds>(origin_memory).count());
   const auto now = clock_.now_ms();
-  const auto horizon = std::max(started_ms_, now > memory ? now - memory : 0);
+  const auto listening = ms(std::chrono::duration_cast<std::chrono::milliseconds>(
+                             std::chrono::steady_clock::now() - listening_since_) +
+                         clock_tolerance);
+  const auto memory = ms(origin_memory);
+  const auto horizon =
+      std::max(now > listening ? now - listening : 0, now > memory ? now - memory : 0);
   return *sent_ms < horizon;
 }
 

@@ -111,6 +111,12 @@ auto Publisher::with_session(std::chrono::milliseconds timeout, Work&& work, Des
       session_ = std::move(fresh);
     }
     Session& open = *session_;
+    if (auth_.enabled() && clock_.due()) {
+      // The server's clock may have stepped since it was read (ServerClock).
+      run_with_deadline(
+          deadlines_, open.sock(), timeout, this, [&] { identify(open); },
+          [] { return std::string("reading the server's clock again"); });
+    }
     return run_with_deadline(
         deadlines_, open.sock(), timeout, this, [&] { return work(open); }, describe);
   } catch (const connection_error&) {
@@ -277,7 +283,7 @@ void Publisher::send(Batch& batch) {
     try {
       const auto route = choose_route(
           settings_.mode,
-          inline_envelope_size(header(sequence), item->body_json.size()) + signature_bytes);
+          inline_envelope_size(widest_header(sequence), item->body_json.size()) + signature_bytes);
       accepted.push_back({item.get(), sequence, route});
       last_sequence_ = sequence;
     } catch (...) {
@@ -287,46 +293,58 @@ void Publisher::send(Batch& batch) {
   if (accepted.empty()) return;
 
   // Consecutive inline messages share a payload up to the limit; consecutive
-  // spilled ones share one multi-row INSERT and one range pointer.
+  // spilled ones share one multi-row INSERT and one range pointer. Built
+  // for the session that sends them: signed envelopes name its server
+  // process (a retry on a new session is signed again, or receivers would
+  // take it for a replay), and they and signed rows say when they were
+  // signed.
   std::vector<std::string> payloads;
   std::vector<std::uint64_t> spilled_sequences;
   std::vector<std::string_view> spilled_bodies;
   std::vector<std::string> spilled_macs;
-  // Signed rows say when they were signed, as signed envelopes do.
-  const auto signed_at = auth_.enabled() ? clock_.now_ms() : 0;
-  for (std::size_t first = 0; first < accepted.size();) {
-    std::size_t end = first + 1;
-    if (accepted[first].route == Route::spill_table) {
-      while (end < accepted.size() && accepted[end].route == Route::spill_table) ++end;
-      for (auto i = first; i < end; ++i) {
-        spilled_sequences.push_back(accepted[i].sequence);
-        spilled_bodies.push_back(accepted[i].item->body_json);
-        if (auth_.enabled()) {
-          spilled_macs.push_back(auth_.row_mac(settings_.channel, origin, accepted[i].sequence,
-                                               MessageAuth::RowStamp{born_, signed_at},
-                                               accepted[i].item->body_json));
+  std::uint64_t signed_at = 0;
+  std::optional<std::uint64_t> built_for;  // the session_pid_ they were built for
+  const auto build = [&] {
+    payloads.clear();
+    spilled_sequences.clear();
+    spilled_bodies.clear();
+    spilled_macs.clear();
+    built_for = session_pid_;
+    signed_at = auth_.enabled() ? clock_.now_ms() : 0;
+    for (std::size_t first = 0; first < accepted.size();) {
+      std::size_t end = first + 1;
+      if (accepted[first].route == Route::spill_table) {
+        while (end < accepted.size() && accepted[end].route == Route::spill_table) ++end;
+        for (auto i = first; i < end; ++i) {
+          spilled_sequences.push_back(accepted[i].sequence);
+          spilled_bodies.push_back(accepted[i].item->body_json);
+          if (auth_.enabled()) {
+            spilled_macs.push_back(auth_.row_mac(settings_.channel, origin, accepted[i].sequence,
+                                                 MessageAuth::RowStamp{born_, signed_at},
+                                                 accepted[i].item->body_json));
+          }
         }
-      }
-      payloads.push_back(sign(encode_spill_pointer(header(accepted[first].sequence), end - first)));
-    } else {
-      std::vector<std::string_view> bodies{accepted[first].item->body_json};
-      std::size_t bodies_size = bodies.back().size();
-      while (end < accepted.size() && accepted[end].route == Route::inline_payload) {
-        const auto& next = accepted[end].item->body_json;
-        if (batch_envelope_size(header(accepted[first].sequence), bodies.size() + 1,
-                                bodies_size + next.size()) +
-                signature_bytes >=
-            PostgresClusterBus::notify_payload_limit) {
-          break;
+        payloads.push_back(sign(encode_spill_pointer(header(accepted[first].sequence), end - first)));
+      } else {
+        std::vector<std::string_view> bodies{accepted[first].item->body_json};
+        std::size_t bodies_size = bodies.back().size();
+        while (end < accepted.size() && accepted[end].route == Route::inline_payload) {
+          const auto& next = accepted[end].item->body_json;
+          if (batch_envelope_size(header(accepted[first].sequence), bodies.size() + 1,
+                                  bodies_size + next.size()) +
+                  signature_bytes >=
+              PostgresClusterBus::notify_payload_limit) {
+            break;
+          }
+          bodies.push_back(next);
+          bodies_size += next.size();
+          ++end;
         }
-        bodies.push_back(next);
-        bodies_size += next.size();
-        ++end;
+        payloads.push_back(sign(encode_batch(header(accepted[first].sequence), bodies)));
       }
-      payloads.push_back(sign(encode_batch(header(accepted[first].sequence), bodies)));
+      first = end;
     }
-    first = end;
-  }
+  };
 
   const auto describe = [&] {
     const auto first = accepted.front().sequence;
@@ -337,8 +355,12 @@ void Publisher::send(Batch& batch) {
                : fmt::format("publishing messages {}#{}..{} to channel \"{}\"", origin, first, last,
                              settings_.channel);
   };
-  const std::vector<std::string_view> payload_views(payloads.begin(), payloads.end());
+  std::vector<std::string_view> payload_views;
   const auto statement = [&](Session& session) {
+    if (built_for != session_pid_) {
+      build();
+      payload_views.assign(payloads.begin(), payloads.end());
+    }
     if (!spilled_sequences.empty()) {
       store_.store_batch_and_notify(session, origin, born_, signed_at, spilled_sequences,
                                     spilled_bodies, spilled_macs, payload_views);

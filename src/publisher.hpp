@@ -23,6 +23,7 @@
 #include <exception>
 #include <future>
 #include <memory>
+#include <limits>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -155,6 +156,17 @@ class Publisher {
   EnvelopeHeader header(std::uint64_t sequence) const {
     if (!auth_.enabled()) return {settings_.origin, sequence, born_};
     return {settings_.origin, sequence, born_, session_pid_, clock_.now_ms()};
+  }
+  /// header(sequence) at its widest (the process id and time of whichever
+  /// session sends it): routes are chosen by it, so that a message that fit
+  /// inline still fits when retried on a new session.
+  EnvelopeHeader widest_header(std::uint64_t sequence) const {
+    auto widest = header(sequence);
+    if (auth_.enabled()) {
+      widest.pid = std::numeric_limits<std::uint32_t>::max();
+      widest.sent_ms = 9'999'999'999'999;  // 13 digits: until the year 2286
+    }
+    return widest;
   }
   /// When signing: learns the session's server process and the server's
   /// clock (one round trip, under the caller's deadline).

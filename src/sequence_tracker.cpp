@@ -102,6 +102,10 @@ std::optional<GapEvent> SequenceTracker::on_stale(const std::string& origin,
   return on_dropped(origin, sequence, sequence);
 }
 
+void SequenceTracker::connection_reset() {
+  for (auto& [name, known] : origins_) known.fresh = false;
+}
+
 std::size_t SequenceTracker::sweep(unsigned idle_sweeps) {
   ++period_;
   std::size_t forgotten = 0;

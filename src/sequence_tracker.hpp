@@ -69,6 +69,11 @@ class SequenceTracker {
   /// of a forgotten origin's message must not make a gap appear).
   std::optional<GapEvent> on_stale(const std::string& origin, std::uint64_t sequence);
 
+  /// The transport reconnected without reading what it missed: no origin
+  /// has said anything fresh since (a signed message sent before is not
+  /// delivered, see on_message), though each is still known.
+  void connection_reset();
+
   /// Forgets the origins not heard from during the last `idle_sweeps` calls
   /// (the delivery thread calls it once a minute: origins silent for about
   /// half an hour are forgotten). Returns how many it forgot.

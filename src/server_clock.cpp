@@ -28,4 +28,10 @@ std::uint64_t ServerClock::now_ms() const {
   return static_cast<std::uint64_t>(server_ms_ + elapsed.count());
 }
 
+ServerClock::Clock::time_point ServerClock::next_due() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (server_ms_ == 0) return Clock::time_point::min();
+  return at_ + recalibrate_every;
+}
+
 }  // namespace syncbus::detail

@@ -4,8 +4,11 @@
 // carried forward by this process's monotonic clock. Every bus on a channel
 // reads the same server, so their estimates agree to within a round trip,
 // whatever the machines' own clocks say, and a wall-clock step on this
-// machine changes nothing. Used for the freshness of signed envelopes
-// ("sent", docs/SECURITY.md). Thread-safe.
+// machine changes nothing. The server's own clock may step (an NTP
+// correction, a virtual machine resumed): each bus reads it again every
+// recalibrate_every while it signs or checks signatures, so that estimates
+// taken before and after a step agree again within that. Used for the
+// freshness of signed envelopes ("sent", docs/SECURITY.md). Thread-safe.
 
 #include <pqxx/connection_base>
 
@@ -19,6 +22,9 @@ class ServerClock {
  public:
   using Clock = std::chrono::steady_clock;
 
+  /// How long an estimate is used before the server's clock is read again.
+  static constexpr std::chrono::seconds recalibrate_every{10};
+
   /// Reads the server's time over `session` (one round trip; call it under
   /// a statement deadline).
   void calibrate(pqxx::connection_base& session);
@@ -29,6 +35,11 @@ class ServerClock {
   /// Milliseconds since the Unix epoch by the server's clock; 0 before the
   /// first calibration.
   std::uint64_t now_ms() const;
+
+  /// When the estimate is due to be read again (at once before the first
+  /// calibration).
+  Clock::time_point next_due() const;
+  bool due(Clock::time_point now = Clock::now()) const { return now >= next_due(); }
 
  private:
   mutable std::mutex mutex_;

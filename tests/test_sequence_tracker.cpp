@@ -169,6 +169,24 @@ TEST(SequenceTracker, AMessageSignedBeforeItsOriginSpokeFreshlyIsAGapNotADeliver
   EXPECT_TRUE(tracker.on_message("beating", 11, false, true).deliver);
 }
 
+// A listener that reconnected without reading what it missed (a connection
+// reset): a signed message sent meanwhile, replayed to it later, must not
+// pass for one it heard, even of an origin that had spoken freshly before.
+TEST(SequenceTracker, AfterAConnectionResetAMessageSignedBeforeItIsAGapUntilTheOriginSpeaksAgain) {
+  SequenceTracker tracker;
+  EXPECT_TRUE(tracker.on_message("peer", 1).deliver);
+  tracker.connection_reset();
+  const auto replayed = tracker.on_message("peer", 3, false, /*signature_predates=*/true);
+  EXPECT_FALSE(replayed.deliver);
+  ASSERT_TRUE(replayed.gap);
+  EXPECT_EQ(replayed.gap->first_missing, 2u);
+  EXPECT_EQ(replayed.gap->last_missing, 3u);
+  const auto fresh = tracker.on_message("peer", 4);
+  EXPECT_TRUE(fresh.deliver);
+  EXPECT_FALSE(fresh.gap);
+  EXPECT_EQ(tracker.origins(), 1u) << "still known: a reset forgets no origin";
+}
+
 TEST(SequenceTracker, AFloodOfOriginsIsBoundedForgettingTheLongestSilentFirst) {
   SequenceTracker tracker;
   tracker.on_message("old", 1);

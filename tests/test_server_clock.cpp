@@ -1,0 +1,45 @@
+// The server's clock as a bus estimates it: carried forward by the monotonic
+// clock, and due to be read again every ServerClock::recalibrate_every.
+#include <gtest/gtest.h>
+
+#include "server_clock.hpp"
+
+namespace syncbus::detail {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = ServerClock::Clock;
+
+TEST(ServerClock, IsDueAtOnceBeforeItHasBeenRead) {
+  ServerClock clock;
+  EXPECT_EQ(clock.now_ms(), 0u);
+  EXPECT_TRUE(clock.due());
+}
+
+TEST(ServerClock, CarriesTheServersTimeForwardFromTheMiddleOfTheRoundTrip) {
+  ServerClock clock;
+  const auto answered = Clock::now();
+  clock.calibrate(1'000'000, answered - 2s, answered);  // read 1 s ago, in the middle
+  const auto now = clock.now_ms();
+  EXPECT_GE(now, 1'001'000u);
+  EXPECT_LT(now, 1'001'500u);
+}
+
+// A step of the server's clock (an NTP correction, a virtual machine
+// resumed) reaches the estimate when it is read again: every bus reads it
+// within recalibrate_every, so estimates taken before and after agree again.
+TEST(ServerClock, IsDueAgainAfterRecalibrateEveryAndTakesAStepWhenReadAgain) {
+  ServerClock clock;
+  const auto start = Clock::now();
+  clock.calibrate(1'000'000, start, start);
+  EXPECT_FALSE(clock.due(start + ServerClock::recalibrate_every - 1ms));
+  EXPECT_TRUE(clock.due(start + ServerClock::recalibrate_every));
+  EXPECT_EQ(clock.next_due(), start + ServerClock::recalibrate_every);
+  const auto later = Clock::now();
+  clock.calibrate(1'000'000 + 900'000, later, later);  // the server stepped 15 min ahead
+  EXPECT_GE(clock.now_ms(), 1'900'000u);
+  EXPECT_FALSE(clock.due(later + 1s));
+}
+
+}  // namespace
+}  // namespace syncbus::detail
