@@ -124,8 +124,8 @@ bool ListenerLoop::signature_predates(std::optional<std::uint64_t> sent_ms) cons
   if (!sent_ms) return true;
   const auto now = clock_.now_ms();
   const auto listening = ms(std::chrono::duration_cast<std::chrono::milliseconds>(
-                             std::chrono::steady_clock::now() - listening_since_) +
-                         clock_tolerance);
+                                std::chrono::steady_clock::now() - listening_since_) +
+                            clock_tolerance);
   const auto memory = ms(origin_memory);
   const auto horizon =
       std::max(now > listening ? now - listening : 0, now > memory ? now - memory : 0);

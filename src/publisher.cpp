@@ -324,7 +324,8 @@ void Publisher::send(Batch& batch) {
                                                  accepted[i].item->body_json));
           }
         }
-        payloads.push_back(sign(encode_spill_pointer(header(accepted[first].sequence), end - first)));
+        payloads.push_back(
+            sign(encode_spill_pointer(header(accepted[first].sequence), end - first)));
       } else {
         std::vector<std::string_view> bodies{accepted[first].item->body_json};
         std::size_t bodies_size = bodies.back().size();

@@ -22,8 +22,8 @@
 #include <deque>
 #include <exception>
 #include <future>
-#include <memory>
 #include <limits>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>

@@ -388,7 +388,7 @@ TEST_F(SecurityTest, SignedMessagesMissedDuringAnOutageAndReplayedAfterAreNotDel
   ASSERT_TRUE(eventually([&] { return receiver.stats().reconnects == 1u; }, 10s));
   ASSERT_TRUE(eventually([&] { return log.gaps().size() == 1u; })) << "the unknown-range gap";
   for (const auto& payload : missed) send(payload);  // the replay
-  send(envelope("known", 3));                         // and the origin, freshly
+  send(envelope("known", 3));                        // and the origin, freshly
   ASSERT_TRUE(seen.wait_for_count(2));
   std::this_thread::sleep_for(200ms);  // time for a delivery that must not happen
   std::vector<std::string> delivered;
@@ -562,24 +562,23 @@ TEST_F(SecurityTest, ARunOfRowsPlantedAheadDoesNotHoldAReadBackInPlace) {
 TEST_F(SecurityTest, AHostileSearchPathRunsNothingOfItsOwn) {
   pqxx::connection admin(url());
   const auto schema = "syncbus_t_evil_" + std::to_string(::getpid());
-  std::string shadows = "DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}; "
-                        "CREATE TABLE {s}.called (what text); ";
-  for (const auto& [name, signature, returns, body] :
-       std::vector<std::array<std::string, 4>>{
+  std::string shadows =
+      "DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}; "
+      "CREATE TABLE {s}.called (what text); ";
+  for (const auto& [name, signature, returns, body] : std::vector<std::array<std::string, 4>>{
            {"pg_notify", "(text, text)", "void", "PERFORM pg_catalog.pg_notify($1, $2)"},
            {"pg_backend_pid", "()", "integer", "RETURN pg_catalog.pg_backend_pid()"},
            {"clock_timestamp", "()", "timestamptz",
             "RETURN pg_catalog.clock_timestamp() - interval '20 minutes'"},
            {"now", "()", "timestamptz", "RETURN pg_catalog.now()"},
            {"pg_current_xact_id", "()", "xid8", "RETURN pg_catalog.pg_current_xact_id()"},
-           {"pg_current_snapshot", "()", "pg_snapshot",
-            "RETURN pg_catalog.pg_current_snapshot()"},
+           {"pg_current_snapshot", "()", "pg_snapshot", "RETURN pg_catalog.pg_current_snapshot()"},
            {"pg_visible_in_snapshot", "(xid8, pg_snapshot)", "boolean",
             "RETURN pg_catalog.pg_visible_in_snapshot($1, $2)"},
        }) {
     shadows += "CREATE FUNCTION {s}." + name + signature + " RETURNS " + returns +
-               " LANGUAGE plpgsql AS $$ BEGIN INSERT INTO {s}.called VALUES ('" + name +
-               "'); " + body + "; END $$; ";
+               " LANGUAGE plpgsql AS $$ BEGIN INSERT INTO {s}.called VALUES ('" + name + "'); " +
+               body + "; END $$; ";
   }
   pqxx::nontransaction(admin).exec(fmt_schema(shadows, schema));
 
