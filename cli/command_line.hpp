@@ -3,6 +3,8 @@
 // every subcommand, and the settings they share (which database, which
 // channel, which spill table, which secrets).
 
+#include <syncbus/postgres_bus.hpp>
+
 #include <chrono>
 #include <map>
 #include <memory>
@@ -57,11 +59,18 @@ class CommandLine {
 std::chrono::milliseconds parse_duration(const std::string& option, const std::string& text);
 
 /// What every subcommand that talks to PostgreSQL needs.
+/// A bus's defaults, as the library defines them.
+inline const PostgresBusOptions bus_defaults{};
+
+/// At or above this NOTIFY queue fill, doctor and status report a problem:
+/// where a bus warns by default.
+inline const double queue_usage_problem = bus_defaults.queue_usage_warning;
+
 struct Connection {
   std::string conninfo;  // --db, else DATABASE_URL
-  std::string channel = "absolutejs_sync_cluster";
-  std::string schema = "public";
-  std::string table = "sync_cluster_spill";
+  std::string channel = bus_defaults.channel;
+  std::string schema = bus_defaults.spill_schema;
+  std::string table = bus_defaults.spill_table;
   std::vector<std::string> secrets;  // --secret-file, else SYNCBUS_SECRET_FILE
   /// --timeout: how long one statement may run, a lock wait included (0: no
   /// limit). An operator's command must not hang behind someone's lock.

@@ -16,6 +16,8 @@
 #include "instance_id.hpp"
 #include "pg_session.hpp"
 #include "preflight.hpp"
+#include "server_admin.hpp"
+#include "spill_store.hpp"
 
 namespace syncbus::cli {
 namespace {
@@ -123,33 +125,29 @@ void check_table(pqxx::connection_base& connection, const Connection& where, boo
     return;
   }
   report.ok(fmt::format("the spill table {} exists", table));
-  // A table made by syncbus 0.1 had an id sequence, which INSERT needs too.
-  const auto granted = query.exec_params1(
-      "SELECT has_table_privilege($1, 'SELECT'), has_table_privilege($1, 'INSERT'), "
-      "has_table_privilege($1, 'DELETE'), coalesce(has_sequence_privilege(sequence, 'USAGE'), "
-      "true), coalesce(sequence, '') FROM (SELECT (SELECT s.oid::regclass::text FROM pg_depend "
-      "d JOIN pg_class s ON s.oid = d.objid WHERE d.refobjid = to_regclass($1) AND d.classid = "
-      "'pg_class'::regclass AND s.relkind = 'S' LIMIT 1)) AS owned(sequence)",
-      table);
-  const auto check = [&](bool has, bool needed, const std::string& privilege,
+  query.commit();  // one statement at a time on a connection (libpqxx)
+  const detail::SpillStore store(connection,
+                                 {where.schema, where.table, where.channel, !where.secrets.empty(),
+                                  bus_defaults.max_message_bytes});
+  const auto has = store.privileges(connection);
+  const auto check = [&](bool granted, bool needed, const std::string& privilege,
                          const std::string& object, const std::string& job) {
-    if (has) {
+    if (granted) {
       report.ok(fmt::format("this role has {} on {} ({})", privilege, object, job));
     } else if (needed) {
       report.fail(
           fmt::format("this role lacks {0} on {1}, which {2} needs: GRANT {0} ON {1} TO {3};",
-                      privilege, object, job, role));
+                      privilege, object, job, has.role));
     } else {
       report.warn(fmt::format("this role lacks {} on {} ({} only)", privilege, object, job));
     }
   };
-  check(granted[0].as<bool>(), listen || vacuum, "SELECT", "TABLE " + table, "every listener");
-  check(granted[1].as<bool>(), publish, "INSERT", "TABLE " + table, "publishing buses");
-  if (!granted[4].as<std::string>().empty()) {
-    check(granted[3].as<bool>(), publish, "USAGE", "SEQUENCE " + granted[4].as<std::string>(),
-          "publishing buses");
+  check(has.select, listen || vacuum, "SELECT", "TABLE " + table, "every listener");
+  check(has.insert, publish, "INSERT", "TABLE " + table, "publishing buses");
+  if (!has.sequence.empty()) {
+    check(has.sequence_usage, publish, "USAGE", "SEQUENCE " + has.sequence, "publishing buses");
   }
-  check(granted[2].as<bool>(), vacuum, "DELETE", "TABLE " + table, "the vacuum job");
+  check(has.delete_rows, vacuum, "DELETE", "TABLE " + table, "the vacuum job");
 }
 
 }  // namespace
@@ -211,28 +209,20 @@ int run_doctor(const Arguments& args) {
     }
     check_round_trip(where, *connection, report);
     check_table(*connection, where, publish, vacuum, listen, report);
-    pqxx::nontransaction query(*connection);
-    const auto queue_usage = query.exec1("SELECT pg_notification_queue_usage()")[0].as<double>();
-    if (queue_usage >= 0.1) {
-      report.fail(fmt::format(
-          "the server's NOTIFY queue is {:.1f}% full: a listening session stopped reading; find "
-          "it in pg_stat_activity (docs/OPERATIONS.md)",
-          queue_usage * 100));
+    const auto queue_usage = detail::notification_queue_usage(*connection);
+    if (queue_usage >= queue_usage_problem) {
+      report.fail(detail::notify_queue_problem(queue_usage));
     } else {
       report.ok(fmt::format("the NOTIFY queue is {:.3f}% full", queue_usage * 100));
     }
-    const auto listeners =
-        query
-            .exec_params1("SELECT count(*) FROM pg_stat_activity WHERE query = $1",
-                          "LISTEN " + connection->quote_name(where.channel))[0]
-            .as<int>();
+    const auto listeners = detail::sessions_listening(*connection, where.channel).size();
     if (listeners > 0) {
       report.ok(fmt::format("{} session(s) listen on channel \"{}\"", listeners, where.channel));
     } else {
       report.warn(fmt::format(
           "nothing listens on channel \"{}\" yet (fine before the first bus starts; otherwise "
-          "check the name: buses use \"absolutejs_sync_cluster\" unless configured otherwise)",
-          where.channel));
+          "check the name: buses use \"{}\" unless configured otherwise)",
+          where.channel, bus_defaults.channel));
     }
   } catch (const std::exception& e) {
     report.fail(e.what());

@@ -13,6 +13,8 @@
 #include "command_line.hpp"
 #include "commands.hpp"
 #include "pg_session.hpp"
+#include "preflight.hpp"
+#include "server_admin.hpp"
 
 namespace syncbus::cli {
 namespace {
@@ -87,49 +89,36 @@ int run_status(const Arguments& args) {
   std::vector<std::string> problems;
   nlohmann::json report;
   try {
-    pqxx::nontransaction query(connection);
-    const auto server = query.exec1(
-        "SELECT current_setting('server_version'), pg_is_in_recovery(), "
-        "pg_notification_queue_usage()");
+    const auto server = detail::read_server_facts(connection);
+    const auto queue_usage = detail::notification_queue_usage(connection);
     report["channel"] = where.channel;
-    report["server_version"] = server[0].as<std::string>();
-    report["in_recovery"] = server[1].as<bool>();
-    report["notify_queue_usage"] = server[2].as<double>();
-    if (server[1].as<bool>()) {
+    report["server_version"] = server.version;
+    report["in_recovery"] = server.in_recovery;
+    report["notify_queue_usage"] = queue_usage;
+    if (server.in_recovery) {
       problems.push_back("the server is a standby in recovery: buses must use the primary");
     }
-    if (server[2].as<double>() >= 0.1) {
-      problems.push_back(
-          fmt::format("the NOTIFY queue is {:.1f}% full: a listening session stopped reading (see "
-                      "docs/OPERATIONS.md, \"Watching the NOTIFY queue\")",
-                      server[2].as<double>() * 100));
+    if (queue_usage >= queue_usage_problem) {
+      problems.push_back(detail::notify_queue_problem(queue_usage));
     }
-    query.commit();
     const auto table =
         connection.quote_name(where.schema) + "." + connection.quote_name(where.table);
     report["spill_table"] = spill_table_status(connection, table, where.channel, problems);
 
-    const auto listen = "LISTEN " + connection.quote_name(where.channel);
-    pqxx::nontransaction sessions(connection);
-    const auto rows = sessions.exec_params(
-        "SELECT pid, application_name, coalesce(host(client_addr), 'local'), "
-        "to_char(backend_start, 'YYYY-MM-DD\"T\"HH24:MI:SSOF'), state FROM pg_stat_activity "
-        "WHERE query = $1 AND pid <> pg_backend_pid() ORDER BY backend_start",
-        listen);
+    const auto listeners = detail::sessions_listening(connection, where.channel);
     report["listeners"] = nlohmann::json::array();
-    for (const auto& row : rows) {
-      report["listeners"].push_back({{"pid", row[0].as<int>()},
-                                     {"application_name", row[1].as<std::string>()},
-                                     {"client", row[2].as<std::string>()},
-                                     {"since", row[3].as<std::string>()},
-                                     {"state", row[4].is_null() ? "" : row[4].as<std::string>()}});
+    for (const auto& l : listeners) {
+      report["listeners"].push_back({{"pid", l.pid},
+                                     {"application_name", l.application_name},
+                                     {"client", l.client},
+                                     {"since", l.since},
+                                     {"state", l.state}});
     }
-    if (rows.empty()) {
+    if (listeners.empty()) {
       problems.push_back(fmt::format(
-          "nothing listens on channel \"{}\" (is the name right? buses use "
-          "\"absolutejs_sync_cluster\" unless configured otherwise; a listener busy reading "
-          "spilled messages shows here once idle)",
-          where.channel));
+          "nothing listens on channel \"{}\" (is the name right? buses use \"{}\" unless "
+          "configured otherwise; a listener busy reading spilled messages shows here once idle)",
+          where.channel, bus_defaults.channel));
     }
   } catch (const syncbus::error&) {
     throw;

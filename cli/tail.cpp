@@ -13,6 +13,7 @@
 #include <map>
 #include <thread>
 
+#include "backoff.hpp"
 #include "command_line.hpp"
 #include "commands.hpp"
 #include "envelope.hpp"
@@ -191,7 +192,7 @@ int run_tail(const Arguments& args) {
   tail.heartbeats = line.has("heartbeats");
   if (auto max = line.value("max-bytes")) tail.max_bytes = std::stoull(*max);
   const int stop_fd = interrupt_fd();
-  auto pause = std::chrono::milliseconds(250);
+  unsigned failures = 0;  // reconnections in a row
   bool connected = false;
   for (;;) {
     try {
@@ -203,8 +204,8 @@ int run_tail(const Arguments& args) {
       std::cerr << "syncbus tail: " << e.what() << "; reconnecting (messages sent meanwhile are "
                 << "missed)\n";
       pollfd stop{stop_fd, POLLIN, 0};
+      const auto pause = detail::reconnect_backoff.after(++failures);
       if (::poll(&stop, 1, static_cast<int>(pause.count())) > 0) return exit_ok;
-      pause = std::min(pause * 2, std::chrono::milliseconds(5000));
     }
   }
 }

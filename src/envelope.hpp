@@ -27,13 +27,11 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+#include <syncbus/spill_mode.hpp>
 
 namespace syncbus::detail {
 
 inline constexpr int protocol_version = 1;
-
-/// NOTIFY payloads are shorter than this (PostgreSQL's limit, in bytes).
-inline constexpr std::size_t notify_payload_limit = 8000;
 
 /// The deepest nesting of arrays and objects a message body may have. JSON
 /// parsers and printers often recurse per level: a peer must not be able to

@@ -3,6 +3,17 @@
 #include <syncbus/errors.hpp>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
+// nlohmann::json's own shortest-digits writer, so that numbers are written
+// exactly as dump() writes them (std::to_chars is not: 1e15 as "1e+15",
+// not "1000000000000000.0"). It is not public API: the versions it was
+// checked with are pinned, and fuzz/envelope_fuzzer.cpp compares our output
+// with dump()'s. On a newer nlohmann::json, check that this header and
+// function still exist, run scripts/fuzz.sh, then raise the pin.
+#if NLOHMANN_JSON_VERSION_MAJOR != 3 || NLOHMANN_JSON_VERSION_MINOR > 11
+#error \
+    "syncbus: json_writer.cpp was checked with nlohmann::json 3.2 to 3.11 (see the comment above)"
+#endif
 #include <nlohmann/detail/conversions/to_chars.hpp>
 
 #include <algorithm>

@@ -11,9 +11,9 @@
 #include <pqxx/notification>
 
 #include <algorithm>
-#include <random>
 #include <utility>
 
+#include "backoff.hpp"
 #include "instance_id.hpp"
 #include "listen_session.hpp"
 #include "pg_session.hpp"
@@ -22,21 +22,8 @@
 namespace syncbus::detail {
 namespace {
 
-constexpr std::chrono::milliseconds first_retry_delay{50};
-// Capped so a listener is back within about a second of the server, while
-// making at most a few attempts a second during a long outage.
-constexpr std::chrono::milliseconds max_retry_delay{1000};
-
 constexpr const char* marker_statement = "syncbus_listener_marker";
 constexpr const char* snapshot_statement = "syncbus_listener_snapshot";
-
-// Full jitter over [delay/2, delay]: instances that lost the server together
-// do not come back in lockstep.
-std::chrono::milliseconds jittered(std::chrono::milliseconds delay) {
-  thread_local std::minstd_rand random{std::random_device{}()};
-  std::uniform_int_distribution<long> pick(delay.count() / 2, delay.count());
-  return std::chrono::milliseconds(pick(random));
-}
 
 int poll_timeout(std::chrono::steady_clock::time_point now,
                  std::chrono::steady_clock::time_point until) {
@@ -170,7 +157,7 @@ void ListenerLoop::prove_round_trip(ListenSession& session, const ProbeSender& p
 }
 
 void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
-  auto retry_delay = first_retry_delay;
+  unsigned failed_connects = 0;  // in a row
   // A statement ran on the connection since the socket was last drained:
   // libpq may hold notifications it read meanwhile, which poll() would not
   // report. So the next wait is no wait.
@@ -179,13 +166,13 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
     if (!session) {
       try {
         session = reconnect();
-        retry_delay = first_retry_delay;
+        failed_connects = 0;
         queried = true;
       } catch (const std::exception& e) {
         report(on_error_, e);
         session.reset();
-        if (!wake_.sleep_unless_signalled(jittered(retry_delay))) return;
-        retry_delay = std::min(retry_delay * 2, max_retry_delay);
+        const auto pause = jittered(reconnect_backoff.after(++failed_connects));
+        if (!wake_.sleep_unless_signalled(pause)) return;
         continue;
       }
     }

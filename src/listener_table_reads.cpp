@@ -8,6 +8,7 @@
 
 #include <algorithm>
 
+#include "backoff.hpp"
 #include "listen_session.hpp"
 #include "listener.hpp"
 #include "spilled_body.hpp"
@@ -27,12 +28,6 @@ constexpr int keys_per_page = 1024;
 // channels' rows in that range (an index entry per row, about 16 K
 // transactions of other traffic: a few milliseconds).
 constexpr std::uint64_t ids_per_span = 16384;
-
-// Pauses between attempts of a catch-up statement that failed on the server
-// (a lock, a cancelled statement): short at first, then no more often than
-// every few seconds, while the socket keeps being drained.
-constexpr std::chrono::milliseconds first_pause{100};
-constexpr std::chrono::milliseconds longest_pause{5000};
 
 bool retriable(const std::exception& e) {
   // The connection is gone (or was cut by a deadline): run() reconnects.
@@ -176,7 +171,8 @@ std::size_t ListenerLoop::catch_up(ListenSession& session, const PgSnapshot& fro
       // A page of keys. Failures on the server are retried, whatever they
       // are: the rows are there, and waiting costs only time.
       std::vector<SpillStore::RowKey> page;
-      for (auto pause = first_pause;; pause = std::min(pause * 2, longest_pause)) {
+      for (unsigned failures = 1;; ++failures) {
+        const auto pause = table_read_backoff.after(failures);
         try {
           page = statement(
               session,

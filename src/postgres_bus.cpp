@@ -20,6 +20,7 @@
 #include "pg_session.hpp"
 #include "preflight.hpp"
 #include "publisher.hpp"
+#include "server_admin.hpp"
 #include "spill_store.hpp"
 #include "statement_deadline.hpp"
 #include "stats_counters.hpp"
@@ -163,15 +164,11 @@ std::vector<detail::PeriodicTasks::Task> PostgresClusterBus::impl::periodic_task
            const double usage = publishing->notification_queue_usage();
            counters->notification_queue_usage.store(usage, std::memory_order_relaxed);
            if (usage >= warning) {
-             detail::report(
-                 on_error,
-                 error(fmt::format(
-                     "syncbus: PostgreSQL's NOTIFY queue is {:.1f}% full (warning at {:.1f}%): "
-                     "a listening session on this server has stopped reading. When the queue "
-                     "is full every NOTIFY fails. Find it in pg_stat_activity (state 'idle in "
-                     "transaction', or wait_event 'ClientWrite'), or enable the watchdog "
-                     "(PostgresBusOptions::watchdog_interval)",
-                     usage * 100, warning * 100)));
+             detail::report(on_error, error(fmt::format(
+                                          "syncbus: {} (PostgresBusOptions::queue_usage_warning: "
+                                          "{:.1f}%). The bus's watchdog can end such sessions "
+                                          "(PostgresBusOptions::watchdog_interval)",
+                                          detail::notify_queue_problem(usage), warning * 100)));
            }
          }});
   }

@@ -8,11 +8,12 @@
 #include <algorithm>
 
 #include "array_parameter.hpp"
+#include "backoff.hpp"
 #include "envelope.hpp"
 #include "failure.hpp"
 #include "pg_session.hpp"
 #include "pg_snapshot.hpp"
-#include "spill_decision.hpp"
+#include "server_admin.hpp"
 #include "statement_deadline.hpp"
 
 namespace syncbus::detail {
@@ -266,108 +267,49 @@ void Publisher::send_next_batch(std::unique_lock<std::mutex>& lock) {
 
 void Publisher::send(Batch& batch) {
   const auto& origin = settings_.origin;
-  // A signature makes every envelope this much longer.
-  const std::size_t signature_bytes = auth_.enabled() ? MessageAuth::envelope_overhead : 0;
+  std::vector<std::string_view> bodies;
+  bodies.reserve(batch.size());
+  for (const auto& item : batch) bodies.push_back(item->body_json);
   // Numbers and routes first: a message refused here (too large for
   // SpillMode::never) uses no sequence number, and the others stay
   // consecutive.
-  struct Accepted {
-    Outgoing* item;
-    std::uint64_t sequence;
-    Route route;
-  };
-  std::vector<Accepted> accepted;
-  accepted.reserve(batch.size());
-  for (auto& item : batch) {
-    const auto sequence = last_sequence_ + 1;
-    try {
-      const auto route = choose_route(
-          settings_.mode,
-          inline_envelope_size(widest_header(sequence), item->body_json.size()) + signature_bytes);
-      accepted.push_back({item.get(), sequence, route});
-      last_sequence_ = sequence;
-    } catch (...) {
-      item->failure = Failure::of(std::current_exception());
-    }
-  }
+  const auto plan = plan_batch(sender(), settings_.mode, last_sequence_, bodies);
+  for (const auto& refusal : plan.refused) batch[refusal.index]->failure = refusal.failure;
+  last_sequence_ = plan.last_sequence;
+  const auto& accepted = plan.accepted;
   if (accepted.empty()) return;
 
-  // Consecutive inline messages share a payload up to the limit; consecutive
-  // spilled ones share one multi-row INSERT and one range pointer. Built
-  // for the session that sends them: signed envelopes name its server
-  // process (a retry on a new session is signed again, or receivers would
-  // take it for a replay), and they and signed rows say when they were
-  // signed.
-  std::vector<std::string> payloads;
-  std::vector<std::uint64_t> spilled_sequences;
-  std::vector<std::string_view> spilled_bodies;
-  std::vector<std::string> spilled_macs;
+  // Framed for the session that sends them: signed envelopes name its
+  // server process (a retry on a new session is framed again, or receivers
+  // would take it for a replay), and they and signed rows say when they
+  // were signed.
+  Frames frames;
   std::uint64_t signed_at = 0;
-  std::optional<std::uint64_t> built_for;  // the session_pid_ they were built for
-  const auto build = [&] {
-    payloads.clear();
-    spilled_sequences.clear();
-    spilled_bodies.clear();
-    spilled_macs.clear();
-    built_for = session_pid_;
-    signed_at = auth_.enabled() ? clock_.now_ms() : 0;
-    for (std::size_t first = 0; first < accepted.size();) {
-      std::size_t end = first + 1;
-      if (accepted[first].route == Route::spill_table) {
-        while (end < accepted.size() && accepted[end].route == Route::spill_table) ++end;
-        for (auto i = first; i < end; ++i) {
-          spilled_sequences.push_back(accepted[i].sequence);
-          spilled_bodies.push_back(accepted[i].item->body_json);
-          if (auth_.enabled()) {
-            spilled_macs.push_back(auth_.row_mac(settings_.channel, origin, accepted[i].sequence,
-                                                 MessageAuth::RowStamp{born_, signed_at},
-                                                 accepted[i].item->body_json));
-          }
-        }
-        payloads.push_back(
-            sign(encode_spill_pointer(header(accepted[first].sequence), end - first)));
-      } else {
-        std::vector<std::string_view> bodies{accepted[first].item->body_json};
-        std::size_t bodies_size = bodies.back().size();
-        while (end < accepted.size() && accepted[end].route == Route::inline_payload) {
-          const auto& next = accepted[end].item->body_json;
-          if (batch_envelope_size(header(accepted[first].sequence), bodies.size() + 1,
-                                  bodies_size + next.size()) +
-                  signature_bytes >=
-              PostgresClusterBus::notify_payload_limit) {
-            break;
-          }
-          bodies.push_back(next);
-          bodies_size += next.size();
-          ++end;
-        }
-        payloads.push_back(sign(encode_batch(header(accepted[first].sequence), bodies)));
-      }
-      first = end;
-    }
-  };
-
+  std::optional<std::uint64_t> framed_for;  // the session_pid_ they were framed for
+  std::vector<std::string_view> payload_views;
   const auto describe = [&] {
     const auto first = accepted.front().sequence;
     const auto last = accepted.back().sequence;
     return first == last
                ? fmt::format("publishing message {}#{} ({} bytes) to channel \"{}\"", origin, first,
-                             accepted.front().item->body_json.size(), settings_.channel)
+                             bodies[accepted.front().index].size(), settings_.channel)
                : fmt::format("publishing messages {}#{}..{} to channel \"{}\"", origin, first, last,
                              settings_.channel);
   };
-  std::vector<std::string_view> payload_views;
   const auto statement = [&](Session& session) {
-    if (built_for != session_pid_) {
-      build();
-      payload_views.assign(payloads.begin(), payloads.end());
+    if (framed_for != session_pid_) {
+      const auto now = sender();
+      frames = frame_batch(now, plan, bodies);
+      signed_at = now.sent_ms;
+      framed_for = session_pid_;
+      payload_views.assign(frames.payloads.begin(), frames.payloads.end());
     }
-    if (!spilled_sequences.empty()) {
-      store_.store_batch_and_notify(session, origin, born_, signed_at, spilled_sequences,
-                                    spilled_bodies, spilled_macs, payload_views);
-    } else if (payloads.size() == 1) {
+    if (!frames.spilled_sequences.empty()) {
+      store_.store_batch_and_notify(session, origin, born_, signed_at, frames.spilled_sequences,
+                                    frames.spilled_bodies, frames.spilled_macs, payload_views);
+    } else if (frames.payloads.size() == 1) {
       pqxx::nontransaction(session).exec_prepared(notify_statement, settings_.channel,
-                                                  payloads.front());
+                                                  frames.payloads.front());
     } else {
       pqxx::nontransaction(session).exec_prepared(notify_many_statement, settings_.channel,
                                                   text_array(payload_views));
@@ -380,9 +322,9 @@ void Publisher::send(Batch& batch) {
   // dropped by receivers as duplicates, and of spilled ones hits the table's
   // unique key, which proves the first attempt committed.
   const auto deadline = batch.front()->deadline;
-  auto pause = std::chrono::milliseconds(20);
   try {
-    for (bool retry = false;; retry = true) {
+    for (unsigned failures = 0;; ++failures) {
+      const bool retry = failures > 0;
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
       try {
@@ -392,23 +334,23 @@ void Publisher::send(Batch& batch) {
         throw;
       } catch (const connection_error& e) {
         if (closing_.load()) throw;
+        const auto pause = publish_retry_backoff.after(failures + 1);
         if (std::chrono::steady_clock::now() + pause >= deadline) {
           throw timeout_error(
               fmt::format("syncbus: could not publish within {} ms ({}); last error: {}",
                           settings_.publish_timeout.count(), describe(), e.what()));
         }
         if (!closing_wake_.sleep_unless_signalled(pause)) throw;
-        pause = std::min(pause * 2, std::chrono::milliseconds(500));
       } catch (const database_error& e) {
         // On a first attempt the same key would mean another live bus uses
         // this instance id: that is an error, not a success.
-        if (retry && !spilled_sequences.empty() && e.sqlstate() == "23505") break;
+        if (retry && !frames.spilled_sequences.empty() && e.sqlstate() == "23505") break;
         throw;
       }
     }
   } catch (...) {
     const auto failure = Failure::of(std::current_exception());
-    for (auto& a : accepted) a.item->failure = failure;
+    for (const auto& a : accepted) batch[a.index]->failure = failure;
     // This bus's own subscribers hear of its messages from it, not from the
     // server (echo_, below): they learn at once that these are missing. A
     // failure may hide a commit (a timeout at COMMIT): to them it is a loss
@@ -425,7 +367,7 @@ void Publisher::send(Batch& batch) {
   }
   last_sent_ = std::chrono::steady_clock::now();
   StatsCounters::add(stats_->published, accepted.size());
-  StatsCounters::add(stats_->spilled, spilled_sequences.size());
+  StatsCounters::add(stats_->spilled, frames.spilled_sequences.size());
   StatsCounters::add(stats_->publish_batches);
   // Committed: this bus's own subscribers get the messages from here, in
   // order, without a round trip through the server (its listener skips its
@@ -435,8 +377,9 @@ void Publisher::send(Batch& batch) {
     echoed.reserve(accepted.size());
     for (const auto& a : accepted) {
       Inbound item{Inbound::Kind::message, {origin, a.sequence, {}}};
-      item.body_bytes = a.item->body_json.size();
-      item.body_text = std::make_shared<const std::string>(std::move(a.item->body_json));
+      auto& body = batch[a.index]->body_json;
+      item.body_bytes = body.size();
+      item.body_text = std::make_shared<const std::string>(std::move(body));
       echoed.push_back(std::move(item));
     }
     echo_->post(std::move(echoed));
@@ -454,7 +397,7 @@ void Publisher::heartbeat_if_idle(std::chrono::milliseconds idle) {
         const auto now = std::chrono::steady_clock::now();
         if (last_sequence_ == 0 || now - last_sent_ < idle) return;
         pqxx::nontransaction(session).exec_prepared(notify_statement, settings_.channel,
-                                                    sign(encode_heartbeat(header(last_sequence_))));
+                                                    frame_heartbeat(sender(), last_sequence_));
         last_sent_ = now;
       },
       fmt::format("sending a heartbeat to channel \"{}\"", settings_.channel));
@@ -475,31 +418,14 @@ void Publisher::notify_raw(const std::string& channel, const std::string& payloa
 double Publisher::notification_queue_usage() {
   return with_connection(
       "notification_queue_usage()", settings_.query_timeout,
-      [](Session& session) {
-        return pqxx::nontransaction(session)
-            .exec1("SELECT pg_notification_queue_usage()")[0]
-            .as<double>();
-      },
+      [](Session& session) { return detail::notification_queue_usage(session); },
       "reading pg_notification_queue_usage()");
 }
 
 std::int64_t Publisher::terminate_stuck_listeners(std::chrono::milliseconds stuck_after) {
   return with_connection(
       "the watchdog", settings_.query_timeout,
-      [&](Session& session) {
-        // 'idle in transaction': get_notifs() sees nothing while a transaction
-        // is open, and the session pins the queue tail. ClientWrite: the
-        // server is blocked sending to a client that stopped reading.
-        return pqxx::nontransaction(session)
-            .exec_params1(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                "WHERE application_name LIKE 'syncbus:%' AND pid <> pg_backend_pid() "
-                "AND ((state = 'idle in transaction' AND state_change < now() - $1::bigint * "
-                "interval '1 millisecond') OR (wait_event = 'ClientWrite' AND "
-                "state_change < now() - $1::bigint * interval '1 millisecond'))",
-                static_cast<std::int64_t>(stuck_after.count()))[0]
-            .as<std::int64_t>();
-      },
+      [&](Session& session) { return terminate_stuck_sessions(session, stuck_after); },
       "looking for stuck listeners in pg_stat_activity");
 }
 
@@ -539,7 +465,7 @@ void Publisher::say_goodbye() noexcept {
         [&] {
           pqxx::nontransaction(*session_).exec_prepared(
               notify_statement, settings_.channel,
-              sign(encode_heartbeat(header(last_sequence_), /*goodbye=*/true)));
+              frame_heartbeat(sender(), last_sequence_, /*goodbye=*/true));
         },
         [] { return std::string("saying goodbye"); });
   } catch (...) {

@@ -11,7 +11,7 @@
 // background thread sends for them when no publish() caller is.
 
 #include <syncbus/errors.hpp>
-#include <syncbus/postgres_bus.hpp>
+#include <syncbus/spill_mode.hpp>
 
 #include <pqxx/connection_base>
 
@@ -33,6 +33,7 @@
 #include "deadline_timer.hpp"
 #include "delivery_queue.hpp"
 #include "envelope.hpp"
+#include "framing.hpp"
 #include "message_auth.hpp"
 #include "pg_session.hpp"
 #include "server_clock.hpp"
@@ -146,27 +147,15 @@ class Publisher {
   closed_error closed(const char* call) const;
   /// Holding the lock: fails every queued message with closed_error.
   void fail_queued();
-  /// `envelope`, signed when messages are authenticated.
-  std::string sign(std::string envelope) const {
-    if (!auth_.enabled()) return envelope;
-    return auth_.sign_envelope(settings_.channel, envelope);
-  }
-  /// The header of an envelope starting at `sequence`: with "born", and
-  /// when signing, "sent" (the server's time now).
-  EnvelopeHeader header(std::uint64_t sequence) const {
-    if (!auth_.enabled()) return {settings_.origin, sequence, born_};
-    return {settings_.origin, sequence, born_, session_pid_, clock_.now_ms()};
-  }
-  /// header(sequence) at its widest (the process id and time of whichever
-  /// session sends it): routes are chosen by it, so that a message that fit
-  /// inline still fits when retried on a new session.
-  EnvelopeHeader widest_header(std::uint64_t sequence) const {
-    auto widest = header(sequence);
-    if (auth_.enabled()) {
-      widest.pid = std::numeric_limits<std::uint32_t>::max();
-      widest.sent_ms = 9'999'999'999'999;  // 13 digits: until the year 2286
-    }
-    return widest;
+  /// Who sends, as of now: this origin, and when signing, the session's
+  /// server process and the server's time.
+  Sender sender() const {
+    return {settings_.channel,
+            settings_.origin,
+            born_,
+            auth_,
+            session_pid_,
+            auth_.enabled() ? clock_.now_ms() : 0};
   }
   /// When signing: learns the session's server process and the server's
   /// clock (one round trip, under the caller's deadline).

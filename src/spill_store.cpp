@@ -27,25 +27,6 @@ constexpr const char* from_statement = "syncbus_spill_from";
 constexpr const char* many_statement = "syncbus_spill_many";
 constexpr const char* one_statement = "syncbus_spill_one";
 
-// A PostgreSQL array literal of `values`, each element double-quoted with
-// backslash escapes: libpqxx 6.4 has no array parameters of its own. It
-// travels as a parameter, never as SQL text.
-template <typename Values, typename Format>
-std::string array_literal(const Values& values, Format format) {
-  std::string out = "{";
-  for (const auto& value : values) {
-    if (out.size() > 1) out += ',';
-    out += '"';
-    for (const char c : format(value)) {
-      if (c == '"' || c == '\\') out += '\\';
-      out += c;
-    }
-    out += '"';
-  }
-  out += '}';
-  return out;
-}
-
 }  // namespace
 
 SpillStore::SpillStore(pqxx::connection_base& session, Settings settings)
@@ -285,38 +266,40 @@ constexpr const char* owned_sequence_sql =
     "WHERE d.refobjid = to_regclass($2) AND d.classid = 'pg_class'::regclass AND s.relkind = "
     "'S' LIMIT 1))";
 
-std::vector<SpillStore::MissingPrivilege> SpillStore::missing_privileges(
-    pqxx::connection_base& session, bool publishes, bool listens) const {
-  pqxx::nontransaction query(session);
+SpillStore::Privileges SpillStore::privileges(pqxx::connection_base& session) const {
   // The names go in as parameters: the table, quoted, since the table
   // functions parse it as SQL (exactly as the statements will); the schema
   // as is, since has_schema_privilege() does not.
-  const auto quoted_schema = session.quote_name(settings_.schema);
-  // A table made by syncbus 0.1 had an id column with a sequence of its
-  // own, which INSERT then needs too.
-  const auto row = query.exec_params1(
-      "SELECT has_schema_privilege($1, 'USAGE'), has_table_privilege($2, 'SELECT'), "
-      "has_table_privilege($2, 'INSERT'), coalesce(has_sequence_privilege(sequence, 'USAGE'), "
-      "true), coalesce(sequence, ''), quote_ident(current_user) FROM " +
+  const auto row = pqxx::nontransaction(session).exec_params1(
+      "SELECT quote_ident(current_user), has_schema_privilege($1, 'USAGE'), "
+      "has_table_privilege($2, 'SELECT'), has_table_privilege($2, 'INSERT'), "
+      "has_table_privilege($2, 'DELETE'), coalesce(sequence, ''), "
+      "coalesce(has_sequence_privilege(sequence, 'USAGE'), true) FROM " +
           std::string(owned_sequence_sql) + " AS owned(sequence)",
       settings_.schema, qualified_name_);
-  const auto role = row[5].as<std::string>();
+  return {row[0].as<std::string>(), row[1].as<bool>(),        row[2].as<bool>(), row[3].as<bool>(),
+          row[4].as<bool>(),        row[5].as<std::string>(), row[6].as<bool>()};
+}
+
+std::vector<SpillStore::MissingPrivilege> SpillStore::missing_privileges(
+    pqxx::connection_base& session, bool publishes, bool listens) const {
+  const auto has = privileges(session);
+  const auto quoted_schema = session.quote_name(settings_.schema);
   std::vector<MissingPrivilege> missing;
   const auto lacks = [&](std::string what, std::string grant) {
-    missing.push_back({std::move(what), std::move(grant) + " TO " + role + ";"});
+    missing.push_back({std::move(what), std::move(grant) + " TO " + has.role + ";"});
   };
-  if (!row[0].as<bool>()) {
+  if (!has.schema_usage) {
     lacks("USAGE on schema " + quoted_schema, "GRANT USAGE ON SCHEMA " + quoted_schema);
   }
-  if (listens && !row[1].as<bool>()) {
+  if (listens && !has.select) {
     lacks("SELECT on table " + qualified_name_, "GRANT SELECT ON TABLE " + qualified_name_);
   }
-  if (publishes && !row[2].as<bool>()) {
+  if (publishes && !has.insert) {
     lacks("INSERT on table " + qualified_name_, "GRANT INSERT ON TABLE " + qualified_name_);
   }
-  if (publishes && !row[3].as<bool>()) {
-    const auto sequence = row[4].as<std::string>();
-    lacks("USAGE on sequence " + sequence, "GRANT USAGE ON SEQUENCE " + sequence);
+  if (publishes && !has.sequence_usage) {
+    lacks("USAGE on sequence " + has.sequence, "GRANT USAGE ON SEQUENCE " + has.sequence);
   }
   return missing;
 }
@@ -475,13 +458,17 @@ std::vector<SpillStore::StoredMessage> SpillStore::fetch_many(pqxx::connection_b
         statement.exec_prepared(one_statement, settings_.channel, keys.front().origin,
                                 static_cast<std::int64_t>(keys.front().sequence), cap()));
   }
-  const auto origins =
-      array_literal(keys, [](const MessageKey& key) -> const std::string& { return key.origin; });
-  const auto sequences =
-      array_literal(keys, [](const MessageKey& key) { return std::to_string(key.sequence); });
+  std::vector<std::string_view> origins;
+  std::vector<std::uint64_t> sequences;
+  origins.reserve(keys.size());
+  sequences.reserve(keys.size());
+  for (const auto& key : keys) {
+    origins.push_back(key.origin);
+    sequences.push_back(key.sequence);
+  }
   pqxx::nontransaction statement(session);
   return stored_messages(statement.exec_prepared(
-      many_statement, settings_.channel, origins, sequences, cap(),
+      many_statement, settings_.channel, text_array(origins), bigint_array(sequences), cap(),
       static_cast<std::int64_t>(std::min<std::size_t>(budget_bytes, INT64_MAX))));
 }
 

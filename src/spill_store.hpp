@@ -56,6 +56,20 @@ class SpillStore {
   /// table, what is missing is a configuration_error naming the SQL to run.
   void ensure_table(pqxx::connection_base& session, bool create) const;
 
+  /// What the connection's role may do with the table (which must exist).
+  struct Privileges {
+    std::string role;  // quote_ident(current_user)
+    bool schema_usage = false;
+    bool select = false;
+    bool insert = false;
+    bool delete_rows = false;
+    /// The id sequence of a table made by syncbus 0.1 (INSERT needs USAGE
+    /// on it too), or empty; and whether the role has that USAGE.
+    std::string sequence;
+    bool sequence_usage = true;
+  };
+  Privileges privileges(pqxx::connection_base& session) const;
+
   /// A privilege the connection's role lacks, and the statement that grants it.
   struct MissingPrivilege {
     std::string what;   // "INSERT on table "public"."sync_cluster_spill""

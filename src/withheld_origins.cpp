@@ -2,16 +2,13 @@
 
 #include <algorithm>
 
+#include "backoff.hpp"
+
 namespace syncbus::detail {
 namespace {
 
-constexpr std::chrono::milliseconds first_pause{100};
-constexpr std::chrono::milliseconds longest_pause{5000};
-
 std::chrono::milliseconds pause_after(unsigned failures) {
-  auto pause = first_pause;
-  for (unsigned i = 1; i < failures && pause < longest_pause; ++i) pause *= 2;
-  return std::min(pause, longest_pause);
+  return table_read_backoff.after(failures);
 }
 
 }  // namespace

@@ -17,20 +17,9 @@
 #include <syncbus/gap_event.hpp>
 #include <syncbus/log.hpp>
 #include <syncbus/queue_policy.hpp>
+#include <syncbus/spill_mode.hpp>
 
 namespace syncbus {
-
-/// How messages that do not fit in a NOTIFY payload are handled.
-enum class SpillMode {
-  /// Inline when the envelope is under the payload limit, else the message
-  /// goes into the spill table and the NOTIFY carries only a pointer.
-  overflow,
-  /// Every message goes through the spill table (durable in the database).
-  always,
-  /// Never use the table: publish() throws payload_too_large for a message
-  /// whose envelope does not fit, and sends nothing.
-  never,
-};
 
 /// Options of a PostgresClusterBus. Only `conninfo` is required.
 struct PostgresBusOptions {
@@ -175,8 +164,9 @@ struct PostgresBusOptions {
 /// Thread safety: as ClusterBus; vacuum() may also be called from any thread.
 class PostgresClusterBus final : public ClusterBus {
  public:
-  /// PostgreSQL rejects NOTIFY payloads of this many bytes or more.
-  static constexpr std::size_t notify_payload_limit = 8000;
+  /// PostgreSQL rejects NOTIFY payloads of this many bytes or more (the same
+  /// as syncbus::notify_payload_limit).
+  static constexpr std::size_t notify_payload_limit = syncbus::notify_payload_limit;
 
   /// Connects, creates the spill table if needed and starts listening.
   /// Throws configuration_error for invalid options, connection_error when the

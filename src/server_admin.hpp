@@ -1,0 +1,48 @@
+#pragma once
+// What syncbus asks PostgreSQL about the sessions around a bus, in one
+// place: the bus's periodic checks (the NOTIFY queue, the watchdog) and the
+// CLI's `doctor` and `status` run these same statements and say the same
+// things about them. Each runs one statement on the caller's connection,
+// under the caller's deadline.
+
+#include <pqxx/connection_base>
+
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace syncbus::detail {
+
+/// pg_notification_queue_usage(): how full the server-wide NOTIFY queue is,
+/// 0 to 1.
+double notification_queue_usage(pqxx::connection_base& session);
+
+/// What a NOTIFY queue `usage` full means and how to find the cause, for an
+/// operator (no "syncbus:" prefix).
+std::string notify_queue_problem(double usage);
+
+/// A session whose last statement was LISTEN on a channel.
+struct ListeningSession {
+  int pid = 0;
+  std::string application_name;
+  std::string client;  // its address, or "local"
+  std::string since;   // when it connected, ISO 8601
+  std::string state;
+};
+
+/// The other sessions whose last statement was LISTEN on `channel`, oldest
+/// first. pg_stat_activity shows each session's last statement: a bus's
+/// listener shows there while idle, after its LISTEN and its pings.
+std::vector<ListeningSession> sessions_listening(pqxx::connection_base& session,
+                                                 std::string_view channel);
+
+/// Terminates other sessions whose application_name starts with "syncbus:"
+/// and that have been idle in a transaction (their notifications wait, and
+/// they pin the queue's tail) or blocked writing to their client (which
+/// stopped reading) for longer than `stuck_after`. Returns how many.
+std::int64_t terminate_stuck_sessions(pqxx::connection_base& session,
+                                      std::chrono::milliseconds stuck_after);
+
+}  // namespace syncbus::detail
