@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 
+#include "bus_upkeep.hpp"
 #include "deadline_timer.hpp"
 #include "delivery_queue.hpp"
 #include "identifiers.hpp"
@@ -20,7 +21,6 @@
 #include "pg_session.hpp"
 #include "preflight.hpp"
 #include "publisher.hpp"
-#include "server_admin.hpp"
 #include "spill_store.hpp"
 #include "statement_deadline.hpp"
 #include "stats_counters.hpp"
@@ -123,10 +123,9 @@ struct PostgresClusterBus::impl {
   detail::DeadlineTimer deadlines;
   std::unique_ptr<detail::DeliveryQueue> delivery;  // none when publish-only
   std::unique_ptr<detail::Publisher> publisher;
+  std::unique_ptr<detail::BusUpkeep> upkeep;       // borrows the publisher's connection
   std::unique_ptr<detail::ListenerLoop> listener;  // none when publish-only
   std::unique_ptr<detail::PeriodicTasks> timers;
-
-  std::vector<detail::PeriodicTasks::Task> periodic_tasks();
 
   // close() may be called from any thread, from the bus's own callbacks too
   // (a handler, on_error, on_gap, log), concurrently. The first call does
@@ -144,50 +143,6 @@ struct PostgresClusterBus::impl {
            (timers && timers->runs_on_this_thread());
   }
 };
-
-// The bus's timers: each may be switched off with a zero interval.
-std::vector<detail::PeriodicTasks::Task> PostgresClusterBus::impl::periodic_tasks() {
-  const auto& opts = options;
-  // The tasks run on the timer thread, which close() stops before these go.
-  auto* publishing = publisher.get();
-  auto* counters = stats.get();
-  std::vector<detail::PeriodicTasks::Task> tasks;
-  if (opts.heartbeat_interval.count() > 0) {
-    tasks.push_back({opts.heartbeat_interval, [publishing, idle = opts.heartbeat_interval] {
-                       publishing->heartbeat_if_idle(idle);
-                     }});
-  }
-  if (opts.queue_usage_interval.count() > 0) {
-    tasks.push_back(
-        {opts.queue_usage_interval,
-         [publishing, counters, warning = opts.queue_usage_warning, on_error = on_error] {
-           const double usage = publishing->notification_queue_usage();
-           counters->notification_queue_usage.store(usage, std::memory_order_relaxed);
-           if (usage >= warning) {
-             detail::report(on_error, error(fmt::format(
-                                          "syncbus: {} (PostgresBusOptions::queue_usage_warning: "
-                                          "{:.1f}%). The bus's watchdog can end such sessions "
-                                          "(PostgresBusOptions::watchdog_interval)",
-                                          detail::notify_queue_problem(usage), warning * 100)));
-           }
-         }});
-  }
-  if (opts.watchdog_interval.count() > 0) {
-    tasks.push_back(
-        {opts.watchdog_interval,
-         [publishing, counters, stuck_after = opts.watchdog_stuck_after, on_error = on_error] {
-           const auto terminated = publishing->terminate_stuck_listeners(stuck_after);
-           if (terminated == 0) return;
-           detail::StatsCounters::add(counters->stuck_listeners_terminated,
-                                      static_cast<std::uint64_t>(terminated));
-           detail::report(on_error,
-                          error(fmt::format("syncbus: the watchdog terminated {} stuck syncbus "
-                                            "session(s) that held back the NOTIFY queue",
-                                            terminated)));
-         }});
-  }
-  return tasks;
-}
 
 PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
     : impl_(std::make_unique<impl>()) {
@@ -267,7 +222,12 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
                                   opts.query_timeout, opts.publish_linger, opts.max_message_bytes,
                                   opts.publish_queue_bytes},
       *self.store, *self.auth, self.stats, self.deadlines, self.delivery.get());
-  auto* publishing = self.publisher.get();
+  self.upkeep = std::make_unique<detail::BusUpkeep>(
+      detail::BusUpkeep::Settings{opts.channel, opts.query_timeout, opts.heartbeat_interval,
+                                  opts.queue_usage_interval, opts.watchdog_interval,
+                                  opts.queue_usage_warning, opts.watchdog_stuck_after},
+      *self.publisher, *self.store, self.stats, self.on_error);
+  auto* upkeep = self.upkeep.get();
   if (opts.listen) {
     self.listener = std::make_unique<detail::ListenerLoop>(
         detail::ListenerLoop::Settings{
@@ -278,11 +238,11 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
         *self.store, *self.auth, *self.delivery, self.on_error, self.stats, self.deadlines,
         // Proves that LISTEN works on this connection path before any message
         // depends on it (it does not through a transaction pooler).
-        [publishing](const std::string& channel, const std::string& payload) {
-          publishing->notify_raw(channel, payload);
+        [upkeep](const std::string& channel, const std::string& payload) {
+          upkeep->probe_notify(channel, payload);
         });
   }
-  self.timers = std::make_unique<detail::PeriodicTasks>(self.periodic_tasks(), self.on_error);
+  self.timers = std::make_unique<detail::PeriodicTasks>(upkeep->periodic_tasks(), self.on_error);
   self.log(LogLevel::info,
            "syncbus: bus {} {} channel \"{}\" (PostgreSQL {}, spill {}{}, table {})",
            self.instance_id, opts.listen ? "listening on" : "publishing only on", opts.channel,
@@ -361,7 +321,7 @@ void PostgresClusterBus::close() {
 }
 
 std::int64_t PostgresClusterBus::vacuum(std::chrono::milliseconds older_than) {
-  return impl_->publisher->vacuum(older_than);
+  return impl_->upkeep->vacuum(older_than);
 }
 
 }  // namespace syncbus

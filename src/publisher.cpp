@@ -49,21 +49,22 @@ Publisher::Publisher(std::unique_ptr<Session> session, Settings settings, const 
       store_(store),
       auth_(auth),
       echo_(echo),
-      stats_(std::move(stats)),
-      deadlines_(deadlines),
-      session_(std::move(session)) {
-  run_with_deadline(
-      deadlines_, session_->sock(), settings_.query_timeout, this,
-      [&] {
-        ascii_only_ = needs_ascii_payloads(*session_);
+      stats_(std::move(stats)) {
+  connection_ = std::make_unique<BusConnection>(
+      std::move(session),
+      BusConnection::Settings{settings_.conninfo, settings_.application_name,
+                              std::max(settings_.query_timeout, settings_.publish_timeout)},
+      deadlines, [this](Session& fresh) { set_up(fresh); }, settings_.query_timeout);
+  connection_->run(
+      settings_.query_timeout,
+      [&](Session& first) {
+        ascii_only_ = needs_ascii_payloads(first);
         // This origin's birth: a transaction of its own, committed before
         // any message, whose id receivers compare with their own start.
         born_ = parse_xid(
-            pqxx::nontransaction(*session_).exec1("SELECT pg_current_xact_id()::text")[0].c_str());
-        identify(*session_);
+            pqxx::nontransaction(first).exec1("SELECT pg_current_xact_id()::text")[0].c_str());
       },
-      [] { return "reading the server encoding and clock"; });
-  prepare(*session_);
+      [] { return std::string("reading the server encoding and this origin's birth"); });
 }
 
 Publisher::~Publisher() { close(); }
@@ -75,6 +76,11 @@ void Publisher::identify(Session& session) {
       "SELECT pg_backend_pid(), (extract(epoch FROM clock_timestamp()) * 1000)::bigint");
   clock_.calibrate(row[1].as<std::int64_t>(), asked, ServerClock::Clock::now());
   session_pid_ = row[0].as<std::uint64_t>();
+}
+
+void Publisher::set_up(Session& session) {
+  prepare(session);
+  identify(session);
 }
 
 void Publisher::prepare(Session& session) {
@@ -91,45 +97,20 @@ void Publisher::prepare(Session& session) {
 }
 
 template <typename Work, typename Describe>
-auto Publisher::with_session(std::chrono::milliseconds timeout, Work&& work, Describe&& describe) {
-  try {
-    if (!session_) {
-      // Bounded by the caller's deadline, and cut short by close().
-      auto fresh = open_session(settings_.conninfo, settings_.application_name,
-                                {std::chrono::steady_clock::now() + timeout, closing_wake_.fd()});
-      prepare(*fresh);
-      run_with_deadline(
-          deadlines_, fresh->sock(), timeout, this,
-          [&] {
-            configure_session(*fresh, std::max(settings_.query_timeout, settings_.publish_timeout));
-          },
-          [] { return std::string("setting up the publishing session"); });
-      if (auth_.enabled()) {
-        run_with_deadline(
-            deadlines_, fresh->sock(), timeout, this, [&] { identify(*fresh); },
-            [] { return std::string("reading the session's process id and the server's clock"); });
-      }
-      session_ = std::move(fresh);
-    }
-    Session& open = *session_;
-    if (auth_.enabled() && clock_.due()) {
-      // The server's clock may have stepped since it was read (ServerClock).
-      run_with_deadline(
-          deadlines_, open.sock(), timeout, this, [&] { identify(open); },
-          [] { return std::string("reading the server's clock again"); });
-    }
-    return run_with_deadline(
-        deadlines_, open.sock(), timeout, this, [&] { return work(open); }, describe);
-  } catch (const connection_error&) {
-    session_.reset();  // timed out or broken: reconnect on the next call
-    throw;
-  }
+auto Publisher::on_connection(std::chrono::milliseconds timeout, Work&& work, Describe&& describe) {
+  return connection_->run(
+      timeout,
+      [&](Session& session) {
+        // The server's clock may have stepped since it was read (ServerClock).
+        if (auth_.enabled() && clock_.due()) identify(session);
+        return work(session);
+      },
+      describe);
 }
 
-template <typename Work>
-auto Publisher::with_connection(const char* call, std::chrono::milliseconds timeout, Work&& work,
-                                const std::string& what)
-    -> decltype(work(std::declval<Session&>())) {
+void Publisher::borrow_connection(const char* call, std::chrono::milliseconds timeout,
+                                  const std::function<void(Session&)>& work,
+                                  const std::string& what) {
   std::unique_lock<std::mutex> lock(mutex_);
   changed_.wait(lock, [this] { return closed_ || !connection_busy_; });
   if (closed_) throw closed(call);
@@ -143,7 +124,7 @@ auto Publisher::with_connection(const char* call, std::chrono::milliseconds time
       self.changed_.notify_all();
     }
   } release{*this};
-  return with_session(timeout, std::forward<Work>(work), [&] { return what; });
+  on_connection(timeout, work, [&] { return what; });
 }
 
 closed_error Publisher::closed(const char* call) const {
@@ -328,19 +309,19 @@ void Publisher::send(Batch& batch) {
       const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
           deadline - std::chrono::steady_clock::now());
       try {
-        with_session(std::max(left, std::chrono::milliseconds(1)), statement, describe);
+        on_connection(std::max(left, std::chrono::milliseconds(1)), statement, describe);
         break;
       } catch (const timeout_error&) {
         throw;
       } catch (const connection_error& e) {
-        if (closing_.load()) throw;
+        if (connection_->closing()) throw;
         const auto pause = publish_retry_backoff.after(failures + 1);
         if (std::chrono::steady_clock::now() + pause >= deadline) {
           throw timeout_error(
               fmt::format("syncbus: could not publish within {} ms ({}); last error: {}",
                           settings_.publish_timeout.count(), describe(), e.what()));
         }
-        if (!closing_wake_.sleep_unless_signalled(pause)) throw;
+        if (!connection_->pause(pause)) throw;
       } catch (const database_error& e) {
         // On a first attempt the same key would mean another live bus uses
         // this instance id: that is an error, not a success.
@@ -391,7 +372,7 @@ void Publisher::heartbeat_if_idle(std::chrono::milliseconds idle) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (closed_) return;
   }
-  with_connection(
+  borrow_connection(
       "heartbeat", settings_.publish_timeout,
       [&](Session& session) {
         const auto now = std::chrono::steady_clock::now();
@@ -401,32 +382,6 @@ void Publisher::heartbeat_if_idle(std::chrono::milliseconds idle) {
         last_sent_ = now;
       },
       fmt::format("sending a heartbeat to channel \"{}\"", settings_.channel));
-}
-
-void Publisher::notify_raw(const std::string& channel, const std::string& payload) {
-  with_connection(
-      "the start-up NOTIFY round trip", settings_.query_timeout,
-      [&](Session& session) {
-        // Not prepared: behind a transaction pooler a prepared statement may
-        // not exist on the server connection that runs it, and this probe
-        // exists to give that case a clear error of its own.
-        pqxx::nontransaction(session).exec_params("SELECT pg_notify($1, $2)", channel, payload);
-      },
-      fmt::format("sending a NOTIFY on \"{}\"", channel));
-}
-
-double Publisher::notification_queue_usage() {
-  return with_connection(
-      "notification_queue_usage()", settings_.query_timeout,
-      [](Session& session) { return detail::notification_queue_usage(session); },
-      "reading pg_notification_queue_usage()");
-}
-
-std::int64_t Publisher::terminate_stuck_listeners(std::chrono::milliseconds stuck_after) {
-  return with_connection(
-      "the watchdog", settings_.query_timeout,
-      [&](Session& session) { return terminate_stuck_sessions(session, stuck_after); },
-      "looking for stuck listeners in pg_stat_activity");
 }
 
 void Publisher::fail_queued() {
@@ -443,27 +398,14 @@ void Publisher::fail_queued() {
   changed_.notify_all();
 }
 
-std::int64_t Publisher::vacuum(std::chrono::milliseconds older_than) {
-  if (older_than.count() < 0) {
-    throw configuration_error(
-        fmt::format("syncbus: vacuum() was given a negative age ({} ms); pass how old a "
-                    "spill row must be to be deleted, e.g. std::chrono::minutes(1)",
-                    older_than.count()));
-  }
-  return with_connection(
-      "vacuum()", settings_.query_timeout,
-      [&](Session& session) { return store_.vacuum(session, older_than); },
-      fmt::format("vacuuming the spill table {}", store_.qualified_name()));
-}
-
 void Publisher::say_goodbye() noexcept {
   // Short: close() must return at once, also when the server is frozen.
   constexpr std::chrono::milliseconds goodbye_timeout{200};
   try {
-    run_with_deadline(
-        deadlines_, session_->sock(), goodbye_timeout, this,
-        [&] {
-          pqxx::nontransaction(*session_).exec_prepared(
+    connection_->run(
+        goodbye_timeout,
+        [&](Session& session) {
+          pqxx::nontransaction(session).exec_prepared(
               notify_statement, settings_.channel,
               frame_heartbeat(sender(), last_sequence_, /*goodbye=*/true));
         },
@@ -477,7 +419,8 @@ void Publisher::close() noexcept {
   {
     // Nothing is sent after the goodbye: the queue is closed first.
     std::unique_lock<std::mutex> lock(mutex_);
-    if (!closed_ && !connection_busy_ && session_ && last_sequence_ > 0) {
+    // (Only on a session that is open: close() never connects.)
+    if (!closed_ && !connection_busy_ && connection_->has_session() && last_sequence_ > 0) {
       closed_ = true;
       fail_queued();
       connection_busy_ = true;
@@ -488,16 +431,14 @@ void Publisher::close() noexcept {
       changed_.notify_all();
     }
   }
-  closing_.store(true);
-  closing_wake_.signal();    // a connection attempt or retry pause ends at once
-  deadlines_.cut_all(this);  // a statement in flight fails at once
+  connection_->close();  // a connection attempt, retry pause or statement ends at once
   std::unique_lock<std::mutex> lock(mutex_);
   if (!closed_) {
     closed_ = true;
     fail_queued();
   }
   changed_.wait(lock, [this] { return !connection_busy_; });
-  session_.reset();
+  connection_->drop();
   auto background = std::move(background_sender_);
   lock.unlock();
   // The background sender runs no user code, so close() never runs on it.

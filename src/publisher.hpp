@@ -1,7 +1,7 @@
 #pragma once
-// The publishing side of a PostgresClusterBus: one connection and group
-// commit. Messages published while a transaction is in flight wait in a
-// queue and go out together in the next one: inline ones packed into batch
+// The publishing side of a PostgresClusterBus: group commit on the bus's
+// connection (bus_connection.hpp), whose use it schedules. Messages published while a transaction
+// is in flight wait in a queue and go out together in the next one: inline ones packed into batch
 // envelopes up to the NOTIFY payload limit, spilled ones as one multi-row
 // INSERT, all in a single statement. A lone message goes out at once.
 //
@@ -15,12 +15,12 @@
 
 #include <pqxx/connection_base>
 
-#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
 #include <exception>
+#include <functional>
 #include <future>
 #include <limits>
 #include <memory>
@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "bus_connection.hpp"
 #include "deadline_timer.hpp"
 #include "delivery_queue.hpp"
 #include "envelope.hpp"
@@ -39,7 +40,6 @@
 #include "server_clock.hpp"
 #include "spill_store.hpp"
 #include "stats_counters.hpp"
-#include "wake_fd.hpp"
 
 namespace syncbus::detail {
 
@@ -63,10 +63,9 @@ class Publisher {
     std::size_t max_queued_bytes = 16 * 1024 * 1024;
   };
 
-  /// Takes an open connection to `settings.conninfo` and prepares its
-  /// statements. A connection that breaks is dropped and replaced, on the
-  /// next send, by a new one set up the same way (never by libpqxx's silent
-  /// reactivation).
+  /// Takes an open, configured session to `settings.conninfo` (the bus's
+  /// connection) and prepares its statements. A session that breaks is
+  /// replaced on the next send (BusConnection).
   /// `auth` signs what is sent (when enabled). Once a batch is committed,
   /// its messages are posted to `echo` (the bus's own delivery queue: its
   /// listener skips its own origin), or reported there as lost when the
@@ -88,23 +87,17 @@ class Publisher {
   /// is committed, or holds what publish() would have thrown.
   std::future<void> publish_async(const nlohmann::json& body);
 
-  std::int64_t vacuum(std::chrono::milliseconds older_than);
-
   /// Sends a heartbeat (the last sequence number) if something was published
   /// and nothing was sent for `idle`. Throws like publish().
   void heartbeat_if_idle(std::chrono::milliseconds idle);
 
-  /// pg_notification_queue_usage(), 0 to 1.
-  double notification_queue_usage();
-
-  /// NOTIFYs `payload` on `channel` as is (the start-up round trip that
-  /// proves LISTEN works through this connection path).
-  void notify_raw(const std::string& channel, const std::string& payload);
-
-  /// Terminates other sessions whose application_name starts with "syncbus:"
-  /// and that have been idle in a transaction, or blocked writing to their
-  /// client, for longer than `stuck_after`. Returns how many.
-  std::int64_t terminate_stuck_listeners(std::chrono::milliseconds stuck_after);
+  /// Runs work(session) on the bus's connection when it is free (between
+  /// batches), within `timeout`: the bus's statements that are not
+  /// publishing (vacuum, the NOTIFY-queue watch, the watchdog, the start-up
+  /// probe). `call` names the public call in a closed_error; `what` says
+  /// what is being done, for errors. Throws like publish().
+  void borrow_connection(const char* call, std::chrono::milliseconds timeout,
+                         const std::function<void(Session&)>& work, const std::string& what);
 
   /// Fails what is still queued with closed_error, says goodbye (a last
   /// heartbeat, so that receivers forget this origin) when the connection
@@ -134,15 +127,12 @@ class Publisher {
   /// counts it in.
   void wait_for_room(std::unique_lock<std::mutex>& lock, const Outgoing& item, const char* call);
 
-  /// Runs work(session) while holding the connection (other users wait).
-  /// `call` names the public call in a closed_error.
-  template <typename Work>
-  auto with_connection(const char* call, std::chrono::milliseconds timeout, Work&& work,
-                       const std::string& what) -> decltype(work(std::declval<Session&>()));
-  /// The open session, reconnecting first if the last one broke.
-  Session& session();
+  /// Runs work(session) on the connection, held by the caller, within
+  /// `timeout`; when signing, reads the server's clock again first when due.
   template <typename Work, typename Describe>
-  auto with_session(std::chrono::milliseconds timeout, Work&& work, Describe&& describe);
+  auto on_connection(std::chrono::milliseconds timeout, Work&& work, Describe&& describe);
+  /// Sets up a new session: the statements, and the signing identity.
+  void set_up(Session& session);
   void prepare(Session& session);
   closed_error closed(const char* call) const;
   /// Holding the lock: fails every queued message with closed_error.
@@ -168,7 +158,6 @@ class Publisher {
   const MessageAuth& auth_;
   DeliveryQueue* echo_;
   std::shared_ptr<StatsCounters> stats_;
-  DeadlineTimer& deadlines_;
   bool ascii_only_ = false;
   std::uint64_t born_ = 0;  // set once, by the constructor
   ServerClock clock_;
@@ -183,12 +172,10 @@ class Publisher {
   std::condition_variable room_;  // queued_bytes_ went down
   bool connection_busy_ = false;  // someone is using session_
   bool closed_ = false;
-  std::atomic<bool> closing_{false};  // read without the mutex by a retrying send
-  WakeFd closing_wake_;               // signalled by close(): ends connects and pauses
-  std::thread background_sender_;     // started by the first publish_async()
+  std::thread background_sender_;  // started by the first publish_async()
 
   // Used only by whoever holds the connection (connection_busy_).
-  std::unique_ptr<Session> session_;  // null after a broken connection
+  std::unique_ptr<BusConnection> connection_;
   std::chrono::steady_clock::time_point last_sent_{};
   // Never reused, even after a failed publish: a failure at COMMIT leaves the
   // outcome unknown, and reusing the number could make receivers drop the
