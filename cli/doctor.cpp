@@ -14,6 +14,7 @@
 #include "commands.hpp"
 #include "identifiers.hpp"
 #include "instance_id.hpp"
+#include "notification_inbox.hpp"
 #include "pg_session.hpp"
 #include "preflight.hpp"
 #include "server_admin.hpp"
@@ -53,32 +54,25 @@ class Report {
   int failures_ = 0;
 };
 
-class Collector final : public pqxx::notification_receiver {
- public:
-  Collector(pqxx::connection_base& c, const std::string& channel, std::vector<std::string>& out)
-      : pqxx::notification_receiver(c, channel), out_(out) {}
-  void operator()(const std::string& payload, int) override { out_.push_back(payload); }
-
- private:
-  std::vector<std::string>& out_;
-};
-
 // LISTEN on one connection, NOTIFY from another, and see it arrive.
 void check_round_trip(const Connection& where, pqxx::connection_base& listener, Report& report) {
   const auto channel = "syncbus_probe_" + detail::random_hex(16);
   const auto token = detail::random_hex(16);
-  std::vector<std::string> arrived;
-  Collector collector(listener, channel, arrived);
+  std::vector<detail::Notification> arrived;
+  detail::NotificationInbox inbox(listener, channel, arrived);
   auto notifier = open_session(where, "syncbus:doctor");
   pqxx::nontransaction(*notifier).exec_params("SELECT pg_notify($1, $2)", channel, token);
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (std::find(arrived.begin(), arrived.end(), token) == arrived.end() &&
-         std::chrono::steady_clock::now() < deadline) {
+  const auto came = [&] {
+    return std::any_of(arrived.begin(), arrived.end(),
+                       [&](const detail::Notification& n) { return n.payload == token; });
+  };
+  while (!came() && std::chrono::steady_clock::now() < deadline) {
     pollfd fd{listener.sock(), POLLIN, 0};
     ::poll(&fd, 1, 100);
     listener.get_notifs();
   }
-  if (std::find(arrived.begin(), arrived.end(), token) != arrived.end()) {
+  if (came()) {
     report.ok("LISTEN works and a NOTIFY from another connection arrives");
   } else {
     report.fail(

@@ -19,6 +19,7 @@
 #include "envelope.hpp"
 #include "interrupt.hpp"
 #include "message_auth.hpp"
+#include "notification_inbox.hpp"
 #include "pg_session.hpp"
 #include "spill_store.hpp"
 #include "spilled_body.hpp"
@@ -43,17 +44,6 @@ constexpr const char* usage_tail =
   --max-bytes N        refuse spilled bodies larger than N bytes (default 64 MiB)
   --help
 )";
-
-class Collector final : public pqxx::notification_receiver {
- public:
-  Collector(pqxx::connection_base& connection, const std::string& channel,
-            std::vector<std::string>& sink)
-      : pqxx::notification_receiver(connection, channel), sink_(sink) {}
-  void operator()(const std::string& payload, int) override { sink_.push_back(payload); }
-
- private:
-  std::vector<std::string>& sink_;
-};
 
 struct Tail {
   const Connection& where;
@@ -119,7 +109,7 @@ struct Tail {
         continue;
       }
       try {
-        auto body = detail::accepted_body(found->second, auth, where.channel, max_bytes);
+        auto body = detail::accept_spilled_body(found->second, auth, where.channel, max_bytes);
         print({{"origin", key.origin},
                {"sequence", key.sequence},
                {"size", found->second.body_json.size()},
@@ -138,11 +128,11 @@ struct Tail {
     detail::SpillStore store(*connection,
                              {where.schema, where.table, where.channel, auth.enabled(), max_bytes});
     store.prepare(*connection);
-    std::vector<std::string> pending;
-    std::unique_ptr<Collector> collector;
+    std::vector<detail::Notification> pending;
+    std::unique_ptr<detail::NotificationInbox> inbox;
     try {
       detail::SpillStore::read_by_key_only(*connection);
-      collector = std::make_unique<Collector>(*connection, where.channel, pending);
+      inbox = std::make_unique<detail::NotificationInbox>(*connection, where.channel, pending);
     } catch (...) {
       detail::rethrow_as_syncbus_error("listening on channel \"" + where.channel + "\"");
     }
@@ -160,9 +150,9 @@ struct Tail {
           connection->get_notifs();
           if (!connection->is_open()) throw pqxx::broken_connection("the connection was lost");
           if (pending.empty()) break;
-          std::vector<std::string> payloads;
-          payloads.swap(pending);
-          for (const auto& payload : payloads) show(*connection, store, payload);
+          std::vector<detail::Notification> arrived;
+          arrived.swap(pending);
+          for (const auto& notification : arrived) show(*connection, store, notification.payload);
         }
       } catch (const syncbus::error&) {
         throw;

@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "bus_config.hpp"
 #include "error_sink.hpp"
 #include "periodic_tasks.hpp"
 #include "publisher.hpp"
@@ -23,21 +24,11 @@ namespace syncbus::detail {
 
 class BusUpkeep {
  public:
-  struct Settings {
-    std::string channel;
-    std::chrono::milliseconds query_timeout;
-    /// Each 0: off.
-    std::chrono::milliseconds heartbeat_interval;
-    std::chrono::milliseconds queue_usage_interval;
-    std::chrono::milliseconds watchdog_interval;
-    /// The NOTIFY queue's fill (0 to 1) at which on_error hears of it.
-    double queue_usage_warning;
-    std::chrono::milliseconds watchdog_stuck_after;
-  };
-
-  /// `publisher` and `store` must outlive it.
-  BusUpkeep(Settings settings, Publisher& publisher, const SpillStore& store,
-            std::shared_ptr<StatsCounters> stats, ErrorSink on_error);
+  /// Reads from `services.config` the intervals (heartbeat_interval,
+  /// queue_usage_interval, watchdog_interval: each 0 is off),
+  /// queue_usage_warning, watchdog_stuck_after and query_timeout. The
+  /// services and `publisher` must outlive it.
+  BusUpkeep(const BusServices& services, Publisher& publisher);
 
   /// The timer thread's tasks (those switched on).
   std::vector<PeriodicTasks::Task> periodic_tasks() const;
@@ -57,7 +48,7 @@ class BusUpkeep {
   void watch_notify_queue() const;
   void end_stuck_sessions() const;
 
-  Settings settings_;
+  const PostgresBusOptions& options_;
   Publisher& publisher_;
   const SpillStore& store_;
   std::shared_ptr<StatsCounters> stats_;

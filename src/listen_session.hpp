@@ -1,42 +1,18 @@
 #pragma once
-// A listener's connection and what hangs off it: the LISTENs, and the
-// payloads that libpqxx hands over while it reads. One ListenSession per
+// A listener's connection and what hangs off it: the LISTENs (one inbox per
+// channel), and the payloads that libpqxx hands over while it reads. One ListenSession per
 // connection; the listener's thread owns it, and a broken one is replaced
 // whole.
-
-#include <pqxx/notification>
 
 #include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "notification_inbox.hpp"
 #include "pg_session.hpp"
 
 namespace syncbus::detail {
-
-/// One notification: its payload, and the server process that sent it.
-struct Notification {
-  std::string payload;
-  int sender_pid = 0;
-};
-
-/// Collects the notifications of one channel during get_notifs(), in order;
-/// they are decoded afterwards, outside libpqxx's callback, where the
-/// connection may run the spill fetch. Constructing it LISTENs; destroying
-/// it UNLISTENs.
-class PayloadCollector final : public pqxx::notification_receiver {
- public:
-  PayloadCollector(pqxx::connection_base& session, const std::string& channel,
-                   std::vector<Notification>& sink)
-      : pqxx::notification_receiver(session, channel), sink_(sink) {}
-  void operator()(const std::string& payload, int backend_pid) override {
-    sink_.push_back({payload, backend_pid});
-  }
-
- private:
-  std::vector<Notification>& sink_;
-};
 
 struct ListenSession {
   std::unique_ptr<Session> connection;
@@ -45,8 +21,8 @@ struct ListenSession {
   std::vector<Notification> pending;
   std::vector<Notification> returned_markers;
   // Declared after `connection` and the sinks, so destroyed before them.
-  std::unique_ptr<PayloadCollector> collector;
-  std::unique_ptr<PayloadCollector> markers;
+  std::unique_ptr<NotificationInbox> collector;
+  std::unique_ptr<NotificationInbox> markers;
   int backend_pid = 0;
 };
 

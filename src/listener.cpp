@@ -35,17 +35,17 @@ int poll_timeout(std::chrono::steady_clock::time_point now,
 
 }  // namespace
 
-ListenerLoop::ListenerLoop(Settings settings, const SpillStore& store, const MessageAuth& auth,
-                           DeliveryQueue& queue, ErrorSink on_error,
-                           std::shared_ptr<StatsCounters> stats, DeadlineTimer& deadlines,
+ListenerLoop::ListenerLoop(const BusServices& services, DeliveryQueue& queue,
                            const ProbeSender& probe)
-    : settings_(std::move(settings)),
-      store_(store),
-      auth_(auth),
+    : config_(services.config),
+      options_(services.config.options()),
+      log_(services.log),
+      store_(services.store),
+      auth_(services.auth),
       queue_(queue),
-      on_error_(std::move(on_error)),
-      stats_(std::move(stats)),
-      deadlines_(deadlines),
+      on_error_(services.on_error),
+      stats_(services.stats),
+      deadlines_(services.deadlines),
       marker_channel_("syncbus_mark_" + random_hex(16)) {
   auto session = connect();
   // Taken once LISTEN has taken effect: every transaction not visible in it
@@ -69,8 +69,8 @@ void ListenerLoop::stop() noexcept {
 std::unique_ptr<ListenSession> ListenerLoop::connect() {
   auto session = std::make_unique<ListenSession>();
   // stop() interrupts a connection attempt as it interrupts any other wait.
-  session->connection =
-      open_session(settings_.conninfo, settings_.application_name, {std::nullopt, wake_.fd()});
+  session->connection = open_session(options_.conninfo, config_.listener_application_name(),
+                                     {std::nullopt, wake_.fd()});
   auto& connection = *session->connection;
   store_.prepare(connection);  // only registers the statements: no round trip
   connection.prepare(marker_statement, "SELECT pg_current_snapshot()::text, pg_notify($1, $2)");
@@ -80,18 +80,18 @@ std::unique_ptr<ListenSession> ListenerLoop::connect() {
   statement(
       *session,
       [&](pqxx::connection_base& c) {
-        configure_reading_session(c, settings_.timeouts.query);
+        configure_reading_session(c, options_.query_timeout);
         // Issues LISTEN with the channel quoted as an identifier. libpqxx
         // swallows a connection that breaks meanwhile: check for it.
         session->collector =
-            std::make_unique<PayloadCollector>(c, settings_.channel, session->pending);
-        if (settings_.catch_up) {
+            std::make_unique<NotificationInbox>(c, options_.channel, session->pending);
+        if (config_.durable()) {
           session->markers =
-              std::make_unique<PayloadCollector>(c, marker_channel_, session->returned_markers);
+              std::make_unique<NotificationInbox>(c, marker_channel_, session->returned_markers);
         }
         if (!c.is_open()) throw pqxx::broken_connection("the connection broke during LISTEN");
       },
-      [&] { return fmt::format("listening on channel \"{}\"", settings_.channel); });
+      [&] { return fmt::format("listening on channel \"{}\"", options_.channel); });
   session->backend_pid = session->connection->backendpid();
   return session;
 }
@@ -115,14 +115,14 @@ void ListenerLoop::prove_round_trip(ListenSession& session, const ProbeSender& p
   auto& connection = *session.connection;
   std::vector<Notification> arrived;
   // Normally a millisecond; a loaded server may take a while.
-  const auto wait = std::min(settings_.timeouts.query, std::chrono::milliseconds(5000));
+  const auto wait = std::min(options_.query_timeout, std::chrono::milliseconds(5000));
   const auto deadline = std::chrono::steady_clock::now() + wait;
   // The statements' own deadline comes after the wait's: when the NOTIFY
   // does not come, the error must say so, not that the server is frozen.
   run_with_deadline(
-      deadlines_, connection.sock(), wait + settings_.timeouts.query, this,
+      deadlines_, connection.sock(), wait + options_.query_timeout, this,
       [&] {
-        PayloadCollector collector(connection, probe_channel, arrived);
+        NotificationInbox inbox(connection, probe_channel, arrived);
         if (!connection.is_open()) throw pqxx::broken_connection("the connection broke");
         probe(probe_channel, token);
         const auto came = [&] {
@@ -152,7 +152,7 @@ void ListenerLoop::prove_round_trip(ListenSession& session, const ProbeSender& p
   // Leave the channel's LISTEN as the session's last statement (see ping()).
   statement(
       session, [&](pqxx::connection_base& c) { pqxx::nontransaction(c).exec(listen_statement(c)); },
-      [&] { return fmt::format("listening on channel \"{}\"", settings_.channel); });
+      [&] { return fmt::format("listening on channel \"{}\"", options_.channel); });
   // Bus messages that arrived meanwhile wait in session.pending, in order.
 }
 
@@ -181,10 +181,10 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
     // time for whichever comes first: a ping, a marker, a read-back retry.
     const auto now = std::chrono::steady_clock::now();
     auto until = std::chrono::steady_clock::time_point::max();
-    if (settings_.timeouts.ping_interval.count() > 0) {
-      until = last_contact_ + settings_.timeouts.ping_interval;
+    if (options_.ping_interval.count() > 0) {
+      until = last_contact_ + options_.ping_interval;
     }
-    if (settings_.catch_up) until = std::min(until, position_.next_marker_due());
+    if (config_.durable()) until = std::min(until, position_.next_marker_due());
     if (auth_.enabled()) until = std::min(until, clock_.next_due());
     until = std::min(until, queue_.next_reread_due());
     pollfd fds[3] = {
@@ -201,8 +201,7 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
       // a statement. Only silence is worth a ping.
       bool heard = fds[1].revents != 0;
       const auto idle_for = std::chrono::steady_clock::now() - last_contact_;
-      if (ready == 0 && settings_.timeouts.ping_interval.count() > 0 &&
-          idle_for >= settings_.timeouts.ping_interval) {
+      if (ready == 0 && options_.ping_interval.count() > 0 && idle_for >= options_.ping_interval) {
         ping(*session);
         heard = true;
       }
@@ -210,7 +209,7 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
         recalibrate(*session);
         heard = true;
       }
-      if (settings_.catch_up && position_.marker_due(std::chrono::steady_clock::now())) {
+      if (config_.durable() && position_.marker_due(std::chrono::steady_clock::now())) {
         send_marker(*session);
         heard = true;
       }
@@ -223,10 +222,10 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
              connection_error(fmt::format(
                  "syncbus: the listener on channel \"{}\" lost its connection "
                  "({}); reconnecting. {}",
-                 settings_.channel, e.what(),
-                 settings_.catch_up ? "It will read what it missed from the spill table"
-                                    : "Messages sent while it is away are missed (reported as a "
-                                      "gap of unknown range)")));
+                 options_.channel, e.what(),
+                 config_.durable() ? "It will read what it missed from the spill table"
+                                   : "Messages sent while it is away are missed (reported as a "
+                                     "gap of unknown range)")));
       session.reset();
       position_.connection_lost();
     }
@@ -237,10 +236,10 @@ std::unique_ptr<ListenSession> ListenerLoop::reconnect() {
   auto session = connect();
   const auto away = std::chrono::duration_cast<std::chrono::milliseconds>(
       std::chrono::steady_clock::now() - last_contact_);
-  if (!settings_.catch_up) {
+  if (!config_.durable()) {
     StatsCounters::add(stats_->reconnects);
-    settings_.log(LogLevel::info, "syncbus: the listener on channel \"{}\" is back after {} ms",
-                  settings_.channel, away.count());
+    log_(LogLevel::info, "syncbus: the listener on channel \"{}\" is back after {} ms",
+         options_.channel, away.count());
     // Listening again: whatever was committed while away is missed. A
     // signed message sent meanwhile and replayed now (through a pooled
     // session, or from a reused process id) must not pass for one this bus
@@ -261,30 +260,29 @@ std::unique_ptr<ListenSession> ListenerLoop::reconnect() {
   position_.caught_up(cutoff);
   StatsCounters::add(stats_->reconnects);  // counted once it has caught up
   last_contact_ = std::chrono::steady_clock::now();
-  settings_.log(
-      LogLevel::info,
-      "syncbus: the listener on channel \"{}\" is back after {} ms away; catching up "
-      "took {} ms and handed {} message(s) it had missed from the spill table to the "
-      "delivery queue (what the queue had no room for is read back as it frees)",
-      settings_.channel, away.count(),
-      std::chrono::duration_cast<std::chrono::milliseconds>(last_contact_ - began).count(), rows);
+  log_(LogLevel::info,
+       "syncbus: the listener on channel \"{}\" is back after {} ms away; catching up "
+       "took {} ms and handed {} message(s) it had missed from the spill table to the "
+       "delivery queue (what the queue had no room for is read back as it frees)",
+       options_.channel, away.count(),
+       std::chrono::duration_cast<std::chrono::milliseconds>(last_contact_ - began).count(), rows);
   return session;
 }
 
 void ListenerLoop::ping(ListenSession& session) {
   auto& connection = *session.connection;
   run_with_deadline(
-      deadlines_, connection.sock(), settings_.timeouts.ping, this,
+      deadlines_, connection.sock(), options_.ping_timeout, this,
       [&] { pqxx::nontransaction(connection).exec(listen_statement(connection)); },
       [&] {
-        return fmt::format("pinging the server from the listener on \"{}\"", settings_.channel);
+        return fmt::format("pinging the server from the listener on \"{}\"", options_.channel);
       });
 }
 
 void ListenerLoop::recalibrate(ListenSession& session) {
   auto& connection = *session.connection;
   run_with_deadline(
-      deadlines_, connection.sock(), settings_.timeouts.ping, this,
+      deadlines_, connection.sock(), options_.ping_timeout, this,
       [&] {
         clock_.calibrate(connection);
         pqxx::nontransaction(connection).exec(listen_statement(connection));
@@ -298,7 +296,7 @@ void ListenerLoop::send_marker(ListenSession& session) {
   try {
     // A round trip as small as a ping, and as quick to give up.
     const auto row = run_with_deadline(
-        deadlines_, connection.sock(), settings_.timeouts.ping, this,
+        deadlines_, connection.sock(), options_.ping_timeout, this,
         [&] {
           return pqxx::nontransaction(connection)
               .exec_prepared1(marker_statement, marker_channel_, token);
@@ -321,7 +319,7 @@ std::string ListenerLoop::listen_statement(pqxx::connection_base& connection) co
   // round trip that changes nothing, and leaves `LISTEN "<channel>"` as the
   // session's last statement in pg_stat_activity, so that operators (and
   // `syncbus status`) can tell which sessions listen on which channel.
-  return "LISTEN " + connection.quote_name(settings_.channel);
+  return "LISTEN " + connection.quote_name(options_.channel);
 }
 
 void ListenerLoop::receive(ListenSession& session) {

@@ -24,6 +24,7 @@
 
 #include <pqxx/connection_base>
 
+#include "bus_config.hpp"
 #include "deadline_timer.hpp"
 #include "delivery_queue.hpp"
 #include "envelope.hpp"
@@ -43,34 +44,6 @@ namespace syncbus::detail {
 
 class ListenerLoop {
  public:
-  struct Timeouts {
-    /// After this long without traffic, the listener pings the server
-    /// (0: never), and fails over if the answer takes longer than `ping`.
-    std::chrono::milliseconds ping_interval;
-    std::chrono::milliseconds ping;
-    /// Deadline of every other statement (spill fetches, catching up).
-    std::chrono::milliseconds query;
-  };
-
-  struct Settings {
-    std::string conninfo;
-    std::string application_name;
-    std::string channel;
-    Timeouts timeouts;
-    /// SpillMode::always: every message is in the spill table, so after a
-    /// reconnect the listener reads what it missed (the rows of the
-    /// transactions its position had not seen) instead of reporting an
-    /// unknown gap; it sends markers to keep its position current.
-    bool catch_up = false;
-    /// Spilled bodies larger than this are refused (not loaded).
-    std::size_t max_body_bytes = 0;
-    Logger log;
-    /// This bus's own origin: its messages reach its handlers from its
-    /// publisher (Publisher's echo), so the listener skips them, neither
-    /// parsing their bodies nor fetching their rows.
-    std::string own_origin;
-  };
-
   /// Sends `payload` on `channel` over another connection (the publisher's).
   using ProbeSender = std::function<void(const std::string& channel, const std::string& payload)>;
 
@@ -79,14 +52,17 @@ class ListenerLoop {
   /// configuration_error), then starts the thread, which posts what it
   /// receives to `queue` (and reads back from the spill table what the queue
   /// withholds). After a lost connection it reconnects with capped, jittered
-  /// exponential backoff, then catches up from the table (Settings::catch_up)
-  /// or posts an Inbound::connection_reset. With `probe`, it first proves
-  /// that a NOTIFY sent through `probe` reaches its LISTEN (it does not
-  /// through a transaction-pooling proxy), or throws configuration_error.
-  /// `auth` and `store` must outlive the loop.
-  ListenerLoop(Settings settings, const SpillStore& store, const MessageAuth& auth,
-               DeliveryQueue& queue, ErrorSink on_error, std::shared_ptr<StatsCounters> stats,
-               DeadlineTimer& deadlines, const ProbeSender& probe);
+  /// exponential backoff, then catches up from the table (a durable bus:
+  /// SpillMode::always) or posts an Inbound::connection_reset. With `probe`,
+  /// it first proves that a NOTIFY sent through `probe` reaches its LISTEN
+  /// (it does not through a transaction-pooling proxy), or throws
+  /// configuration_error. Reads from `services.config` the channel, the
+  /// timeouts (ping_interval, ping_timeout, query_timeout: every statement
+  /// but the ping), max_message_bytes (larger spilled bodies are refused,
+  /// not loaded) and its own origin (its messages reach its handlers from
+  /// its publisher, so the listener skips them). The services and `queue`
+  /// must outlive the loop.
+  ListenerLoop(const BusServices& services, DeliveryQueue& queue, const ProbeSender& probe);
   ~ListenerLoop();
   ListenerLoop(const ListenerLoop&) = delete;
   ListenerLoop& operator=(const ListenerLoop&) = delete;
@@ -150,7 +126,9 @@ class ListenerLoop {
   /// Hands `items` to the queue, remembering what was handed on.
   void hand_on(std::vector<Inbound>&& items);
 
-  Settings settings_;
+  const BusConfig& config_;
+  const PostgresBusOptions& options_;  // config_'s
+  Logger log_;
   const SpillStore& store_;
   const MessageAuth& auth_;
   DeliveryQueue& queue_;
@@ -182,8 +160,8 @@ template <typename Work, typename Describe>
 auto ListenerLoop::statement(ListenSession& session, Work&& work, Describe&& describe) {
   auto& connection = *session.connection;
   return run_with_deadline(
-      deadlines_, connection.sock(), settings_.timeouts.query, this,
-      [&] { return work(connection); }, std::forward<Describe>(describe));
+      deadlines_, connection.sock(), options_.query_timeout, this, [&] { return work(connection); },
+      std::forward<Describe>(describe));
 }
 
 }  // namespace syncbus::detail

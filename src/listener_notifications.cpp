@@ -91,7 +91,7 @@ bool ListenerLoop::fresh(const Envelope& envelope, int sender_pid, std::vector<I
                "than the freshness window ({} min): a replay, or this listener stopped reading "
                "for that long (or the server's clock stepped); reported as a gap",
                envelope.kind == Envelope::Kind::heartbeat ? "the heartbeat" : "message(s)",
-               envelope.origin, envelope.sequence, settings_.channel,
+               envelope.origin, envelope.sequence, options_.channel,
                (now - *envelope.sent_ms) / 1000, freshness_window.count())));
     if (envelope.kind != Envelope::Kind::heartbeat) {
       const bool origin_is_new = position_.origin_is_new(envelope.born);
@@ -110,7 +110,7 @@ bool ListenerLoop::fresh(const Envelope& envelope, int sender_pid, std::vector<I
          protocol_error(fmt::format(
              "syncbus: refused {} {}#{}{} on channel \"{}\": {}",
              heartbeat ? "the heartbeat" : "message(s)", envelope.origin, envelope.sequence,
-             count > 1 ? fmt::format("..{}", envelope.sequence + count - 1) : "", settings_.channel,
+             count > 1 ? fmt::format("..{}", envelope.sequence + count - 1) : "", options_.channel,
              why)));
   // A gap, if this bus knows the origin and had not had these yet.
   for (std::uint64_t i = 0; i < count; ++i) {
@@ -144,9 +144,9 @@ void ListenerLoop::deliver_chunk(ListenSession& session, const Notification* beg
       // reach the sequence check, where it could pass for the genuine
       // message and make that one a "duplicate".
       Envelope envelope = decode_envelope(
-          auth_.verify_envelope(settings_.channel, payload, verified), settings_.own_origin);
+          auth_.verify_envelope(options_.channel, payload, verified), config_.origin());
       // This bus's own messages reach its handlers from its publisher.
-      if (envelope.origin == settings_.own_origin) continue;
+      if (envelope.origin == config_.origin()) continue;
       if (auth_.enabled() && !fresh(envelope, notification->sender_pid, items)) continue;
       const bool origin_is_new = position_.origin_is_new(envelope.born);
       const bool predates = auth_.enabled() && signature_predates(envelope.sent_ms);

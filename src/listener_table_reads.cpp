@@ -41,7 +41,7 @@ std::optional<Inbound> ListenerLoop::item_of(const SpillStore::StoredMessage& ro
   try {
     Inbound item{Inbound::Kind::message,
                  {row.origin, row.sequence,
-                  accepted_body(row, auth_, settings_.channel, settings_.max_body_bytes)}};
+                  accept_spilled_body(row, auth_, options_.channel, options_.max_message_bytes)}};
     item.body_bytes = row.body_json.size();
     item.origin_is_new = position_.origin_is_new(row.born);
     // A row's freshness is its own (a row can be written again, with the
@@ -52,7 +52,7 @@ std::optional<Inbound> ListenerLoop::item_of(const SpillStore::StoredMessage& ro
     report(on_error_, protocol_error(fmt::format(
                           "syncbus: skipped spilled message {}#{} on channel \"{}\": it was "
                           "refused: {}",
-                          row.origin, row.sequence, settings_.channel, e.what())));
+                          row.origin, row.sequence, options_.channel, e.what())));
     return std::nullopt;
   }
 }
@@ -128,7 +128,7 @@ void ListenerLoop::read_bodies(ListenSession& session, std::vector<Inbound>& ite
                    "syncbus: skipped spilled message {}#{} on channel \"{}\": it is "
                    "not in {} (vacuumed before this listener read it?). Raise the "
                    "vacuum age above your listeners' worst lag",
-                   keys[k].origin, keys[k].sequence, settings_.channel, store_.qualified_name())));
+                   keys[k].origin, keys[k].sequence, options_.channel, store_.qualified_name())));
       }
       if (read) {
         item = std::move(*read);
@@ -186,7 +186,7 @@ std::size_t ListenerLoop::catch_up(ListenSession& session, const PgSnapshot& fro
           report(on_error_,
                  error(fmt::format("syncbus: the listener on channel \"{}\" could not read what it "
                                    "missed from {} ({}); it tries again in {} ms",
-                                   settings_.channel, store_.qualified_name(), e.what(),
+                                   options_.channel, store_.qualified_name(), e.what(),
                                    pause.count())));
           if (!wait_draining(session, pause)) throw closed_error("syncbus: the bus was closed");
         }
@@ -195,7 +195,7 @@ std::size_t ListenerLoop::catch_up(ListenSession& session, const PgSnapshot& fro
       for (const auto& key : page) {
         // Its own messages reach the bus's handlers from its publisher;
         // what was handed on before the connection broke is not read again.
-        if (key.origin == settings_.own_origin ||
+        if (key.origin == config_.origin() ||
             position_.already_handed_on(key.origin, key.sequence) ||
             queue_.drop_if_withheld(key.origin, key.sequence)) {
           continue;

@@ -7,13 +7,13 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <thread>
 
+#include "bus_config.hpp"
 #include "bus_upkeep.hpp"
 #include "deadline_timer.hpp"
 #include "delivery_queue.hpp"
-#include "identifiers.hpp"
-#include "instance_id.hpp"
 #include "listener.hpp"
 #include "logger.hpp"
 #include "message_auth.hpp"
@@ -26,101 +26,18 @@
 #include "stats_counters.hpp"
 
 namespace syncbus {
-namespace {
-
-void check_options(const PostgresBusOptions& options) {
-  if (options.conninfo.empty()) {
-    throw configuration_error(
-        "syncbus: PostgresBusOptions::conninfo is empty; give a libpq "
-        "connection string such as \"postgresql://user@host/dbname\"");
-  }
-  detail::check_identifier("PostgresBusOptions::channel", options.channel);
-  detail::check_identifier("PostgresBusOptions::spill_schema", options.spill_schema);
-  detail::check_identifier("PostgresBusOptions::spill_table", options.spill_table);
-  if (options.publish_queue_bytes == 0) {
-    throw configuration_error(
-        "syncbus: PostgresBusOptions::publish_queue_bytes is 0; give how many bytes of bodies "
-        "may wait to be sent (default 16 MiB)");
-  }
-  if (options.max_message_bytes == 0) {
-    throw configuration_error(
-        "syncbus: PostgresBusOptions::max_message_bytes is 0; give the largest message body "
-        "to accept, in bytes (default 64 MiB)");
-  }
-  if (options.delivery_queue_capacity == 0) {
-    throw configuration_error(
-        "syncbus: PostgresBusOptions::delivery_queue_capacity is 0; it must hold at least one "
-        "message");
-  }
-  if (options.delivery_queue_bytes == 0) {
-    throw configuration_error(
-        "syncbus: PostgresBusOptions::delivery_queue_bytes is 0; give how many bytes of bodies "
-        "may wait for the handlers (default 64 MiB)");
-  }
-  if (options.queue_full_policy == QueueFullPolicy::drop_and_reread &&
-      options.spill != SpillMode::always) {
-    throw configuration_error(
-        "syncbus: PostgresBusOptions::queue_full_policy is drop_and_reread, which needs every "
-        "message in the spill table: set spill = SpillMode::always, or use drop_and_report_gap "
-        "(or automatic)");
-  }
-  const std::pair<const char*, std::chrono::milliseconds> timeouts[] = {
-      {"publish_timeout", options.publish_timeout},
-      {"ping_timeout", options.ping_timeout},
-      {"query_timeout", options.query_timeout}};
-  for (const auto& [name, value] : timeouts) {
-    if (value.count() <= 0) {
-      throw configuration_error(fmt::format(
-          "syncbus: PostgresBusOptions::{} is {} ms; it must be positive", name, value.count()));
-    }
-  }
-  if (options.ping_interval.count() < 0) {
-    throw configuration_error(
-        fmt::format("syncbus: PostgresBusOptions::ping_interval is negative ({} ms); use a "
-                    "positive interval, or 0 to disable pings",
-                    options.ping_interval.count()));
-  }
-  if (!(options.queue_usage_warning > 0 && options.queue_usage_warning <= 1)) {
-    throw configuration_error(fmt::format(
-        "syncbus: PostgresBusOptions::queue_usage_warning is {}; give a fraction of the "
-        "NOTIFY queue above 0 and at most 1, e.g. 0.1",
-        options.queue_usage_warning));
-  }
-  if (options.queue_usage_interval.count() < 0 || options.watchdog_interval.count() < 0 ||
-      options.watchdog_stuck_after.count() <= 0) {
-    throw configuration_error(
-        "syncbus: PostgresBusOptions::queue_usage_interval and watchdog_interval must not be "
-        "negative (0 turns them off), and watchdog_stuck_after must be positive");
-  }
-  if (options.publish_linger.count() < 0 || options.publish_linger > std::chrono::seconds(1)) {
-    throw configuration_error(fmt::format(
-        "syncbus: PostgresBusOptions::publish_linger is {} us; use 0 (send at once, the "
-        "default) up to 1 s",
-        options.publish_linger.count()));
-  }
-  if (options.heartbeat_interval.count() < 0 ||
-      options.heartbeat_interval > std::chrono::minutes(5)) {
-    throw configuration_error(fmt::format(
-        "syncbus: PostgresBusOptions::heartbeat_interval is {} ms; use a positive interval of "
-        "at most 5 minutes (receivers forget an origin silent for about half an hour), or 0 "
-        "to disable heartbeats",
-        options.heartbeat_interval.count()));
-  }
-}
-
-}  // namespace
 
 // Members are declared in dependency order; the destructor runs close() first
 // so that threads stop before the objects they use go away.
 struct PostgresClusterBus::impl {
-  PostgresBusOptions options;
-  std::string instance_id;
+  std::optional<detail::BusConfig> config;  // set first, by the constructor
   std::shared_ptr<detail::StatsCounters> stats = std::make_shared<detail::StatsCounters>();
   detail::Logger log;
   detail::ErrorSink on_error;  // counts, logs, then calls the user's on_error
   std::unique_ptr<detail::MessageAuth> auth;
   std::unique_ptr<detail::SpillStore> store;
   detail::DeadlineTimer deadlines;
+  std::optional<detail::BusServices> services;      // the parts' view of the above
   std::unique_ptr<detail::DeliveryQueue> delivery;  // none when publish-only
   std::unique_ptr<detail::Publisher> publisher;
   std::unique_ptr<detail::BusUpkeep> upkeep;       // borrows the publisher's connection
@@ -146,14 +63,10 @@ struct PostgresClusterBus::impl {
 
 PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
     : impl_(std::make_unique<impl>()) {
-  check_options(options);
   auto& self = *impl_;
-  self.instance_id = detail::new_instance_id(options.instance_id);
-  if (options.application_name.empty()) {
-    options.application_name = "syncbus:" + self.instance_id;
-  }
-  self.options = std::move(options);
-  const auto& opts = self.options;
+  self.config.emplace(detail::BusConfig::resolve(std::move(options)));
+  const auto& config = *self.config;
+  const auto& opts = config.options();
 
   self.log = detail::Logger(opts.log, opts.log_level);
   self.on_error = detail::counting_errors(self.stats, opts.on_error, self.log);
@@ -174,8 +87,7 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
       [&] {
         // The server ends a statement no sooner than the bus's own deadline
         // would, whatever the role's statement_timeout says.
-        detail::configure_session(*publishing_session,
-                                  std::max(opts.query_timeout, opts.publish_timeout));
+        detail::configure_session(*publishing_session, config.connection_statement_timeout());
         server = detail::read_server_facts(*publishing_session);
         detail::check_server(server);
         self.store->ensure_table(*publishing_session, opts.create_spill_table);
@@ -187,11 +99,9 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
         return fmt::format("checking the server and the spill table {}",
                            self.store->qualified_name());
       });
-  const bool durable = opts.spill == SpillMode::always;
-  const auto queue_full_policy = opts.queue_full_policy != QueueFullPolicy::automatic
-                                     ? opts.queue_full_policy
-                                 : durable ? QueueFullPolicy::drop_and_reread
-                                           : QueueFullPolicy::drop_and_report_gap;
+  self.services.emplace(detail::BusServices{config, self.log, self.on_error, self.stats,
+                                            self.deadlines, *self.auth, *self.store});
+  const auto& services = *self.services;
   // A publish-only bus has no handlers: no delivery stage, and its
   // publisher echoes to no one.
   if (opts.listen) {
@@ -210,32 +120,18 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
         },
         self.stats,
         detail::DeliveryQueue::Capacity{opts.delivery_queue_capacity, opts.delivery_queue_bytes},
-        queue_full_policy,
+        opts.queue_full_policy,
         // With secrets, an origin is remembered after its goodbye, so that a
         // replay of its messages is still a duplicate.
         /*forget_on_goodbye=*/!self.auth->enabled());
   }
-  self.publisher = std::make_unique<detail::Publisher>(
-      std::move(publishing_session),
-      detail::Publisher::Settings{opts.conninfo, opts.application_name, opts.channel,
-                                  self.instance_id, opts.spill, opts.publish_timeout,
-                                  opts.query_timeout, opts.publish_linger, opts.max_message_bytes,
-                                  opts.publish_queue_bytes},
-      *self.store, *self.auth, self.stats, self.deadlines, self.delivery.get());
-  self.upkeep = std::make_unique<detail::BusUpkeep>(
-      detail::BusUpkeep::Settings{opts.channel, opts.query_timeout, opts.heartbeat_interval,
-                                  opts.queue_usage_interval, opts.watchdog_interval,
-                                  opts.queue_usage_warning, opts.watchdog_stuck_after},
-      *self.publisher, *self.store, self.stats, self.on_error);
+  self.publisher = std::make_unique<detail::Publisher>(services, std::move(publishing_session),
+                                                       self.delivery.get());
+  self.upkeep = std::make_unique<detail::BusUpkeep>(services, *self.publisher);
   auto* upkeep = self.upkeep.get();
   if (opts.listen) {
     self.listener = std::make_unique<detail::ListenerLoop>(
-        detail::ListenerLoop::Settings{
-            opts.conninfo, opts.application_name + ":listen", opts.channel,
-            detail::ListenerLoop::Timeouts{opts.ping_interval, opts.ping_timeout,
-                                           opts.query_timeout},
-            durable, opts.max_message_bytes, self.log, self.instance_id},
-        *self.store, *self.auth, *self.delivery, self.on_error, self.stats, self.deadlines,
+        services, *self.delivery,
         // Proves that LISTEN works on this connection path before any message
         // depends on it (it does not through a transaction pooler).
         [upkeep](const std::string& channel, const std::string& payload) {
@@ -245,7 +141,7 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
   self.timers = std::make_unique<detail::PeriodicTasks>(upkeep->periodic_tasks(), self.on_error);
   self.log(LogLevel::info,
            "syncbus: bus {} {} channel \"{}\" (PostgreSQL {}, spill {}{}, table {})",
-           self.instance_id, opts.listen ? "listening on" : "publishing only on", opts.channel,
+           config.origin(), opts.listen ? "listening on" : "publishing only on", opts.channel,
            server.version,
            opts.spill == SpillMode::overflow ? "overflow"
            : opts.spill == SpillMode::always ? "always"
@@ -255,9 +151,11 @@ PostgresClusterBus::PostgresClusterBus(PostgresBusOptions options)
 
 PostgresClusterBus::~PostgresClusterBus() { close(); }
 
-const std::string& PostgresClusterBus::instance_id() const { return impl_->instance_id; }
+const std::string& PostgresClusterBus::instance_id() const { return impl_->config->origin(); }
 
-const std::string& PostgresClusterBus::channel() const noexcept { return impl_->options.channel; }
+const std::string& PostgresClusterBus::channel() const noexcept {
+  return impl_->config->options().channel;
+}
 
 void PostgresClusterBus::publish(const nlohmann::json& body) { impl_->publisher->publish(body); }
 
@@ -270,14 +168,14 @@ Subscription PostgresClusterBus::subscribe(MessageHandler handler) {
     throw closed_error(
         fmt::format("syncbus: subscribe() on a PostgresClusterBus (channel \"{}\") that "
                     "was closed; create a new bus",
-                    impl_->options.channel));
+                    impl_->config->options().channel));
   }
   if (!impl_->listener) {
     throw configuration_error(fmt::format(
         "syncbus: subscribe() on a publish-only PostgresClusterBus (channel \"{}\", "
         "PostgresBusOptions::listen = false), which hears nothing; subscribe on a bus made "
         "with listen = true",
-        impl_->options.channel));
+        impl_->config->options().channel));
   }
   return impl_->delivery->subscribe(std::move(handler));
 }
@@ -310,7 +208,7 @@ void PostgresClusterBus::close() {
   // as subscribe() does, whoever calls it.
   self.timers->stop();
   self.publisher->close();
-  self.log(LogLevel::info, "syncbus: bus {} closing", self.instance_id);
+  self.log(LogLevel::info, "syncbus: bus {} closing", self.config->origin());
   if (self.listener) self.listener->stop();
   if (self.delivery) self.delivery->stop();
   {

@@ -42,21 +42,21 @@ struct Publisher::Outgoing {
   std::optional<std::promise<void>> promise;  // publish_async()
 };
 
-Publisher::Publisher(std::unique_ptr<Session> session, Settings settings, const SpillStore& store,
-                     const MessageAuth& auth, std::shared_ptr<StatsCounters> stats,
-                     DeadlineTimer& deadlines, DeliveryQueue* echo)
-    : settings_(std::move(settings)),
-      store_(store),
-      auth_(auth),
+Publisher::Publisher(const BusServices& services, std::unique_ptr<Session> session,
+                     DeliveryQueue* echo)
+    : config_(services.config),
+      options_(services.config.options()),
+      store_(services.store),
+      auth_(services.auth),
       echo_(echo),
-      stats_(std::move(stats)) {
+      stats_(services.stats) {
   connection_ = std::make_unique<BusConnection>(
       std::move(session),
-      BusConnection::Settings{settings_.conninfo, settings_.application_name,
-                              std::max(settings_.query_timeout, settings_.publish_timeout)},
-      deadlines, [this](Session& fresh) { set_up(fresh); }, settings_.query_timeout);
+      BusConnection::Settings{options_.conninfo, options_.application_name,
+                              config_.connection_statement_timeout()},
+      services.deadlines, [this](Session& fresh) { set_up(fresh); }, options_.query_timeout);
   connection_->run(
-      settings_.query_timeout,
+      options_.query_timeout,
       [&](Session& first) {
         ascii_only_ = needs_ascii_payloads(first);
         // This origin's birth: a transaction of its own, committed before
@@ -130,22 +130,22 @@ void Publisher::borrow_connection(const char* call, std::chrono::milliseconds ti
 closed_error Publisher::closed(const char* call) const {
   return closed_error(fmt::format(
       "syncbus: {} on a PostgresClusterBus (channel \"{}\") that was closed; create a new bus",
-      call, settings_.channel));
+      call, options_.channel));
 }
 
 std::shared_ptr<Publisher::Outgoing> Publisher::make_outgoing(const nlohmann::json& body) const {
   auto item = std::make_shared<Outgoing>();
   // Serialising needs no lock and is the costliest step for large bodies.
   item->body_json = serialize_body(body, ascii_only_);
-  if (item->body_json.size() > settings_.max_message_bytes) {
+  if (item->body_json.size() > options_.max_message_bytes) {
     throw payload_too_large(
         fmt::format("syncbus: message body is {} bytes, over this bus's limit of {} "
                     "(PostgresBusOptions::max_message_bytes, which receivers enforce too); "
                     "nothing was sent",
-                    item->body_json.size(), settings_.max_message_bytes),
-        item->body_json.size(), settings_.max_message_bytes);
+                    item->body_json.size(), options_.max_message_bytes),
+        item->body_json.size(), options_.max_message_bytes);
   }
-  item->deadline = std::chrono::steady_clock::now() + settings_.publish_timeout;
+  item->deadline = std::chrono::steady_clock::now() + options_.publish_timeout;
   return item;
 }
 
@@ -188,14 +188,14 @@ void Publisher::wait_for_room(std::unique_lock<std::mutex>& lock, const Outgoing
                               const char* call) {
   const auto size = item.body_json.size();
   // A message larger than the whole queue still goes, alone.
-  while (!closed_ && queued_bytes_ > 0 && queued_bytes_ + size > settings_.max_queued_bytes) {
+  while (!closed_ && queued_bytes_ > 0 && queued_bytes_ + size > options_.publish_queue_bytes) {
     if (room_.wait_until(lock, item.deadline) == std::cv_status::timeout && queued_bytes_ > 0 &&
-        queued_bytes_ + size > settings_.max_queued_bytes && !closed_) {
+        queued_bytes_ + size > options_.publish_queue_bytes && !closed_) {
       throw timeout_error(fmt::format(
           "syncbus: {} waited {} ms for room in the publish queue ({} bytes waiting, limit {}: "
           "PostgresBusOptions::publish_queue_bytes); PostgreSQL is not keeping up with this "
           "bus's publishers. Nothing was sent",
-          call, settings_.publish_timeout.count(), queued_bytes_, settings_.max_queued_bytes));
+          call, options_.publish_timeout.count(), queued_bytes_, options_.publish_queue_bytes));
     }
   }
   if (closed_) throw closed(call);
@@ -213,10 +213,10 @@ void Publisher::run_background_sender() {
 
 void Publisher::send_next_batch(std::unique_lock<std::mutex>& lock) {
   connection_busy_ = true;
-  if (settings_.linger.count() > 0 && queue_.size() < max_batch_messages) {
+  if (options_.publish_linger.count() > 0 && queue_.size() < max_batch_messages) {
     // Trading latency for fuller batches, on request only.
     lock.unlock();
-    std::this_thread::sleep_for(settings_.linger);
+    std::this_thread::sleep_for(options_.publish_linger);
     lock.lock();
   }
   Batch batch;
@@ -247,14 +247,14 @@ void Publisher::send_next_batch(std::unique_lock<std::mutex>& lock) {
 }
 
 void Publisher::send(Batch& batch) {
-  const auto& origin = settings_.origin;
+  const auto& origin = config_.origin();
   std::vector<std::string_view> bodies;
   bodies.reserve(batch.size());
   for (const auto& item : batch) bodies.push_back(item->body_json);
   // Numbers and routes first: a message refused here (too large for
   // SpillMode::never) uses no sequence number, and the others stay
   // consecutive.
-  const auto plan = plan_batch(sender(), settings_.mode, last_sequence_, bodies);
+  const auto plan = plan_batch(sender(), options_.spill, last_sequence_, bodies);
   for (const auto& refusal : plan.refused) batch[refusal.index]->failure = refusal.failure;
   last_sequence_ = plan.last_sequence;
   const auto& accepted = plan.accepted;
@@ -273,9 +273,9 @@ void Publisher::send(Batch& batch) {
     const auto last = accepted.back().sequence;
     return first == last
                ? fmt::format("publishing message {}#{} ({} bytes) to channel \"{}\"", origin, first,
-                             bodies[accepted.front().index].size(), settings_.channel)
+                             bodies[accepted.front().index].size(), options_.channel)
                : fmt::format("publishing messages {}#{}..{} to channel \"{}\"", origin, first, last,
-                             settings_.channel);
+                             options_.channel);
   };
   const auto statement = [&](Session& session) {
     if (framed_for != session_pid_) {
@@ -289,10 +289,10 @@ void Publisher::send(Batch& batch) {
       store_.store_batch_and_notify(session, origin, born_, signed_at, frames.spilled_sequences,
                                     frames.spilled_bodies, frames.spilled_macs, payload_views);
     } else if (frames.payloads.size() == 1) {
-      pqxx::nontransaction(session).exec_prepared(notify_statement, settings_.channel,
+      pqxx::nontransaction(session).exec_prepared(notify_statement, options_.channel,
                                                   frames.payloads.front());
     } else {
-      pqxx::nontransaction(session).exec_prepared(notify_many_statement, settings_.channel,
+      pqxx::nontransaction(session).exec_prepared(notify_many_statement, options_.channel,
                                                   text_array(payload_views));
     }
   };
@@ -319,7 +319,7 @@ void Publisher::send(Batch& batch) {
         if (std::chrono::steady_clock::now() + pause >= deadline) {
           throw timeout_error(
               fmt::format("syncbus: could not publish within {} ms ({}); last error: {}",
-                          settings_.publish_timeout.count(), describe(), e.what()));
+                          options_.publish_timeout.count(), describe(), e.what()));
         }
         if (!connection_->pause(pause)) throw;
       } catch (const database_error& e) {
@@ -373,15 +373,15 @@ void Publisher::heartbeat_if_idle(std::chrono::milliseconds idle) {
     if (closed_) return;
   }
   borrow_connection(
-      "heartbeat", settings_.publish_timeout,
+      "heartbeat", options_.publish_timeout,
       [&](Session& session) {
         const auto now = std::chrono::steady_clock::now();
         if (last_sequence_ == 0 || now - last_sent_ < idle) return;
-        pqxx::nontransaction(session).exec_prepared(notify_statement, settings_.channel,
+        pqxx::nontransaction(session).exec_prepared(notify_statement, options_.channel,
                                                     frame_heartbeat(sender(), last_sequence_));
         last_sent_ = now;
       },
-      fmt::format("sending a heartbeat to channel \"{}\"", settings_.channel));
+      fmt::format("sending a heartbeat to channel \"{}\"", options_.channel));
 }
 
 void Publisher::fail_queued() {
@@ -406,7 +406,7 @@ void Publisher::say_goodbye() noexcept {
         goodbye_timeout,
         [&](Session& session) {
           pqxx::nontransaction(session).exec_prepared(
-              notify_statement, settings_.channel,
+              notify_statement, options_.channel,
               frame_heartbeat(sender(), last_sequence_, /*goodbye=*/true));
         },
         [] { return std::string("saying goodbye"); });

@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "bus_config.hpp"
 #include "bus_connection.hpp"
 #include "deadline_timer.hpp"
 #include "delivery_queue.hpp"
@@ -45,34 +46,17 @@ namespace syncbus::detail {
 
 class Publisher {
  public:
-  struct Settings {
-    std::string conninfo;
-    std::string application_name;
-    std::string channel;
-    std::string origin;
-    SpillMode mode = SpillMode::overflow;
-    std::chrono::milliseconds publish_timeout{5000};
-    std::chrono::milliseconds query_timeout{5000};
-    /// How long the sender waits for more messages before sending a batch
-    /// that is not full (0: never waits).
-    std::chrono::microseconds linger{0};
-    /// Bodies larger than this are refused (payload_too_large).
-    std::size_t max_message_bytes = 64 * 1024 * 1024;
-    /// publish() and publish_async() wait while this many bytes of bodies
-    /// wait to be sent (until their deadline: then timeout_error).
-    std::size_t max_queued_bytes = 16 * 1024 * 1024;
-  };
-
-  /// Takes an open, configured session to `settings.conninfo` (the bus's
-  /// connection) and prepares its statements. A session that breaks is
-  /// replaced on the next send (BusConnection).
-  /// `auth` signs what is sent (when enabled). Once a batch is committed,
-  /// its messages are posted to `echo` (the bus's own delivery queue: its
+  /// Takes an open, configured session (the bus's connection) and prepares
+  /// its statements; a session that breaks is replaced on the next send
+  /// (BusConnection). Reads from `services.config` the channel, the spill
+  /// mode, the timeouts (publish_timeout, query_timeout), publish_linger,
+  /// max_message_bytes and publish_queue_bytes. Signs with
+  /// `services.auth` (when enabled). Once a batch is committed, its
+  /// messages are posted to `echo` (the bus's own delivery queue: its
   /// listener skips its own origin), or reported there as lost when the
-  /// batch failed. `auth`, `store` and `echo` must outlive the publisher.
-  Publisher(std::unique_ptr<Session> session, Settings settings, const SpillStore& store,
-            const MessageAuth& auth, std::shared_ptr<StatsCounters> stats, DeadlineTimer& deadlines,
-            DeliveryQueue* echo);
+  /// batch failed; none for a publish-only bus. The services and `echo`
+  /// must outlive the publisher.
+  Publisher(const BusServices& services, std::unique_ptr<Session> session, DeliveryQueue* echo);
   ~Publisher();
   Publisher(const Publisher&) = delete;
   Publisher& operator=(const Publisher&) = delete;
@@ -140,8 +124,8 @@ class Publisher {
   /// Who sends, as of now: this origin, and when signing, the session's
   /// server process and the server's time.
   Sender sender() const {
-    return {settings_.channel,
-            settings_.origin,
+    return {options_.channel,
+            config_.origin(),
             born_,
             auth_,
             session_pid_,
@@ -153,7 +137,8 @@ class Publisher {
   /// Sends the goodbye heartbeat, holding the free connection.
   void say_goodbye() noexcept;
 
-  Settings settings_;
+  const BusConfig& config_;
+  const PostgresBusOptions& options_;  // config_'s
   const SpillStore& store_;
   const MessageAuth& auth_;
   DeliveryQueue* echo_;

@@ -8,8 +8,8 @@
 
 namespace syncbus::detail {
 
-nlohmann::json accepted_body(const SpillStore::StoredMessage& row, const MessageAuth& auth,
-                             std::string_view channel, std::size_t max_bytes) {
+nlohmann::json accept_spilled_body(const SpillStore::StoredMessage& row, const MessageAuth& auth,
+                                   std::string_view channel, std::size_t max_bytes) {
   if (row.too_large > 0) {
     throw protocol_error(
         fmt::format("its body is {} bytes, over this bus's limit of {} (PostgresBusOptions::"

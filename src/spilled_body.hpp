@@ -16,7 +16,7 @@ namespace syncbus::detail {
 /// The parsed body of `row`, read on `channel`. Throws protocol_error
 /// saying why it is refused: over `max_bytes` (and so not even loaded), an
 /// absent or wrong signature (when `auth` is enabled), or not JSON.
-nlohmann::json accepted_body(const SpillStore::StoredMessage& row, const MessageAuth& auth,
-                             std::string_view channel, std::size_t max_bytes);
+nlohmann::json accept_spilled_body(const SpillStore::StoredMessage& row, const MessageAuth& auth,
+                                   std::string_view channel, std::size_t max_bytes);
 
 }  // namespace syncbus::detail
