@@ -1,0 +1,45 @@
+#pragma once
+// The benchmark's command line: what a run is asked to do.
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+namespace syncbus::bench {
+
+struct Config {
+  std::string conninfo;
+  double seconds = 2.0;
+  std::vector<std::size_t> sizes{200, 2000, 20000};
+  std::vector<int> threads{1, 4, 16};
+  // How the saturation senders publish: publish_async with up to `window`
+  // messages in flight per thread (what a high-volume producer does), and
+  // also, for these thread counts, blocking publish() calls.
+  std::size_t window = 64;
+  // Senders wait while this many bytes of messages are published but not yet
+  // delivered to every receiver (at least 256 messages).
+  std::size_t max_lag_bytes = 16 * 1024 * 1024;
+  std::vector<int> blocking_threads{16};
+  int rate = 1000;
+  // The paced runs alternate raw and syncbus this many times, each for
+  // seconds / 2: both then see the same moments of a noisy machine.
+  int rounds = 4;
+  // The publishing bus listens too (PostgresBusOptions::listen), as one
+  // that also had subscribers would.
+  bool publisher_listens = false;
+  // What fills each body: one repeated character (compresses to almost
+  // nothing), or text of pseudo-random words, which lz4 compresses about as
+  // it does prose (--body text).
+  bool text_body = false;
+  bool check = false;
+  bool help = false;  // --help: print usage_text and stop
+};
+
+/// The --help text.
+extern const char* const usage_text;
+
+/// Reads `args` (CONNINFO and options; CONNINFO defaults to $DATABASE_URL).
+/// Throws std::invalid_argument saying what is wrong.
+Config parse_arguments(const std::vector<std::string>& args);
+
+}  // namespace syncbus::bench

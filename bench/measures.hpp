@@ -1,0 +1,104 @@
+#pragma once
+// What a benchmark run measures: CPU (this process's, and the server's when
+// it runs on this machine), resident size, and latencies in fixed memory;
+// and what a run reports (Result).
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace syncbus::bench {
+
+using Clock = std::chrono::steady_clock;
+
+/// Clock::now() in nanoseconds (what each body carries as its send time).
+std::int64_t now_ns();
+
+// CPU seconds: this process, and the server (postmaster + children, living
+// and reaped).
+struct CpuSample {
+  double process = 0;
+  std::optional<double> server;
+};
+
+double process_cpu();
+/// Fields of /proc/<pid>/stat after the command name.
+std::optional<std::vector<std::string>> proc_stat(int pid);
+/// The server's CPU seconds (the postmaster and its children, living and
+/// reaped); none when `postmaster` is not a process of this machine.
+std::optional<double> server_cpu(int postmaster);
+/// This process's resident size.
+long resident_kb();
+
+// Latencies in microseconds, in fixed memory whatever the run's length (a
+// 10-minute run delivers hundreds of millions of messages: a sample each
+// would be gigabytes, and the benchmark would measure itself). Log-linear
+// buckets, as HdrHistogram's: exact below 128 us, then 128 per power of two
+// (under 1 % apart); the maximum is kept exactly.
+class Latencies {
+ public:
+  void record(double micros) {
+    const auto value = static_cast<std::uint64_t>(std::max(0.0, micros));
+    ++counts_[bucket_of(value)];
+    ++count_;
+    max_ = std::max(max_, micros);
+  }
+  void merge(const Latencies& other) {
+    for (std::size_t i = 0; i < buckets; ++i) counts_[i] += other.counts_[i];
+    count_ += other.count_;
+    max_ = std::max(max_, other.max_);
+  }
+  // The q-quantile, as the lower bound of its bucket.
+  double at(double q) const {
+    if (count_ == 0) return 0;
+    const auto rank = static_cast<std::uint64_t>(q * static_cast<double>(count_ - 1));
+    std::uint64_t seen = 0;
+    for (std::size_t i = 0; i < buckets; ++i) {
+      seen += counts_[i];
+      if (seen > rank) return std::min(static_cast<double>(lower_bound_of(i)), max_);
+    }
+    return max_;
+  }
+  double max() const { return max_; }
+
+ private:
+  static constexpr unsigned sub_bits = 7;  // 128 buckets per power of two
+  static constexpr std::uint64_t sub = 1u << sub_bits;
+  static constexpr std::size_t buckets = sub * (64 - sub_bits + 1);
+  static std::size_t bucket_of(std::uint64_t v) {
+    if (v < sub) return static_cast<std::size_t>(v);
+    const unsigned magnitude = 63u - static_cast<unsigned>(__builtin_clzll(v));  // >= sub_bits
+    const unsigned shift = magnitude - sub_bits;
+    return static_cast<std::size_t>((shift + 1) * sub + ((v >> shift) - sub));
+  }
+  static std::uint64_t lower_bound_of(std::size_t i) {
+    if (i < sub) return i;
+    const auto shift = static_cast<unsigned>(i / sub - 1);
+    return (sub + i % sub) << shift;
+  }
+  std::vector<std::uint64_t> counts_ = std::vector<std::uint64_t>(buckets);
+  std::uint64_t count_ = 0;
+  double max_ = 0;
+};
+
+struct Result {
+  std::string name;
+  std::size_t size = 0;
+  std::string load;  // "saturation" or "N/s"
+  double delivered_per_second = 0;
+  std::size_t delivered = 0;  // per receiver (the smallest)
+  Latencies latency;
+  double process_cpu_per_1000 = 0;
+  std::optional<double> server_cpu_per_1000;
+  long rss_growth_kb = 0;
+  // Runs of a minute or more: resident size sampled every 10 s after the
+  // first minute (the queues fill during it), to show whether it stays flat.
+  std::vector<long> rss_after_warmup_kb;
+  std::uint64_t transactions = 0;
+  bool correct = true;
+};
+
+}  // namespace syncbus::bench

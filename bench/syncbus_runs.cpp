@@ -1,0 +1,247 @@
+#include "syncbus_runs.hpp"
+
+#include <syncbus/postgres_bus.hpp>
+
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <deque>
+#include <future>
+#include <iostream>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "pacing.hpp"
+
+namespace syncbus::bench {
+
+using namespace std::chrono_literals;
+
+Result run_syncbus(const Config& config, std::size_t size, int threads, std::optional<int> rate,
+                   int postmaster, bool blocking) {
+  static int run = 0;
+  const std::string channel = fmt::format("syncbus_bench_{}_{}", ::getpid(), ++run);
+  syncbus::PostgresBusOptions options;
+  options.conninfo = config.conninfo;
+  options.channel = channel;
+  std::mutex errors_mutex;
+  std::vector<std::string> errors;
+  options.on_error = [&](const std::exception& e) {
+    std::lock_guard<std::mutex> lock(errors_mutex);
+    errors.emplace_back(e.what());
+  };
+  std::atomic<std::uint64_t> gaps{0};
+  options.on_gap = [&](const syncbus::GapEvent&) { ++gaps; };
+  // The publishing bus never subscribes: publish-only, as such a process
+  // would be (--publisher-listens: not).
+  auto publisher_options = options;
+  publisher_options.listen = config.publisher_listens;
+  syncbus::PostgresClusterBus publisher(publisher_options);
+  constexpr int receiver_count = 2;
+  // Flow control, as a producer that must not outrun its consumers would
+  // have: no more than max_lag messages published and not yet delivered
+  // everywhere. Without it, a fast enough producer makes the listeners fall
+  // behind the server's NOTIFY queue, whose reading then slows everyone
+  // down: "saturation" is what the whole pipeline sustains.
+  // Never more than half of what a receiving bus's delivery queue holds, in
+  // messages and in bytes: a consumer that let its queue overflow would lose
+  // messages (reported as gaps), and that is not the throughput anyone wants
+  // to measure.
+  const std::size_t max_lag = std::max<std::size_t>(
+      1, std::min<std::size_t>(
+             {options.delivery_queue_capacity / 2,
+              options.delivery_queue_bytes / 2 / std::max<std::size_t>(1, size),
+              std::max<std::size_t>(256, config.max_lag_bytes / std::max<std::size_t>(1, size))}));
+  // Senders that are max_lag ahead sleep until the slowest receiver is back
+  // within half of it: woken once per max_lag / 2 messages delivered, not
+  // polling (16 threads polling every 200 us cost more CPU than the buses
+  // they measured, on a machine where the server needs it too).
+  struct Lag {
+    std::atomic<std::size_t> issued{0};
+    std::array<std::atomic<std::size_t>, receiver_count> received{};
+    std::atomic<int> waiting{0};
+    std::mutex mutex;
+    std::condition_variable caught_up;
+    std::size_t behind() const {
+      std::size_t slowest = SIZE_MAX;
+      for (const auto& r : received) slowest = std::min(slowest, r.load());
+      const auto out = issued.load();
+      return out > slowest ? out - slowest : 0;
+    }
+  } lag;
+  struct Receiver {
+    std::unique_ptr<syncbus::PostgresClusterBus> bus;
+    syncbus::Subscription subscription;
+    std::mutex mutex;
+    Latencies latency;
+    std::uint64_t last_sequence = 0;
+    bool in_order = true;
+    std::size_t received = 0;
+    std::int64_t last_ns = 0;
+  };
+  std::vector<std::unique_ptr<Receiver>> receivers;
+  for (int i = 0; i < receiver_count; ++i) {
+    auto receiver = std::make_unique<Receiver>();
+    receiver->bus = std::make_unique<syncbus::PostgresClusterBus>(options);
+    auto* self = receiver.get();
+    auto* count = &lag.received[static_cast<std::size_t>(i)];
+    receiver->subscription =
+        receiver->bus->subscribe([self, count, &lag, max_lag](const syncbus::ClusterMessage& m) {
+          const auto now = now_ns();
+          const auto sent = m.body.at("t").get<std::int64_t>();
+          {
+            std::lock_guard<std::mutex> lock(self->mutex);
+            self->latency.record(static_cast<double>(now - sent) / 1000.0);
+            self->in_order = self->in_order && m.sequence == self->last_sequence + 1;
+            self->last_sequence = m.sequence;
+            ++self->received;
+            self->last_ns = now;
+          }
+          count->fetch_add(1);
+          if (lag.waiting.load() > 0 && lag.behind() <= max_lag / 2) {
+            std::lock_guard<std::mutex> lock(lag.mutex);
+            lag.caught_up.notify_all();
+          }
+        });
+    receivers.push_back(std::move(receiver));
+  }
+  const auto pad = padding_for(size, config.text_body);
+  std::atomic<std::size_t> sent{0};
+  FirstError failure;
+  Clock::time_point run_ends;  // set when the senders start
+  const auto wait_for_receivers = [&] {
+    if (lag.behind() < max_lag) return;
+    std::unique_lock<std::mutex> lock(lag.mutex);
+    ++lag.waiting;
+    // The timeout only guards against receivers that stopped for good (a
+    // server gone, say): the senders then wait no longer than the run.
+    while (lag.behind() > max_lag / 2 && !stop_requested() && !failure.failed() &&
+           Clock::now() < run_ends) {
+      lag.caught_up.wait_for(lock, std::chrono::milliseconds(100));
+    }
+    --lag.waiting;
+  };
+  const auto cpu_before = process_cpu();
+  const auto server_before = server_cpu(postmaster);
+  const auto rss_before = resident_kb();
+  const auto start_ns = now_ns();
+  std::vector<long> rss_samples;
+  std::atomic<bool> sampling{config.seconds >= 60};
+  std::thread rss_sampler([&] {
+    const auto warm = Clock::now() + 60s;
+    auto next = warm;
+    while (sampling) {
+      std::this_thread::sleep_for(100ms);
+      if (Clock::now() >= next) {
+        rss_samples.push_back(resident_kb());
+        next += 10s;
+      }
+    }
+  });
+  const auto duration = std::chrono::duration<double>(config.seconds);
+  run_ends = Clock::now() + std::chrono::duration_cast<Clock::duration>(duration);
+  std::vector<std::thread> senders;
+  for (int t = 0; t < threads; ++t) {
+    if (!blocking) {
+      // A window of futures: publish_async until `window` are in flight,
+      // then wait for the oldest.
+      senders.emplace_back([&] {
+        try {
+          std::deque<std::future<void>> in_flight;
+          sent += drive(duration, rate, failure, [&](std::size_t) {
+            if (in_flight.size() >= config.window) {
+              in_flight.front().get();
+              in_flight.pop_front();
+            }
+            wait_for_receivers();
+            ++lag.issued;
+            in_flight.push_back(publisher.publish_async({{"t", now_ns()}, {"pad", pad}}));
+          });
+          for (auto& f : in_flight) f.get();
+        } catch (...) {
+          failure.record(std::current_exception());
+        }
+      });
+      continue;
+    }
+    senders.emplace_back([&] {
+      try {
+        sent += drive(duration, rate, failure, [&](std::size_t) {
+          // The same limit as the async senders: a blocking publish returns
+          // at commit, long before the receivers are done with the message.
+          wait_for_receivers();
+          ++lag.issued;
+          publisher.publish({{"t", now_ns()}, {"pad", pad}});
+        });
+      } catch (...) {
+        failure.record(std::current_exception());
+      }
+    });
+  }
+  for (auto& s : senders) s.join();
+  sampling = false;
+  rss_sampler.join();
+  // Drain: wait for both receivers to have everything, or give up (after
+  // 30 s, or at once when a bus has reported an error: the run is not ok).
+  const auto total = sent.load();
+  const auto give_up = Clock::now() + 30s;
+  const auto buses_failed = [&] {
+    std::lock_guard<std::mutex> lock(errors_mutex);
+    return !errors.empty();
+  };
+  for (;;) {
+    bool done = true;
+    for (auto& r : receivers) {
+      std::lock_guard<std::mutex> lock(r->mutex);
+      done = done && r->received >= total;
+    }
+    if (done || Clock::now() > give_up || failure.failed() || buses_failed()) break;
+    std::this_thread::sleep_for(1ms);
+  }
+  Result result;
+  result.name = fmt::format("syncbus, {} thread{}{}", threads, threads == 1 ? "" : "s",
+                            blocking ? ", blocking" : "");
+  failure.rethrow_if_failed(fmt::format("{}, {} bytes", result.name, size));
+  result.size = size;
+  result.delivered = total;
+  std::int64_t last_ns = start_ns;
+  for (auto& r : receivers) {
+    std::lock_guard<std::mutex> lock(r->mutex);
+    result.delivered = std::min(result.delivered, r->received);
+    result.correct = result.correct && r->in_order && r->received == total;
+    last_ns = std::max(last_ns, r->last_ns);
+    result.latency.merge(r->latency);
+  }
+  result.correct = result.correct && gaps == 0 && errors.empty();
+  for (const auto& e : errors) std::cerr << "  error: " << e << "\n";
+  if (!result.correct) {
+    for (auto& r : receivers) {
+      const auto stats = r->bus->stats();
+      std::lock_guard<std::mutex> lock(r->mutex);
+      std::cerr << fmt::format(
+          "  a receiver: {} of {} received, {}; {} gap(s) ({} messages), {} dropped with its "
+          "delivery queue full, {} duplicate(s)\n",
+          r->received, total, r->in_order ? "in order" : "OUT OF ORDER", stats.gaps,
+          stats.messages_missing, stats.dropped_queue_full, stats.duplicates_dropped);
+    }
+  }
+  result.delivered_per_second = static_cast<double>(result.delivered) * 1e9 /
+                                static_cast<double>(std::max<std::int64_t>(1, last_ns - start_ns));
+  const double per_1000 = 1000.0 / static_cast<double>(std::max<std::size_t>(1, total));
+  result.process_cpu_per_1000 = (process_cpu() - cpu_before) * per_1000;
+  if (const auto server_after = server_cpu(postmaster); server_after && server_before) {
+    result.server_cpu_per_1000 = (*server_after - *server_before) * per_1000;
+  }
+  result.rss_growth_kb = resident_kb() - rss_before;
+  result.rss_after_warmup_kb = std::move(rss_samples);
+  result.transactions = publisher.stats().publish_batches;
+  publisher.vacuum(0ms);
+  return result;
+}
+
+}  // namespace syncbus::bench

@@ -1,0 +1,20 @@
+#pragma once
+// The runs of syncbus itself: one PostgresClusterBus published to by
+// threads (publish_async with a window of messages in flight each, or
+// blocking publish()), delivering to two other buses.
+
+#include <cstddef>
+#include <optional>
+
+#include "arguments.hpp"
+#include "measures.hpp"
+
+namespace syncbus::bench {
+
+/// One run of `size`-byte messages from `threads` senders (`blocking`:
+/// publish(), else publish_async): at saturation, or at `rate` per second.
+/// `postmaster`: the server's process, for its CPU (0: none).
+Result run_syncbus(const Config& config, std::size_t size, int threads, std::optional<int> rate,
+                   int postmaster, bool blocking);
+
+}  // namespace syncbus::bench
