@@ -355,6 +355,7 @@ TEST_P(SoakTest, TenThousandMessagesThroughFiveListenerKills) {
   auto receiver_options = options(channel, "soak-receiver-" + name);
   receiver_options.spill = mode;
   receiver_options.on_gap = log.gap_handler();
+  receiver_options.on_error = log.error_handler();
   auto publisher_options = options(channel, "soak-publisher-" + name);
   publisher_options.spill = mode;
   PostgresClusterBus receiver(receiver_options);
@@ -369,10 +370,13 @@ TEST_P(SoakTest, TenThousandMessagesThroughFiveListenerKills) {
   std::thread killer([&] {
     for (int kill = 1; kill <= 5 && publishing; ++kill) {
       std::this_thread::sleep_for(800ms);
-      const auto killed_at = std::chrono::steady_clock::now();
       if (testing::terminate_backend(url(), receiver, BusConnection::listener) != 1) {
         continue;
       }
+      // From the kill on: not the time this test takes to open its own
+      // connection to kill with (a new server process; under load, seen
+      // making a reconnect look 1,142 ms long).
+      const auto killed_at = std::chrono::steady_clock::now();
       eventually([&] { return receiver.stats().reconnects >= static_cast<std::uint64_t>(kill); },
                  5s);
       reconnect_times.push_back(std::chrono::duration_cast<std::chrono::milliseconds>(
@@ -387,7 +391,17 @@ TEST_P(SoakTest, TenThousandMessagesThroughFiveListenerKills) {
   publishing = false;
   killer.join();
   ASSERT_EQ(reconnect_times.size(), 5u);
-  for (const auto t : reconnect_times) EXPECT_LT(t, 1000ms) << "a reconnect took too long";
+  std::string took;
+  for (const auto t : reconnect_times) took += " " + std::to_string(t.count());
+  std::cout << "soak " << name << ": reconnects took (ms):" << took << "\n";
+  for (const auto t : reconnect_times) {
+    EXPECT_LT(t, 1000ms) << "a reconnect took too long; the receiver's errors:\n"
+                         << [&] {
+                              std::string all;
+                              for (const auto& e : log.errors()) all += "  " + e + "\n";
+                              return all;
+                            }();
+  }
 
   // Settle: everything committed has been delivered or reported.
   ASSERT_TRUE(eventually(
