@@ -13,7 +13,6 @@
 #include "failure.hpp"
 #include "pg_session.hpp"
 #include "pg_snapshot.hpp"
-#include "server_admin.hpp"
 #include "statement_deadline.hpp"
 
 namespace syncbus::detail {
