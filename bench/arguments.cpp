@@ -3,6 +3,9 @@
 #include <cstdlib>
 #include <sstream>
 #include <stdexcept>
+#include <type_traits>
+
+#include "command_line.hpp"
 
 namespace syncbus::bench {
 namespace {
@@ -14,10 +17,22 @@ std::vector<std::string> split(const std::string& text) {
   return out;
 }
 
+// `text` as a number for --`option`, or a usage_error saying so.
+template <typename Number>
+Number number(const char* option, const std::string& text) {
+  std::istringstream in(text);
+  Number value{};
+  if (!(in >> value) || !in.eof() ||
+      (std::is_unsigned_v<Number> && text.find('-') != std::string::npos)) {
+    throw cli::usage_error(std::string("--") + option + " \"" + text + "\" is not a number");
+  }
+  return value;
+}
+
 }  // namespace
 
 const char* const usage_text =
-    "usage: syncbus bench [CONNINFO] [--seconds S] [--sizes 200,2000,20000]\n"
+    "usage: syncbus bench [--db CONNINFO] [--seconds S] [--sizes 200,2000,20000]\n"
     "                     [--threads 1,4,16] [--window 64] [--blocking 16|none]\n"
     "                     [--rate 1000] [--rounds 4] [--max-lag-bytes 16777216]\n"
     "                     [--publisher-listens] [--body repeated|text] [--check]\n"
@@ -29,63 +44,73 @@ const char* const usage_text =
     "publish_async, --window messages in flight; --blocking threads call publish()\n"
     "and wait; senders pause while --max-lag-bytes are published and not yet\n"
     "delivered. The paced runs alternate raw and syncbus --rounds times, each for\n"
-    "--seconds / 2, and pool the rounds. --rate 0 skips them. CONNINFO defaults to\n"
-    "$DATABASE_URL. The publishing bus is publish-only (listen = false) unless\n"
+    "--seconds / 2, and pool the rounds. --rate 0 skips them. The connection\n"
+    "string: --db, or a first argument, or $DATABASE_URL. The publishing bus is\n"
+    "publish-only (listen = false) unless\n"
     "--publisher-listens. --body: each body's padding is one repeated character\n"
     "(the default) or text of pseudo-random words, which compresses like prose.\n"
     "--check: exit 1 unless every receiver got every message once, in order.\n"
     "See docs/BENCHMARKS.md.\n";
 
 Config parse_arguments(const std::vector<std::string>& args) {
-  Config config;
-  for (std::size_t i = 0; i < args.size(); ++i) {
-    const auto value = [&]() -> const std::string& {
-      if (i + 1 >= args.size()) throw std::invalid_argument(args[i] + " needs a value");
-      return args[++i];
-    };
-    if (args[i] == "--seconds") {
-      config.seconds = std::stod(value());
-    } else if (args[i] == "--sizes") {
-      config.sizes.clear();
-      for (const auto& s : split(value())) config.sizes.push_back(std::stoul(s));
-    } else if (args[i] == "--threads") {
-      config.threads.clear();
-      for (const auto& t : split(value())) config.threads.push_back(std::stoi(t));
-    } else if (args[i] == "--blocking") {
-      config.blocking_threads.clear();
-      const auto list = value();
-      if (list != "none") {
-        for (const auto& t : split(list)) config.blocking_threads.push_back(std::stoi(t));
-      }
-    } else if (args[i] == "--window") {
-      config.window = std::stoul(value());
-    } else if (args[i] == "--max-lag-bytes") {
-      config.max_lag_bytes = std::stoul(value());
-    } else if (args[i] == "--rate") {
-      config.rate = std::stoi(value());
-    } else if (args[i] == "--rounds") {
-      config.rounds = std::stoi(value());
-      if (config.rounds < 1) throw std::invalid_argument("--rounds must be at least 1");
-    } else if (args[i] == "--publisher-listens") {
-      config.publisher_listens = true;
-    } else if (args[i] == "--body") {
-      const auto kind = value();
-      if (kind != "repeated" && kind != "text") {
-        throw std::invalid_argument("--body takes repeated or text, not " + kind);
-      }
-      config.text_body = kind == "text";
-    } else if (args[i] == "--check") {
-      config.check = true;
-    } else if (args[i] == "--help" || args[i] == "-h") {
-      config.help = true;
-    } else if (config.conninfo.empty() && args[i].rfind("--", 0) != 0) {
-      config.conninfo = args[i];
-    } else {
-      throw std::invalid_argument("unknown argument " + args[i]);
+  // -h as well as --help, as the benchmark always took.
+  for (const auto& arg : args) {
+    if (arg == "-h") {
+      Config help;
+      help.help = true;
+      return help;
     }
   }
-  if (config.conninfo.empty()) {
-    if (const char* url = std::getenv("DATABASE_URL")) config.conninfo = url;
+  const cli::CommandLine line(args,
+                              {"db", "seconds", "sizes", "threads", "blocking", "window",
+                               "max-lag-bytes", "rate", "rounds", "body"},
+                              {"publisher-listens", "check", "help"});
+  Config config;
+  config.help = line.has("help");
+  if (auto v = line.value("seconds")) config.seconds = number<double>("seconds", *v);
+  if (auto v = line.value("sizes")) {
+    config.sizes.clear();
+    for (const auto& s : split(*v)) config.sizes.push_back(number<std::size_t>("sizes", s));
+  }
+  if (auto v = line.value("threads")) {
+    config.threads.clear();
+    for (const auto& t : split(*v)) config.threads.push_back(number<int>("threads", t));
+  }
+  if (auto v = line.value("blocking")) {
+    config.blocking_threads.clear();
+    if (*v != "none") {
+      for (const auto& t : split(*v)) config.blocking_threads.push_back(number<int>("blocking", t));
+    }
+  }
+  if (auto v = line.value("window")) config.window = number<std::size_t>("window", *v);
+  if (auto v = line.value("max-lag-bytes")) {
+    config.max_lag_bytes = number<std::size_t>("max-lag-bytes", *v);
+  }
+  if (auto v = line.value("rate")) config.rate = number<int>("rate", *v);
+  if (auto v = line.value("rounds")) {
+    config.rounds = number<int>("rounds", *v);
+    if (config.rounds < 1) throw cli::usage_error("--rounds must be at least 1");
+  }
+  config.publisher_listens = line.has("publisher-listens");
+  if (auto v = line.value("body")) {
+    if (*v != "repeated" && *v != "text") {
+      throw cli::usage_error("--body takes repeated or text, not " + *v);
+    }
+    config.text_body = *v == "text";
+  }
+  config.check = line.has("check");
+  // The connection string: --db, as every syncbus command takes it, or the
+  // first argument, as the stand-alone benchmark always took it.
+  const auto& positional = line.positional();
+  if (positional.size() > 1 || (positional.size() == 1 && line.has("db"))) {
+    throw cli::usage_error("more than one connection string (give it once, with --db)");
+  }
+  if (auto v = line.value("db")) {
+    config.conninfo = *v;
+  } else if (!positional.empty()) {
+    config.conninfo = positional.front();
+  } else if (const char* url = std::getenv("DATABASE_URL")) {
+    config.conninfo = url;
   }
   return config;
 }

@@ -38,8 +38,10 @@ struct Config {
 /// The --help text.
 extern const char* const usage_text;
 
-/// Reads `args` (CONNINFO and options; CONNINFO defaults to $DATABASE_URL).
-/// Throws std::invalid_argument saying what is wrong.
+/// Reads `args` (tools/command_line.hpp: the parser of every syncbus
+/// command): the options, and the connection string (--db, or a first
+/// argument; else $DATABASE_URL). Throws cli::usage_error saying what is
+/// wrong.
 Config parse_arguments(const std::vector<std::string>& args);
 
 }  // namespace syncbus::bench

@@ -1,7 +1,7 @@
 #pragma once
 // The syncbus subcommands. Each takes the arguments after its name, prints
 // to stdout what the user asked for and to stderr what went wrong, and
-// returns an ExitCode (command_line.hpp).
+// returns an ExitCode (tools/command_line.hpp).
 
 #include <string>
 #include <vector>

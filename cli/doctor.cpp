@@ -10,8 +10,8 @@
 #include <algorithm>
 #include <iostream>
 
-#include "command_line.hpp"
 #include "commands.hpp"
+#include "connection.hpp"
 #include "identifiers.hpp"
 #include "instance_id.hpp"
 #include "notification_inbox.hpp"

@@ -8,8 +8,8 @@
 #include <map>
 #include <string_view>
 
-#include "command_line.hpp"
 #include "commands.hpp"
+#include "connection.hpp"
 
 namespace {
 

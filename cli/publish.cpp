@@ -9,8 +9,8 @@
 #include <iostream>
 #include <sstream>
 
-#include "command_line.hpp"
 #include "commands.hpp"
+#include "connection.hpp"
 
 namespace syncbus::cli {
 namespace {

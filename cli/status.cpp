@@ -10,8 +10,8 @@
 
 #include <iostream>
 
-#include "command_line.hpp"
 #include "commands.hpp"
+#include "connection.hpp"
 #include "pg_session.hpp"
 #include "preflight.hpp"
 #include "server_admin.hpp"

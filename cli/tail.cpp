@@ -14,8 +14,8 @@
 #include <thread>
 
 #include "backoff.hpp"
-#include "command_line.hpp"
 #include "commands.hpp"
+#include "connection.hpp"
 #include "envelope.hpp"
 #include "interrupt.hpp"
 #include "message_auth.hpp"

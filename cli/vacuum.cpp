@@ -5,8 +5,8 @@
 
 #include <iostream>
 
-#include "command_line.hpp"
 #include "commands.hpp"
+#include "connection.hpp"
 #include "pg_session.hpp"
 #include "spill_store.hpp"
 
