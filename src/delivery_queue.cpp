@@ -343,8 +343,8 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
     const auto sequence = item.message.sequence;
     switch (item.kind) {
       case Inbound::Kind::message: {
-        const auto verdict =
-            tracker_.on_message(origin, sequence, item.origin_is_new, item.signature_predates);
+        const auto verdict = tracker_.on_message(origin, sequence, item.origin_is_new,
+                                                 item.signature_predates, item.replay_suspect);
         gap(verdict.gap);
         if (!verdict.deliver) {
           if (!verdict.gap) StatsCounters::add(stats_->duplicates_dropped);
@@ -368,14 +368,15 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
         break;
       }
       case Inbound::Kind::heartbeat:
-        gap(tracker_.on_heartbeat(origin, sequence, item.origin_is_new, item.signature_predates));
+        gap(tracker_.on_heartbeat(origin, sequence, item.origin_is_new,
+                                  item.signature_predates || item.replay_suspect));
         break;
       case Inbound::Kind::goodbye:
         gap(tracker_.on_goodbye(origin, sequence, item.origin_is_new));
         break;
       case Inbound::Kind::connection_reset:
         flush();
-        tracker_.connection_reset();
+        if (!item.keep_freshness) tracker_.connection_reset();
         report_gap(GapEvent{});
         break;
       case Inbound::Kind::dropped:

@@ -64,6 +64,16 @@ struct Inbound {
   /// genuine row written again), so it is not delivered; it is reported as
   /// a gap instead (if genuine, it is one this bus missed).
   bool signature_predates = false;
+  /// A signed message that cannot be genuine news here, whatever this bus
+  /// knows of its origin: sent inline (not through the spill table) and
+  /// signed before the listener last reconnected, to a bus that catches up
+  /// from the table (which would have read it there if it had been in it).
+  /// Never delivered: a gap (if genuine, one this bus missed).
+  bool replay_suspect = false;
+  /// For Kind::connection_reset: report the gap, but leave what the
+  /// sequence tracker knows of each origin's freshness (a bus that caught
+  /// up from the table; see ListenerLoop::reconnect).
+  bool keep_freshness = false;
   /// Set by the delivery stage when the item arrives: the newest
   /// subscription that may hear it (HandlerRegistry; 0: none).
   std::uint64_t audience = 0;

@@ -51,7 +51,7 @@ ListenerLoop::ListenerLoop(const BusServices& services, DeliveryQueue& queue,
   // Taken once LISTEN has taken effect: every transaction not visible in it
   // commits later, and its notifications reach this session.
   position_.start(take_snapshot(*session), std::chrono::steady_clock::now());
-  listening_since_ = std::chrono::steady_clock::now();
+  listening_since_ = connected_since_ = std::chrono::steady_clock::now();
   if (probe) prove_round_trip(*session, probe);
   queue_.on_room_for_reread([this] { room_.signal(); });
   thread_.start([this, s = std::move(session)]() mutable { run(std::move(s)); });
@@ -245,9 +245,19 @@ std::unique_ptr<ListenSession> ListenerLoop::reconnect() {
     // session, or from a reused process id) must not pass for one this bus
     // heard: it is as old as this listener's hearing, and the origins'
     // fresh words are forgotten with the reset (SequenceTracker).
-    listening_since_ = std::chrono::steady_clock::now();
+    listening_since_ = connected_since_ = std::chrono::steady_clock::now();
     queue_.post(Inbound{Inbound::Kind::connection_reset, {}});
     return session;
+  }
+  // Listening again since now: what was sent inline meanwhile is not in the
+  // table. When some publisher of the channel sends inline (it is not in
+  // SpillMode::always), that is a gap of unknown range, reported first; the
+  // table's rows are read back all the same.
+  connected_since_ = std::chrono::steady_clock::now();
+  if (heard_inline_) {
+    Inbound reset{Inbound::Kind::connection_reset, {}};
+    reset.keep_freshness = true;
+    queue_.post(std::move(reset));
   }
   // LISTEN first (connect() did), then fix the cutoff, then read what was
   // missed, then go live: notifications arriving meanwhile wait in

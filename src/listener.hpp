@@ -143,8 +143,18 @@ class ListenerLoop {
   // no catch-up) its last reconnect. Kept by this process's monotonic clock,
   // so that a step of the server's clock moves it with every "sent".
   std::chrono::steady_clock::time_point listening_since_;
-  /// See Inbound::signature_predates.
-  bool signature_predates(std::optional<std::uint64_t> sent_ms) const;
+  // Since when the listener's current session has been listening: its last
+  // (re)connection (the same as listening_since_ without a catch-up). What
+  // is sent inline before it was missed, never read back.
+  std::chrono::steady_clock::time_point connected_since_;
+  // An envelope from another origin carried a message inline: some
+  // publisher of the channel does not put every message in the spill
+  // table, so a catch-up cannot bring back all that was missed.
+  bool heard_inline_ = false;
+  /// See Inbound::signature_predates: signed before `since` (less the
+  /// clocks' tolerance), or longer ago than a bus remembers an origin.
+  bool signature_predates(std::optional<std::uint64_t> sent_ms,
+                          std::chrono::steady_clock::time_point since) const;
   /// Reads the server's clock again (ServerClock), then leaves the
   /// channel's LISTEN as the session's last statement (see ping()).
   void recalibrate(ListenSession& session);

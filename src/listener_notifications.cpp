@@ -119,12 +119,13 @@ bool ListenerLoop::fresh(const Envelope& envelope, int sender_pid, std::vector<I
   return false;
 }
 
-bool ListenerLoop::signature_predates(std::optional<std::uint64_t> sent_ms) const {
+bool ListenerLoop::signature_predates(std::optional<std::uint64_t> sent_ms,
+                                      std::chrono::steady_clock::time_point since) const {
   // A row written the 0.1 way has no time: it predates everything.
   if (!sent_ms) return true;
   const auto now = clock_.now_ms();
   const auto listening = ms(std::chrono::duration_cast<std::chrono::milliseconds>(
-                                std::chrono::steady_clock::now() - listening_since_) +
+                                std::chrono::steady_clock::now() - since) +
                             clock_tolerance);
   const auto memory = ms(origin_memory);
   const auto horizon =
@@ -149,12 +150,21 @@ void ListenerLoop::deliver_chunk(ListenSession& session, const Notification* beg
       if (envelope.origin == config_.origin()) continue;
       if (auth_.enabled() && !fresh(envelope, notification->sender_pid, items)) continue;
       const bool origin_is_new = position_.origin_is_new(envelope.born);
-      const bool predates = auth_.enabled() && signature_predates(envelope.sent_ms);
+      const bool predates =
+          auth_.enabled() && signature_predates(envelope.sent_ms, listening_since_);
+      // A bus that catches up reads what it missed from the table: an
+      // envelope that did not go through it (inline, or a heartbeat) and
+      // was signed before this session listened is no news, only a replay.
+      const bool replay_suspect = auth_.enabled() && config_.durable() &&
+                                  envelope.kind != Envelope::Kind::spill_pointer &&
+                                  signature_predates(envelope.sent_ms, connected_since_);
+      if (envelope.kind == Envelope::Kind::inline_body) heard_inline_ = true;
       if (envelope.kind == Envelope::Kind::heartbeat) {
         items.push_back({envelope.goodbye ? Inbound::Kind::goodbye : Inbound::Kind::heartbeat,
                          {std::move(envelope.origin), envelope.sequence, {}}});
         items.back().origin_is_new = origin_is_new;
         items.back().signature_predates = predates;
+        items.back().replay_suspect = replay_suspect;
         continue;
       }
       // What each inline body counts against the delivery queue's byte
@@ -166,6 +176,7 @@ void ListenerLoop::deliver_chunk(ListenSession& session, const Notification* beg
         Inbound item{Inbound::Kind::message, {envelope.origin, sequence, {}}};
         item.origin_is_new = origin_is_new;
         item.signature_predates = predates;
+        item.replay_suspect = replay_suspect;
         if (envelope.kind == Envelope::Kind::inline_body) {
           item.message.body = std::move(envelope.bodies[i]);
           item.body_bytes = inline_share;

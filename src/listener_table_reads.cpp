@@ -46,7 +46,7 @@ std::optional<Inbound> ListenerLoop::item_of(const SpillStore::StoredMessage& ro
     item.origin_is_new = position_.origin_is_new(row.born);
     // A row's freshness is its own (a row can be written again, with the
     // same signature); a live pointer's is the envelope's, and the same.
-    item.signature_predates = auth_.enabled() && signature_predates(row.sent_ms);
+    item.signature_predates = auth_.enabled() && signature_predates(row.sent_ms, listening_since_);
     return item;
   } catch (const std::exception& e) {
     report(on_error_, protocol_error(fmt::format(

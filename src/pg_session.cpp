@@ -78,6 +78,12 @@ void configure_session(pqxx::connection_base& session, std::chrono::milliseconds
   auto sql = fmt::format("SET search_path = pg_catalog, pg_temp; SET statement_timeout = {}",
                          std::max<long long>(1, statement.count()));
   if (lock.count() > 0) sql += fmt::format("; SET lock_timeout = {}", lock.count());
+  // An acknowledged publish is on disk: synchronous_commit = off (from a
+  // role's settings, PGOPTIONS or the conninfo) would let a crash lose
+  // committed rows. Stronger settings (remote_apply, ...) are kept.
+  sql +=
+      "; SELECT set_config('synchronous_commit', 'on', false) "
+      "WHERE current_setting('synchronous_commit') = 'off'";
   pqxx::nontransaction(session).exec(sql);
 }
 

@@ -95,6 +95,8 @@ std::unique_ptr<Session> open_session(const std::string& conninfo,
 ///   setting would otherwise bound the bus's statements more tightly than
 ///   its documented deadlines (failing, say, the start-up checks on a loaded
 ///   server, or every fetch of a large body).
+/// - synchronous_commit, when it is off: on (a publish acknowledged is on
+///   disk, and survives a crash); any other value is kept.
 void configure_session(pqxx::connection_base& session, std::chrono::milliseconds statement,
                        std::chrono::milliseconds lock = std::chrono::milliseconds(0));
 

@@ -36,15 +36,15 @@ void SequenceTracker::make_room(const std::string& keep) {
 
 SequenceTracker::Verdict SequenceTracker::on_message(const std::string& origin,
                                                      std::uint64_t sequence, bool origin_is_new,
-                                                     bool signature_predates) {
+                                                     bool signature_predates, bool replay_suspect) {
   Verdict verdict;
   bool created = false;
   // An origin older than this bus: nothing is known of what came before.
   // One born after it: everything from sequence 1 on should have arrived.
   auto& known = entry(origin, origin_is_new ? 0 : sequence - 1, created);
-  if (!signature_predates) {
+  if (!signature_predates && !replay_suspect) {
     known.fresh = true;
-  } else if (!known.fresh) {
+  } else if (!known.fresh || replay_suspect) {
     // Genuine, but perhaps sent again, by someone who recorded it (or wrote
     // its row again): a gap, never a delivery, until the origin speaks for
     // itself.

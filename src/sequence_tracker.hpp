@@ -43,9 +43,10 @@ class SequenceTracker {
   /// bus's to see, and those before `sequence` are a gap. With
   /// `signature_predates` (Inbound), a message of an origin that has sent
   /// this bus nothing fresh yet is not delivered but reported as a gap (it
-  /// may be a replay; if genuine, it is a message this bus missed).
+  /// may be a replay; if genuine, it is a message this bus missed). With
+  /// `replay_suspect` (Inbound), the same whatever the origin has sent.
   Verdict on_message(const std::string& origin, std::uint64_t sequence, bool origin_is_new = false,
-                     bool signature_predates = false);
+                     bool signature_predates = false, bool replay_suspect = false);
 
   /// A heartbeat says `origin`'s last published sequence is `last_sequence`:
   /// anything between what we saw and that is missing (a loss at the tail of

@@ -208,5 +208,18 @@ TEST(SequenceTracker, UnknownRangeGapHasNoCount) {
   EXPECT_EQ(unknown.count(), 0u);
 }
 
+// A replay suspect (inline, signed before a durable bus last reconnected)
+// is never delivered, even from an origin that has spoken freshly: a gap.
+TEST(SequenceTracker, AReplaySuspectIsAGapEvenFromAFreshOrigin) {
+  SequenceTracker tracker;
+  EXPECT_TRUE(tracker.on_message("a", 1, /*origin_is_new=*/true).deliver);
+  const auto suspect = tracker.on_message("a", 2, false, false, /*replay_suspect=*/true);
+  EXPECT_FALSE(suspect.deliver);
+  ASSERT_TRUE(suspect.gap.has_value());
+  EXPECT_EQ(suspect.gap->first_missing, 2u);
+  EXPECT_EQ(suspect.gap->last_missing, 2u);
+  EXPECT_TRUE(tracker.on_message("a", 3).deliver) << "the origin's next message";
+}
+
 }  // namespace
 }  // namespace syncbus::detail
