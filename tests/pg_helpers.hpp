@@ -7,8 +7,11 @@
 #include <gtest/gtest.h>
 #include <pqxx/pqxx>
 
+#include <unistd.h>
+
 #include <cstdlib>
 #include <fstream>
+#include <random>
 #include <string>
 
 #include "conninfo.hpp"
@@ -22,6 +25,47 @@ inline void raw_notify(const std::string& url, const std::string& channel,
   pqxx::connection connection(url);
   pqxx::nontransaction(connection).exec_params("SELECT pg_notify($1, $2)", channel, payload);
 }
+
+/// A spill table of a test's own, in schema public, made as the default
+/// one is (by a bus) and dropped at the end: for a test that locks its
+/// table, which would hold up every other test's buses on the shared one
+/// (ctest runs two at a time: a bus being created under a 250 ms
+/// query_timeout failed so, while another test held an ACCESS EXCLUSIVE
+/// lock on the shared table).
+class OwnSpillTable {
+ public:
+  OwnSpillTable(std::string url, const std::string& what)
+      : url_(std::move(url)),
+        name_("t_spill_" + what + "_" + std::to_string(::getpid()) + "_" + random_suffix()) {
+    PostgresBusOptions o;
+    o.conninfo = url_;
+    o.listen = false;
+    o.spill_table = name_;
+    PostgresClusterBus maker(o);
+  }
+  ~OwnSpillTable() {
+    try {
+      pqxx::connection admin(url_);
+      pqxx::nontransaction(admin).exec("DROP TABLE IF EXISTS " + qualified());
+    } catch (...) {
+    }
+  }
+  OwnSpillTable(const OwnSpillTable&) = delete;
+  OwnSpillTable& operator=(const OwnSpillTable&) = delete;
+
+  /// For PostgresBusOptions::spill_table.
+  const std::string& name() const { return name_; }
+  /// public."name", for SQL.
+  std::string qualified() const { return "public.\"" + name_ + "\""; }
+
+ private:
+  static std::string random_suffix() {
+    static std::mt19937_64 random{std::random_device{}()};
+    return std::to_string(random() % 1000000);
+  }
+  std::string url_;
+  std::string name_;
+};
 
 /// Which of a bus's two connections to act on: the publisher's carries the
 /// bus's application_name, the listener's the same followed by ":listen".
@@ -67,10 +111,12 @@ inline int sessions_named(const std::string& url, const std::string& application
 /// let_in(). Declare it before the buses that use it.
 class RoleThatCanBeKeptOut {
  public:
-  RoleThatCanBeKeptOut(std::string url, const std::string& tag)
+  /// Allowed SELECT and INSERT on `table` (SQL, with its schema).
+  RoleThatCanBeKeptOut(std::string url, const std::string& tag,
+                       const std::string& table = "public.sync_cluster_spill")
       : url_(std::move(url)), role_("syncbus_t_away_" + tag) {
     admin("CREATE ROLE " + role_ + " LOGIN; GRANT USAGE ON SCHEMA public TO " + role_ +
-          "; GRANT SELECT, INSERT ON public.sync_cluster_spill TO " + role_);
+          "; GRANT SELECT, INSERT ON " + table + " TO " + role_);
   }
   ~RoleThatCanBeKeptOut() {
     try {

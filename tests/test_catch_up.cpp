@@ -62,8 +62,9 @@ TEST_F(CatchUpTest, AcknowledgedMessagesSurviveRepeatedListenerKills) {
 // (its role may not log in meanwhile), and a publisher on its channel.
 struct KeptOutReceiver {
   KeptOutReceiver(const std::string& url, PostgresBusOptions receiver_options,
-                  const PostgresBusOptions& publisher_options, const std::string& tag)
-      : role(url, tag) {
+                  const PostgresBusOptions& publisher_options, const std::string& tag,
+                  const std::string& table = "public.sync_cluster_spill")
+      : role(url, tag, table) {
     receiver_options.on_error = log.error_handler();
     receiver_options.on_gap = log.gap_handler();
     receiver.emplace(role.as_role(receiver_options));
@@ -133,17 +134,21 @@ TEST_F(CatchUpTest, ACatchUpThatWaitsOnALockLosesNothing) {
   // lock_timeout, it retries), and reads everything once the lock is gone.
   // Nothing depends on how long that takes.
   const auto channel = unique_channel("catch_up_lock");
+  const testing::OwnSpillTable table(url(), "catch_up_lock");  // the lock holds up no other test
   auto receiver_options = durable_options(channel, "lock-receiver");
   receiver_options.query_timeout = 600ms;
-  KeptOutReceiver r(url(), receiver_options, durable_options(channel, "lock-publisher"),
-                    "lock" + channel.substr(channel.size() - 6));
+  receiver_options.spill_table = table.name();
+  auto publisher_options = durable_options(channel, "lock-publisher");
+  publisher_options.spill_table = table.name();
+  KeptOutReceiver r(url(), receiver_options, publisher_options,
+                    "lock" + channel.substr(channel.size() - 6), table.qualified());
   r.publisher->publish("before");
   ASSERT_TRUE(r.seen.wait_for_count(1, 20s));
   r.role.keep_out(*r.receiver);
   for (int i = 1; i <= 100; ++i) r.publisher->publish(i);
   pqxx::connection locker_connection(url());
   pqxx::work locker(locker_connection);
-  locker.exec("LOCK TABLE public.sync_cluster_spill IN ACCESS EXCLUSIVE MODE");
+  locker.exec("LOCK TABLE " + table.qualified() + " IN ACCESS EXCLUSIVE MODE");
   r.role.let_in();
   // Back, and catching up: its first page waits on the lock, gives up at its
   // lock_timeout, says so, and tries again.

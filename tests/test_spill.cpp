@@ -502,25 +502,29 @@ TEST_F(SpillTest, ABacklogOfPointersIsFetchedInBatchesInOrderWithEachHoleReporte
 // later messages, and reads them all, in order, once it can.
 TEST_F(SpillTest, ARowThatCannotBeReadForAWhileIsDeliveredOnceItCanBeAndNothingIsLost) {
   const auto channel = unique_channel("unreadable");
+  const testing::OwnSpillTable table(url(), "unreadable");  // the lock holds up no other test
   EventLog log;
   auto o = options(channel, SpillMode::always);
+  o.spill_table = table.name();
   o.query_timeout = 400ms;  // its lock_timeout: 200 ms
   o.on_error = log.error_handler();
   o.on_gap = log.gap_handler();
   PostgresClusterBus receiver(o);
   Collector seen;
   auto subscription = receiver.subscribe(seen.handler());
-  PostgresClusterBus inline_sender(options(channel, SpillMode::overflow));
+  auto inline_options = options(channel, SpillMode::overflow);
+  inline_options.spill_table = table.name();
+  PostgresClusterBus inline_sender(inline_options);
 
   // A writer's row commits while another session waits to lock the table:
   // the lock is granted the moment the writer commits, before the
   // listener's fetch can run.
   pqxx::connection writer_connection(url());
   pqxx::work writer(writer_connection);
-  writer.exec_params(
-      "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) VALUES ($1, "
-      "'unreadable-writer', 1, '\"one\"')",
-      channel);
+  writer.exec_params("INSERT INTO " + table.qualified() +
+                         " (channel, origin, sequence, body) VALUES ($1, "
+                         "'unreadable-writer', 1, '\"one\"')",
+                     channel);
   writer.exec_params("SELECT pg_notify($1, $2)", channel,
                      R"({"v":1,"origin":"unreadable-writer","seq":1,"spilled":true})");
   pqxx::connection locker_connection(url());
@@ -528,7 +532,7 @@ TEST_F(SpillTest, ARowThatCannotBeReadForAWhileIsDeliveredOnceItCanBeAndNothingI
   std::promise<void> unlock;
   std::thread locker([&] {
     pqxx::work lock(locker_connection);
-    lock.exec("LOCK TABLE public.sync_cluster_spill IN ACCESS EXCLUSIVE MODE");
+    lock.exec("LOCK TABLE " + table.qualified() + " IN ACCESS EXCLUSIVE MODE");
     locked.set_value();
     unlock.get_future().wait();
     lock.commit();
@@ -536,9 +540,10 @@ TEST_F(SpillTest, ARowThatCannotBeReadForAWhileIsDeliveredOnceItCanBeAndNothingI
   ASSERT_TRUE(eventually([&] {
     pqxx::connection admin(url());
     return pqxx::nontransaction(admin)
-               .exec1(
+               .exec_params1(
                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = "
-                   "'public.sync_cluster_spill'::regclass")[0]
+                   "to_regclass($1)",
+                   table.qualified())[0]
                .as<int>() > 0;
   }));
   writer.commit();
@@ -553,10 +558,10 @@ TEST_F(SpillTest, ARowThatCannotBeReadForAWhileIsDeliveredOnceItCanBeAndNothingI
   locker.join();
   {
     pqxx::work second(writer_connection);
-    second.exec_params(
-        "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) VALUES ($1, "
-        "'unreadable-writer', 2, '\"two\"')",
-        channel);
+    second.exec_params("INSERT INTO " + table.qualified() +
+                           " (channel, origin, sequence, body) VALUES ($1, "
+                           "'unreadable-writer', 2, '\"two\"')",
+                       channel);
     second.exec_params("SELECT pg_notify($1, $2)", channel,
                        R"({"v":1,"origin":"unreadable-writer","seq":2,"spilled":true})");
     second.commit();
