@@ -111,10 +111,18 @@ inline int sessions_named(const std::string& url, const std::string& application
 /// let_in(). Declare it before the buses that use it.
 class RoleThatCanBeKeptOut {
  public:
-  /// Allowed SELECT and INSERT on `table` (SQL, with its schema).
+  /// Allowed SELECT and INSERT on `table` (SQL, with its schema; the
+  /// default one is made first if no bus has made it yet: on a new server,
+  /// a test that runs first finds none).
   RoleThatCanBeKeptOut(std::string url, const std::string& tag,
                        const std::string& table = "public.sync_cluster_spill")
       : url_(std::move(url)), role_("syncbus_t_away_" + tag) {
+    if (table == "public.sync_cluster_spill") {
+      PostgresBusOptions o;
+      o.conninfo = url_;
+      o.listen = false;
+      PostgresClusterBus maker(o);  // makes the table if it is missing
+    }
     admin("CREATE ROLE " + role_ + " LOGIN; GRANT USAGE ON SCHEMA public TO " + role_ +
           "; GRANT SELECT, INSERT ON " + table + " TO " + role_);
   }
