@@ -26,6 +26,16 @@ inline void raw_notify(const std::string& url, const std::string& channel,
   pqxx::nontransaction(connection).exec_params("SELECT pg_notify($1, $2)", channel, payload);
 }
 
+/// Makes spill table public.`name` if it is missing, as a bus makes it.
+inline void make_spill_table(const std::string& url,
+                             const std::string& name = PostgresBusOptions{}.spill_table) {
+  PostgresBusOptions o;
+  o.conninfo = url;
+  o.listen = false;
+  o.spill_table = name;
+  PostgresClusterBus maker(o);
+}
+
 /// A spill table of a test's own, in schema public, made as the default
 /// one is (by a bus) and dropped at the end: for a test that locks its
 /// table, which would hold up every other test's buses on the shared one
@@ -37,11 +47,7 @@ class OwnSpillTable {
   OwnSpillTable(std::string url, const std::string& what)
       : url_(std::move(url)),
         name_("t_spill_" + what + "_" + std::to_string(::getpid()) + "_" + random_suffix()) {
-    PostgresBusOptions o;
-    o.conninfo = url_;
-    o.listen = false;
-    o.spill_table = name_;
-    PostgresClusterBus maker(o);
+    make_spill_table(url_, name_);
   }
   ~OwnSpillTable() {
     try {
@@ -117,12 +123,7 @@ class RoleThatCanBeKeptOut {
   RoleThatCanBeKeptOut(std::string url, const std::string& tag,
                        const std::string& table = "public.sync_cluster_spill")
       : url_(std::move(url)), role_("syncbus_t_away_" + tag) {
-    if (table == "public.sync_cluster_spill") {
-      PostgresBusOptions o;
-      o.conninfo = url_;
-      o.listen = false;
-      PostgresClusterBus maker(o);  // makes the table if it is missing
-    }
+    if (table == "public.sync_cluster_spill") make_spill_table(url_);
     admin("CREATE ROLE " + role_ + " LOGIN; GRANT USAGE ON SCHEMA public TO " + role_ +
           "; GRANT SELECT, INSERT ON " + table + " TO " + role_);
   }
