@@ -67,10 +67,10 @@ class BusConnection {
   /// True while a session is open (it may still turn out broken).
   bool has_session() const noexcept { return session_ != nullptr; }
 
-  /// Sleeps for `pause` unless close() was called (then returns false at
+  /// Sleeps for `length` unless close() was called (then returns false at
   /// once).
-  bool pause(std::chrono::milliseconds pause) {
-    return closing_wake_.sleep_unless_signalled(pause);
+  bool pause(std::chrono::milliseconds length) {
+    return closing_wake_.sleep_unless_signalled(length);
   }
   bool closing() const noexcept { return closing_.load(); }
 

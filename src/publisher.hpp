@@ -11,7 +11,6 @@
 // background thread sends for them when no publish() caller is.
 
 #include <syncbus/errors.hpp>
-#include <syncbus/spill_mode.hpp>
 
 #include <pqxx/connection_base>
 
@@ -22,7 +21,6 @@
 #include <exception>
 #include <functional>
 #include <future>
-#include <limits>
 #include <memory>
 #include <mutex>
 #include <optional>
