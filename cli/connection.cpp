@@ -72,6 +72,16 @@ std::unique_ptr<detail::Session> open_session(const Connection& where,
   return session;
 }
 
+PostgresBusOptions bus_options(const Connection& where) {
+  PostgresBusOptions options;
+  options.conninfo = where.conninfo;
+  options.channel = where.channel;
+  options.spill_schema = where.schema;
+  options.spill_table = where.table;
+  options.secrets = where.secrets;
+  return options;
+}
+
 std::vector<std::pair<std::string, std::string>> identifiers(const Connection& where) {
   // Named as the user gave them: by their flags.
   return {{"--channel", where.channel}, {"--schema", where.schema}, {"--table", where.table}};

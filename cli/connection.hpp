@@ -48,6 +48,10 @@ std::unique_ptr<detail::Session> open_session(const Connection& where,
                                               const std::string& application_name,
                                               detail::ConnectLimits limits = {});
 
+/// A bus's options for `where`: its database, channel, spill table and
+/// secrets (the rest as a bus's defaults).
+PostgresBusOptions bus_options(const Connection& where);
+
 /// The names a Connection gives PostgreSQL, each with its flag (--channel).
 std::vector<std::pair<std::string, std::string>> identifiers(const Connection& where);
 /// Throws configuration_error naming the first of them that PostgreSQL would

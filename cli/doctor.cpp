@@ -3,9 +3,7 @@
 #include <syncbus/errors.hpp>
 
 #include <fmt/format.h>
-#include <poll.h>
 #include <pqxx/nontransaction>
-#include <pqxx/notification>
 
 #include <algorithm>
 #include <iostream>
@@ -13,8 +11,7 @@
 #include "commands.hpp"
 #include "connection.hpp"
 #include "identifiers.hpp"
-#include "instance_id.hpp"
-#include "notification_inbox.hpp"
+#include "notify_probe.hpp"
 #include "pg_session.hpp"
 #include "preflight.hpp"
 #include "server_admin.hpp"
@@ -56,23 +53,11 @@ class Report {
 
 // LISTEN on one connection, NOTIFY from another, and see it arrive.
 void check_round_trip(const Connection& where, pqxx::connection_base& listener, Report& report) {
-  const auto channel = "syncbus_probe_" + detail::random_hex(16);
-  const auto token = detail::random_hex(16);
-  std::vector<detail::Notification> arrived;
-  detail::NotificationInbox inbox(listener, channel, arrived);
   auto notifier = open_session(where, "syncbus:doctor");
-  pqxx::nontransaction(*notifier).exec_params("SELECT pg_notify($1, $2)", channel, token);
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  const auto came = [&] {
-    return std::any_of(arrived.begin(), arrived.end(),
-                       [&](const detail::Notification& n) { return n.payload == token; });
+  const auto send = [&](const std::string& channel, const std::string& payload) {
+    pqxx::nontransaction(*notifier).exec_params("SELECT pg_notify($1, $2)", channel, payload);
   };
-  while (!came() && std::chrono::steady_clock::now() < deadline) {
-    pollfd fd{listener.sock(), POLLIN, 0};
-    ::poll(&fd, 1, 100);
-    listener.get_notifs();
-  }
-  if (came()) {
+  if (detail::notify_reaches_listen(listener, send, std::chrono::seconds(5))) {
     report.ok("LISTEN works and a NOTIFY from another connection arrives");
   } else {
     report.fail(

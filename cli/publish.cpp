@@ -84,12 +84,7 @@ int run_publish(const Arguments& args) {
     bodies.push_back(parse_json(all.str(), "stdin"));
   }
 
-  PostgresBusOptions options;
-  options.conninfo = where.conninfo;
-  options.channel = where.channel;
-  options.spill_schema = where.schema;
-  options.spill_table = where.table;
-  options.secrets = where.secrets;
+  auto options = bus_options(where);
   options.spill = spill_mode(line.value("spill").value_or("overflow"));
   options.instance_id = line.value("name").value_or("syncbus-cli");
   // What the bus has to say goes through its log hook, to stderr.

@@ -18,6 +18,7 @@
 
 namespace syncbus::detail {
 
+struct ChannelTap;
 class MessageAuth;
 class SpillStore;
 
@@ -61,6 +62,7 @@ struct BusServices {
   DeadlineTimer& deadlines;
   const MessageAuth& auth;
   const SpillStore& store;
+  const ChannelTap& tap;  // a tool's view of the channel (syncbus tail); empty for a bus
 };
 
 }  // namespace syncbus::detail

@@ -34,9 +34,11 @@ bool carries_a_sequence(Inbound::Kind kind) {
 
 DeliveryQueue::DeliveryQueue(ErrorSink on_error, GapHandler on_gap,
                              std::shared_ptr<StatsCounters> stats, Capacity capacity,
-                             QueueFullPolicy policy, bool forget_on_goodbye)
+                             QueueFullPolicy policy, bool forget_on_goodbye,
+                             std::function<void(const Inbound&)> tap)
     : on_error_(std::move(on_error)),
       on_gap_(std::move(on_gap)),
+      tap_(std::move(tap)),
       stats_(std::move(stats)),
       tracker_(forget_on_goodbye),
       capacity_(capacity),
@@ -350,6 +352,7 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
           if (!verdict.gap) StatsCounters::add(stats_->duplicates_dropped);
           continue;
         }
+        show_tap(item);
         if (item.audience == 0) {
           StatsCounters::add(stats_->delivered);  // to every handler there was: none
           continue;
@@ -370,9 +373,11 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
       case Inbound::Kind::heartbeat:
         gap(tracker_.on_heartbeat(origin, sequence, item.origin_is_new,
                                   item.signature_predates || item.replay_suspect));
+        show_tap(item);
         break;
       case Inbound::Kind::goodbye:
         gap(tracker_.on_goodbye(origin, sequence, item.origin_is_new));
+        show_tap(item);
         break;
       case Inbound::Kind::connection_reset:
         flush();
@@ -395,17 +400,14 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
   flush();
 }
 
+void DeliveryQueue::show_tap(const Inbound& item) {
+  if (tap_) call_reporting(on_error_, "the channel tap", [&] { tap_(item); });
+}
+
 void DeliveryQueue::report_gap(const GapEvent& gap) {
   StatsCounters::add(stats_->gaps);
   StatsCounters::add_saturating(stats_->messages_missing, gap.count());
-  if (!on_gap_) return;
-  try {
-    on_gap_(gap);
-  } catch (const std::exception& e) {
-    report(on_error_, error(std::string("syncbus: the on_gap handler threw: ") + e.what()));
-  } catch (...) {
-    report(on_error_, error("syncbus: the on_gap handler threw a non-std exception"));
-  }
+  if (on_gap_) call_reporting(on_error_, "the on_gap handler", [&] { on_gap_(gap); });
 }
 
 }  // namespace syncbus::detail

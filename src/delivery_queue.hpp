@@ -53,9 +53,11 @@ class DeliveryQueue {
   /// (drop_and_report_gap or drop_and_reread, never automatic): reported as
   /// gaps once the handlers catch up, or withheld per origin until the
   /// transport reads them back (next_reread / post_reread).
-  /// `forget_on_goodbye`: see SequenceTracker.
+  /// `forget_on_goodbye`: see SequenceTracker. `tap` sees what is
+  /// delivered (ChannelTap::on_delivered).
   DeliveryQueue(ErrorSink on_error, GapHandler on_gap, std::shared_ptr<StatsCounters> stats,
-                Capacity capacity, QueueFullPolicy policy, bool forget_on_goodbye = true);
+                Capacity capacity, QueueFullPolicy policy, bool forget_on_goodbye = true,
+                std::function<void(const Inbound&)> tap = {});
   ~DeliveryQueue();
   DeliveryQueue(const DeliveryQueue&) = delete;
   DeliveryQueue& operator=(const DeliveryQueue&) = delete;
@@ -120,9 +122,11 @@ class DeliveryQueue {
   /// Runs one batch through the tracker and the handlers.
   void deliver(std::vector<Inbound>& batch);
   void report_gap(const GapEvent& gap);
+  void show_tap(const Inbound& item);
 
   ErrorSink on_error_;
   GapHandler on_gap_;
+  std::function<void(const Inbound&)> tap_;
   std::shared_ptr<StatsCounters> stats_;
   SequenceTracker tracker_;  // used by the delivery thread only
   std::chrono::steady_clock::time_point last_sweep_ = std::chrono::steady_clock::now();

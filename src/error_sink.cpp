@@ -1,5 +1,8 @@
 #include "error_sink.hpp"
 
+#include <syncbus/errors.hpp>
+
+#include <string>
 #include <utility>
 
 namespace syncbus::detail {
@@ -10,6 +13,17 @@ void report(const ErrorSink& sink, const std::exception& e) noexcept {
     sink(e);
   } catch (...) {
     // Documented: exceptions from the error handler are ignored.
+  }
+}
+
+void call_reporting(const ErrorSink& sink, const char* who,
+                    const std::function<void()>& callback) noexcept {
+  try {
+    callback();
+  } catch (const std::exception& e) {
+    report(sink, error(std::string("syncbus: ") + who + " threw: " + e.what()));
+  } catch (...) {
+    report(sink, error(std::string("syncbus: ") + who + " threw a non-std exception"));
   }
 }
 

@@ -18,6 +18,12 @@ using ErrorSink = std::function<void(const std::exception&)>;
 /// handler must never take down a thread the library owns.
 void report(const ErrorSink& sink, const std::exception& e) noexcept;
 
+/// Calls `callback` (code that is not the library's: an application's
+/// on_gap, a tool's tap), reporting to `sink` whatever it throws, as
+/// "syncbus: <who> threw: ...", instead of letting it escape.
+void call_reporting(const ErrorSink& sink, const char* who,
+                    const std::function<void()>& callback) noexcept;
+
 /// The error sink a bus hands its parts: counts the error in `stats` (and
 /// keeps its message as the last error), logs it, then reports it to `user`.
 ErrorSink counting_errors(std::shared_ptr<StatsCounters> stats, ErrorSink user, Logger log = {});

@@ -77,6 +77,9 @@ struct Inbound {
   /// Set by the delivery stage when the item arrives: the newest
   /// subscription that may hear it (HandlerRegistry; 0: none).
   std::uint64_t audience = 0;
+  /// The body was read from the spill table (a pointer's row, or a row
+  /// read in a catch-up or a read-back), not carried by the notification.
+  bool from_table = false;
   /// Transport-internal: the message's body is still in the spill table
   /// (the listener reads it before handing the item on).
   bool body_in_table = false;

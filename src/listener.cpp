@@ -16,6 +16,7 @@
 #include "backoff.hpp"
 #include "instance_id.hpp"
 #include "listen_session.hpp"
+#include "notify_probe.hpp"
 #include "pg_session.hpp"
 #include "statement_deadline.hpp"
 
@@ -43,6 +44,7 @@ ListenerLoop::ListenerLoop(const BusServices& services, DeliveryQueue& queue,
       store_(services.store),
       auth_(services.auth),
       queue_(queue),
+      tap_(services.tap),
       on_error_(services.on_error),
       stats_(services.stats),
       deadlines_(services.deadlines),
@@ -109,46 +111,23 @@ PgSnapshot ListenerLoop::take_snapshot(ListenSession& session) {
 }
 
 void ListenerLoop::prove_round_trip(ListenSession& session, const ProbeSender& probe) {
-  // A channel of its own, so that no other bus sees the probe.
-  const auto probe_channel = "syncbus_probe_" + random_hex(16);
-  const auto token = random_hex(16);
   auto& connection = *session.connection;
-  std::vector<Notification> arrived;
   // Normally a millisecond; a loaded server may take a while.
   const auto wait = std::min(options_.query_timeout, std::chrono::milliseconds(5000));
-  const auto deadline = std::chrono::steady_clock::now() + wait;
   // The statements' own deadline comes after the wait's: when the NOTIFY
   // does not come, the error must say so, not that the server is frozen.
-  run_with_deadline(
+  const bool reached = run_with_deadline(
       deadlines_, connection.sock(), wait + options_.query_timeout, this,
-      [&] {
-        NotificationInbox inbox(connection, probe_channel, arrived);
-        if (!connection.is_open()) throw pqxx::broken_connection("the connection broke");
-        probe(probe_channel, token);
-        const auto came = [&] {
-          return std::any_of(arrived.begin(), arrived.end(),
-                             [&](const Notification& n) { return n.payload == token; });
-        };
-        while (!came()) {
-          const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-              deadline - std::chrono::steady_clock::now());
-          if (left.count() <= 0) {
-            throw configuration_error(fmt::format(
-                "syncbus: a NOTIFY sent at start-up did not reach this bus's LISTEN within {} "
-                "ms. LISTEN cannot work through a transaction- or statement-pooling proxy "
-                "(PgBouncer pool_mode=transaction): connect the bus to PostgreSQL directly, or "
-                "through a session-pooled port",
-                wait.count()));
-          }
-          pollfd fds[2] = {{connection.sock(), POLLIN, 0}, {wake_.fd(), POLLIN, 0}};
-          if (::poll(fds, 2, static_cast<int>(left.count())) > 0 && fds[1].revents != 0) {
-            throw closed_error("syncbus: the bus was closed while starting");
-          }
-          connection.get_notifs();
-        }
-        // The collector's destructor UNLISTENs the probe channel.
-      },
+      [&] { return notify_reaches_listen(connection, probe, wait, wake_.fd()); },
       [&] { return std::string("proving that NOTIFY reaches LISTEN at start-up"); });
+  if (!reached) {
+    throw configuration_error(fmt::format(
+        "syncbus: a NOTIFY sent at start-up did not reach this bus's LISTEN within {} ms. LISTEN "
+        "cannot work through a transaction- or statement-pooling proxy (PgBouncer "
+        "pool_mode=transaction): connect the bus to PostgreSQL directly, or through a "
+        "session-pooled port",
+        wait.count()));
+  }
   // Leave the channel's LISTEN as the session's last statement (see ping()).
   statement(
       session, [&](pqxx::connection_base& c) { pqxx::nontransaction(c).exec(listen_statement(c)); },

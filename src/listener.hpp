@@ -25,6 +25,7 @@
 #include <pqxx/connection_base>
 
 #include "bus_config.hpp"
+#include "channel_tap.hpp"
 #include "deadline_timer.hpp"
 #include "delivery_queue.hpp"
 #include "envelope.hpp"
@@ -32,6 +33,7 @@
 #include "listen_session.hpp"
 #include "logger.hpp"
 #include "message_auth.hpp"
+#include "notify_probe.hpp"
 #include "owned_thread.hpp"
 #include "received_position.hpp"
 #include "server_clock.hpp"
@@ -45,7 +47,7 @@ namespace syncbus::detail {
 class ListenerLoop {
  public:
   /// Sends `payload` on `channel` over another connection (the publisher's).
-  using ProbeSender = std::function<void(const std::string& channel, const std::string& payload)>;
+  using ProbeSender = NotifySender;
 
   /// Connects, LISTENs and takes the snapshot its position starts from
   /// before returning (throws connection_error, database_error or
@@ -132,6 +134,7 @@ class ListenerLoop {
   const SpillStore& store_;
   const MessageAuth& auth_;
   DeliveryQueue& queue_;
+  const ChannelTap& tap_;
   ErrorSink on_error_;
   std::shared_ptr<StatsCounters> stats_;
   DeadlineTimer& deadlines_;

@@ -37,6 +37,11 @@ std::uint64_t ms(std::chrono::milliseconds d) { return static_cast<std::uint64_t
 
 void ListenerLoop::decode_and_deliver(ListenSession& session,
                                       const std::vector<Notification>& notifications) {
+  if (tap_.on_payload) {
+    for (const auto& notification : notifications) {
+      call_reporting(on_error_, "the channel tap", [&] { tap_.on_payload(notification); });
+    }
+  }
   // Spill pointers are followed in one query per chunk, not one per message:
   // a round trip per message would make the listener slower than the
   // publishers in SpillMode::always, and libpq would buffer the backlog of

@@ -43,6 +43,7 @@ std::optional<Inbound> ListenerLoop::item_of(const SpillStore::StoredMessage& ro
                  {row.origin, row.sequence,
                   accept_spilled_body(row, auth_, options_.channel, options_.max_message_bytes)}};
     item.body_bytes = row.body_json.size();
+    item.from_table = true;
     item.origin_is_new = position_.origin_is_new(row.born);
     // A row's freshness is its own (a row can be written again, with the
     // same signature); a live pointer's is the envelope's, and the same.

@@ -278,6 +278,58 @@ TEST_F(CliTest, TailSeesWhatPublishSentInlineAndSpilledAndStopsOnCtrlC) {
   EXPECT_LT(std::chrono::steady_clock::now() - stopping, 2s);
 }
 
+// tail hears the channel through a bus's own listener: a lost session is
+// regained by itself (and the possible loss said on stderr), and heartbeats
+// and a closing bus's goodbye are shown on request.
+TEST_F(CliTest, TailRegainsALostSessionAndShowsHeartbeatsAndGoodbyes) {
+  const auto channel = unique_channel("cli_tail_lost");
+  Process tail(command({"tail", "--heartbeats", "--db", url(), "--channel", channel}));
+  tail.read_for(10s, [&] { return contains(tail.err(), "listening on channel"); });
+  ASSERT_TRUE(contains(tail.err(), "listening on channel")) << tail.err();
+
+  // Found by what it is: a syncbus listening session, named as a bus's.
+  pqxx::connection admin(url());
+  const auto killed = [&] {
+    return pqxx::nontransaction(admin)
+        .exec(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name LIKE 'syncbus:syncbus-tail.%:listen'")[0][0]
+        .as<int>();
+  };
+  ASSERT_EQ(killed(), 1);
+  tail.read_for(10s, [&] { return contains(tail.err(), "may be missed"); });
+  EXPECT_TRUE(contains(tail.err(), "may be missed")) << tail.err();
+
+  {
+    auto o = options(channel, "tail-goodbye");
+    o.heartbeat_interval = 0ms;
+    PostgresClusterBus publisher(o);
+    // Sent until the tail has its session back (a NOTIFY reaches only
+    // sessions listening when it commits).
+    int sent = 0;
+    ASSERT_TRUE(testing::eventually(
+        [&] {
+          publisher.publish(nlohmann::json{{"n", ++sent}});
+          tail.read_for(200ms);
+          return !tail.stdout_lines().empty();
+        },
+        15s))
+        << tail.err();
+  }  // closing: its goodbye
+  tail.read_for(10s, [&] { return contains(tail.out(), "\"goodbye\":true"); });
+  const auto printed = tail.stdout_lines();
+  ASSERT_GE(printed.size(), 2u) << tail.out() << tail.err();
+  const auto last = nlohmann::json::parse(printed.back());
+  EXPECT_EQ(last["goodbye"], true) << tail.out();
+  const auto before = nlohmann::json::parse(printed[printed.size() - 2]);
+  EXPECT_EQ(last["heartbeat"], before["sequence"]) << "the goodbye names the last message";
+  EXPECT_TRUE(last["origin"].get<std::string>().rfind("tail-goodbye.", 0) == 0) << last;
+
+  tail.signal(SIGINT);
+  tail.read_for(5s);
+  EXPECT_EQ(tail.wait(), 0);
+}
+
 TEST_F(CliTest, BenchRunsAndStopsCleanlyOnCtrlC) {
   // A short run with --check: every message once, in order.
   const auto short_run = run({"bench", "--db", url(), "--seconds", "0.3", "--sizes", "200",

@@ -1,0 +1,172 @@
+#include "bus_parts.hpp"
+
+#include <syncbus/errors.hpp>
+
+#include <fmt/format.h>
+
+#include "bus_upkeep.hpp"
+#include "delivery_queue.hpp"
+#include "listener.hpp"
+#include "message_auth.hpp"
+#include "periodic_tasks.hpp"
+#include "pg_session.hpp"
+#include "preflight.hpp"
+#include "publisher.hpp"
+#include "spill_store.hpp"
+#include "statement_deadline.hpp"
+
+namespace syncbus::detail {
+
+BusParts::BusParts(PostgresBusOptions options, ChannelTap tap) : tap_(std::move(tap)) {
+  config_.emplace(BusConfig::resolve(std::move(options)));
+  const auto& config = *config_;
+  const auto& opts = config.options();
+
+  log_ = Logger(opts.log, opts.log_level);
+  on_error_ = counting_errors(stats_, opts.on_error, log_);
+
+  auth_ = std::make_unique<MessageAuth>(opts.secrets);
+
+  // Preflight: the server, the table and this role's privileges, each
+  // checked now with an error that says what to fix, rather than found out
+  // at the first oversized message.
+  auto publishing_session = open_session(opts.conninfo, opts.application_name);
+  store_ = std::make_unique<SpillStore>(
+      *publishing_session, SpillStore::Settings{opts.spill_schema, opts.spill_table, opts.channel,
+                                                auth_->enabled(), opts.max_message_bytes});
+  ServerFacts server;
+  run_with_deadline(
+      deadlines_, publishing_session->sock(), opts.query_timeout, this,
+      [&] {
+        // The server ends a statement no sooner than the bus's own deadline
+        // would, whatever the role's statement_timeout says.
+        configure_session(*publishing_session, config.connection_statement_timeout());
+        server = read_server_facts(*publishing_session);
+        check_server(server);
+        store_->ensure_table(*publishing_session, opts.create_spill_table);
+        check_privileges(store_->missing_privileges(*publishing_session,
+                                                    /*publishes=*/opts.spill != SpillMode::never,
+                                                    /*listens=*/opts.listen));
+      },
+      [&] {
+        return fmt::format("checking the server and the spill table {}", store_->qualified_name());
+      });
+  services_.emplace(
+      BusServices{config, log_, on_error_, stats_, deadlines_, *auth_, *store_, tap_});
+  const auto& services = *services_;
+  // A publish-only bus has no handlers: no delivery stage, and its
+  // publisher echoes to no one.
+  if (opts.listen) {
+    delivery_ = std::make_unique<DeliveryQueue>(
+        on_error_,
+        // Gaps are logged too, then handed to the application.
+        [log = log_, user = opts.on_gap](const GapEvent& gap) {
+          if (gap.range_known()) {
+            log(LogLevel::warning, "syncbus: missed {} message(s) of {}: #{} to #{}", gap.count(),
+                gap.origin, gap.first_missing, gap.last_missing);
+          } else {
+            log(LogLevel::warning,
+                "syncbus: messages committed while the listener was reconnecting may be missed");
+          }
+          if (user) user(gap);
+        },
+        stats_, DeliveryQueue::Capacity{opts.delivery_queue_capacity, opts.delivery_queue_bytes},
+        opts.queue_full_policy,
+        // With secrets, an origin is remembered after its goodbye, so that a
+        // replay of its messages is still a duplicate.
+        /*forget_on_goodbye=*/!auth_->enabled(), tap_.on_delivered);
+  }
+  publisher_ =
+      std::make_unique<Publisher>(services, std::move(publishing_session), delivery_.get());
+  upkeep_ = std::make_unique<BusUpkeep>(services, *publisher_);
+  auto* upkeep = upkeep_.get();
+  if (opts.listen) {
+    listener_ = std::make_unique<ListenerLoop>(
+        services, *delivery_,
+        // Proves that LISTEN works on this connection path before any message
+        // depends on it (it does not through a transaction pooler).
+        [upkeep](const std::string& channel, const std::string& payload) {
+          upkeep->probe_notify(channel, payload);
+        });
+  }
+  timers_ = std::make_unique<PeriodicTasks>(upkeep->periodic_tasks(), on_error_);
+  log_(LogLevel::info, "syncbus: bus {} {} channel \"{}\" (PostgreSQL {}, spill {}{}, table {})",
+       config.origin(), opts.listen ? "listening on" : "publishing only on", opts.channel,
+       server.version,
+       opts.spill == SpillMode::overflow ? "overflow"
+       : opts.spill == SpillMode::always ? "always"
+                                         : "never",
+       auth_->enabled() ? ", signed" : "", store_->qualified_name());
+}
+
+BusParts::~BusParts() { close(); }
+
+bool BusParts::on_own_thread() const noexcept {
+  return (listener_ && listener_->runs_on_this_thread()) ||
+         (delivery_ && delivery_->runs_on_this_thread()) ||
+         (timers_ && timers_->runs_on_this_thread());
+}
+
+void BusParts::publish(const nlohmann::json& body) { publisher_->publish(body); }
+
+std::future<void> BusParts::publish_async(const nlohmann::json& body) {
+  return publisher_->publish_async(body);
+}
+
+Subscription BusParts::subscribe(MessageHandler handler) {
+  const auto& channel = config_->options().channel;
+  if (closed_.load()) {
+    throw closed_error(
+        fmt::format("syncbus: subscribe() on a PostgresClusterBus (channel \"{}\") that "
+                    "was closed; create a new bus",
+                    channel));
+  }
+  if (!listener_) {
+    throw configuration_error(fmt::format(
+        "syncbus: subscribe() on a publish-only PostgresClusterBus (channel \"{}\", "
+        "PostgresBusOptions::listen = false), which hears nothing; subscribe on a bus made "
+        "with listen = true",
+        channel));
+  }
+  return delivery_->subscribe(std::move(handler));
+}
+
+std::int64_t BusParts::vacuum(std::chrono::milliseconds older_than) {
+  return upkeep_->vacuum(older_than);
+}
+
+void BusParts::close() {
+  {
+    std::unique_lock<std::mutex> lock(close_mutex_);
+    if (close_state_ != CloseState::open) {
+      // Closed already, or being closed. A caller on one of the bus's own
+      // threads (a callback), or on the thread running that close (its log
+      // line), returns at once: the close in progress may be joining its
+      // thread. Anyone else waits until it is done, as close() promises.
+      if (closing_thread_ != std::this_thread::get_id() && !on_own_thread()) {
+        close_finished_.wait(lock, [&] { return close_state_ == CloseState::closed; });
+      }
+      return;
+    }
+    close_state_ = CloseState::closing;
+    closing_thread_ = std::this_thread::get_id();
+  }
+  closed_.store(true);
+  // Each stop() joins its thread, but not from that very thread: a close()
+  // made by a callback lets its own thread end by itself, and the
+  // destructor joins it. Publishing stops first (after the heartbeats,
+  // which use its connection): from here on publish() throws closed_error,
+  // as subscribe() does, whoever calls it.
+  timers_->stop();
+  publisher_->close();
+  log_(LogLevel::info, "syncbus: bus {} closing", config_->origin());
+  if (listener_) listener_->stop();
+  if (delivery_) delivery_->stop();
+  {
+    std::lock_guard<std::mutex> lock(close_mutex_);
+    close_state_ = CloseState::closed;
+  }
+  close_finished_.notify_all();
+}
+
+}  // namespace syncbus::detail
