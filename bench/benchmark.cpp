@@ -89,7 +89,11 @@ int run_benchmark(const std::vector<std::string>& args, std::function<bool()> in
       print(raw, nullptr);
       all_correct = all_correct && raw.correct;
       const auto saturate = [&](int threads, bool blocking) {
-        auto r = run_syncbus(config, size, threads, std::nullopt, postmaster, blocking);
+        SyncbusLoad load;
+        load.size = size;
+        load.threads = threads;
+        load.blocking = blocking;
+        auto r = run_syncbus(config, load, postmaster);
         r.load = "saturation";
         print(r, &raw);
         all_correct = all_correct && r.correct;
@@ -103,7 +107,11 @@ int run_benchmark(const std::vector<std::string>& args, std::function<bool()> in
         Result raw_paced, paced;
         for (int i = 0; i < config.rounds && !stop_requested(); ++i) {
           pool(raw_paced, run_raw(round, size, config.rate, postmaster));
-          pool(paced, run_syncbus(round, size, 1, config.rate, postmaster, /*blocking=*/true));
+          SyncbusLoad load;
+          load.size = size;
+          load.rate = config.rate;
+          load.blocking = true;
+          pool(paced, run_syncbus(round, load, postmaster));
         }
         raw_paced.load = paced.load = fmt::format("{}/s", config.rate);
         print(raw_paced, nullptr);

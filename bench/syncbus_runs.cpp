@@ -22,8 +22,11 @@ namespace syncbus::bench {
 
 using namespace std::chrono_literals;
 
-Result run_syncbus(const Config& config, std::size_t size, int threads, std::optional<int> rate,
-                   int postmaster, bool blocking) {
+Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster) {
+  const auto size = load.size;
+  const auto threads = load.threads;
+  const auto rate = load.rate;
+  const auto blocking = load.blocking;
   static int run = 0;
   const std::string channel = fmt::format("syncbus_bench_{}_{}", ::getpid(), ++run);
   syncbus::PostgresBusOptions options;

@@ -11,10 +11,17 @@
 
 namespace syncbus::bench {
 
-/// One run of `size`-byte messages from `threads` senders (`blocking`:
-/// publish(), else publish_async): at saturation, or at `rate` per second.
-/// `postmaster`: the server's process, for its CPU (0: none).
-Result run_syncbus(const Config& config, std::size_t size, int threads, std::optional<int> rate,
-                   int postmaster, bool blocking);
+/// What one run sends: `size`-byte messages from `threads` senders
+/// (`blocking`: publish(), else publish_async), at saturation or at `rate`
+/// per second.
+struct SyncbusLoad {
+  std::size_t size = 0;
+  int threads = 1;
+  std::optional<int> rate;
+  bool blocking = false;
+};
+
+/// One run. `postmaster`: the server's process, for its CPU (0: none).
+Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster);
 
 }  // namespace syncbus::bench

@@ -11,7 +11,7 @@ packages=(
   gdb                                             # tests: stacks of a hung test
   postgresql-15 postgresql-client-15              # the throwaway test server
   pgbouncer                                       # tests: LISTEN through a pooler
-  clang-format                                    # the format check
+  clang-format clang-tidy                         # the format check, the lint
   clang libclang-rt-14-dev                        # the fuzzer (libFuzzer)
 )
 

@@ -97,10 +97,6 @@ inline std::size_t inline_envelope_size(std::string_view origin, std::uint64_t s
 /// `bodies_size` bytes, without building it.
 std::size_t batch_envelope_size(const EnvelopeHeader& header, std::size_t count,
                                 std::size_t bodies_size);
-inline std::size_t batch_envelope_size(std::string_view origin, std::uint64_t first_sequence,
-                                       std::size_t count, std::size_t bodies_size) {
-  return batch_envelope_size(EnvelopeHeader{origin, first_sequence}, count, bodies_size);
-}
 
 /// A heartbeat: the header's sequence is the origin's last published
 /// sequence number. With `goodbye`, the origin has closed.

@@ -90,8 +90,8 @@ Frames frame_batch(const Sender& sender, const BatchPlan& plan,
         frames.spilled_sequences.push_back(accepted[i].sequence);
         frames.spilled_bodies.push_back(body);
         if (sender.auth.enabled()) {
-          frames.spilled_macs.push_back(sender.auth.row_mac(sender.channel, sender.origin,
-                                                            accepted[i].sequence, stamp, body));
+          frames.spilled_macs.push_back(sender.auth.row_mac(
+              {sender.channel, sender.origin, accepted[i].sequence, stamp, body}));
         }
       }
       frames.payloads.push_back(

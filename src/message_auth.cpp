@@ -73,9 +73,8 @@ std::string envelope_mac(const std::string& key, std::string_view channel,
   return hex(hmac(key, {"syncbus-envelope", channel, signed_part}));
 }
 
-std::string body_mac(const std::string& key, std::string_view channel, std::string_view origin,
-                     std::uint64_t sequence, std::optional<MessageAuth::RowStamp> stamp,
-                     std::string_view body) {
+std::string body_mac(const std::string& key, const MessageAuth::SignedRow& row) {
+  const auto& [channel, origin, sequence, stamp, body] = row;
   const auto number = std::to_string(sequence);
   if (!stamp) return hex(hmac(key, {"syncbus-row", channel, origin, number, body}));
   // A body is JSON text, which holds no NUL byte: the two forms cannot be
@@ -140,17 +139,13 @@ std::string_view MessageAuth::verify_envelope(std::string_view channel, std::str
       "PostgresBusOptions::secrets)");
 }
 
-std::string MessageAuth::row_mac(std::string_view channel, std::string_view origin,
-                                 std::uint64_t sequence, std::optional<RowStamp> stamp,
-                                 std::string_view body) const {
-  return body_mac(keys_.front(), channel, origin, sequence, stamp, body);
+std::string MessageAuth::row_mac(const SignedRow& row) const {
+  return body_mac(keys_.front(), row);
 }
 
-bool MessageAuth::row_mac_valid(std::string_view channel, std::string_view origin,
-                                std::uint64_t sequence, std::optional<RowStamp> stamp,
-                                std::string_view body, std::string_view mac) const {
+bool MessageAuth::row_mac_valid(const SignedRow& row, std::string_view mac) const {
   for (const auto& key : keys_) {
-    if (same(body_mac(key, channel, origin, sequence, stamp, body), mac)) return true;
+    if (same(body_mac(key, row), mac)) return true;
   }
   return false;
 }

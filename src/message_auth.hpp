@@ -56,15 +56,21 @@ class MessageAuth {
     std::uint64_t sent_ms = 0;
   };
 
-  /// The MAC of a spilled body, as 64 lowercase hex digits, under the first
-  /// key. Without `stamp`: as syncbus 0.1 signed rows.
-  std::string row_mac(std::string_view channel, std::string_view origin, std::uint64_t sequence,
-                      std::optional<RowStamp> stamp, std::string_view body) const;
+  /// What a row's MAC covers. Without `stamp`: as syncbus 0.1 signed rows.
+  struct SignedRow {
+    std::string_view channel;
+    std::string_view origin;
+    std::uint64_t sequence = 0;
+    std::optional<RowStamp> stamp;
+    std::string_view body;  // JSON text
+  };
 
-  /// True when `mac` is a row MAC of this body under one of the keys.
-  bool row_mac_valid(std::string_view channel, std::string_view origin, std::uint64_t sequence,
-                     std::optional<RowStamp> stamp, std::string_view body,
-                     std::string_view mac) const;
+  /// The MAC of a spilled body, as 64 lowercase hex digits, under the first
+  /// key.
+  std::string row_mac(const SignedRow& row) const;
+
+  /// True when `mac` is a row MAC of this row under one of the keys.
+  bool row_mac_valid(const SignedRow& row, std::string_view mac) const;
 
  private:
   std::vector<std::string> keys_;

@@ -285,8 +285,7 @@ void Publisher::send(Batch& batch) {
       payload_views.assign(frames.payloads.begin(), frames.payloads.end());
     }
     if (!frames.spilled_sequences.empty()) {
-      store_.store_batch_and_notify(session, origin, born_, signed_at, frames.spilled_sequences,
-                                    frames.spilled_bodies, frames.spilled_macs, payload_views);
+      store_.store_batch_and_notify(session, origin, {born_, signed_at}, frames);
     } else if (frames.payloads.size() == 1) {
       pqxx::nontransaction(session).exec_prepared(notify_statement, options_.channel,
                                                   frames.payloads.front());

@@ -398,21 +398,22 @@ void SpillStore::read_by_key_only(pqxx::connection_base& session) {
 }
 
 void SpillStore::store_batch_and_notify(pqxx::connection_base& session, const std::string& origin,
-                                        std::uint64_t born, std::uint64_t sent_ms,
-                                        const std::vector<std::uint64_t>& sequences,
-                                        const std::vector<std::string_view>& bodies,
-                                        const std::vector<std::string>& macs,
-                                        const std::vector<std::string_view>& payloads) const {
+                                        MessageAuth::RowStamp stamp, const Frames& frames) const {
   pqxx::nontransaction statement(session);
-  const auto born_text = std::to_string(born);
-  const auto sent = static_cast<std::int64_t>(sent_ms);
+  const auto born_text = std::to_string(stamp.born);
+  const auto sent = static_cast<std::int64_t>(stamp.sent_ms);
+  const auto views = [](const std::vector<std::string>& texts) {
+    return std::vector<std::string_view>(texts.begin(), texts.end());
+  };
+  const auto sequences = bigint_array(frames.spilled_sequences);
+  const auto bodies = text_array(frames.spilled_bodies);
+  const auto payloads = text_array(views(frames.payloads));
   if (settings_.with_macs) {
-    statement.exec_prepared(store_statement, settings_.channel, origin, bigint_array(sequences),
-                            text_array(bodies), text_array(payloads), born_text, sent,
-                            text_array(std::vector<std::string_view>(macs.begin(), macs.end())));
+    statement.exec_prepared(store_statement, settings_.channel, origin, sequences, bodies, payloads,
+                            born_text, sent, text_array(views(frames.spilled_macs)));
   } else {
-    statement.exec_prepared(store_statement, settings_.channel, origin, bigint_array(sequences),
-                            text_array(bodies), text_array(payloads), born_text, sent);
+    statement.exec_prepared(store_statement, settings_.channel, origin, sequences, bodies, payloads,
+                            born_text, sent);
   }
 }
 

@@ -18,6 +18,8 @@
 #include <string_view>
 #include <vector>
 
+#include "framing.hpp"
+#include "message_auth.hpp"
 #include "pg_snapshot.hpp"
 
 namespace syncbus::detail {
@@ -91,16 +93,12 @@ class SpillStore {
   /// statement may run). See the definition for why.
   static void read_by_key_only(pqxx::connection_base& session);
 
-  /// One statement, committed on return: stores `bodies` (JSON texts) as the
-  /// messages `sequences` of `origin`, born in transaction `born`, signed at
-  /// `sent_ms` (0: not signed; with MACs, `macs` holds one per body), and
-  /// NOTIFYs each of `payloads`, in order, atomically.
+  /// One statement, committed on return: stores the spilled rows of
+  /// `frames` (framing.hpp) as messages of `origin`, stamped with the
+  /// origin's birth transaction and the signing time (sent_ms 0: not
+  /// signed), and NOTIFYs each of its payloads, in order, atomically.
   void store_batch_and_notify(pqxx::connection_base& session, const std::string& origin,
-                              std::uint64_t born, std::uint64_t sent_ms,
-                              const std::vector<std::uint64_t>& sequences,
-                              const std::vector<std::string_view>& bodies,
-                              const std::vector<std::string>& macs,
-                              const std::vector<std::string_view>& payloads) const;
+                              MessageAuth::RowStamp stamp, const Frames& frames) const;
 
   /// One stored message, as the listener reads it.
   struct StoredMessage {

@@ -24,7 +24,7 @@ nlohmann::json accept_spilled_body(const SpillStore::StoredMessage& row, const M
     throw protocol_error("its row records only one of `born` and `sent` (tampered with)");
   }
   if (auth.enabled() &&
-      !auth.row_mac_valid(channel, row.origin, row.sequence, stamp, row.body_json, row.mac)) {
+      !auth.row_mac_valid({channel, row.origin, row.sequence, stamp, row.body_json}, row.mac)) {
     throw protocol_error(
         row.mac.empty()
             ? "its row carries no signature (written by a bus without the secrets, or by hand)"

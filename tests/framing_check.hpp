@@ -114,11 +114,11 @@ inline std::string check_framing(const Sender& sender, SpillMode mode, std::uint
             frames.spilled_bodies[spilled_at] != body) {
           return fmt::format("#{} has no row of its own", message.sequence);
         }
-        if (sender.auth.enabled()
-                ? !sender.auth.row_mac_valid(sender.channel, sender.origin, message.sequence,
-                                             MessageAuth::RowStamp{sender.born, sender.sent_ms},
-                                             body, frames.spilled_macs.at(spilled_at))
-                : !frames.spilled_macs.empty()) {
+        if (sender.auth.enabled() ? !sender.auth.row_mac_valid(
+                                        {sender.channel, sender.origin, message.sequence,
+                                         MessageAuth::RowStamp{sender.born, sender.sent_ms}, body},
+                                        frames.spilled_macs.at(spilled_at))
+                                  : !frames.spilled_macs.empty()) {
           return fmt::format("#{}'s row is signed wrongly", message.sequence);
         }
         ++spilled_at;

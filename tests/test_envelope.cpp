@@ -121,7 +121,7 @@ TEST(Envelope, BatchesAndRangesRoundTrip) {
   const std::vector<std::string> bodies{R"({"k":1})", "2", R"("three")"};
   const auto payload = encode_batch("a1", 7, {bodies[0], bodies[1], bodies[2]});
   EXPECT_EQ(payload, R"({"v":1,"origin":"a1","seq":7,"bodies":[{"k":1},2,"three"]})");
-  EXPECT_EQ(payload.size(), batch_envelope_size("a1", 7, 3, bodies[0].size() + 1 + 7));
+  EXPECT_EQ(payload.size(), batch_envelope_size({"a1", 7}, 3, bodies[0].size() + 1 + 7));
   const auto batch = decode_envelope(payload);
   EXPECT_EQ(batch.kind, Envelope::Kind::inline_body);
   EXPECT_EQ(batch.sequence, 7u);

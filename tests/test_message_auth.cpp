@@ -67,26 +67,26 @@ TEST(MessageAuth, RowMacsCoverChannelOriginSequenceStampAndBody) {
   using Stamp = MessageAuth::RowStamp;
   for (const std::optional<Stamp> stamp :
        {std::optional<Stamp>{}, std::optional<Stamp>{Stamp{4711, 1764433659123}}}) {
-    const auto mac = auth.row_mac("c", "o", 7, stamp, "{}");
+    const auto mac = auth.row_mac({"c", "o", 7, stamp, "{}"});
     EXPECT_EQ(mac.size(), 64u);
-    EXPECT_TRUE(auth.row_mac_valid("c", "o", 7, stamp, "{}", mac));
-    EXPECT_FALSE(auth.row_mac_valid("c2", "o", 7, stamp, "{}", mac));
-    EXPECT_FALSE(auth.row_mac_valid("c", "o2", 7, stamp, "{}", mac));
-    EXPECT_FALSE(auth.row_mac_valid("c", "o", 8, stamp, "{}", mac));
-    EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, stamp, "[]", mac));
-    EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, stamp, "{}", ""));
+    EXPECT_TRUE(auth.row_mac_valid({"c", "o", 7, stamp, "{}"}, mac));
+    EXPECT_FALSE(auth.row_mac_valid({"c2", "o", 7, stamp, "{}"}, mac));
+    EXPECT_FALSE(auth.row_mac_valid({"c", "o2", 7, stamp, "{}"}, mac));
+    EXPECT_FALSE(auth.row_mac_valid({"c", "o", 8, stamp, "{}"}, mac));
+    EXPECT_FALSE(auth.row_mac_valid({"c", "o", 7, stamp, "[]"}, mac));
+    EXPECT_FALSE(auth.row_mac_valid({"c", "o", 7, stamp, "{}"}, ""));
     // Field boundaries are part of what is signed: moving bytes across them fails.
     EXPECT_FALSE(
-        auth.row_mac_valid("c", "o7", 7, stamp, "{}", auth.row_mac("c", "o", 77, stamp, "{}")));
+        auth.row_mac_valid({"c", "o7", 7, stamp, "{}"}, auth.row_mac({"c", "o", 77, stamp, "{}"})));
   }
   // The birth and the signing time are signed: changing either, adding or
   // removing them, fails.
-  const auto stamped = auth.row_mac("c", "o", 7, Stamp{4711, 1000}, "{}");
-  EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, Stamp{4712, 1000}, "{}", stamped));
-  EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, Stamp{4711, 1001}, "{}", stamped));
-  EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, std::nullopt, "{}", stamped));
-  EXPECT_FALSE(auth.row_mac_valid("c", "o", 7, Stamp{4711, 1000}, "{}",
-                                  auth.row_mac("c", "o", 7, std::nullopt, "{}")));
+  const auto stamped = auth.row_mac({"c", "o", 7, Stamp{4711, 1000}, "{}"});
+  EXPECT_FALSE(auth.row_mac_valid({"c", "o", 7, Stamp{4712, 1000}, "{}"}, stamped));
+  EXPECT_FALSE(auth.row_mac_valid({"c", "o", 7, Stamp{4711, 1001}, "{}"}, stamped));
+  EXPECT_FALSE(auth.row_mac_valid({"c", "o", 7, std::nullopt, "{}"}, stamped));
+  EXPECT_FALSE(auth.row_mac_valid({"c", "o", 7, Stamp{4711, 1000}, "{}"},
+                                  auth.row_mac({"c", "o", 7, std::nullopt, "{}"})));
 }
 
 TEST(MessageAuth, OffPassesEverythingThrough) {

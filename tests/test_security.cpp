@@ -759,7 +759,7 @@ TEST_F(SecurityTest, ASignedPointerReadLateIsReadBackNotRefused) {
       "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body, mac, born, sent) "
       "VALUES ($1, 'late-origin', 1, $2, $3, $4::text::xid8, $5)",
       channel, body,
-      auth.row_mac(channel, "late-origin", 1, detail::MessageAuth::RowStamp{born, now}, body),
+      auth.row_mac({channel, "late-origin", 1, detail::MessageAuth::RowStamp{born, now}, body}),
       std::to_string(born), static_cast<std::int64_t>(now));
   const auto eleven_minutes_ago = now - 11 * 60 * 1000;
   writer.exec_params(
