@@ -38,6 +38,9 @@ constexpr const char* usage_tail =
   --heartbeats         print heartbeats too: {"origin":"...","heartbeat":N}, and
                        a closing bus's last: {..., "goodbye":true}
   --max-bytes N        refuse spilled bodies larger than N bytes (default 64 MiB)
+  --name NAME          this tail's name, which its sessions carry in
+                       pg_stat_activity as a bus's do: syncbus:NAME.<random>
+                       (default: syncbus-tail)
   --help
 )";
 
@@ -87,7 +90,7 @@ class Printer {
 int run_tail(const Arguments& args) {
   CommandLine line = [&] {
     auto valued = connection_options();
-    valued.push_back("max-bytes");
+    valued.insert(valued.end(), {"max-bytes", "name"});
     return CommandLine(args, valued, {"raw", "heartbeats", "help"});
   }();
   if (line.has("help")) {
@@ -99,7 +102,7 @@ int run_tail(const Arguments& args) {
 
   auto options = bus_options(where);
   if (auto max = line.value("max-bytes")) options.max_message_bytes = std::stoull(*max);
-  options.instance_id = "syncbus-tail";
+  options.instance_id = line.value("name").value_or("syncbus-tail");
   // Read-only: it needs SELECT on the spill table and nothing more.
   options.spill = SpillMode::never;
   options.create_spill_table = false;

@@ -283,7 +283,9 @@ TEST_F(CliTest, TailSeesWhatPublishSentInlineAndSpilledAndStopsOnCtrlC) {
 // and a closing bus's goodbye are shown on request.
 TEST_F(CliTest, TailRegainsALostSessionAndShowsHeartbeatsAndGoodbyes) {
   const auto channel = unique_channel("cli_tail_lost");
-  Process tail(command({"tail", "--heartbeats", "--db", url(), "--channel", channel}));
+  const auto name = "tail-" + std::to_string(::getpid());  // other tests run tails too
+  Process tail(
+      command({"tail", "--heartbeats", "--db", url(), "--channel", channel, "--name", name}));
   tail.read_for(10s, [&] { return contains(tail.err(), "listening on channel"); });
   ASSERT_TRUE(contains(tail.err(), "listening on channel")) << tail.err();
 
@@ -291,9 +293,10 @@ TEST_F(CliTest, TailRegainsALostSessionAndShowsHeartbeatsAndGoodbyes) {
   pqxx::connection admin(url());
   const auto killed = [&] {
     return pqxx::nontransaction(admin)
-        .exec(
+        .exec_params1(
             "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-            "WHERE application_name LIKE 'syncbus:syncbus-tail.%:listen'")[0][0]
+            "WHERE application_name LIKE 'syncbus:' || $1 || '.%:listen'",
+            name)[0]
         .as<int>();
   };
   ASSERT_EQ(killed(), 1);
@@ -459,7 +462,7 @@ TEST_F(CliTest, StatusListsTheChannelsListenersAndFailsOnAWrongChannel) {
   auto o = options(channel, "status-node");
   o.spill = SpillMode::always;
   PostgresClusterBus bus(o);
-  bus.publish("one row");
+  bus.publish(nlohmann::json("one row"));
   // The bus's listener read the row just now; once idle (ping_interval, 2 s)
   // its last statement is its LISTEN again, which is how status finds it.
   Outcome json;
@@ -517,6 +520,47 @@ TEST_F(CliTest, DoctorPassesAGoodSetupAndNamesAMissingPrivilege) {
   EXPECT_TRUE(contains(narrow.out, "problem(s) found")) << narrow.out;
   // Listening alone is all this role is for: then nothing is missing.
   EXPECT_EQ(run({"doctor", "--db", as_role, "--schema", schema, "--jobs", "listen"}).exit_code, 0);
+  pqxx::nontransaction(admin).exec("DROP SCHEMA " + schema + " CASCADE; DROP OWNED BY " + role +
+                                   "; DROP ROLE " + role);
+}
+
+// doctor and publish agree on what publishing needs: a role that may only
+// INSERT into the spill table passes `doctor --jobs publish`, and publishes,
+// inline and spilled.
+TEST_F(CliTest, ARoleThatMayOnlyInsertPassesDoctorForPublishingAndPublishes) {
+  pqxx::connection admin(url());
+  const auto tag = std::to_string(::getpid());
+  const auto schema = "syncbus_t_insert_only_" + tag;
+  const auto role = "syncbus_t_insert_only_role_" + tag;
+  const auto channel = unique_channel("cli_insert_only");
+  {
+    PostgresBusOptions o = options(channel);
+    o.spill_schema = schema;
+    pqxx::nontransaction(admin).exec("CREATE SCHEMA " + schema);
+    PostgresClusterBus owner(o);  // creates the table, as a migration would
+  }
+  pqxx::nontransaction(admin).exec("CREATE ROLE " + role + " LOGIN; GRANT USAGE ON SCHEMA " +
+                                   schema + " TO " + role + "; GRANT INSERT ON " + schema +
+                                   ".sync_cluster_spill TO " + role);
+  const auto as_role = detail::with_connection_options(url(), {{"user", role}}, {});
+  const auto doctor = run({"doctor", "--db", as_role, "--schema", schema, "--jobs", "publish"});
+  EXPECT_EQ(doctor.exit_code, 0) << doctor.out << doctor.err;
+
+  auto o = options(channel);
+  o.spill_schema = schema;
+  PostgresClusterBus receiver(o);
+  testing::Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  const std::string big(9000, 'i');
+  const auto published =
+      run({"publish", "--db", as_role, "--schema", schema, "--channel", channel, "--lines"},
+          "{\"n\":1}\n\"" + big + "\"\n");
+  EXPECT_EQ(published.exit_code, 0) << published.err;
+  EXPECT_TRUE(seen.wait_for_count(2, 10s));
+  const auto got = seen.messages();
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(got[0].body, nlohmann::json({{"n", 1}}));
+  EXPECT_EQ(got[1].body, big) << "spilled through a table the role may not read";
   pqxx::nontransaction(admin).exec("DROP SCHEMA " + schema + " CASCADE; DROP OWNED BY " + role +
                                    "; DROP ROLE " + role);
 }
