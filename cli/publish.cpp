@@ -100,6 +100,9 @@ int run_publish(const Arguments& args) {
     }
     options.publish_timeout = options.query_timeout = where.statement_timeout;
   }
+  // Publish-only: it needs no listening session, so a role that may only
+  // INSERT (doctor --jobs publish) can publish.
+  options.listen = false;
   // A short-lived publisher: no timers.
   options.heartbeat_interval = std::chrono::milliseconds(0);
   options.queue_usage_interval = std::chrono::milliseconds(0);

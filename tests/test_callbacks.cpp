@@ -215,10 +215,10 @@ TEST_P(CallbackTest, EveryMemberMayBeCalledFromEveryCallbackOnEveryThread) {
   }
   switch (trigger) {
     case Trigger::handler:
-      bus->publish("hello");
+      bus->publish(nlohmann::json("hello"));
       break;
     case Trigger::error_delivering:
-      bus->publish("throw");
+      bus->publish(nlohmann::json("throw"));
       break;
     case Trigger::on_gap:
       raw_notify(channel, R"({"v":1,"origin":"gapper","seq":1,"body":1})");
@@ -231,7 +231,7 @@ TEST_P(CallbackTest, EveryMemberMayBeCalledFromEveryCallbackOnEveryThread) {
     case Trigger::error_timer:
       // Heartbeats start once something was published; the next one finds
       // the publishing connection gone.
-      bus->publish("first");
+      bus->publish(nlohmann::json("first"));
       ASSERT_EQ(testing::terminate_backend(url(), *bus, testing::BusConnection::publisher), 1);
       break;
     case Trigger::log_closing:
@@ -247,7 +247,7 @@ TEST_P(CallbackTest, EveryMemberMayBeCalledFromEveryCallbackOnEveryThread) {
     EXPECT_TRUE(eventually(
         [&] {
           try {
-            bus->publish("after close");
+            bus->publish(nlohmann::json("after close"));
             return false;
           } catch (const closed_error&) {
             return true;
@@ -258,7 +258,7 @@ TEST_P(CallbackTest, EveryMemberMayBeCalledFromEveryCallbackOnEveryThread) {
     // Still working: a message published now is delivered.
     testing::Collector seen;
     auto s = bus->subscribe(seen.handler());
-    bus->publish("still alive");
+    bus->publish(nlohmann::json("still alive"));
     EXPECT_TRUE(seen.wait_for_count(1, 10s));
   }
   call.detach();

@@ -142,7 +142,7 @@ TEST_F(CatchUpTest, ACatchUpThatWaitsOnALockLosesNothing) {
   publisher_options.spill_table = table.name();
   KeptOutReceiver r(url(), receiver_options, publisher_options,
                     "lock" + channel.substr(channel.size() - 6), table.qualified());
-  r.publisher->publish("before");
+  r.publisher->publish(nlohmann::json("before"));
   ASSERT_TRUE(r.seen.wait_for_count(1, 20s));
   r.role.keep_out(*r.receiver);
   for (int i = 1; i <= 100; ++i) r.publisher->publish(i);
@@ -186,12 +186,12 @@ TEST_F(CatchUpTest, ATransactionThatCommitsLongAfterItStartedIsReadWhateverItsTi
       channel);
   slow.exec_params("SELECT pg_notify($1, $2)", channel,
                    R"({"v":1,"origin":"late-writer","seq":1,"spilled":true})");
-  r.publisher->publish("first");
+  r.publisher->publish(nlohmann::json("first"));
   ASSERT_TRUE(r.seen.wait_for_count(1, 20s));
   std::this_thread::sleep_for(11s);  // the transaction is open this long
   r.role.keep_out(*r.receiver);
   slow.commit();
-  r.publisher->publish("second");
+  r.publisher->publish(nlohmann::json("second"));
   r.role.let_in();
   ASSERT_TRUE(r.seen.wait_for_count(3, 20s));
   const auto messages = r.seen.messages();
@@ -209,7 +209,7 @@ TEST_F(CatchUpTest, TheVacuumedFirstRowsOfAnOriginBornWhileAwayAreAGap) {
   KeptOutReceiver r(url(), durable_options(channel, "born-away-receiver"),
                     durable_options(channel, "born-away-old"),
                     "born" + channel.substr(channel.size() - 6));
-  r.publisher->publish("from an older origin");
+  r.publisher->publish(nlohmann::json("from an older origin"));
   ASSERT_TRUE(r.seen.wait_for_count(1, 20s));
   r.role.keep_out(*r.receiver);
   PostgresClusterBus newcomer(durable_options(channel, "born-away-new"));
@@ -247,7 +247,7 @@ TEST_F(CatchUpTest, ARowCommittedOutOfIdOrderWhileAwayIsNotMissed) {
       "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) "
       "VALUES ($1, 'slow', 1, '\"slow one\"')",
       channel);
-  publisher.publish("fast one");  // a higher id, committed and delivered first
+  publisher.publish(nlohmann::json("fast one"));  // a higher id, committed and delivered first
   ASSERT_TRUE(seen.wait_for_count(1));
 
   ASSERT_EQ(testing::terminate_backend(url(), receiver, BusConnection::listener), 1);
@@ -259,7 +259,7 @@ TEST_F(CatchUpTest, ARowCommittedOutOfIdOrderWhileAwayIsNotMissed) {
   const auto messages = seen.messages();
   EXPECT_EQ(messages[1].origin, "slow");
   EXPECT_EQ(messages[1].body, "slow one");
-  publisher.publish("after");
+  publisher.publish(nlohmann::json("after"));
   ASSERT_TRUE(seen.wait_for_count(3, 10s));
   EXPECT_EQ(seen.size(), 3u) << "no duplicates";
   EXPECT_TRUE(log.gaps().empty());

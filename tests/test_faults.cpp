@@ -28,7 +28,7 @@ using testing::unique_channel;
 struct ListenerAndPublisher {
   ListenerAndPublisher(PostgresBusOptions listener_options, PostgresBusOptions publisher_options)
       : listener(std::move(listener_options)), publisher(std::move(publisher_options)) {
-    publisher.publish("before");
+    publisher.publish(nlohmann::json("before"));
     EXPECT_TRUE(seen.wait_for_count(1));
   }
   PostgresClusterBus listener;
@@ -71,7 +71,7 @@ class FaultTest : public ::testing::Test {
     return eventually(
         [&] {
           try {
-            publisher.publish(body);
+            publisher.publish(nlohmann::json(body));
           } catch (const connection_error&) {
             return false;
           }
@@ -102,14 +102,14 @@ TEST_F(FaultTest, AFrozenServerIsNoticedAndPublishFailsWithinItsDeadline) {
 
   server_.freeze();
   const auto frozen_at = std::chrono::steady_clock::now();
-  EXPECT_THROW(publisher.publish("during"), timeout_error);
+  EXPECT_THROW(publisher.publish(nlohmann::json("during")), timeout_error);
   EXPECT_GE(since(frozen_at), 900ms);
   EXPECT_LT(since(frozen_at), 2500ms) << "publish must not hang past its deadline";
   // The next publish must reconnect first; a frozen server accepts the TCP
   // connection and then says nothing, so connecting is bounded by the
   // deadline too.
   const auto second_at = std::chrono::steady_clock::now();
-  EXPECT_THROW(publisher.publish("during, again"), timeout_error);
+  EXPECT_THROW(publisher.publish(nlohmann::json("during, again")), timeout_error);
   EXPECT_LT(since(second_at), 2000ms) << "reconnecting must not overrun publish's deadline";
   // The listener pings after 300 ms of silence and gives up on it after 500.
   ASSERT_TRUE(eventually(
@@ -195,7 +195,7 @@ TEST_P(OutageTest, RetriesAreGentleCloseIsQuickAndAlwaysModeLosesNothing) {
   const auto seconds = static_cast<std::size_t>(outage.count());
   EXPECT_GE(failed_attempts, seconds / 2);
   EXPECT_LE(failed_attempts, 2 * seconds + 6);
-  EXPECT_THROW(publisher.publish("during"), connection_error);
+  EXPECT_THROW(publisher.publish(nlohmann::json("during")), connection_error);
   const auto closing = std::chrono::steady_clock::now();
   closed_during_outage.close();
   EXPECT_LT(since(closing), 1000ms);
@@ -208,7 +208,7 @@ TEST_P(OutageTest, RetriesAreGentleCloseIsQuickAndAlwaysModeLosesNothing) {
   ASSERT_TRUE(eventually([&] { return listener.stats().reconnects > 0; }, 10s));
   EXPECT_LT(since(up_at), 2000ms) << "re-listening must follow the server within 2 s";
   EXPECT_TRUE(eventually([&] { return log.unknown_gaps() >= 1; }, 5s));
-  publisher.publish("after");
+  publisher.publish(nlohmann::json("after"));
   ASSERT_TRUE(seen.wait_for_count(2, 5s));
   EXPECT_EQ(seen.messages().back().body, "after");
 
@@ -253,7 +253,7 @@ TEST_F(FaultTest, APublishThatFailedAtTheTailOfABurstIsRevealedByTheHeartbeat) {
   // The server goes away: publish 2 is retried until its deadline, fails, and
   // uses up its sequence number, which no later message will reveal.
   server_.down("fast");
-  EXPECT_THROW(publisher.publish("lost"), timeout_error);
+  EXPECT_THROW(publisher.publish(nlohmann::json("lost")), timeout_error);
   // The publishing bus's own subscribers hear of its messages from it: they
   // learn of the loss at once (its outcome is unknown: a loss to them).
   ASSERT_TRUE(eventually([&] { return own_log.known_gaps().size() == 1; }, 1s));
@@ -275,7 +275,7 @@ TEST_F(FaultTest, APublishThatFailedAtTheTailOfABurstIsRevealedByTheHeartbeat) {
   EXPECT_EQ(exact[0].last_missing, 2u);
   EXPECT_EQ(seen.size(), 1u);
   EXPECT_EQ(own.size(), 0u) << "subscribed after the first message";
-  publisher.publish("after");
+  publisher.publish(nlohmann::json("after"));
   ASSERT_TRUE(own.wait_for_count(1));
   EXPECT_EQ(own.messages()[0].sequence, 3u);
   EXPECT_EQ(own_log.known_gaps().size(), 1u) << "the loss is reported once";
@@ -375,7 +375,8 @@ TEST_F(FaultTest, AFillingNotifyQueueIsSeenInStatsAndReported) {
   o.queue_usage_warning = 0.001;  // 0.1% of the 8 GB queue: about 8 MB
   PostgresClusterBus bus(o);
   const std::string body(7000, 'q');
-  for (int i = 0; i < 2000; ++i) bus.publish(body);  // about 14 MB pinned by the wedged session
+  for (int i = 0; i < 2000; ++i)
+    bus.publish(nlohmann::json(body));  // about 14 MB pinned by the wedged session
   ASSERT_TRUE(eventually([&] { return bus.stats().notification_queue_usage >= 0.001; }, 10s));
   ASSERT_TRUE(eventually([&] { return log.errors_containing("NOTIFY queue is") > 0; }, 10s));
 }
@@ -399,7 +400,7 @@ TEST_F(FaultTest, TheWatchdogTerminatesStuckSyncbusSessionsOnly) {
   // The bus's own sessions never sit in a transaction: they are untouched.
   Collector seen;
   auto s = bus.subscribe(seen.handler());
-  bus.publish("still working");
+  bus.publish(nlohmann::json("still working"));
   ASSERT_TRUE(seen.wait_for_count(1, 5s));
   EXPECT_EQ(bus.stats().reconnects, 0u);
 }

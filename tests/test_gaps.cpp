@@ -31,7 +31,7 @@ TEST_F(GapTest, AListenerReconnectIsReportedAsAGapOfUnknownRange) {
   PostgresClusterBus publisher(options(channel));
   Collector seen;
   auto s = listener.subscribe(seen.handler());
-  publisher.publish("before");
+  publisher.publish(nlohmann::json("before"));
   ASSERT_TRUE(seen.wait_for_count(1));
 
   ASSERT_EQ(testing::terminate_backend(url(), listener, BusConnection::listener), 1);
@@ -42,7 +42,7 @@ TEST_F(GapTest, AListenerReconnectIsReportedAsAGapOfUnknownRange) {
   EXPECT_EQ(listener.stats().gaps, 1u);
   // Live again, in order.
   ASSERT_TRUE(eventually([&] {
-    publisher.publish("after");
+    publisher.publish(nlohmann::json("after"));
     return seen.wait_for_count(2, std::chrono::milliseconds(100));
   }));
 }
@@ -88,7 +88,7 @@ TEST_F(GapTest, StatsCountWhatHappened) {
   Collector seen;
   auto s = receiver.subscribe(seen.handler());
   for (int i = 0; i < 5; ++i) sender.publish(i);
-  sender.publish(std::string(9000, 'x'));  // spills
+  sender.publish(nlohmann::json(std::string(9000, 'x')));  // spills
   ASSERT_TRUE(seen.wait_for_count(6));
   ASSERT_TRUE(eventually([&] { return receiver.stats().delivered == 6; }));
   const auto sent = sender.stats();
@@ -117,11 +117,11 @@ TEST_F(GapTest, ABlockedHandlerNeverStallsTheListenerAndLossesAreExactGaps) {
   Collector seen;
   auto record = slow.subscribe(seen.handler());
   testing::HeldSubscription held(slow);  // on the first message, sequence 1
-  sender.publish(std::string(1000, 'x'));
+  sender.publish(nlohmann::json(std::string(1000, 'x')));
   ASSERT_TRUE(held.wait_until_held());
 
   constexpr int total = 3000;
-  for (int i = 2; i <= total; ++i) sender.publish(std::string(1000, 'x'));
+  for (int i = 2; i <= total; ++i) sender.publish(nlohmann::json(std::string(1000, 'x')));
   // The listener went on reading its socket: the server's NOTIFY queue is
   // not held back by the blocked handler.
   ASSERT_TRUE(eventually([&] { return slow.stats().dropped_queue_full > 0; }));

@@ -83,7 +83,7 @@ TEST_F(GroupCommitTest, ALoneMessageGoesAtOnceInTheSingleMessageForm) {
     std::vector<std::string>& out_;
   } receiver(raw, channel, payloads);
   PostgresClusterBus sender(options(channel, "lone-sender"));
-  sender.publish("alone");
+  sender.publish(nlohmann::json("alone"));
   for (int i = 0; i < 100 && payloads.empty(); ++i) raw.await_notification(0, 50000);
   ASSERT_EQ(payloads.size(), 1u);
   // The single-message form, with the origin's birth transaction.
@@ -173,7 +173,7 @@ TEST_F(GroupCommitTest, PublishAsyncCommitsInCallOrderAndReportsThroughTheFuture
   constexpr int total = 5000;
   for (int i = 0; i < total; ++i) committed.push_back(sender.publish_async(i));
   // Refusals come through the future too, and take no sequence number.
-  auto too_large = sender.publish_async(std::string(9000, 'x'));
+  auto too_large = sender.publish_async(nlohmann::json(std::string(9000, 'x')));
   committed.push_back(sender.publish_async(total));
   for (auto& f : committed) EXPECT_NO_THROW(f.get());
   EXPECT_THROW(too_large.get(), payload_too_large);
@@ -219,11 +219,12 @@ TEST_F(GroupCommitTest, AFullPublishQueueMakesPublishersWaitThenTimeOut) {
   hold->exec("LOCK TABLE public." + admin.quote_name(table) + " IN ACCESS EXCLUSIVE MODE");
   const std::string big(9000, 'q');  // spilled: 9 KB a message
   std::vector<std::future<void>> futures;
-  futures.push_back(bus.publish_async(big));  // in flight, blocked
+  futures.push_back(bus.publish_async(nlohmann::json(big)));  // in flight, blocked
   std::this_thread::sleep_for(100ms);
-  for (int i = 0; i < 3; ++i) futures.push_back(bus.publish_async(big));  // 27 KB queued
+  for (int i = 0; i < 3; ++i)
+    futures.push_back(bus.publish_async(nlohmann::json(big)));  // 27 KB queued
   const auto before = std::chrono::steady_clock::now();
-  futures.push_back(bus.publish_async("refused " + big));  // no room
+  futures.push_back(bus.publish_async(nlohmann::json("refused " + big)));  // no room
   const auto waited = std::chrono::steady_clock::now() - before;
   EXPECT_GE(waited, 800ms) << "publish_async waits for room";
   EXPECT_THROW(futures.back().get(), timeout_error);
@@ -236,7 +237,7 @@ TEST_F(GroupCommitTest, AFullPublishQueueMakesPublishersWaitThenTimeOut) {
       // The ones that waited behind the lock may have passed their deadline.
     }
   }
-  bus.publish("afterwards");
+  bus.publish(nlohmann::json("afterwards"));
   ASSERT_TRUE(eventually([&] {
     const auto m = seen.messages();
     return !m.empty() && m.back().body == "afterwards";

@@ -49,7 +49,7 @@ TEST(InMemoryBus, DefaultConstructedBusIsAClusterOfOne) {
   Collector at_alone, at_other;
   auto s1 = alone.subscribe(at_alone.handler());
   auto s2 = other.subscribe(at_other.handler());
-  alone.publish("hello");
+  alone.publish(nlohmann::json("hello"));
   ASSERT_TRUE(alone.hub()->wait_idle());
   ASSERT_TRUE(other.hub()->wait_idle());
   EXPECT_EQ(at_alone.size(), 1u);
@@ -109,7 +109,7 @@ TEST(InMemoryBus, AnInstanceRestartedUnderTheSameNameIsHeard) {
     ASSERT_TRUE(hub->wait_idle());
   }
   InMemoryClusterBus second_run(hub, {"engine-1", {}});
-  second_run.publish("after the restart");
+  second_run.publish(nlohmann::json("after the restart"));
   ASSERT_TRUE(hub->wait_idle());
   ASSERT_EQ(seen.size(), 4u);
   EXPECT_EQ(seen.messages().back().body, "after the restart");
@@ -142,12 +142,12 @@ TEST(InMemoryBus, AHandlerHearsOnlyWhatArrivesWhileItIsSubscribed) {
   // Arrives while nobody listens at the receiver: tracked (so the next one is
   // no gap), delivered to no one, even to a handler that subscribes before
   // the delivery thread has got round to it.
-  publisher.publish("unheard");
+  publisher.publish(nlohmann::json("unheard"));
   Collector seen;
   auto subscription = receiver.subscribe(seen.handler());
   ASSERT_TRUE(hub->wait_idle());
   EXPECT_EQ(seen.size(), 0u);
-  publisher.publish("heard");
+  publisher.publish(nlohmann::json("heard"));
   ASSERT_TRUE(seen.wait_for_count(1));
   ASSERT_TRUE(hub->wait_idle());
   ASSERT_EQ(seen.size(), 1u);
@@ -184,13 +184,13 @@ TEST(InMemoryBus, AHandlerMayPublishAndUnsubscribeItself) {
   Subscription self;
   self = bus.subscribe([&](const ClusterMessage& m) {
     if (m.body == "ping") {
-      bus.publish("pong");
+      bus.publish(nlohmann::json("pong"));
       self.unsubscribe();
     }
   });
-  bus.publish("ping");
+  bus.publish(nlohmann::json("ping"));
   ASSERT_TRUE(seen.wait_for_count(2));
-  bus.publish("after");
+  bus.publish(nlohmann::json("after"));
   ASSERT_TRUE(bus.hub()->wait_idle());
   const auto messages = seen.messages();
   ASSERT_EQ(messages.size(), 3u);

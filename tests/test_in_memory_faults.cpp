@@ -95,7 +95,7 @@ TEST(InMemoryFaults, ReconnectReportsAnUnknownGapThenTheExactOne) {
   c.b.disconnect();
   c.a.publish(2);
   c.a.publish(3);
-  c.b.publish("b can still publish");
+  c.b.publish(nlohmann::json("b can still publish"));
   c.b.reconnect();
   c.a.publish(4);
   ASSERT_TRUE(c.hub->wait_idle());
@@ -161,8 +161,8 @@ TEST(InMemoryFaults, AFullDeliveryQueueDropsAndReportsExactGaps) {
   testing::HeldSubscription held(slow);  // on the first message, a's #1
   a.publish(1);
   ASSERT_TRUE(held.wait_until_held());
-  for (int i = 2; i <= 100; ++i) a.publish(i);  // 2..11 fit, 12..100 do not
-  c.publish("only while full");                 // c is first seen as dropped
+  for (int i = 2; i <= 100; ++i) a.publish(i);   // 2..11 fit, 12..100 do not
+  c.publish(nlohmann::json("only while full"));  // c is first seen as dropped
   held.release();
   ASSERT_TRUE(hub->wait_idle());
 

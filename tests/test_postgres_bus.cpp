@@ -59,11 +59,12 @@ TEST_F(PostgresBusTest, AnotherChannelSeesNoneOfIt) {
   auto sb = b.subscribe(at_b.handler());
   auto so = outsider.subscribe(at_outsider.handler());
   for (int i = 0; i < 10; ++i) a.publish(i);
-  a.publish(std::string(20000, 'x'));  // spilled: the row is not the outsider's either
+  a.publish(
+      nlohmann::json(std::string(20000, 'x')));  // spilled: the row is not the outsider's either
   ASSERT_TRUE(at_b.wait_for_count(11));
   // The outsider's listener is live and in order: once its own marker
   // arrives, anything from the other channel would have arrived before it.
-  outsider.publish("marker");
+  outsider.publish(nlohmann::json("marker"));
   ASSERT_TRUE(at_outsider.wait_for_count(1));
   const auto seen = at_outsider.messages();
   ASSERT_EQ(seen.size(), 1u);
@@ -82,7 +83,7 @@ TEST_F(PostgresBusTest, ChannelNamesAreUsedExactlyAsWritten) {
     PostgresClusterBus bus(o);
     Collector seen;
     auto s = bus.subscribe(seen.handler());
-    bus.publish("hi");
+    bus.publish(nlohmann::json("hi"));
     ASSERT_TRUE(seen.wait_for_count(1)) << channel;
     EXPECT_EQ(seen.messages()[0].body, "hi");
     EXPECT_TRUE(errors.errors().empty()) << errors.errors()[0];
@@ -94,8 +95,8 @@ TEST_F(PostgresBusTest, ChannelNamesAreUsedExactlyAsWritten) {
   PostgresClusterBus upper_bus(options(mixed)), lower_bus(options(lower));
   Collector at_lower;
   auto s = lower_bus.subscribe(at_lower.handler());
-  upper_bus.publish("not for you");
-  lower_bus.publish("marker");
+  upper_bus.publish(nlohmann::json("not for you"));
+  lower_bus.publish(nlohmann::json("marker"));
   ASSERT_TRUE(at_lower.wait_for_count(1));
   ASSERT_EQ(at_lower.size(), 1u);
   EXPECT_EQ(at_lower.messages()[0].body, "marker");
@@ -139,13 +140,13 @@ TEST_F(PostgresBusTest, GarbageOnTheChannelReachesOnErrorAndDeliveryGoesOn) {
   Collector seen;
   auto s = bus.subscribe(seen.handler());
 
-  bus.publish("before");
+  bus.publish(nlohmann::json("before"));
   raw_notify(channel, "garbage");
   raw_notify(channel, R"({"v":1,"origin":"x","seq":1,"body":)");  // truncated
   raw_notify(channel, R"({"v":99,"origin":"x","seq":1,"body":1})");
   raw_notify(channel, R"({"v":1,"origin":"ghost","seq":5,"spilled":true})");
   raw_notify(channel, "");
-  bus.publish("after");
+  bus.publish(nlohmann::json("after"));
 
   ASSERT_TRUE(seen.wait_for_count(2));
   ASSERT_TRUE(eventually([&] { return errors.errors().size() >= 5; }));
@@ -169,17 +170,17 @@ TEST_F(PostgresBusTest, ALateSubscriberDoesNotHearWhatArrivedBeforeIt) {
   PostgresClusterBus bus(o);
   PostgresClusterBus sender(options(channel, "late-sender"));
   testing::HeldSubscription busy(bus);
-  sender.publish("a");
+  sender.publish(nlohmann::json("a"));
   ASSERT_TRUE(busy.wait_until_held());
-  sender.publish("b");  // waits in the queue, which is then full...
-  sender.publish("c");  // ...so this one is dropped: "b" has arrived
+  sender.publish(nlohmann::json("b"));  // waits in the queue, which is then full...
+  sender.publish(nlohmann::json("c"));  // ...so this one is dropped: "b" has arrived
   ASSERT_TRUE(testing::eventually([&] { return bus.stats().dropped_queue_full == 1; }));
   Collector late;
   auto subscription = bus.subscribe(late.handler());
   busy.release();
   // The sender keeps dropping until the gap for "c" is reported: then "d".
   ASSERT_TRUE(testing::eventually([&] { return bus.stats().gaps == 1; }));
-  sender.publish("d");
+  sender.publish(nlohmann::json("d"));
   ASSERT_TRUE(late.wait_for_count(1));
   std::this_thread::sleep_for(std::chrono::milliseconds(100));  // time for what it must not hear
   const auto heard = late.messages();
@@ -297,9 +298,9 @@ TEST_F(PostgresBusTest, APublishOnlyBusHasNoListeningSessionAndRefusesSubscribe)
   Collector seen;
   auto s = receiver.subscribe(seen.handler());
   const std::string big(9000, 'b');  // over a payload: spilled
-  sender.publish("small");
-  sender.publish(big);
-  sender.publish_async("async").get();
+  sender.publish(nlohmann::json("small"));
+  sender.publish(nlohmann::json(big));
+  sender.publish_async(nlohmann::json("async")).get();
   ASSERT_TRUE(seen.wait_for_count(3));
   const auto m = seen.messages();
   EXPECT_EQ(m[0].body, "small");
@@ -330,7 +331,7 @@ TEST_F(PostgresBusTest, AnInstanceRestartedUnderTheSameNameIsHeard) {
   }
   PostgresClusterBus second_run(durable_options(channel, "engine-1"));
   EXPECT_NE(second_run.instance_id(), first_id);
-  second_run.publish("after the restart");  // spilled: a fresh key
+  second_run.publish(nlohmann::json("after the restart"));  // spilled: a fresh key
   ASSERT_TRUE(seen.wait_for_count(4));
   EXPECT_EQ(seen.messages().back().body, "after the restart");
   EXPECT_EQ(seen.messages().back().origin, second_run.instance_id());
@@ -362,8 +363,8 @@ TEST_F(PostgresBusTest, TheLogHandlerHearsTheBusAndTheLibraryPrintsNothingItself
     Collector seen;
     auto s = bus.subscribe(seen.handler());
     EXPECT_EQ(logged(LogLevel::info, "listening on channel \"" + channel + "\""), 1);
-    bus.publish("inline");
-    bus.publish(std::string(9000, 's'));
+    bus.publish(nlohmann::json("inline"));
+    bus.publish(nlohmann::json(std::string(9000, 's')));
     raw_notify(channel, "garbage");  // an error: on_error and the log
     raw_notify(channel, R"({"v":1,"origin":"peer","seq":1,"body":1})");
     raw_notify(channel, R"({"v":1,"origin":"peer","seq":4,"body":4})");  // a gap
@@ -392,14 +393,14 @@ TEST_F(PostgresBusTest, ListenerRecoversFromATerminatedBackend) {
   PostgresClusterBus publisher(options(channel));
   Collector seen;
   auto s = listener.subscribe(seen.handler());
-  publisher.publish("first");
+  publisher.publish(nlohmann::json("first"));
   ASSERT_TRUE(seen.wait_for_count(1));
 
   ASSERT_EQ(testing::terminate_backend(url(), listener, BusConnection::listener), 1);
   ASSERT_TRUE(eventually([&] { return errors.errors_containing("lost its connection") >= 1; }));
   // Once reconnected, new messages flow again.
   ASSERT_TRUE(eventually([&] {
-    publisher.publish("probe");
+    publisher.publish(nlohmann::json("probe"));
     return seen.wait_for_count(2, std::chrono::milliseconds(100));
   }));
 }
@@ -412,15 +413,15 @@ TEST_F(PostgresBusTest, PublishOnAKilledConnectionIsRetriedWithTheSameSequence) 
   PostgresClusterBus bus(o);
   Collector seen;
   auto s = bus.subscribe(seen.handler());
-  bus.publish("one");
+  bus.publish(nlohmann::json("one"));
   ASSERT_TRUE(seen.wait_for_count(1));
 
   ASSERT_EQ(testing::terminate_backend(url(), bus, BusConnection::publisher), 1);
 
   // The dead connection is noticed, replaced, and the message sent again
   // within the publish deadline: the caller sees success.
-  bus.publish("after");
-  bus.publish(std::string(9000, 's'));  // and the spill path on the new connection
+  bus.publish(nlohmann::json("after"));
+  bus.publish(nlohmann::json(std::string(9000, 's')));  // and the spill path on the new connection
   ASSERT_TRUE(seen.wait_for_count(3));
   const auto messages = seen.messages();
   EXPECT_EQ(messages[1].body, "after");

@@ -63,7 +63,7 @@ TEST_F(QueueFullTest, AlwaysModeReadsBackWhatAFullQueueDroppedInOrder) {
   PostgresClusterBus first_sender(durable_options(channel, "reread-sender-1"));
   PostgresClusterBus second_sender(durable_options(channel, "reread-sender-2"));
 
-  first_sender.publish("first");
+  first_sender.publish(nlohmann::json("first"));
   ASSERT_TRUE(slow.held.wait_until_held());
   constexpr int per_sender = 1000;
   std::thread second([&] {
@@ -100,10 +100,10 @@ TEST_F(QueueFullTest, TheDeliveryQueueHoldsNoMoreThanItsBytesAndReportsTheRestAs
   HeldReceiver slow(slow_options);
   PostgresClusterBus sender(options(channel, "bytes-sender"));
 
-  sender.publish("first");
+  sender.publish(nlohmann::json("first"));
   ASSERT_TRUE(slow.held.wait_until_held());
   constexpr int total = 41;
-  for (int i = 2; i <= total; ++i) sender.publish(large);
+  for (int i = 2; i <= total; ++i) sender.publish(nlohmann::json(large));
   // The handler holds "first"; 2 to 5 wait in the queue; 6 to 41 are dropped.
   ASSERT_TRUE(eventually([&] { return slow.bus.stats().dropped_queue_full + 5 >= total; }))
       << slow.bus.stats().dropped_queue_full << " dropped";
@@ -128,10 +128,10 @@ TEST_F(QueueFullTest, AlwaysModeReadsBackWhatTheByteBoundDroppedInOrder) {
   HeldReceiver slow(slow_options);
   PostgresClusterBus sender(durable_options(channel, "reread-bytes-sender"));
 
-  sender.publish("first");
+  sender.publish(nlohmann::json("first"));
   ASSERT_TRUE(slow.held.wait_until_held());
   constexpr int total = 200;
-  for (int i = 2; i <= total; ++i) sender.publish(large);
+  for (int i = 2; i <= total; ++i) sender.publish(nlohmann::json(large));
   ASSERT_TRUE(eventually([&] { return slow.bus.stats().dropped_queue_full >= total - 10; }));
   slow.held.release();
 
@@ -236,7 +236,7 @@ TEST_F(QueueFullTest, AHandlerBlockedForAMinuteWhile100kMessagesFlow) {
   Collector seen;
   auto record = slow.subscribe(seen.handler());
 
-  sender.publish(kilobyte);
+  sender.publish(nlohmann::json(kilobyte));
   ASSERT_TRUE(held.wait_until_held());
   const auto blocked_at = std::chrono::steady_clock::now();
   const auto resident_before = resident_bytes();
@@ -250,7 +250,7 @@ TEST_F(QueueFullTest, AHandlerBlockedForAMinuteWhile100kMessagesFlow) {
       std::this_thread::sleep_for(200ms);
     }
   });
-  for (int i = 2; i <= total; ++i) sender.publish(kilobyte);
+  for (int i = 2; i <= total; ++i) sender.publish(nlohmann::json(kilobyte));
   const auto published_in = std::chrono::steady_clock::now() - blocked_at;
   std::this_thread::sleep_until(blocked_at + 60s);  // the handler blocks for a minute
   flowing = false;
@@ -334,11 +334,11 @@ TEST_F(QueueFullTest, AnOwnPublishThatFailedWhileItsOriginWasWithheldIsReportedA
         "RETURN NEW; END $$; CREATE TRIGGER refuse BEFORE INSERT ON public." +
         table + " FOR EACH ROW EXECUTE FUNCTION public." + table + "_refuse()");
   }
-  bus.bus.publish("first");
+  bus.bus.publish(nlohmann::json("first"));
   ASSERT_TRUE(bus.held.wait_until_held());
   for (int i = 2; i <= 6; ++i) bus.bus.publish(i);  // 2 and 3 wait; 4 on are withheld
   ASSERT_TRUE(eventually([&] { return bus.bus.stats().dropped_queue_full >= 3; }));
-  EXPECT_THROW(bus.bus.publish("fail"), database_error);  // sequence 7
+  EXPECT_THROW(bus.bus.publish(nlohmann::json("fail")), database_error);  // sequence 7
   bus.held.release();
   ASSERT_TRUE(bus.seen.wait_for_count(6, 20s));
   ASSERT_TRUE(eventually([&] { return bus.log.known_gaps().size() == 1; }, 10s))
@@ -360,19 +360,19 @@ TEST_F(QueueFullTest, ANewOriginsFirstMessageDroppedByTheByteBoundIsAGap) {
   slow_options.delivery_queue_bytes = 30'000;
   HeldReceiver slow(slow_options);
   PostgresClusterBus old_sender(options(channel, "first-dropped-old"));
-  old_sender.publish("first");
+  old_sender.publish(nlohmann::json("first"));
   ASSERT_TRUE(slow.held.wait_until_held());
-  old_sender.publish(std::string(20'000, 'o'));  // waits in the queue
+  old_sender.publish(nlohmann::json(std::string(20'000, 'o')));  // waits in the queue
   PostgresClusterBus new_sender(options(channel, "first-dropped-new"));
-  new_sender.publish(std::string(20'000, 'n'));  // does not fit
-  new_sender.publish("small");                   // would fit
+  new_sender.publish(nlohmann::json(std::string(20'000, 'n')));  // does not fit
+  new_sender.publish(nlohmann::json("small"));                   // would fit
   ASSERT_TRUE(eventually([&] { return slow.bus.stats().dropped_queue_full == 2; }))
       << slow.bus.stats().dropped_queue_full;
   slow.held.release();
   // Until its gap is reported, the origin keeps dropping: "after" is sent
   // once it is.
   ASSERT_TRUE(eventually([&] { return slow.log.known_gaps().size() == 1; }));
-  new_sender.publish("after");
+  new_sender.publish(nlohmann::json("after"));
   ASSERT_TRUE(eventually([&] { return slow.seen.size() == 3; }));
   const auto gaps = slow.log.known_gaps();
   ASSERT_EQ(gaps.size(), 1u);

@@ -117,12 +117,12 @@ TEST_F(SecurityTest, WithoutASecretAForgeryIsDeliveredAndHidesTheGenuineMessage)
   PostgresClusterBus receiver(options(channel));
   Collector seen;
   auto s = receiver.subscribe(seen.handler());
-  victim.publish("genuine 1");
+  victim.publish(nlohmann::json("genuine 1"));
   ASSERT_TRUE(seen.wait_for_count(1));
   raw_notify(channel, forged(victim.instance_id(), 2, R"("forged 2")"));
   ASSERT_TRUE(seen.wait_for_count(2));
-  victim.publish("genuine 2");
-  victim.publish("genuine 3");
+  victim.publish(nlohmann::json("genuine 2"));
+  victim.publish(nlohmann::json("genuine 3"));
   ASSERT_TRUE(seen.wait_for_count(3));
   std::this_thread::sleep_for(200ms);
   std::vector<std::string> bodies;
@@ -144,7 +144,7 @@ TEST_F(SecurityTest, WithASecretForgeriesAndReplaysAreDroppedAndEveryGenuineMess
   auto s2 = receiver_elsewhere.subscribe(seen_elsewhere.handler());
   Eavesdropper wire(url(), channel);
 
-  victim.publish("genuine 1");
+  victim.publish(nlohmann::json("genuine 1"));
   const auto captured = wire.payloads(1).at(0);
   EXPECT_NE(captured.find(R"(,"mac":")"), std::string::npos) << captured;
   const auto id = victim.instance_id();
@@ -171,8 +171,8 @@ TEST_F(SecurityTest, WithASecretForgeriesAndReplaysAreDroppedAndEveryGenuineMess
   attack(channel, captured);
   attack(elsewhere, captured);
 
-  victim.publish("genuine 2");
-  victim.publish("genuine 3");
+  victim.publish(nlohmann::json("genuine 2"));
+  victim.publish(nlohmann::json("genuine 3"));
   ASSERT_TRUE(seen.wait_for_count(3));
   ASSERT_TRUE(eventually([&] { return log.errors().size() >= forgeries; }));
   std::this_thread::sleep_for(200ms);
@@ -199,8 +199,8 @@ TEST_F(SecurityTest, SecretsRotateSigningWithTheFirstAndAcceptingEach) {
   Collector both, old;
   auto s1 = knows_both.subscribe(both.handler());
   auto s2 = knows_old.subscribe(old.handler());
-  rotated.publish("signed with the new secret");
-  rotated.publish(std::string(9000, 'n'));  // and a spilled one
+  rotated.publish(nlohmann::json("signed with the new secret"));
+  rotated.publish(nlohmann::json(std::string(9000, 'n')));  // and a spilled one
   ASSERT_TRUE(both.wait_for_count(2));
   ASSERT_TRUE(eventually([&] { return old_log.errors().size() == 2; }));
   EXPECT_EQ(old.size(), 0u);
@@ -212,8 +212,8 @@ TEST_F(SecurityTest, ATamperedOrUnsignedSpillRowIsRefusedEvenUnderAGenuinePointe
   sender_options.spill = SpillMode::always;
   PostgresClusterBus sender(sender_options);
   Eavesdropper wire(url(), channel);
-  sender.publish("one");
-  sender.publish("two");
+  sender.publish(nlohmann::json("one"));
+  sender.publish(nlohmann::json("two"));
   const auto pointers = wire.payloads(2);
   ASSERT_EQ(pointers.size(), 2u);
 
@@ -244,7 +244,7 @@ TEST_F(SecurityTest, ATamperedOrUnsignedSpillRowIsRefusedEvenUnderAGenuinePointe
   ASSERT_TRUE(eventually([&] { return log.errors().size() == 2; })) << log.errors().size();
   EXPECT_EQ(log.errors_containing("carries no signature"), 1u);
   EXPECT_EQ(log.errors_containing("matches none of the secrets"), 1u);
-  sender.publish("three");
+  sender.publish(nlohmann::json("three"));
   ASSERT_TRUE(seen.wait_for_count(1));
   std::this_thread::sleep_for(100ms);
   ASSERT_EQ(seen.size(), 1u) << "nothing read from a tampered row";
@@ -626,9 +626,9 @@ TEST_F(SecurityTest, AHostileSearchPathRunsNothingOfItsOwn) {
     Collector seen;
     auto s = receiver.subscribe(seen.handler());
     PostgresClusterBus publisher(o);
-    publisher.publish("small");
-    publisher.publish(std::string(9000, 'x'));  // spilled in either mode
-    publisher.publish("last");
+    publisher.publish(nlohmann::json("small"));
+    publisher.publish(nlohmann::json(std::string(9000, 'x')));  // spilled in either mode
+    publisher.publish(nlohmann::json("last"));
     ASSERT_TRUE(seen.wait_for_count(3)) << seen.size();
     check_exactly_once_in_order(seen);
     EXPECT_TRUE(log.errors().empty()) << log.errors().front();
@@ -658,11 +658,11 @@ TEST_F(SecurityTest, ASignedPublishRetriedOnANewSessionIsDeliveredNotRefusedAsAR
     publisher_options.spill = spill;
     publisher_options.listen = false;
     PostgresClusterBus publisher(publisher_options);
-    publisher.publish("one");
+    publisher.publish(nlohmann::json("one"));
     ASSERT_TRUE(seen.wait_for_count(1));
     ASSERT_EQ(testing::terminate_backend(url(), publisher, testing::BusConnection::publisher), 1);
-    publisher.publish("after");  // retried on a new session
-    publisher.publish(std::string(9000, 's'));
+    publisher.publish(nlohmann::json("after"));  // retried on a new session
+    publisher.publish(nlohmann::json(std::string(9000, 's')));
     ASSERT_TRUE(seen.wait_for_count(3)) << (log.errors().empty() ? "" : log.errors().front());
     check_exactly_once_in_order(seen);
     EXPECT_TRUE(log.errors().empty()) << log.errors().front();
@@ -794,7 +794,7 @@ TEST_F(SecurityTest, AnOversizedSpillRowIsRefusedWithoutBeingLoaded) {
   PostgresClusterBus receiver(o);
   Collector seen;
   auto s = receiver.subscribe(seen.handler());
-  EXPECT_THROW(receiver.publish(std::string(2000, 'x')), payload_too_large);
+  EXPECT_THROW(receiver.publish(nlohmann::json(std::string(2000, 'x'))), payload_too_large);
   pqxx::connection admin(url());
   pqxx::nontransaction(admin).exec_params(
       "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) "
@@ -844,7 +844,7 @@ TEST_F(SecurityTest, HostileChannelNamesRoundTripExactlyOrAreRefused) {
   }
   for (std::size_t i = 0; i < buses.size(); ++i) {
     EXPECT_EQ(buses[i]->channel(), channels[i]);
-    buses[i]->publish(channels[i]);
+    buses[i]->publish(nlohmann::json(channels[i]));
     buses[i]->publish({{"channel", channels[i]}, {"pad", std::string(9000, 'p')}});  // spilled
   }
   for (std::size_t i = 0; i < buses.size(); ++i) {
@@ -902,7 +902,7 @@ TEST_F(SecurityTest, HostileTableNamesAreQuotedNeverExecuted) {
     PostgresClusterBus bus(o);
     Collector seen;
     auto s = bus.subscribe(seen.handler());
-    bus.publish(std::string(9000, 's'));
+    bus.publish(nlohmann::json(std::string(9000, 's')));
     ASSERT_TRUE(seen.wait_for_count(1)) << table;
     EXPECT_EQ(bus.vacuum(0ms), 1) << table;
     // The table has exactly the name it was given.
@@ -1032,7 +1032,7 @@ TEST_F(PrivilegeTest, AListenerNeedsSelectAndAPublisherInsert) {
   PostgresClusterBus bus(as_role(SpillMode::always));
   Collector seen;
   auto s = bus.subscribe(seen.handler());
-  bus.publish("with least privilege");
+  bus.publish(nlohmann::json("with least privilege"));
   ASSERT_TRUE(seen.wait_for_count(1));
   // ...but vacuuming is the vacuum job's: DELETE.
   try {
@@ -1060,7 +1060,7 @@ TEST_F(PrivilegeTest, APublishOnlyBusNeedsInsertButNotSelect) {
   PostgresClusterBus reader(reader_options);
   Collector seen;
   auto s = reader.subscribe(seen.handler());
-  publish_only.publish("written, not readable by its writer");
+  publish_only.publish(nlohmann::json("written, not readable by its writer"));
   ASSERT_TRUE(seen.wait_for_count(1));
   EXPECT_EQ(seen.messages()[0].body, "written, not readable by its writer");
   EXPECT_EQ(seen.messages()[0].origin, publish_only.instance_id());
@@ -1092,7 +1092,7 @@ TEST_F(PrivilegeTest, AnOlderTableWithAnIdSequenceNeedsUsageOnIt) {
   PostgresClusterBus bus(as_role(SpillMode::always));
   Collector seen;
   auto s = bus.subscribe(seen.handler());
-  bus.publish("into the older table");
+  bus.publish(nlohmann::json("into the older table"));
   ASSERT_TRUE(seen.wait_for_count(1));
 }
 
@@ -1166,7 +1166,7 @@ TEST(PoolerTest, ATransactionPoolerIsRefusedAndASessionPoolerWorks) {
   PostgresClusterBus bus(o);
   Collector seen;
   auto s = bus.subscribe(seen.handler());
-  bus.publish("through a session pooler");
+  bus.publish(nlohmann::json("through a session pooler"));
   EXPECT_TRUE(seen.wait_for_count(1));
 }
 

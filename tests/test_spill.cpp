@@ -75,7 +75,7 @@ class SpillTest : public testing::PostgresTest {
     auto s = receiver.subscribe(seen.handler());
     // A first message that spills, for its row's "born": every envelope of
     // the sender carries it, so it counts towards the 8000 bytes.
-    sender.publish(std::string(100000, 'p'));
+    sender.publish(nlohmann::json(std::string(100000, 'p')));
     pqxx::connection connection(url());
     const auto born = pqxx::nontransaction(connection)
                           .exec_params1(
@@ -96,7 +96,7 @@ class SpillTest : public testing::PostgresTest {
       expected_spills += spills;
       saw_inline_just_below |= envelope_size == 7999 && !spills;
       saw_spill_at_limit |= envelope_size == 8000 && spills;
-      sender.publish(bodies[i]);
+      sender.publish(nlohmann::json(bodies[i]));
     }
     ASSERT_TRUE(seen.wait_for_count(bodies.size() + 1, std::chrono::seconds(60)));
     const auto messages = seen.messages();
@@ -130,16 +130,16 @@ TEST_F(SpillTest, NeverRefusesOversizedAndSendsNothing) {
   PostgresClusterBus receiver(options(channel, SpillMode::overflow));
   Collector seen;
   auto s = receiver.subscribe(seen.handler());
-  sender.publish(std::string(7900, 'a'));  // fits
+  sender.publish(nlohmann::json(std::string(7900, 'a')));  // fits
   try {
-    sender.publish(std::string(8000, 'a'));
+    sender.publish(nlohmann::json(std::string(8000, 'a')));
     FAIL() << "an oversized message was sent under SpillMode::never";
   } catch (const payload_too_large& e) {
     EXPECT_GE(e.size(), 8000u);
     EXPECT_EQ(e.limit(), 8000u);
     EXPECT_NE(std::string(e.what()).find(std::to_string(e.size()) + " bytes"), std::string::npos);
   }
-  sender.publish("marker");
+  sender.publish(nlohmann::json("marker"));
   ASSERT_TRUE(seen.wait_for_count(2));
   const auto messages = seen.messages();
   ASSERT_EQ(messages.size(), 2u);
@@ -154,8 +154,8 @@ TEST_F(SpillTest, InvalidUtf8IsRefusedAndNothingIsSent) {
   PostgresClusterBus bus(options(channel, SpillMode::overflow));
   Collector seen;
   auto s = bus.subscribe(seen.handler());
-  EXPECT_THROW(bus.publish(std::string("\xc3\x28", 2)), invalid_message);
-  bus.publish("ok");
+  EXPECT_THROW(bus.publish(nlohmann::json(std::string("\xc3\x28", 2))), invalid_message);
+  bus.publish(nlohmann::json("ok"));
   ASSERT_TRUE(seen.wait_for_count(1));
   EXPECT_EQ(seen.messages()[0].sequence, 1u);
 }
@@ -166,9 +166,9 @@ TEST_F(SpillTest, VacuumCountsWhatItDeletesAndOnlyOnItsChannel) {
   PostgresClusterBus bus(options(channel, SpillMode::overflow));
   PostgresClusterBus other_bus(options(other, SpillMode::always));
   EXPECT_EQ(bus.vacuum(std::chrono::milliseconds(0)), 0) << "nothing spilled yet";
-  bus.publish("small");  // inline: no row
-  for (int i = 0; i < 3; ++i) bus.publish(std::string(10000, 'v'));
-  other_bus.publish("kept");
+  bus.publish(nlohmann::json("small"));  // inline: no row
+  for (int i = 0; i < 3; ++i) bus.publish(nlohmann::json(std::string(10000, 'v')));
+  other_bus.publish(nlohmann::json("kept"));
   EXPECT_EQ(spill_rows(channel), 3);
   EXPECT_EQ(bus.vacuum(std::chrono::hours(1)), 0) << "rows are younger than an hour";
   EXPECT_EQ(spill_rows(channel), 3);
@@ -202,7 +202,7 @@ TEST_F(SpillTest, TableIsCreatedOnceWhenManyInstancesStartTogether) {
   ASSERT_TRUE(buses[0]);
   Collector seen;
   auto s = buses[1]->subscribe(seen.handler());
-  buses[0]->publish("through the new table");
+  buses[0]->publish(nlohmann::json("through the new table"));
   ASSERT_TRUE(seen.wait_for_count(1));
   EXPECT_EQ(spill_rows(channel, table), 1);
 }
@@ -257,7 +257,7 @@ TEST_F(SpillTest, RowsAreFetchedByKeyEvenWhenStatisticsSayTheTableIsEmpty) {
   PostgresClusterBus receiver(o), sender(o);
   Collector seen;
   auto s = receiver.subscribe(seen.handler());
-  sender.publish("before the statistics");
+  sender.publish(nlohmann::json("before the statistics"));
   ASSERT_TRUE(seen.wait_for_count(1));
 
   pqxx::connection admin(url());
@@ -398,7 +398,7 @@ TEST_F(SpillTest, VacuumedRowIsReportedAndLaterMessagesStillArrive) {
   // A pointer to a row that is not there (vacuumed, or never written).
   raw_notify(channel, R"({"v":1,"origin":"vanished","seq":1,"body":"first"})");
   raw_notify(channel, R"({"v":1,"origin":"vanished","seq":2,"spilled":true})");
-  sender.publish("still here");
+  sender.publish(nlohmann::json("still here"));
   ASSERT_TRUE(seen.wait_for_count(2));
   EXPECT_EQ(seen.messages()[0].body, "first");
   EXPECT_EQ(seen.messages()[1].body, "still here");
@@ -551,7 +551,7 @@ TEST_F(SpillTest, ARowThatCannotBeReadForAWhileIsDeliveredOnceItCanBeAndNothingI
   // Meanwhile: the listener's fetches fail and are retried, and it keeps
   // delivering what needs no table.
   ASSERT_TRUE(eventually([&] { return log.errors_containing("tries again") >= 2; }, 10s));
-  inline_sender.publish("delivered meanwhile");
+  inline_sender.publish(nlohmann::json("delivered meanwhile"));
   ASSERT_TRUE(seen.wait_for_count(1, 5s));
   EXPECT_EQ(seen.messages()[0].body, "delivered meanwhile");
   unlock.set_value();
@@ -593,8 +593,8 @@ TEST_F(SpillTest, ARoleWithAShortStatementTimeoutStillReadsLargeBodies) {
   auto subscription = receiver.subscribe(seen.handler());
   PostgresClusterBus sender(options(channel, SpillMode::always));
   const std::string large(48 << 20, 'L');
-  sender.publish(large);
-  sender.publish("after");
+  sender.publish(nlohmann::json(large));
+  sender.publish(nlohmann::json("after"));
   ASSERT_TRUE(seen.wait_for_count(2, 60s));
   EXPECT_EQ(seen.messages()[0].body.get_ref<const std::string&>().size(), large.size());
   EXPECT_TRUE(log.gaps().empty());
@@ -618,7 +618,8 @@ TEST_F(SpillTest, LargeRowsMissedWhileAwayAreReadWithinAShortQueryTimeout) {
   PostgresClusterBus sender(options(channel, SpillMode::always));
   constexpr int rows = 16;
   role.keep_out(receiver);
-  for (int i = 0; i < rows; ++i) sender.publish(std::string(16 << 20, static_cast<char>('a' + i)));
+  for (int i = 0; i < rows; ++i)
+    sender.publish(nlohmann::json(std::string(16 << 20, static_cast<char>('a' + i))));
   role.let_in();
   ASSERT_TRUE(seen.wait_for_count(rows, 60s)) << seen.size() << " of " << rows;
   const auto messages = seen.messages();

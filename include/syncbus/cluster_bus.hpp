@@ -7,10 +7,35 @@
 #include <functional>
 #include <future>
 #include <string>
+#include <string_view>
+#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
+// What its functions throw, complete for a catch (syncbus::error and the rest).
+#include <syncbus/errors.hpp>
+
 namespace syncbus {
+
+namespace detail {
+/// Text types: what publish() refuses to take as a body (see ClusterBus).
+template <typename T>
+struct is_text : std::false_type {};
+template <>
+struct is_text<std::string> : std::true_type {};
+template <>
+struct is_text<std::string_view> : std::true_type {};
+template <>
+struct is_text<const char*> : std::true_type {};
+template <>
+struct is_text<char*> : std::true_type {};
+template <std::size_t N>
+struct is_text<char[N]> : std::true_type {};
+template <typename T>
+inline constexpr bool is_text_v = is_text<std::remove_cv_t<std::remove_reference_t<T>>>::value;
+template <typename T>
+inline constexpr bool dependent_false = false;
+}  // namespace detail
 
 /// One message as a subscriber receives it.
 struct ClusterMessage {
@@ -94,6 +119,26 @@ class ClusterBus {
   /// message is committed, or holds the error publish() would have thrown.
   /// This default publishes at once and returns a ready future.
   [[nodiscard]] virtual std::future<void> publish_async(const nlohmann::json& body);
+
+  /// Text is not taken as a body: publish(std::string{"{\"id\":1}"}) would
+  /// send a JSON *string*, not the object it spells, and receivers would get
+  /// is_string(). Say which you mean: publish(nlohmann::json::parse(text))
+  /// for the JSON a text holds, publish(nlohmann::json(text)) for a string.
+  template <typename Text, std::enable_if_t<detail::is_text_v<Text>, int> = 0>
+  void publish(Text&&) {
+    static_assert(detail::dependent_false<Text>,
+                  "syncbus: publish() takes a JSON value, not text: pass "
+                  "nlohmann::json::parse(text) to send the JSON the text holds, or "
+                  "nlohmann::json(text) to send it as a JSON string");
+  }
+  template <typename Text, std::enable_if_t<detail::is_text_v<Text>, int> = 0>
+  std::future<void> publish_async(Text&&) {
+    static_assert(detail::dependent_false<Text>,
+                  "syncbus: publish_async() takes a JSON value, not text: pass "
+                  "nlohmann::json::parse(text) to send the JSON the text holds, or "
+                  "nlohmann::json(text) to send it as a JSON string");
+    return {};
+  }
 
   /// Registers `handler` for every message that reaches this bus from now on
   /// (a message that reached it earlier, even one not yet handed to the other

@@ -89,6 +89,7 @@ class InMemoryClusterBus final : public ClusterBus {
   ~InMemoryClusterBus() override;
 
   const std::string& instance_id() const override;
+  using ClusterBus::publish;  // and the refusal of text (ClusterBus)
   void publish(const nlohmann::json& body) override;
   [[nodiscard]] Subscription subscribe(MessageHandler handler) override;
   void close() override;

@@ -46,6 +46,8 @@ class PostgresClusterBus final : public ClusterBus {
   ~PostgresClusterBus() override;
 
   const std::string& instance_id() const override;
+  using ClusterBus::publish;  // and the refusal of text (ClusterBus)
+  using ClusterBus::publish_async;
   void publish(const nlohmann::json& body) override;
   /// Queues `body` and returns at once. The future becomes ready once the
   /// message is committed, or holds the error publish() would have thrown
