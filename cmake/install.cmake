@@ -26,6 +26,21 @@ install(FILES
 # `cmake --install --prefix ANYWHERE` yields a working file.
 file(RELATIVE_PATH SYNCBUS_PC_PREFIX_FROM_PCFILEDIR
   "/prefix/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/prefix")
+# `pkg-config --cflags --libs syncbus` links as written: a static libsyncbus
+# (the default) needs its dependencies on every link line, so they are
+# public; a shared one carries them itself, so they are private (--static).
+set(SYNCBUS_PC_PRIVATE_DEPS "libpqxx fmt libcrypto simdjson")
+if(BUILD_SHARED_LIBS)
+  set(SYNCBUS_PC_REQUIRES "nlohmann_json")
+  set(SYNCBUS_PC_REQUIRES_PRIVATE "${SYNCBUS_PC_PRIVATE_DEPS}")
+  set(SYNCBUS_PC_LIBS "")
+  set(SYNCBUS_PC_LIBS_PRIVATE "-lpq")
+else()
+  set(SYNCBUS_PC_REQUIRES "nlohmann_json ${SYNCBUS_PC_PRIVATE_DEPS}")
+  set(SYNCBUS_PC_REQUIRES_PRIVATE "")
+  set(SYNCBUS_PC_LIBS "-lpq")
+  set(SYNCBUS_PC_LIBS_PRIVATE "")
+endif()
 configure_file(cmake/syncbus.pc.in "${PROJECT_BINARY_DIR}/syncbus.pc" @ONLY)
 install(FILES "${PROJECT_BINARY_DIR}/syncbus.pc"
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

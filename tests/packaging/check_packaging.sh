@@ -22,12 +22,15 @@ cmake -S "$consumer" -B "$work/find_package" -DCMAKE_PREFIX_PATH="$work/prefix" 
 cmake --build "$work/find_package" >> "$work/find_package.log"
 "$work/find_package/consumer"
 
-echo "--- pkg-config syncbus"
 libdir=$(ls -d "$work"/prefix/lib*/pkgconfig | head -n 1)
-# shellcheck disable=SC2046 # the flags are meant to split into words
-"$compiler" -std=c++17 $flags "$consumer/main.cpp" -o "$work/pkg_config_consumer" \
-  $(PKG_CONFIG_PATH="$libdir" pkg-config --cflags --libs --static syncbus)
-"$work/pkg_config_consumer"
+# Exactly what a user types (README), then with --static.
+for static in "" --static; do
+  echo "--- pkg-config --cflags --libs $static syncbus"
+  # shellcheck disable=SC2046,SC2086 # the flags are meant to split into words
+  "$compiler" -std=c++17 $flags "$consumer/main.cpp" -o "$work/pkg_config_consumer" \
+    $(PKG_CONFIG_PATH="$libdir" pkg-config --cflags --libs $static syncbus)
+  "$work/pkg_config_consumer"
+done
 
 echo "--- add_subdirectory(syncbus)"
 cmake -S "$source/tests/packaging/add_subdirectory_consumer" -B "$work/add_subdirectory" \
