@@ -18,7 +18,16 @@ presets=("$@")
 scripts/install-deps.sh
 
 echo "==> format: clang-format --dry-run -Werror"
-git ls-files --cached --others --exclude-standard -- '*.hpp' '*.cpp' | xargs clang-format --dry-run -Werror
+# The project's sources: git's list in a clone, the tree's in a plain copy
+# (a release tarball), build directories left out.
+sources() {
+  if git rev-parse --is-inside-work-tree > /dev/null 2>&1; then
+    git ls-files --cached --others --exclude-standard -- '*.hpp' '*.cpp'
+  else
+    find . -path ./build -prune -o \( -name '*.hpp' -o -name '*.cpp' \) -type f -print
+  fi
+}
+sources | xargs clang-format --dry-run -Werror
 
 # Whatever happens, no test server outlives this script.
 cleanup() {
