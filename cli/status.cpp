@@ -22,15 +22,18 @@ namespace {
 constexpr const char* usage = R"(usage: syncbus status [options]
 
 Reports the channel's spill rows (count, oldest), the server's NOTIFY queue
-usage, and the sessions that listen on the channel (syncbus listeners show
-`LISTEN "<channel>"` as their last statement whenever they are idle; run it
-as the buses' role, or one in pg_read_all_stats, to see them). Exit 0
-when all is well; 1 when something is wrong (nothing listens on the channel,
-the table is missing or unreadable, the NOTIFY queue is filling, the server
-is a standby): each problem is named.
+usage, and the sessions that listen on the channel: every syncbus listener
+(a bus's, `syncbus tail`), busy or idle, whose statements name their channel
+in pg_stat_activity, and any other session whose last statement was
+`LISTEN "<channel>"`. Run it as the buses' role, or one in
+pg_read_all_stats, to see other roles' sessions. Exit 0 when all is well; 1
+when something is wrong (nothing listens on the channel, the table is
+missing or unreadable, the NOTIFY queue is filling, the server is a standby,
+the server cannot be reached): each problem is named.
 
 options:
-  --json               one JSON object instead of text
+  --json               one JSON object instead of text, on stdout, also when
+                       the server cannot be reached: {"error": "...", ...}
 )";
 
 // SELECT on the spill table, as the role sees it: the counts, or why not.
@@ -72,21 +75,11 @@ std::string age_text(const nlohmann::json& seconds) {
   return fmt::format("{:.1f} h old", s / 3600);
 }
 
-}  // namespace
-
-int run_status(const Arguments& args) {
-  const CommandLine line(args, connection_options(), {"json", "help"});
-  if (line.has("help")) {
-    std::cout << usage << connection_help << "  --help\n";
-    return exit_ok;
-  }
-  if (!line.positional().empty()) throw usage_error("unexpected argument " + line.positional()[0]);
-  const auto where = connection_from(line);
-  check_identifiers(where);
-
+// Reads the report, naming each problem in `problems`. Throws a
+// syncbus::error when the server cannot be asked.
+nlohmann::json read_status(const Connection& where, std::vector<std::string>& problems) {
   auto session = open_session(where, "syncbus:status");
   auto& connection = *session;
-  std::vector<std::string> problems;
   nlohmann::json report;
   try {
     const auto server = detail::read_server_facts(connection);
@@ -117,13 +110,42 @@ int run_status(const Arguments& args) {
     if (listeners.empty()) {
       problems.push_back(fmt::format(
           "nothing listens on channel \"{}\" (is the name right? buses use \"{}\" unless "
-          "configured otherwise; a listener busy reading spilled messages shows here once idle)",
+          "configured otherwise)",
           where.channel, bus_defaults.channel));
     }
   } catch (const syncbus::error&) {
     throw;
   } catch (...) {
     detail::rethrow_as_syncbus_error("reading the status of channel \"" + where.channel + "\"");
+  }
+  return report;
+}
+
+}  // namespace
+
+int run_status(const Arguments& args) {
+  const CommandLine line(args, connection_options(), {"json", "help"});
+  if (line.has("help")) {
+    std::cout << usage << connection_help << "  --help\n";
+    return exit_ok;
+  }
+  if (!line.positional().empty()) throw usage_error("unexpected argument " + line.positional()[0]);
+  const auto where = connection_from(line);
+  check_identifiers(where);
+
+  std::vector<std::string> problems;
+  nlohmann::json report;
+  try {
+    report = read_status(where, problems);
+  } catch (const syncbus::error& e) {
+    if (!line.has("json")) throw;
+    // A monitor reading stdout gets JSON whatever happened.
+    std::cout << nlohmann::json{{"channel", where.channel},
+                                {"error", e.what()},
+                                {"problems", {e.what()}}}
+                     .dump(2)
+              << '\n';
+    return exit_problem;
   }
   report["problems"] = problems;
 

@@ -18,6 +18,7 @@
 #include "listen_session.hpp"
 #include "notify_probe.hpp"
 #include "pg_session.hpp"
+#include "server_admin.hpp"
 #include "statement_deadline.hpp"
 
 namespace syncbus::detail {
@@ -48,7 +49,8 @@ ListenerLoop::ListenerLoop(const BusServices& services, DeliveryQueue& queue,
       on_error_(services.on_error),
       stats_(services.stats),
       deadlines_(services.deadlines),
-      marker_channel_("syncbus_mark_" + random_hex(16)) {
+      marker_channel_("syncbus_mark_" + random_hex(16)),
+      tag_(listener_tag(options_.channel)) {
   auto session = connect();
   // Taken once LISTEN has taken effect: every transaction not visible in it
   // commits later, and its notifications reach this session.
@@ -74,11 +76,14 @@ std::unique_ptr<ListenSession> ListenerLoop::connect() {
   session->connection = open_session(options_.conninfo, config_.listener_application_name(),
                                      {std::nullopt, wake_.fd()});
   auto& connection = *session->connection;
-  store_.prepare(connection);  // only registers the statements: no round trip
-  connection.prepare(marker_statement, "SELECT pg_current_snapshot()::text, pg_notify($1, $2)");
+  // Only registers the statements: no round trip.
+  store_.prepare(connection, tag_);
+  connection.prepare(marker_statement,
+                     tag_ + "SELECT pg_current_snapshot()::text, pg_notify($1, $2)");
   connection.prepare(snapshot_statement,
-                     "SELECT pg_current_snapshot()::text, "
-                     "(extract(epoch FROM clock_timestamp()) * 1000)::bigint");
+                     tag_ +
+                         "SELECT pg_current_snapshot()::text, "
+                         "(extract(epoch FROM clock_timestamp()) * 1000)::bigint");
   statement(
       *session,
       [&](pqxx::connection_base& c) {
@@ -305,10 +310,10 @@ void ListenerLoop::send_marker(ListenSession& session) {
 
 std::string ListenerLoop::listen_statement(pqxx::connection_base& connection) const {
   // The ping is a LISTEN on the channel the session already listens on: a
-  // round trip that changes nothing, and leaves `LISTEN "<channel>"` as the
-  // session's last statement in pg_stat_activity, so that operators (and
-  // `syncbus status`) can tell which sessions listen on which channel.
-  return "LISTEN " + connection.quote_name(options_.channel);
+  // round trip that changes nothing. Like every statement of the session,
+  // it begins with the listener's tag, so that operators (and `syncbus
+  // status`) can tell in pg_stat_activity which channel it listens on.
+  return tag_ + "LISTEN " + connection.quote_name(options_.channel);
 }
 
 void ListenerLoop::receive(ListenSession& session) {

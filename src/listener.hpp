@@ -140,6 +140,8 @@ class ListenerLoop {
   DeadlineTimer& deadlines_;
   // The private channel markers come back on.
   std::string marker_channel_;
+  // What begins each of the session's statements (listener_tag()).
+  const std::string tag_;
   ReceivedPosition position_;  // used by the listener's thread only (and the constructor)
   ServerClock clock_;
   // Since when this listener has heard every message: its start, or (with

@@ -4,6 +4,8 @@
 #include <pqxx/nontransaction>
 #include <pqxx/result>
 
+#include <iterator>
+
 namespace syncbus::detail {
 
 double notification_queue_usage(pqxx::connection_base& session) {
@@ -21,14 +23,22 @@ std::string notify_queue_problem(double usage) {
       usage * 100);
 }
 
+std::string listener_tag(std::string_view channel) {
+  std::string hex;
+  hex.reserve(channel.size() * 2);
+  for (const unsigned char c : channel) fmt::format_to(std::back_inserter(hex), "{:02x}", c);
+  return "/* syncbus listener of channel 0x" + hex + " */ ";
+}
+
 std::vector<ListeningSession> sessions_listening(pqxx::connection_base& session,
                                                  std::string_view channel) {
+  const auto tag = listener_tag(channel);
   const auto rows = pqxx::nontransaction(session).exec_params(
       "SELECT pid, application_name, coalesce(host(client_addr), 'local'), "
       "to_char(backend_start, 'YYYY-MM-DD\"T\"HH24:MI:SSOF'), coalesce(state, '') "
-      "FROM pg_stat_activity WHERE query = $1 AND pid <> pg_backend_pid() "
-      "ORDER BY backend_start",
-      "LISTEN " + session.quote_name(std::string(channel)));
+      "FROM pg_stat_activity WHERE (query = $1 OR left(query, length($2)) = $2) "
+      "AND pid <> pg_backend_pid() ORDER BY backend_start",
+      "LISTEN " + session.quote_name(std::string(channel)), tag);
   std::vector<ListeningSession> sessions;
   sessions.reserve(rows.size());
   for (const auto& row : rows) {

@@ -23,7 +23,13 @@ double notification_queue_usage(pqxx::connection_base& session);
 /// operator (no "syncbus:" prefix).
 std::string notify_queue_problem(double usage);
 
-/// A session whose last statement was LISTEN on a channel.
+/// What begins every statement a bus's listening session runs once it
+/// listens: a comment naming its channel (in hex: no name can end the
+/// comment), so that pg_stat_activity shows which channel it listens on
+/// whatever it is doing (PostgreSQL itself does not say).
+std::string listener_tag(std::string_view channel);
+
+/// A session listening on a channel.
 struct ListeningSession {
   int pid = 0;
   std::string application_name;
@@ -32,9 +38,10 @@ struct ListeningSession {
   std::string state;
 };
 
-/// The other sessions whose last statement was LISTEN on `channel`, oldest
-/// first. pg_stat_activity shows each session's last statement: a bus's
-/// listener shows there while idle, after its LISTEN and its pings.
+/// The other sessions that listen on `channel`, oldest first: a bus's
+/// listener, whose last statement in pg_stat_activity always carries its
+/// listener_tag(), busy or idle (`syncbus tail` is one); and any session
+/// whose last statement was `LISTEN "<channel>"` (psql, other clients).
 std::vector<ListeningSession> sessions_listening(pqxx::connection_base& session,
                                                  std::string_view channel);
 

@@ -304,7 +304,10 @@ std::vector<SpillStore::MissingPrivilege> SpillStore::missing_privileges(
   return missing;
 }
 
-void SpillStore::prepare(pqxx::connection_base& session) const {
+void SpillStore::prepare(pqxx::connection_base& session, std::string_view tag) const {
+  const auto prepare = [&](const char* name, const std::string& text) {
+    session.prepare(name, std::string(tag) + text);
+  };
   // The sequences, bodies, MACs and payloads travel as binary arrays
   // (array_parameter.hpp): each body's bytes reach the table as they are,
   // neither escaped here nor parsed there. unnest() in the select list zips
@@ -313,7 +316,7 @@ void SpillStore::prepare(pqxx::connection_base& session) const {
   // whether or not anything reads it; the rows and the NOTIFYs commit
   // together, the NOTIFYs in array order.
   const bool macs = settings_.with_macs;
-  session.prepare(
+  prepare(
       store_statement,
       fmt::format("WITH stored AS (INSERT INTO {} (channel, origin, sequence, body, born, sent{}) "
                   "SELECT $1, $2, unnest($3::bigint[]), unnest($4::text[]), $6::text::xid8, "
@@ -332,56 +335,54 @@ void SpillStore::prepare(pqxx::connection_base& session) const {
   // in a snapshot, keyset-paged in (xid, origin, sequence) order. The range
   // is an index scan on `xid`, bounded on both sides, so a page costs what
   // it covers even when the table holds other channels' rows in that range.
-  session.prepare(committed_statement,
-                  fmt::format("SELECT s.xid::text, s.origin, s.sequence "
-                              "FROM {} s WHERE s.xid >= $2::text::xid8 AND s.xid < $5::text::xid8 "
-                              "AND s.channel = $1 AND (s.xid, s.origin, s.sequence) > "
-                              "($2::text::xid8, $3, $4) AND pg_visible_in_snapshot(s.xid, "
-                              "$6::pg_snapshot) ORDER BY s.xid, s.origin, s.sequence LIMIT $7",
-                              qualified_name_));
+  prepare(committed_statement,
+          fmt::format("SELECT s.xid::text, s.origin, s.sequence "
+                      "FROM {} s WHERE s.xid >= $2::text::xid8 AND s.xid < $5::text::xid8 "
+                      "AND s.channel = $1 AND (s.xid, s.origin, s.sequence) > "
+                      "($2::text::xid8, $3, $4) AND pg_visible_in_snapshot(s.xid, "
+                      "$6::pg_snapshot) ORDER BY s.xid, s.origin, s.sequence LIMIT $7",
+                      qualified_name_));
   // Reading back: a range of the key.
-  session.prepare(from_statement,
-                  fmt::format("SELECT s.sequence FROM {} s WHERE channel = "
-                              "$1 AND origin = $2 AND sequence >= $3 ORDER BY sequence LIMIT $4",
-                              qualified_name_));
-  session.prepare(
-      many_statement,
-      // One unique-key probe per key, whatever the statistics say.
-      // Without the LIMIT the planner flattens the subquery into a
-      // join, and for a channel newer than the last ANALYZE (its
-      // estimate: 1 row) picks a hash join over all the channel's
-      // rows: seen taking 250 ms for 512 keys among 100,000 rows.
-      // For the same reason the created_at index does not lead
-      // with channel: it was picked instead of the key, scanning.
-      //
-      // Bodies are loaded, in key order, while they add up to at
-      // most $5 bytes (the first always): the others come back
-      // with their size only, for a later fetch. So no fetch
-      // loads more than about $5 bytes, whatever the rows hold,
-      // and each loads at least one row. octet_length() of a
-      // stored body reads its header only, not the body.
-      fmt::format("SELECT s.origin, s.sequence, CASE WHEN octet_length(s.body) <= "
-                  "$4::bigint AND (k.n = 1 OR sum(CASE WHEN octet_length(s.body) <= "
-                  "$4::bigint THEN octet_length(s.body) ELSE 0 END) OVER (ORDER BY "
-                  "k.n) <= $5::bigint) THEN s.body END, octet_length(s.body), {}, "
-                  "s.born::text, s.sent FROM unnest($2::text[], $3::bigint[]) WITH ORDINALITY "
-                  "AS k(origin, sequence, n) CROSS JOIN LATERAL (SELECT * FROM {} WHERE "
-                  "channel = $1 AND origin = k.origin AND sequence = k.sequence LIMIT "
-                  "1) s ORDER BY k.n",
-                  settings_.with_macs ? "s.mac" : "NULL::text", qualified_name_));
+  prepare(from_statement,
+          fmt::format("SELECT s.sequence FROM {} s WHERE channel = "
+                      "$1 AND origin = $2 AND sequence >= $3 ORDER BY sequence LIMIT $4",
+                      qualified_name_));
+  prepare(many_statement,
+          // One unique-key probe per key, whatever the statistics say.
+          // Without the LIMIT the planner flattens the subquery into a
+          // join, and for a channel newer than the last ANALYZE (its
+          // estimate: 1 row) picks a hash join over all the channel's
+          // rows: seen taking 250 ms for 512 keys among 100,000 rows.
+          // For the same reason the created_at index does not lead
+          // with channel: it was picked instead of the key, scanning.
+          //
+          // Bodies are loaded, in key order, while they add up to at
+          // most $5 bytes (the first always): the others come back
+          // with their size only, for a later fetch. So no fetch
+          // loads more than about $5 bytes, whatever the rows hold,
+          // and each loads at least one row. octet_length() of a
+          // stored body reads its header only, not the body.
+          fmt::format("SELECT s.origin, s.sequence, CASE WHEN octet_length(s.body) <= "
+                      "$4::bigint AND (k.n = 1 OR sum(CASE WHEN octet_length(s.body) <= "
+                      "$4::bigint THEN octet_length(s.body) ELSE 0 END) OVER (ORDER BY "
+                      "k.n) <= $5::bigint) THEN s.body END, octet_length(s.body), {}, "
+                      "s.born::text, s.sent FROM unnest($2::text[], $3::bigint[]) WITH ORDINALITY "
+                      "AS k(origin, sequence, n) CROSS JOIN LATERAL (SELECT * FROM {} WHERE "
+                      "channel = $1 AND origin = k.origin AND sequence = k.sequence LIMIT "
+                      "1) s ORDER BY k.n",
+                      settings_.with_macs ? "s.mac" : "NULL::text", qualified_name_));
   // A lone key, what every fetch is at low load, has a statement of its own.
   // Its generic plan is cached after five runs; the many-key statement's is
   // not, ever (unnest() of a parameter is estimated at 10 rows, so the plan
   // made for the actual array always looks cheaper), and planning it again
   // cost the server about 50 us per fetch, on each receiving session.
-  session.prepare(one_statement,
-                  fmt::format("SELECT {} FROM {} s WHERE channel = $1 AND origin = $2 AND "
-                              "sequence = $3",
-                              columns(4), qualified_name_));
-  session.prepare(vacuum_statement,
-                  fmt::format("DELETE FROM {} WHERE channel = $1 AND created_at < now() - "
-                              "$2::bigint * interval '1 millisecond'",
-                              qualified_name_));
+  prepare(one_statement, fmt::format("SELECT {} FROM {} s WHERE channel = $1 AND origin = $2 AND "
+                                     "sequence = $3",
+                                     columns(4), qualified_name_));
+  prepare(vacuum_statement,
+          fmt::format("DELETE FROM {} WHERE channel = $1 AND created_at < now() - "
+                      "$2::bigint * interval '1 millisecond'",
+                      qualified_name_));
 }
 
 void SpillStore::read_by_key_only(pqxx::connection_base& session) {

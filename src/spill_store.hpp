@@ -86,7 +86,8 @@ class SpillStore {
 
   /// Prepares this store's statements on a connection; call once per
   /// connection before the calls below.
-  void prepare(pqxx::connection_base& session) const;
+  /// `tag` begins every statement's text (a listener's: listener_tag()).
+  void prepare(pqxx::connection_base& session, std::string_view tag = {}) const;
 
   /// Makes `session`, which reads the table, look rows up by their key
   /// whatever the planner's statistics say (one round trip: call it where a

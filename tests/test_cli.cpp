@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <pqxx/pqxx>
 
+#include <atomic>
 #include <cstdlib>
 #include <map>
 #include <thread>
@@ -463,16 +464,10 @@ TEST_F(CliTest, StatusListsTheChannelsListenersAndFailsOnAWrongChannel) {
   o.spill = SpillMode::always;
   PostgresClusterBus bus(o);
   bus.publish(nlohmann::json("one row"));
-  // The bus's listener read the row just now; once idle (ping_interval, 2 s)
-  // its last statement is its LISTEN again, which is how status finds it.
-  Outcome json;
-  ASSERT_TRUE(testing::eventually(
-      [&] {
-        json = run({"status", "--db", url(), "--channel", channel, "--json"});
-        return json.exit_code == 0;
-      },
-      5s))
-      << json.out << json.err;
+  // Found at once, busy or idle: every statement of its listening session
+  // names the channel.
+  const auto json = run({"status", "--db", url(), "--channel", channel, "--json"});
+  ASSERT_EQ(json.exit_code, 0) << json.out << json.err;
   const auto report = nlohmann::json::parse(json.out);
   EXPECT_EQ(report["channel"], channel);
   ASSERT_EQ(report["listeners"].size(), 1u) << json.out;
@@ -488,6 +483,61 @@ TEST_F(CliTest, StatusListsTheChannelsListenersAndFailsOnAWrongChannel) {
   EXPECT_EQ(wrong.exit_code, 1);
   EXPECT_TRUE(contains(wrong.out, "nothing listens on channel \"" + channel + "_typo\""))
       << wrong.out;
+}
+
+// A health check that cries wolf is worse than none: status found a
+// listener only while its last statement was exactly its LISTEN, so a tail
+// busy reading spilled rows (or one that pinged with SELECT 1) was "nothing
+// listens". Every statement of a syncbus listener now names its channel.
+TEST_F(CliTest, StatusFindsATailBusyOrIdleAndAnswersInJsonWhenTheServerIsDown) {
+  const auto channel = unique_channel("cli_status_busy");
+  const auto name = "status-tail-" + std::to_string(::getpid());
+  Process tail(command({"tail", "--db", url(), "--channel", channel, "--name", name}));
+  tail.read_for(10s, [&] { return contains(tail.err(), "listening on channel"); });
+  ASSERT_TRUE(contains(tail.err(), "listening on channel")) << tail.err();
+
+  const auto tail_listed = [&](const Outcome& status) {
+    if (status.exit_code != 0) return false;
+    const auto report = nlohmann::json::parse(status.out);
+    for (const auto& l : report["listeners"]) {
+      const auto app = l["application_name"].get<std::string>();
+      if (app.rfind("syncbus:" + name + ".", 0) == 0) return true;
+    }
+    return false;
+  };
+  {
+    // Keeps the tail busy reading rows: every message through the table,
+    // a hundred a second.
+    auto o = durable_options(channel, "status-load");
+    PostgresClusterBus publisher(o);
+    std::atomic<bool> publishing{true};
+    std::thread load([&] {
+      for (int i = 0; publishing; ++i) {
+        publisher.publish({{"i", i}, {"pad", std::string(2000, 'p')}});
+        std::this_thread::sleep_for(10ms);
+      }
+    });
+    for (int i = 0; i < 8; ++i) {
+      const auto status = run({"status", "--db", url(), "--channel", channel, "--json"});
+      EXPECT_TRUE(tail_listed(status)) << "while busy, try " << i << ":\n"
+                                       << status.out << status.err;
+      tail.read_for(200ms);  // keeps the tail's stdout flowing
+    }
+    publishing = false;
+    load.join();
+  }
+  tail.read_for(2500ms);  // idle past a ping
+  const auto idle = run({"status", "--db", url(), "--channel", channel, "--json"});
+  EXPECT_TRUE(tail_listed(idle)) << "idle:\n" << idle.out << idle.err;
+  tail.signal(SIGINT);
+  tail.read_for(5s);
+  EXPECT_EQ(tail.wait(), 0);
+
+  const auto down = run({"status", "--db", "host=127.0.0.1 port=1", "--json"});
+  EXPECT_EQ(down.exit_code, 1);
+  const auto report = nlohmann::json::parse(down.out);  // JSON on stdout all the same
+  EXPECT_TRUE(contains(report["error"].get<std::string>(), "could not connect")) << down.out;
+  EXPECT_EQ(report["problems"].size(), 1u);
 }
 
 TEST_F(CliTest, DoctorPassesAGoodSetupAndNamesAMissingPrivilege) {
