@@ -1,11 +1,15 @@
 #include "connection.hpp"
 
+#include <syncbus/errors.hpp>
+
 #include <algorithm>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 
 #include <pqxx/nontransaction>
 
+#include "conninfo.hpp"
 #include "identifiers.hpp"
 
 namespace syncbus::cli {
@@ -17,7 +21,9 @@ const std::vector<std::string>& connection_options() {
 }
 
 const char* const connection_help =
-    "  --db CONNINFO        libpq connection string or URI (default: $DATABASE_URL)\n"
+    "  --db CONNINFO        libpq connection string or URI (default: $DATABASE_URL;\n"
+    "                       without either, libpq's environment: PGHOST, PGPORT,\n"
+    "                       PGDATABASE, PGUSER, PGPASSWORD, PGSERVICE..., as psql)\n"
     "  --channel NAME       the bus's channel (default: absolutejs_sync_cluster)\n"
     "  --schema NAME        the spill table's schema (default: public)\n"
     "  --table NAME         the spill table (default: sync_cluster_spill)\n"
@@ -33,7 +39,16 @@ Connection connection_from(const CommandLine& line) {
   } else if (const char* env = std::getenv("DATABASE_URL"); env != nullptr && *env != '\0') {
     c.conninfo = env;
   } else {
-    throw usage_error("no database: give --db CONNINFO or set DATABASE_URL");
+    // As psql does: libpq takes everything else from its environment
+    // (PGHOST, PGPORT, PGDATABASE, PGUSER, PGSERVICE, ...) and defaults.
+    c.conninfo = environment_conninfo;
+  }
+  try {
+    detail::connection_option(c.conninfo, "host");  // parses it
+  } catch (const configuration_error&) {
+    throw usage_error(
+        "--db is not a valid libpq connection string or URI (e.g. postgresql://user@host/db, "
+        "or \"host=... dbname=...\"); see the libpq documentation, \"Connection Strings\"");
   }
   if (auto v = line.value("channel")) c.channel = *v;
   if (auto v = line.value("schema")) c.schema = *v;
@@ -88,7 +103,38 @@ std::vector<std::pair<std::string, std::string>> identifiers(const Connection& w
 }
 
 void check_identifiers(const Connection& where) {
-  for (const auto& [flag, value] : identifiers(where)) detail::check_identifier(flag, value);
+  for (const auto& [flag, value] : identifiers(where)) {
+    try {
+      detail::check_identifier(flag, value);
+    } catch (const configuration_error& e) {
+      // The command line is at fault: say so as usage errors do.
+      std::string what = e.what();
+      if (what.rfind("syncbus: ", 0) == 0) what.erase(0, 9);
+      throw usage_error(what);
+    }
+  }
+}
+
+std::string in_command_line_terms(std::string message) {
+  // The library names its options; the tool's user gave flags.
+  static const std::pair<const char*, const char*> flags[] = {
+      {"PostgresBusOptions::conninfo", "--db (or DATABASE_URL, or libpq's PG* environment)"},
+      {"PostgresBusOptions::channel", "--channel"},
+      {"PostgresBusOptions::spill_schema", "--schema"},
+      {"PostgresBusOptions::spill_table", "--table"},
+      {"PostgresBusOptions::secrets", "--secret-file"},
+      {"PostgresBusOptions::max_message_bytes", "--max-bytes"},
+      {"PostgresBusOptions::instance_id", "--name"},
+      {"PostgresBusOptions::query_timeout", "--timeout"},
+      {"PostgresBusOptions::publish_timeout", "--timeout"},
+  };
+  for (const auto& [option, flag] : flags) {
+    for (auto at = message.find(option); at != std::string::npos; at = message.find(option, at)) {
+      message.replace(at, std::strlen(option), flag);
+      at += std::strlen(flag);
+    }
+  }
+  return message;
 }
 
 }  // namespace syncbus::cli

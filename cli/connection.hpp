@@ -54,9 +54,17 @@ PostgresBusOptions bus_options(const Connection& where);
 
 /// The names a Connection gives PostgreSQL, each with its flag (--channel).
 std::vector<std::pair<std::string, std::string>> identifiers(const Connection& where);
-/// Throws configuration_error naming the first of them that PostgreSQL would
-/// not keep exactly (detail::check_identifier).
+/// Throws usage_error naming the first of them that PostgreSQL would not
+/// keep exactly (detail::check_identifier).
 void check_identifiers(const Connection& where);
+
+/// What a bus's error says, with each of its options that the tool sets
+/// from a flag named by that flag (PostgresBusOptions::conninfo: --db).
+std::string in_command_line_terms(std::string message);
+
+/// The conninfo when neither --db nor DATABASE_URL is given: a keyword that
+/// changes nothing, so that libpq takes every setting from its environment.
+inline const std::string environment_conninfo = "fallback_application_name=syncbus";
 /// The lines of --help that describe them.
 extern const char* const connection_help;
 

@@ -39,7 +39,7 @@ class Report {
   void ok(const std::string& what) { line("ok", what); }
   void warn(const std::string& what) { line("warn", what); }
   void fail(const std::string& what) {
-    line("FAIL", what);
+    line("FAIL", in_command_line_terms(what));
     ++failures_;
   }
   int failures() const { return failures_; }
@@ -158,15 +158,8 @@ int run_doctor(const Arguments& args) {
     start = end + 1;
   }
 
+  check_identifiers(where);
   Report report;
-  for (const auto& [option, value] : identifiers(where)) {
-    try {
-      detail::check_identifier(option, value);
-    } catch (const configuration_error& e) {
-      report.fail(e.what());
-    }
-  }
-  if (report.failures() > 0) return exit_problem;
 
   std::unique_ptr<detail::Session> connection;
   try {

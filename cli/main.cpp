@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
               << " --help)\n";
     return exit_usage;
   } catch (const std::exception& e) {
-    std::cerr << e.what() << '\n';
+    std::cerr << in_command_line_terms(e.what()) << '\n';
     if (std::string_view(e.what()).find("SQLSTATE 57014") != std::string_view::npos) {
       std::cerr << "(a statement ran past --timeout, most often waiting for a lock another session "
                    "holds: see pg_locks; or give a longer --timeout)\n";

@@ -25,6 +25,14 @@ std::string trimmed(std::string text) {
   return text;
 }
 
+// `text` ended as one sentence: a full stop unless it asks or exclaims
+// (libpq's "...accepting TCP/IP connections?").
+std::string as_sentence(std::string text) {
+  text = trimmed(std::move(text));
+  if (text.empty() || (text.back() != '?' && text.back() != '!')) text += '.';
+  return text;
+}
+
 using Clock = std::chrono::steady_clock;
 
 // libpqxx 6.4 throws some of its typed SQL errors without the SQLSTATE it
@@ -214,9 +222,9 @@ std::unique_ptr<Session> open_session(const std::string& conninfo,
     // libpq's message names host and port but not the password; the conninfo
     // itself is never echoed.
     throw connection_error(fmt::format(
-        "syncbus: could not connect to PostgreSQL: {}. Check PostgresBusOptions::conninfo and "
+        "syncbus: could not connect to PostgreSQL: {} Check PostgresBusOptions::conninfo and "
         "that the server accepts connections",
-        redacted(trimmed(e.what()), conninfo)));
+        as_sentence(redacted(e.what(), conninfo))));
   }
 }
 

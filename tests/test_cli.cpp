@@ -206,13 +206,42 @@ TEST_F(CliTest, HelpUsageErrorsAndExitCodes) {
   const auto bad_option = run({"tail", "--db", url(), "--bogus"});
   EXPECT_EQ(bad_option.exit_code, 2);
   EXPECT_TRUE(contains(bad_option.err, "unknown option --bogus")) << bad_option.err;
-  const auto no_db = run({"status"}, "", {{"DATABASE_URL", ""}});
-  EXPECT_EQ(no_db.exit_code, 2);
-  EXPECT_TRUE(contains(no_db.err, "DATABASE_URL")) << no_db.err;
+  const auto bad_db = run({"status", "--db", "host=localhost port"});
+  EXPECT_EQ(bad_db.exit_code, 2) << "the command line is at fault";
+  EXPECT_TRUE(contains(bad_db.err, "--db is not a valid libpq connection string")) << bad_db.err;
   const auto bad_age = run({"vacuum", "--db", url(), "--older-than", "soon"});
   EXPECT_EQ(bad_age.exit_code, 2);
   EXPECT_TRUE(contains(bad_age.err, "not a duration")) << bad_age.err;
   EXPECT_EQ(run({"--version"}).exit_code, 0);
+}
+
+// Like every PostgreSQL tool: with neither --db nor DATABASE_URL, libpq's
+// environment says where; and what goes wrong is said in the command
+// line's terms (--db, not PostgresBusOptions::conninfo).
+TEST_F(CliTest, WithoutDbOrDatabaseUrlLibpqsEnvironmentIsUsedAndErrorsNameTheFlags) {
+  const std::map<std::string, std::string> pg_environment = {
+      {"DATABASE_URL", ""},
+      {"PGHOST", detail::connection_option(url(), "host")},
+      {"PGPORT", detail::connection_option(url(), "port")},
+      {"PGDATABASE", detail::connection_option(url(), "dbname")},
+      {"PGUSER", detail::connection_option(url(), "user")}};
+  const auto vacuum = run({"vacuum", "--older-than", "1h"}, "", pg_environment);
+  EXPECT_EQ(vacuum.exit_code, 0) << vacuum.err;
+  const auto doctor = run({"doctor", "--jobs", "listen"}, "", pg_environment);
+  EXPECT_EQ(doctor.exit_code, 0) << doctor.out << doctor.err;
+  const auto help = run({"tail", "--help"});
+  EXPECT_TRUE(contains(help.out, "PGHOST")) << help.out;
+
+  // Nowhere to connect: the error names the flag, and reads as sentences.
+  for (const auto* command : {"tail", "publish"}) {
+    std::vector<std::string> args{command, "--db", "host=127.0.0.1 port=1 connect_timeout=2"};
+    if (std::string(command) == "publish") args.emplace_back("{}");
+    const auto down = run(args);
+    EXPECT_EQ(down.exit_code, 1) << command;
+    EXPECT_TRUE(contains(down.err, "Check --db")) << down.err;
+    EXPECT_FALSE(contains(down.err, "PostgresBusOptions")) << down.err;
+    EXPECT_FALSE(contains(down.err, "?.")) << down.err;
+  }
 }
 
 TEST_F(CliTest, ANameTooLongForPostgresIsRefusedByItsFlagBeforeConnecting) {
@@ -228,8 +257,8 @@ TEST_F(CliTest, ANameTooLongForPostgresIsRefusedByItsFlagBeforeConnecting) {
       if (std::string(command) == "vacuum") args.insert(args.end(), {"--older-than", "60s"});
       const auto outcome = run(args);
       const auto said = outcome.out + outcome.err;  // doctor reports on stdout
-      EXPECT_NE(outcome.exit_code, 0) << command << " " << flag;
-      EXPECT_TRUE(contains(said, std::string("syncbus: ") + flag + " is invalid: it is 70 bytes"))
+      EXPECT_EQ(outcome.exit_code, 2) << command << " " << flag << ": the command line's fault";
+      EXPECT_TRUE(contains(said, std::string(flag) + " is invalid: it is 70 bytes"))
           << command << " " << flag << ": " << said;
       EXPECT_FALSE(contains(said, "PostgresBusOptions")) << said;
       EXPECT_FALSE(contains(said, "connect")) << said;
