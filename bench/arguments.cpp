@@ -17,18 +17,6 @@ std::vector<std::string> split(const std::string& text) {
   return out;
 }
 
-// `text` as a number for --`option`, or a usage_error saying so.
-template <typename Number>
-Number number(const char* option, const std::string& text) {
-  std::istringstream in(text);
-  Number value{};
-  if (!(in >> value) || !in.eof() ||
-      (std::is_unsigned_v<Number> && text.find('-') != std::string::npos)) {
-    throw cli::usage_error(std::string("--") + option + " \"" + text + "\" is not a number");
-  }
-  return value;
-}
-
 }  // namespace
 
 const char* const usage_text =
@@ -67,28 +55,30 @@ Config parse_arguments(const std::vector<std::string>& args) {
                               {"publisher-listens", "check", "help"});
   Config config;
   config.help = line.has("help");
-  if (auto v = line.value("seconds")) config.seconds = number<double>("seconds", *v);
+  if (auto v = line.value("seconds")) config.seconds = cli::parse_number<double>("seconds", *v);
   if (auto v = line.value("sizes")) {
     config.sizes.clear();
-    for (const auto& s : split(*v)) config.sizes.push_back(number<std::size_t>("sizes", s));
+    for (const auto& s : split(*v))
+      config.sizes.push_back(cli::parse_number<std::size_t>("sizes", s));
   }
   if (auto v = line.value("threads")) {
     config.threads.clear();
-    for (const auto& t : split(*v)) config.threads.push_back(number<int>("threads", t));
+    for (const auto& t : split(*v)) config.threads.push_back(cli::parse_number<int>("threads", t));
   }
   if (auto v = line.value("blocking")) {
     config.blocking_threads.clear();
     if (*v != "none") {
-      for (const auto& t : split(*v)) config.blocking_threads.push_back(number<int>("blocking", t));
+      for (const auto& t : split(*v))
+        config.blocking_threads.push_back(cli::parse_number<int>("blocking", t));
     }
   }
-  if (auto v = line.value("window")) config.window = number<std::size_t>("window", *v);
+  if (auto v = line.value("window")) config.window = cli::parse_number<std::size_t>("window", *v);
   if (auto v = line.value("max-lag-bytes")) {
-    config.max_lag_bytes = number<std::size_t>("max-lag-bytes", *v);
+    config.max_lag_bytes = cli::parse_number<std::size_t>("max-lag-bytes", *v);
   }
-  if (auto v = line.value("rate")) config.rate = number<int>("rate", *v);
+  if (auto v = line.value("rate")) config.rate = cli::parse_number<int>("rate", *v);
   if (auto v = line.value("rounds")) {
-    config.rounds = number<int>("rounds", *v);
+    config.rounds = cli::parse_number<int>("rounds", *v);
     if (config.rounds < 1) throw cli::usage_error("--rounds must be at least 1");
   }
   config.publisher_listens = line.has("publisher-listens");

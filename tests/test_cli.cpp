@@ -330,8 +330,11 @@ TEST_F(CliTest, TailRegainsALostSessionAndShowsHeartbeatsAndGoodbyes) {
         .as<int>();
   };
   ASSERT_EQ(killed(), 1);
-  tail.read_for(10s, [&] { return contains(tail.err(), "may be missed"); });
+  // Said on stderr, and as a gap line on stdout.
+  tail.read_for(10s, [&] { return contains(tail.out(), R"("gap":"unknown")"); });
   EXPECT_TRUE(contains(tail.err(), "may be missed")) << tail.err();
+  ASSERT_FALSE(tail.stdout_lines().empty()) << tail.err();
+  EXPECT_EQ(nlohmann::json::parse(tail.stdout_lines().front())["gap"], "unknown") << tail.out();
 
   {
     auto o = options(channel, "tail-goodbye");
@@ -344,7 +347,7 @@ TEST_F(CliTest, TailRegainsALostSessionAndShowsHeartbeatsAndGoodbyes) {
         [&] {
           publisher.publish(nlohmann::json{{"n", ++sent}});
           tail.read_for(200ms);
-          return !tail.stdout_lines().empty();
+          return contains(tail.out(), R"("sequence")");
         },
         15s))
         << tail.err();
@@ -361,6 +364,47 @@ TEST_F(CliTest, TailRegainsALostSessionAndShowsHeartbeatsAndGoodbyes) {
   tail.signal(SIGINT);
   tail.read_for(5s);
   EXPECT_EQ(tail.wait(), 0);
+}
+
+// What an operator wants first comes first: the time, then origin,
+// sequence, size, spilled, and the body last (or not at all); --count
+// stops by itself.
+TEST_F(CliTest, TailPutsTheMetadataFirstLeavesTheBodyOutOnRequestAndStopsAfterCount) {
+  const auto channel = unique_channel("cli_tail_count");
+  Process tail(command({"tail", "--db", url(), "--channel", channel, "--count", "2"}));
+  Process bare(command({"tail", "--db", url(), "--channel", channel, "--no-body"}));
+  for (auto* t : {&tail, &bare}) {
+    t->read_for(10s, [&] { return contains(t->err(), "listening on channel"); });
+    ASSERT_TRUE(contains(t->err(), "listening on channel")) << t->err();
+  }
+  const auto lines = run({"publish", "--db", url(), "--channel", channel, "--lines"},
+                         "{\"n\":1}\n\"" + std::string(9000, 'c') + "\"\n[3]\n");
+  ASSERT_EQ(lines.exit_code, 0) << lines.err;
+  tail.read_for(10s);
+  ASSERT_TRUE(tail.ended_within(5s)) << "--count 2: done after two messages\n"
+                                     << tail.out() << tail.err();
+  EXPECT_EQ(tail.wait(), 0);
+  const auto printed = tail.stdout_lines();
+  ASSERT_EQ(printed.size(), 2u) << tail.out();
+  EXPECT_EQ(printed[0].rfind(R"({"time":")", 0), 0u) << printed[0];
+  EXPECT_NE(printed[0].find(R"(,"origin":")"), std::string::npos) << printed[0];
+  EXPECT_LT(printed[1].find(R"("spilled":true)"), printed[1].find(R"("body":)")) << printed[1];
+  const auto first = nlohmann::json::parse(printed[0]);
+  EXPECT_EQ(first["body"], nlohmann::json({{"n", 1}}));
+  EXPECT_EQ(first["time"].get<std::string>().size(), 24u) << "2026-11-29T10:00:00.123Z";
+
+  bare.read_for(10s, [&] { return bare.stdout_lines().size() >= 3; });
+  const auto shown = bare.stdout_lines();
+  ASSERT_EQ(shown.size(), 3u) << bare.out() << bare.err();
+  for (const auto& l : shown) {
+    const auto j = nlohmann::json::parse(l);
+    EXPECT_FALSE(j.contains("body")) << l;
+    EXPECT_TRUE(j.contains("size") && j.contains("sequence")) << l;
+  }
+  EXPECT_EQ(nlohmann::json::parse(shown[1])["size"], 9002);
+  bare.signal(SIGINT);
+  bare.read_for(5s);
+  EXPECT_EQ(bare.wait(), 0);
 }
 
 TEST_F(CliTest, BenchRunsAndStopsCleanlyOnCtrlC) {

@@ -7,8 +7,10 @@
 #include <chrono>
 #include <map>
 #include <optional>
+#include <sstream>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 namespace syncbus::cli {
@@ -48,6 +50,19 @@ class CommandLine {
   std::map<std::string, std::vector<std::string>> values_;
   std::vector<std::string> positional_;
 };
+
+/// `text` as a number for --`option` (no sign for an unsigned type, nothing
+/// after it), or a usage_error saying it is not one.
+template <typename Number>
+Number parse_number(const std::string& option, const std::string& text) {
+  std::istringstream in(text);
+  Number value{};
+  if (!(in >> value) || !in.eof() ||
+      (std::is_unsigned_v<Number> && text.find('-') != std::string::npos)) {
+    throw usage_error("--" + option + " \"" + text + "\" is not a number");
+  }
+  return value;
+}
 
 /// Parses "500ms", "60s", "5m", "2h", "1d" (a bare number is seconds).
 /// Throws usage_error naming `option` when it cannot.
