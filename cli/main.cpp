@@ -25,8 +25,10 @@ commands:
   doctor    check a connection string for everything a bus needs
   bench     throughput and latency against raw libpq (docs/BENCHMARKS.md)
 
-Each command takes --db CONNINFO (default $DATABASE_URL) and --channel NAME
-(default absolutejs_sync_cluster); `syncbus COMMAND --help` tells the rest.
+Each command takes --db CONNINFO (default $DATABASE_URL, else libpq's PG*
+environment) and --channel NAME (default absolutejs_sync_cluster); `syncbus
+COMMAND --help` tells the rest. Documentation: `man syncbus`, and the docs/
+that messages name, installed in share/doc/syncbus under the prefix.
 Exit codes: 0 done, 1 a problem (named on stderr or in the report), 2 a wrong
 command line.
 )";

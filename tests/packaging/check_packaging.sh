@@ -25,7 +25,21 @@ cmake --build "$work/find_package" >> "$work/find_package.log"
 libdir=$(ls -d "$work"/prefix/lib*/pkgconfig | head -n 1)
 # Exactly what a user types (README), then with --static.
 for static in "" --static; do
-  echo "--- pkg-config --cflags --libs $static syncbus"
+  echo "--- the installed documentation and man page"
+for file in share/doc/syncbus/LICENSE share/doc/syncbus/README.md share/doc/syncbus/CHANGELOG.md \
+    share/doc/syncbus/docs/OPERATIONS.md share/doc/syncbus/docs/PROTOCOL.md share/man/man1/syncbus.1; do
+  [[ -s "$work/prefix/$file" ]] || { echo "not installed: $file" >&2; exit 1; }
+done
+for command in TAIL PUBLISH VACUUM STATUS DOCTOR BENCH; do
+  grep -q "^.SH \"SYNCBUS $command\"" "$work/prefix/share/man/man1/syncbus.1" ||
+    { echo "the man page has no section for $command" >&2; exit 1; }
+done
+if command -v groff > /dev/null; then
+  warnings=$(groff -man -Tutf8 -ww -z "$work/prefix/share/man/man1/syncbus.1" 2>&1)
+  [[ -z "$warnings" ]] || { echo "the man page does not render cleanly: $warnings" >&2; exit 1; }
+fi
+
+echo "--- pkg-config --cflags --libs $static syncbus"
   # shellcheck disable=SC2046,SC2086 # the flags are meant to split into words
   "$compiler" -std=c++17 $flags "$consumer/main.cpp" -o "$work/pkg_config_consumer" \
     $(PKG_CONFIG_PATH="$libdir" pkg-config --cflags --libs $static syncbus)
