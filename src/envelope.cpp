@@ -365,6 +365,12 @@ Envelope decode_envelope(std::string_view payload, std::string_view skip_bodies_
         };
         const bool build = skip_bodies_of.empty() || envelope.origin != skip_bodies_of;
         if (body) {
+          // The envelope adds one level to a lone body's own (a batch two,
+          // checked above): a body may nest max_body_depth levels however
+          // it travels, inline, in a batch or spilled.
+          if (nesting_exceeds(payload, max_body_depth + 1)) {
+            reject(payload, fmt::format("nested deeper than {} levels", max_body_depth));
+          }
           envelope.kind = Envelope::Kind::inline_body;
           if (build) envelope.bodies.push_back(to_json(*body));
         } else if (bodies) {

@@ -179,6 +179,13 @@ TEST(Envelope, OversizedOrDeeplyNestedInputIsRejectedBeforeParsing) {
   EXPECT_NO_THROW(decode_envelope(encode_batch("a", 1, {nested(max_body_depth), "1"})));
   EXPECT_THROW(decode_envelope(encode_inline("a", 1, nested(max_body_depth + 2))), protocol_error);
   EXPECT_THROW(decode_envelope(std::string(4000, '[')), protocol_error);
+  // One rule for a body however it travels: 257 levels are refused inline,
+  // alone or in a batch, as they are when spilled.
+  EXPECT_THROW(decode_envelope(encode_inline("a", 1, nested(max_body_depth + 1))), protocol_error);
+  EXPECT_THROW(decode_envelope(encode_batch("a", 1, {nested(max_body_depth + 1), "1"})),
+               protocol_error);
+  EXPECT_THROW(parse_body(nested(max_body_depth + 1), 100000), protocol_error);
+  EXPECT_NO_THROW(parse_body(nested(max_body_depth), 100000));
   // Brackets inside strings are text, escaped quotes included.
   EXPECT_FALSE(nesting_exceeds(R"(["[[[[\"[[[["])", 1));
   EXPECT_TRUE(nesting_exceeds(R"([[1]])", 1));
