@@ -3,10 +3,13 @@
 // SELECT) on the table: no bus is started.
 #include <syncbus/errors.hpp>
 
+#include <unistd.h>
+
 #include <iostream>
 
 #include "commands.hpp"
 #include "connection.hpp"
+#include "interrupt.hpp"
 #include "pg_session.hpp"
 #include "spill_store.hpp"
 
@@ -18,7 +21,10 @@ constexpr const char* usage = R"(usage: syncbus vacuum --older-than AGE [options
 Deletes the channel's spill rows older than AGE (e.g. 60s, 5m, 1h) and
 prints how many it deleted. Choose an AGE well above your listeners' worst
 lag: a row deleted before a slow listener read it is a lost message (which
-that listener reports as a gap). Exit 0 on success, 1 if it failed.
+that listener reports as a gap). It deletes in batches of 10,000 rows, each
+committed on its own (and each under --timeout), showing its progress on a
+terminal: stopped part way (Ctrl-C, an error), what it deleted stays deleted
+and it says how many. Exit 0 on success, 1 if it failed or was stopped.
 
 options:
   --older-than AGE     required
@@ -44,10 +50,30 @@ int run_vacuum(const Arguments& args) {
   auto session = open_session(where, "syncbus:vacuum");
   detail::SpillStore store(*session, {where.schema, where.table, where.channel, false, 1});
   store.prepare(*session);
+  interrupt_fd();  // Ctrl-C stops between batches, not in one
+  const bool progress = ::isatty(STDERR_FILENO) != 0;
   std::int64_t deleted = 0;
   try {
-    deleted = store.vacuum(*session, older_than);
+    const auto cutoff = store.vacuum_cutoff(*session, older_than);
+    for (auto batch = detail::SpillStore::vacuum_batch_rows;
+         batch == detail::SpillStore::vacuum_batch_rows;) {
+      if (interrupted()) {
+        std::cerr << "syncbus vacuum: interrupted: " << deleted
+                  << " row(s) deleted, those left remain\n";
+        std::cout << deleted << '\n';
+        return exit_problem;
+      }
+      batch = store.vacuum_batch(*session, cutoff, detail::SpillStore::vacuum_batch_rows);
+      deleted += batch;
+      if (progress) std::cerr << "\rsyncbus vacuum: " << deleted << " row(s) deleted" << std::flush;
+    }
+    if (progress) std::cerr << '\n';
   } catch (...) {
+    if (progress) std::cerr << '\n';
+    if (deleted > 0) {
+      std::cerr << "syncbus vacuum: " << deleted
+                << " row(s) were deleted before the error below; they stay deleted\n";
+    }
     detail::rethrow_as_syncbus_error("vacuuming the spill table " + store.qualified_name());
   }
   std::cout << deleted << '\n';

@@ -69,11 +69,25 @@ std::int64_t BusUpkeep::vacuum(std::chrono::milliseconds older_than) {
                     "spill row must be to be deleted, e.g. std::chrono::minutes(1)",
                     older_than.count()));
   }
-  std::int64_t deleted = 0;
+  // In batches, each borrowing the connection under its own deadline, so
+  // that publishing goes on between them and a large backlog is no single
+  // long statement.
+  const auto what = fmt::format("vacuuming the spill table {}", store_.qualified_name());
+  std::string cutoff;
   publisher_.borrow_connection(
       "vacuum()", options_.query_timeout,
-      [&](Session& session) { deleted = store_.vacuum(session, older_than); },
-      fmt::format("vacuuming the spill table {}", store_.qualified_name()));
+      [&](Session& session) { cutoff = store_.vacuum_cutoff(session, older_than); }, what);
+  std::int64_t deleted = 0;
+  for (std::int64_t batch = SpillStore::vacuum_batch_rows;
+       batch == SpillStore::vacuum_batch_rows;) {
+    publisher_.borrow_connection(
+        "vacuum()", options_.query_timeout,
+        [&](Session& session) {
+          batch = store_.vacuum_batch(session, cutoff, SpillStore::vacuum_batch_rows);
+        },
+        what);
+    deleted += batch;
+  }
   return deleted;
 }
 

@@ -379,9 +379,11 @@ void SpillStore::prepare(pqxx::connection_base& session, std::string_view tag) c
   prepare(one_statement, fmt::format("SELECT {} FROM {} s WHERE channel = $1 AND origin = $2 AND "
                                      "sequence = $3",
                                      columns(4), qualified_name_));
+  // A batch of rows by their tuple ids: a TID scan, after an index scan on
+  // created_at for the candidates (ctid IN (...) would scan the table).
   prepare(vacuum_statement,
-          fmt::format("DELETE FROM {} WHERE channel = $1 AND created_at < now() - "
-                      "$2::bigint * interval '1 millisecond'",
+          fmt::format("DELETE FROM {0} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {0} WHERE "
+                      "channel = $1 AND created_at < $2::timestamptz LIMIT $3))",
                       qualified_name_));
 }
 
@@ -508,11 +510,18 @@ std::vector<SpillStore::RowKey> SpillStore::list_from(pqxx::connection_base& ses
   return keys;
 }
 
-std::int64_t SpillStore::vacuum(pqxx::connection_base& session,
-                                std::chrono::milliseconds older_than) const {
+std::string SpillStore::vacuum_cutoff(pqxx::connection_base& session,
+                                      std::chrono::milliseconds older_than) const {
+  return pqxx::nontransaction(session)
+      .exec_params1("SELECT (now() - $1::bigint * interval '1 millisecond')::text",
+                    static_cast<std::int64_t>(older_than.count()))[0]
+      .as<std::string>();
+}
+
+std::int64_t SpillStore::vacuum_batch(pqxx::connection_base& session, const std::string& cutoff,
+                                      std::int64_t limit) const {
   pqxx::nontransaction statement(session);
-  const auto result = statement.exec_prepared(vacuum_statement, settings_.channel,
-                                              static_cast<std::int64_t>(older_than.count()));
+  const auto result = statement.exec_prepared(vacuum_statement, settings_.channel, cutoff, limit);
   return static_cast<std::int64_t>(result.affected_rows());
 }
 

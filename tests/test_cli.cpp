@@ -501,6 +501,22 @@ TEST_F(CliTest, VacuumPrintsTheCountOfRowsItRemoved) {
   EXPECT_EQ(rows(), 0);
 }
 
+// A backlog goes in batches, each committed and each under --timeout: a
+// short --timeout no longer means nothing deleted.
+TEST_F(CliTest, VacuumDeletesABacklogInBatchesEachUnderTheTimeout) {
+  const auto channel = unique_channel("cli_vacuum_batches");
+  pqxx::connection admin(url());
+  pqxx::nontransaction(admin).exec_params(
+      "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body, created_at) "
+      "SELECT $1, 'backlog', n, '1', now() - interval '2 hours' "
+      "FROM generate_series(1, 25000) n",
+      channel);
+  const auto vacuum = run(
+      {"vacuum", "--db", url(), "--channel", channel, "--older-than", "1h", "--timeout", "2s"});
+  EXPECT_EQ(vacuum.exit_code, 0) << vacuum.err;
+  EXPECT_EQ(vacuum.out, "25000\n");
+}
+
 // An operator's command never hangs behind someone else's lock: past
 // --timeout the server cancels the statement and the command says so.
 TEST_F(CliTest, AStatementStuckBehindALockEndsAtTimeout) {

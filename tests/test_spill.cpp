@@ -179,6 +179,23 @@ TEST_F(SpillTest, VacuumCountsWhatItDeletesAndOnlyOnItsChannel) {
   EXPECT_THROW(bus.vacuum(std::chrono::milliseconds(-1)), configuration_error);
 }
 
+// A backlog larger than a batch goes in batches, every row of it, and only
+// rows older than the age as it was when the vacuum began.
+TEST_F(SpillTest, VacuumDeletesALargeBacklogInBatches) {
+  const auto channel = unique_channel("vacuum_batches");
+  PostgresClusterBus bus(options(channel, SpillMode::always));
+  const auto backlog = 2 * detail::SpillStore::vacuum_batch_rows + 5000;  // three batches
+  pqxx::connection admin(url());
+  pqxx::nontransaction(admin).exec_params(
+      "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body, created_at) "
+      "SELECT $1, 'backlog', n, '1', now() - interval '2 hours' "
+      "FROM generate_series(1, $2::bigint) n",
+      channel, backlog);
+  bus.publish(nlohmann::json("young"));  // kept: younger than the age
+  EXPECT_EQ(bus.vacuum(std::chrono::hours(1)), backlog);
+  EXPECT_EQ(spill_rows(channel), 1);
+}
+
 TEST_F(SpillTest, TableIsCreatedOnceWhenManyInstancesStartTogether) {
   const auto channel = unique_channel("race");
   const std::string table = "spill_race_" + channel.substr(channel.rfind('_') + 1);

@@ -61,7 +61,10 @@ class PostgresClusterBus final : public ClusterBus {
   /// Deletes this channel's spill rows older than `older_than` and returns how
   /// many it deleted (0 when no message ever spilled). Rows are not deleted
   /// on delivery because every bus on the channel reads them: schedule
-  /// vacuum() with an age well above your listeners' worst lag.
+  /// vacuum() with an age well above your listeners' worst lag. It deletes
+  /// in batches of 10,000 rows, each its own transaction under query_timeout,
+  /// between which the bus goes on publishing; if it throws part way, what
+  /// it deleted stays deleted.
   /// Throws configuration_error for a negative age, closed_error after
   /// close().
   std::int64_t vacuum(std::chrono::milliseconds older_than);
