@@ -14,6 +14,7 @@
 
 // What its functions throw, complete for a catch (syncbus::error and the rest).
 #include <syncbus/errors.hpp>
+#include <syncbus/export.hpp>
 
 namespace syncbus {
 
@@ -61,7 +62,7 @@ using MessageHandler = std::function<void(const ClusterMessage&)>;
 /// constructed Subscription is empty. A Subscription may outlive its bus.
 /// Not thread-safe itself: one Subscription object belongs to one thread at a
 /// time (different Subscriptions may be used from different threads).
-class Subscription {
+class SYNCBUS_API Subscription {
  public:
   Subscription() noexcept = default;
   /// For bus implementations: `cancel` is called once, by unsubscribe() or
@@ -100,7 +101,7 @@ class Subscription {
 /// Thread safety: every member function may be called from any thread
 /// concurrently, including from inside a handler, except destroying the bus
 /// from inside one of its own handlers.
-class ClusterBus {
+class SYNCBUS_API ClusterBus {
  public:
   virtual ~ClusterBus() = default;
 

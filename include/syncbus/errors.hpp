@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <string>
 
+#include <syncbus/export.hpp>
+
 namespace syncbus {
 
 // Adding a type: the publisher carries a failed batch's error to each of
@@ -16,20 +18,20 @@ namespace syncbus {
 // (tests/test_failure.cpp lists every one).
 
 /// Root of every exception syncbus throws.
-class error : public std::runtime_error {
+class SYNCBUS_API error : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
 
 /// An option or argument is invalid (empty conninfo, bad channel name,
 /// negative vacuum age, ...). Nothing was sent or changed.
-class configuration_error : public error {
+class SYNCBUS_API configuration_error : public error {
  public:
   using error::error;
 };
 
 /// The PostgreSQL server could not be reached, or the connection broke.
-class connection_error : public error {
+class SYNCBUS_API connection_error : public error {
  public:
   using error::error;
 };
@@ -39,14 +41,14 @@ class connection_error : public error {
 /// replaced on the next call. For publish(): the message may or may not have
 /// been committed; its sequence number is never reused, so receivers see
 /// either the message or a gap, never a duplicate.
-class timeout_error : public connection_error {
+class SYNCBUS_API timeout_error : public connection_error {
  public:
   using connection_error::connection_error;
 };
 
 /// A statement failed on the server. sqlstate() is the server's five-character
 /// SQLSTATE code ("" when unknown), e.g. "42501" for a missing privilege.
-class database_error : public error {
+class SYNCBUS_API database_error : public error {
  public:
   database_error(const std::string& what, std::string sqlstate)
       : error(what), sqlstate_(std::move(sqlstate)) {}
@@ -61,14 +63,14 @@ class database_error : public error {
 /// listening session stopped reading (stuck in a transaction, or a process
 /// that stopped draining its socket) and every NOTIFY on the server now
 /// fails. Find it with pg_notification_queue_usage() and pg_stat_activity.
-class notify_queue_full : public database_error {
+class SYNCBUS_API notify_queue_full : public database_error {
  public:
   using database_error::database_error;
 };
 
 /// A message does not fit in a NOTIFY payload and the bus was configured with
 /// SpillMode::never. Nothing was sent and no sequence number was used.
-class payload_too_large : public error {
+class SYNCBUS_API payload_too_large : public error {
  public:
   payload_too_large(const std::string& what, std::size_t size, std::size_t limit)
       : error(what), size_(size), limit_(limit) {}
@@ -85,7 +87,7 @@ class payload_too_large : public error {
 
 /// A message body cannot be published, e.g. a JSON string that holds invalid
 /// UTF-8. Nothing was sent.
-class invalid_message : public error {
+class SYNCBUS_API invalid_message : public error {
  public:
   using error::error;
 };
@@ -93,13 +95,13 @@ class invalid_message : public error {
 /// A notification on the channel is not a valid syncbus envelope (garbage,
 /// an unknown protocol version, a spill pointer to a row that is gone).
 /// Reported to the on_error handler; the listener keeps running.
-class protocol_error : public error {
+class SYNCBUS_API protocol_error : public error {
  public:
   using error::error;
 };
 
 /// The bus was closed: publish() and subscribe() are no longer possible.
-class closed_error : public error {
+class SYNCBUS_API closed_error : public error {
  public:
   using error::error;
 };

@@ -22,7 +22,7 @@ class InMemoryClusterBus;
 /// built with the same hub hears every other one, like PostgresClusterBus
 /// instances on one channel. Create it with std::make_shared.
 /// Thread-safe: all members may be called from any thread.
-class InMemoryHub {
+class SYNCBUS_API InMemoryHub {
  public:
   InMemoryHub();
   ~InMemoryHub();
@@ -80,7 +80,7 @@ struct InMemoryBusOptions {
 ///
 /// Thread-safe as described in ClusterBus; the fault and stats calls may also
 /// be made from any thread.
-class InMemoryClusterBus final : public ClusterBus {
+class SYNCBUS_API InMemoryClusterBus final : public ClusterBus {
  public:
   /// A cluster of one: a bus with a hub of its own.
   InMemoryClusterBus();

@@ -8,6 +8,8 @@
 #include <functional>
 #include <string>
 
+#include <syncbus/export.hpp>
+
 namespace syncbus {
 
 /// How much a log record matters.
@@ -25,7 +27,7 @@ enum class LogLevel {
 };
 
 /// "debug", "info", "warning" or "error".
-const char* to_string(LogLevel level) noexcept;
+SYNCBUS_API const char* to_string(LogLevel level) noexcept;
 
 /// Receives one log record. Called on the bus's threads, possibly several at
 /// once: it must be thread-safe, and quick (it delays what the bus was

@@ -33,7 +33,7 @@ namespace syncbus {
 /// (or close()) stops and joins all of them.
 ///
 /// Thread safety: as ClusterBus; vacuum() may also be called from any thread.
-class PostgresClusterBus final : public ClusterBus {
+class SYNCBUS_API PostgresClusterBus final : public ClusterBus {
  public:
   /// PostgreSQL rejects NOTIFY payloads of this many bytes or more (the same
   /// as syncbus::notify_payload_limit).

@@ -7,6 +7,7 @@
 #include <syncbus/bus_stats.hpp>
 #include <syncbus/cluster_bus.hpp>
 #include <syncbus/errors.hpp>
+#include <syncbus/export.hpp>
 #include <syncbus/gap_event.hpp>
 #include <syncbus/in_memory_bus.hpp>
 #include <syncbus/log.hpp>

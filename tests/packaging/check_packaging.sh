@@ -46,6 +46,30 @@ echo "--- pkg-config --cflags --libs $static syncbus"
   "$work/pkg_config_consumer"
 done
 
+if [[ "$flags" != *-fsanitize* ]]; then
+  # The library alone, shared, as -DBUILD_SHARED_LIBS=ON builds it: it must
+  # export the API and none of its insides (syncbus::detail), and serve a
+  # consumer through find_package and pkg-config alike.
+  echo "--- a shared libsyncbus through find_package and pkg-config"
+  cmake -S "$source" -B "$work/shared" -DBUILD_SHARED_LIBS=ON -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CXX_COMPILER="$compiler" -DSYNCBUS_BUILD_TESTS=OFF -DSYNCBUS_BUILD_EXAMPLES=OFF \
+    -DSYNCBUS_BUILD_BENCH=OFF -DSYNCBUS_BUILD_CLI=OFF > "$work/shared.log"
+  cmake --build "$work/shared" -j 2 >> "$work/shared.log"
+  cmake --install "$work/shared" --prefix "$work/shared-prefix" >> "$work/shared.log"
+  library=$(ls "$work"/shared-prefix/lib*/libsyncbus.so | head -n 1)
+  inside=$(nm -D --defined-only -C "$library" | grep -c 'syncbus::detail' || true)
+  [[ "$inside" == 0 ]] || { echo "libsyncbus.so exports $inside symbol(s) of syncbus::detail" >&2; exit 1; }
+  cmake -S "$consumer" -B "$work/shared-consumer" -DCMAKE_PREFIX_PATH="$work/shared-prefix" \
+    -DCMAKE_CXX_COMPILER="$compiler" > "$work/shared-consumer.log"
+  cmake --build "$work/shared-consumer" >> "$work/shared-consumer.log"
+  "$work/shared-consumer/consumer"
+  shared_pc=$(dirname "$library")/pkgconfig
+  # shellcheck disable=SC2046 # the flags are meant to split into words
+  "$compiler" -std=c++17 "$consumer/main.cpp" -o "$work/shared_pkg_config_consumer" \
+    $(PKG_CONFIG_PATH="$shared_pc" pkg-config --cflags --libs syncbus)
+  LD_LIBRARY_PATH=$(dirname "$library") "$work/shared_pkg_config_consumer"
+fi
+
 echo "--- add_subdirectory(syncbus)"
 cmake -S "$source/tests/packaging/add_subdirectory_consumer" -B "$work/add_subdirectory" \
   -DSYNCBUS_SOURCE_DIR="$source" -DCMAKE_CXX_COMPILER="$compiler" -DCMAKE_CXX_FLAGS="$flags" \
