@@ -27,6 +27,7 @@
 #include "benchmark.hpp"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <iostream>
@@ -76,6 +77,14 @@ int run_benchmark(const std::vector<std::string>& args, std::function<bool()> in
     return 1;
   }
 
+  // Each row as soon as it is measured, also into a pipe or a file.
+  std::cout << std::unitbuf;
+  // What runs now, on a terminal: a whole invocation takes a while (every
+  // size, thread count and paced round, each a run of --seconds).
+  const bool on_terminal = ::isatty(STDERR_FILENO) != 0;
+  const auto now_running = [&](const std::string& what) {
+    if (on_terminal) std::cerr << "\r\033[Ksyncbus_bench: measuring " << what << std::flush;
+  };
   std::cout << fmt::format("syncbus_bench: {} s per run, {} hardware threads, server CPU {}\n",
                            config.seconds, std::thread::hardware_concurrency(),
                            postmaster ? "measured" : "not measurable (server not local)");
@@ -83,7 +92,9 @@ int run_benchmark(const std::vector<std::string>& args, std::function<bool()> in
   try {
     for (const auto size : config.sizes) {
       if (stop_requested()) break;
+      if (on_terminal) std::cerr << "\r\033[K";
       print_header();
+      now_running(fmt::format("raw libpq, {} B", size));
       auto raw = run_raw(config, size, std::nullopt, postmaster);
       raw.load = "saturation";
       print(raw, nullptr);
@@ -93,7 +104,10 @@ int run_benchmark(const std::vector<std::string>& args, std::function<bool()> in
         load.size = size;
         load.threads = threads;
         load.blocking = blocking;
+        now_running(fmt::format("syncbus, {} B, {} thread(s){}", size, threads,
+                                blocking ? " calling publish()" : ""));
         auto r = run_syncbus(config, load, postmaster);
+        if (on_terminal) std::cerr << "\r\033[K";
         r.load = "saturation";
         print(r, &raw);
         all_correct = all_correct && r.correct;
@@ -106,6 +120,8 @@ int run_benchmark(const std::vector<std::string>& args, std::function<bool()> in
         round.seconds = config.seconds / 2;
         Result raw_paced, paced;
         for (int i = 0; i < config.rounds && !stop_requested(); ++i) {
+          now_running(
+              fmt::format("{} B at {}/s, round {} of {}", size, config.rate, i + 1, config.rounds));
           pool(raw_paced, run_raw(round, size, config.rate, postmaster));
           SyncbusLoad load;
           load.size = size;
@@ -113,6 +129,7 @@ int run_benchmark(const std::vector<std::string>& args, std::function<bool()> in
           load.blocking = true;
           pool(paced, run_syncbus(round, load, postmaster));
         }
+        if (on_terminal) std::cerr << "\r\033[K";
         raw_paced.load = paced.load = fmt::format("{}/s", config.rate);
         print(raw_paced, nullptr);
         print(paced, &raw_paced);

@@ -511,8 +511,8 @@ TEST_F(CliTest, VacuumDeletesABacklogInBatchesEachUnderTheTimeout) {
       "SELECT $1, 'backlog', n, '1', now() - interval '2 hours' "
       "FROM generate_series(1, 25000) n",
       channel);
-  const auto vacuum = run(
-      {"vacuum", "--db", url(), "--channel", channel, "--older-than", "1h", "--timeout", "2s"});
+  const auto vacuum =
+      run({"vacuum", "--db", url(), "--channel", channel, "--older-than", "1h", "--timeout", "2s"});
   EXPECT_EQ(vacuum.exit_code, 0) << vacuum.err;
   EXPECT_EQ(vacuum.out, "25000\n");
 }
