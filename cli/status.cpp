@@ -14,6 +14,7 @@
 #include "connection.hpp"
 #include "pg_session.hpp"
 #include "preflight.hpp"
+#include "prometheus_text.hpp"
 #include "server_admin.hpp"
 
 namespace syncbus::cli {
@@ -34,6 +35,9 @@ the server cannot be reached): each problem is named.
 options:
   --json               one JSON object instead of text, on stdout, also when
                        the server cannot be reached: {"error": "...", ...}
+  --prometheus         Prometheus metrics instead of text (docs/OPERATIONS.md,
+                       "Metrics"), also when the server cannot be reached:
+                       syncbus_status_up 0
 )";
 
 // SELECT on the spill table, as the role sees it: the counts, or why not.
@@ -57,14 +61,57 @@ nlohmann::json spill_table_status(pqxx::connection_base& connection, const std::
   }
   const auto row = query.exec_params1(
       "SELECT count(*) FILTER (WHERE channel = $1), count(*), "
-      "extract(epoch FROM now() - min(created_at) FILTER (WHERE channel = $1)) FROM " +
+      "extract(epoch FROM now() - min(created_at) FILTER (WHERE channel = $1)), "
+      "coalesce(sum(octet_length(body)) FILTER (WHERE channel = $1), 0) FROM " +
           table,
       channel);
   status["rows_on_channel"] = row[0].as<std::int64_t>();
   status["rows_total"] = row[1].as<std::int64_t>();
   status["oldest_age_seconds"] =
       row[2].is_null() ? nlohmann::json(nullptr) : nlohmann::json(row[2].as<double>());
+  status["bytes_on_channel"] = row[3].as<std::int64_t>();
   return status;
+}
+
+// The report as Prometheus metrics: the server's view of the channel.
+std::string prometheus_text(const nlohmann::json& report, const Connection& where,
+                            std::size_t problems) {
+  using detail::prometheus_family;
+  const PrometheusLabels channel{{"channel", where.channel}};
+  std::string out = prometheus_family("syncbus_status_up", "gauge",
+                                      "1 when the server answered syncbus status, else 0.",
+                                      {{channel, report.empty() ? 0.0 : 1.0}});
+  out += prometheus_family("syncbus_status_problems", "gauge",
+                           "Problems syncbus status found (it names them with --json).",
+                           {{channel, static_cast<double>(problems)}});
+  if (report.empty()) return out;
+  out += prometheus_family("syncbus_channel_listeners", "gauge",
+                           "Sessions that listen on the channel.",
+                           {{channel, static_cast<double>(report["listeners"].size())}});
+  out += prometheus_family("syncbus_server_notify_queue_usage", "gauge",
+                           "pg_notification_queue_usage() of the server, 0 to 1.",
+                           {{{}, report["notify_queue_usage"].get<double>()}});
+  const auto& spill = report["spill_table"];
+  if (spill.contains("rows_on_channel")) {
+    const PrometheusLabels table{{"channel", where.channel},
+                                 {"table", spill["name"].get<std::string>()}};
+    out +=
+        prometheus_family("syncbus_spill_rows", "gauge", "The channel's rows in the spill table.",
+                          {{table, spill["rows_on_channel"].get<double>()}});
+    out += prometheus_family("syncbus_spill_bytes", "gauge",
+                             "Bytes of the channel's bodies in the spill table.",
+                             {{table, spill["bytes_on_channel"].get<double>()}});
+    out += prometheus_family(
+        "syncbus_spill_oldest_row_age_seconds", "gauge",
+        "Age of the channel's oldest spill row (0 when it has none): vacuum's lag.",
+        {{table, spill["oldest_age_seconds"].is_null()
+                     ? 0.0
+                     : spill["oldest_age_seconds"].get<double>()}});
+    out += prometheus_family(
+        "syncbus_spill_table_rows", "gauge", "Rows in the spill table, every channel's.",
+        {{{{"table", spill["name"].get<std::string>()}}, spill["rows_total"].get<double>()}});
+  }
+  return out;
 }
 
 std::string age_text(const nlohmann::json& seconds) {
@@ -124,7 +171,7 @@ nlohmann::json read_status(const Connection& where, std::vector<std::string>& pr
 }  // namespace
 
 int run_status(const Arguments& args) {
-  const CommandLine line(args, connection_options(), {"json", "help"});
+  const CommandLine line(args, connection_options(), {"json", "prometheus", "help"});
   if (line.has("help")) {
     std::cout << usage << connection_help << "  --help\n";
     return exit_ok;
@@ -138,6 +185,12 @@ int run_status(const Arguments& args) {
   try {
     report = read_status(where, problems);
   } catch (const syncbus::error& e) {
+    if (line.has("prometheus")) {
+      // A scraper reads stdout: the server being away is a metric too.
+      std::cerr << in_command_line_terms(e.what()) << '\n';
+      std::cout << prometheus_text({}, where, 1);
+      return exit_problem;
+    }
     if (!line.has("json")) throw;
     // A monitor reading stdout gets JSON whatever happened.
     std::cout << nlohmann::json{{"channel", where.channel},
@@ -149,7 +202,9 @@ int run_status(const Arguments& args) {
   }
   report["problems"] = problems;
 
-  if (line.has("json")) {
+  if (line.has("prometheus")) {
+    std::cout << prometheus_text(report, where, problems.size());
+  } else if (line.has("json")) {
     std::cout << report.dump(2) << '\n';
   } else {
     std::cout << fmt::format("channel      \"{}\" on PostgreSQL {}{}\n", where.channel,

@@ -568,6 +568,19 @@ TEST_F(CliTest, StatusListsTheChannelsListenersAndFailsOnAWrongChannel) {
   EXPECT_EQ(text.exit_code, 0);
   EXPECT_TRUE(contains(text.out, bus.instance_id())) << text.out;
 
+  // The same, for a scraper.
+  const auto metrics = run({"status", "--db", url(), "--channel", channel, "--prometheus"});
+  EXPECT_EQ(metrics.exit_code, 0) << metrics.err;
+  const auto labels = "{channel=\"" + channel + "\"";
+  EXPECT_TRUE(contains(metrics.out, "syncbus_status_up" + labels + "} 1\n")) << metrics.out;
+  EXPECT_TRUE(contains(metrics.out, "syncbus_channel_listeners" + labels + "} 1\n")) << metrics.out;
+  EXPECT_TRUE(contains(
+      metrics.out,
+      "syncbus_spill_rows" + labels + ",table=\"\\\"public\\\".\\\"sync_cluster_spill\\\"\"} 1\n"))
+      << metrics.out;
+  EXPECT_TRUE(contains(metrics.out, "# TYPE syncbus_spill_oldest_row_age_seconds gauge\n"))
+      << metrics.out;
+
   const auto wrong = run({"status", "--db", url(), "--channel", channel + "_typo"});
   EXPECT_EQ(wrong.exit_code, 1);
   EXPECT_TRUE(contains(wrong.out, "nothing listens on channel \"" + channel + "_typo\""))
@@ -627,6 +640,10 @@ TEST_F(CliTest, StatusFindsATailBusyOrIdleAndAnswersInJsonWhenTheServerIsDown) {
   const auto report = nlohmann::json::parse(down.out);  // JSON on stdout all the same
   EXPECT_TRUE(contains(report["error"].get<std::string>(), "could not connect")) << down.out;
   EXPECT_EQ(report["problems"].size(), 1u);
+  const auto scraped = run({"status", "--db", "host=127.0.0.1 port=1", "--prometheus"});
+  EXPECT_EQ(scraped.exit_code, 1);
+  EXPECT_TRUE(contains(scraped.out, "syncbus_status_up{channel=\"absolutejs_sync_cluster\"} 0\n"))
+      << scraped.out;
 }
 
 TEST_F(CliTest, DoctorPassesAGoodSetupAndNamesAMissingPrivilege) {

@@ -13,6 +13,7 @@
 #include <syncbus/log.hpp>
 #include <syncbus/postgres_bus.hpp>
 #include <syncbus/postgres_bus_options.hpp>
+#include <syncbus/prometheus.hpp>
 #include <syncbus/queue_policy.hpp>
 #include <syncbus/spill_mode.hpp>
 #include <syncbus/version.hpp>

@@ -1,0 +1,94 @@
+// BusStats as Prometheus text: every line as the exposition format (0.0.4)
+// has it, each metric's HELP and TYPE once, label values escaped, and label
+// names Prometheus would refuse refused here first.
+#include <syncbus/errors.hpp>
+#include <syncbus/in_memory_bus.hpp>
+#include <syncbus/prometheus.hpp>
+
+#include <gtest/gtest.h>
+
+#include <map>
+#include <regex>
+#include <sstream>
+
+namespace syncbus {
+namespace {
+
+std::vector<std::string> lines_of(const std::string& text) {
+  std::vector<std::string> lines;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) lines.push_back(line);
+  return lines;
+}
+
+TEST(Prometheus, EveryLineIsWhatTheTextFormatAllows) {
+  BusStats stats;
+  stats.published = 12;
+  stats.delivered = 34;
+  stats.notification_queue_usage = 0.25;
+  const auto text = to_prometheus(stats, {{"channel", "orders"}, {"instance", "api-1.abc"}});
+  ASSERT_FALSE(text.empty());
+  EXPECT_EQ(text.back(), '\n');
+  const std::regex help(R"(# HELP syncbus_[a-z_]+ [^\n]+)");
+  const std::regex type(R"(# TYPE syncbus_[a-z_]+ (counter|gauge))");
+  const std::regex sample(
+      R"re(syncbus_[a-z_]+\{channel="orders",instance="api-1\.abc"\} [0-9.e+]+)re");
+  std::map<std::string, std::string> values;
+  for (const auto& line : lines_of(text)) {
+    EXPECT_TRUE(std::regex_match(line, help) || std::regex_match(line, type) ||
+                std::regex_match(line, sample))
+        << line;
+    if (line[0] != '#') values[line.substr(0, line.find('{'))] = line.substr(line.rfind(' ') + 1);
+  }
+  EXPECT_EQ(values["syncbus_published_total"], "12");
+  EXPECT_EQ(values["syncbus_delivered_total"], "34");
+  EXPECT_EQ(values["syncbus_notification_queue_usage"], "0.25");
+  EXPECT_EQ(values["syncbus_errors_total"], "0");
+  // Counters end in _total; gauges do not.
+  for (const auto& line : lines_of(text)) {
+    if (line.rfind("# TYPE ", 0) != 0) continue;
+    const bool counter = line.size() > 8 && line.substr(line.size() - 7) == "counter";
+    const auto name = line.substr(7, line.find(' ', 7) - 7);
+    EXPECT_EQ(counter, name.size() > 6 && name.substr(name.size() - 6) == "_total") << line;
+  }
+}
+
+TEST(Prometheus, SeveralBusesShareEachMetricsHelpAndType) {
+  BusStats a, b;
+  a.published = 1;
+  b.published = 2;
+  const auto text = to_prometheus({{{{"bus", "a"}}, a}, {{{"bus", "b"}}, b}});
+  std::size_t helps = 0;
+  for (const auto& line : lines_of(text)) {
+    if (line == "# HELP syncbus_published_total Messages this bus published (committed).") ++helps;
+  }
+  EXPECT_EQ(helps, 1u);
+  EXPECT_NE(text.find("syncbus_published_total{bus=\"a\"} 1\n"), std::string::npos) << text;
+  EXPECT_NE(text.find("syncbus_published_total{bus=\"b\"} 2\n"), std::string::npos) << text;
+}
+
+TEST(Prometheus, LabelValuesAreEscapedAndBadNamesRefused) {
+  const auto text = to_prometheus(BusStats{}, {{"channel", "a\"b\\c\nd"}});
+  EXPECT_NE(text.find(R"(syncbus_errors_total{channel="a\"b\\c\nd"} 0)"), std::string::npos)
+      << text;
+  for (const auto* bad : {"", "1st", "__reserved", "with-dash", "with space"}) {
+    EXPECT_THROW(to_prometheus(BusStats{}, {{bad, "x"}}), configuration_error) << bad;
+  }
+}
+
+TEST(Prometheus, ABusCountersRenderAsTheyAre) {
+  InMemoryClusterBus bus;
+  auto s = bus.subscribe([](const ClusterMessage&) {});
+  bus.publish({{"n", 1}});
+  bus.hub()->wait_idle();
+  const auto text = to_prometheus(bus.stats(), {{"instance", bus.instance_id()}});
+  EXPECT_NE(text.find("syncbus_published_total{instance=\"" + bus.instance_id() + "\"} 1\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("syncbus_delivered_total{instance=\"" + bus.instance_id() + "\"} 1\n"),
+            std::string::npos)
+      << text;
+}
+
+}  // namespace
+}  // namespace syncbus
