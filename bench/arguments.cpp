@@ -23,12 +23,16 @@ const char* const usage_text =
     "usage: syncbus bench [--db CONNINFO] [--seconds S] [--sizes 200,2000,20000]\n"
     "                     [--threads 1,4,16] [--window 64] [--blocking 16|none]\n"
     "                     [--rate 1000] [--rounds 4] [--max-lag-bytes 16777216]\n"
-    "                     [--publisher-listens] [--body repeated|text] [--check]\n"
+    "                     [--receivers 2] [--publisher-listens] [--body repeated|text]\n"
+    "                     [--check]\n"
     "\n"
     "Measures syncbus against a raw libpq baseline on the same server, in one run:\n"
-    "throughput delivered to every receiver, latency percentiles at saturation and\n"
-    "at --rate messages/s, CPU per 1,000 messages (this process and the server), for\n"
-    "each message size. At saturation each of --threads publishes with\n"
+    "throughput delivered to each receiver, latency percentiles at saturation and\n"
+    "at --rate messages/s, CPU per 1,000 messages delivered to a receiver (this\n"
+    "process and the server), for each message size. Both sides have --receivers\n"
+    "receivers (syncbus: receiving buses; raw: listening connections, each\n"
+    "fetching the rows of spilled sizes), so that they do the same work. At saturation each of "
+    "--threads publishes with\n"
     "publish_async, --window messages in flight; --blocking threads call publish()\n"
     "and wait; senders pause while --max-lag-bytes are published and not yet\n"
     "delivered. The paced runs alternate raw and syncbus --rounds times, each for\n"
@@ -51,7 +55,7 @@ Config parse_arguments(const std::vector<std::string>& args) {
   }
   const cli::CommandLine line(args,
                               {"db", "seconds", "sizes", "threads", "blocking", "window",
-                               "max-lag-bytes", "rate", "rounds", "body"},
+                               "max-lag-bytes", "rate", "rounds", "body", "receivers"},
                               {"publisher-listens", "check", "help"});
   Config config;
   config.help = line.has("help");
@@ -75,6 +79,10 @@ Config parse_arguments(const std::vector<std::string>& args) {
   if (auto v = line.value("window")) config.window = cli::parse_number<std::size_t>("window", *v);
   if (auto v = line.value("max-lag-bytes")) {
     config.max_lag_bytes = cli::parse_number<std::size_t>("max-lag-bytes", *v);
+  }
+  if (auto v = line.value("receivers")) {
+    config.receivers = cli::parse_number<int>("receivers", *v);
+    if (config.receivers < 1) throw cli::usage_error("--receivers must be at least 1");
   }
   if (auto v = line.value("rate")) config.rate = cli::parse_number<int>("rate", *v);
   if (auto v = line.value("rounds")) {

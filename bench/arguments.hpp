@@ -20,6 +20,10 @@ struct Config {
   // delivered to every receiver (at least 256 messages).
   std::size_t max_lag_bytes = 16 * 1024 * 1024;
   std::vector<int> blocking_threads{16};
+  // Receivers on each side: as many listening connections for the raw
+  // baseline as receiving buses for syncbus, each doing the same work (for
+  // spilled sizes, each fetches every row), so that the two sides compare.
+  int receivers = 2;
   int rate = 1000;
   // The paced runs alternate raw and syncbus this many times, each for
   // seconds / 2: both then see the same moments of a noisy machine.

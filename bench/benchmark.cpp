@@ -85,9 +85,11 @@ int run_benchmark(const std::vector<std::string>& args, std::function<bool()> in
   const auto now_running = [&](const std::string& what) {
     if (on_terminal) std::cerr << "\r\033[Ksyncbus_bench: measuring " << what << std::flush;
   };
-  std::cout << fmt::format("syncbus_bench: {} s per run, {} hardware threads, server CPU {}\n",
-                           config.seconds, std::thread::hardware_concurrency(),
-                           postmaster ? "measured" : "not measurable (server not local)");
+  std::cout << fmt::format(
+      "syncbus_bench: {} s per run, {} receivers on each side, {} hardware threads, server CPU "
+      "{}\n",
+      config.seconds, config.receivers, std::thread::hardware_concurrency(),
+      postmaster ? "measured" : "not measurable (server not local)");
   bool all_correct = true;
   try {
     for (const auto size : config.sizes) {
@@ -141,10 +143,10 @@ int run_benchmark(const std::vector<std::string>& args, std::function<bool()> in
     std::cerr << "syncbus_bench: " << e.what() << "\n";
     return 1;
   }
-  std::cout << "columns: msg/s delivered to every receiver; latency from publish to handler "
+  std::cout << "columns: msg/s delivered to each receiver; latency from publish to handler "
                "(us); cpu/1k and srv/1k: CPU seconds of this process and of the server per "
-               "1,000 messages; msg/tx: messages per transaction; ok: every message once, in "
-               "order\n";
+               "1,000 messages delivered to a receiver; msg/tx: messages per transaction; ok: "
+               "every receiver got every message once, in order\n";
   if (config.check && !all_correct) {
     std::cerr << "syncbus_bench: a run lost, repeated or reordered messages\n";
     return 1;

@@ -36,46 +36,60 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
       "FROM s",
       table);
   const bool spill = size + 64 >= syncbus::PostgresClusterBus::notify_payload_limit;
-  RawConnection sender(config.conninfo), listener(config.conninfo);
-  listener.exec(fmt::format("LISTEN \"{}\"", channel).c_str());
+  RawConnection sender(config.conninfo);
   std::atomic<bool> sending{true};
   std::atomic<std::size_t> sent{0};
   std::atomic<std::int64_t> give_up_ns{INT64_MAX};
-  std::mutex mutex;
-  Latencies latency;
-  std::size_t received = 0;
-  std::int64_t last_received_ns = 0;
   FirstError failure;
-  std::thread receiving([&] {
-    RawConnection& c = listener;
-    try {
-      for (;;) {
-        pollfd fd{PQsocket(c.get()), POLLIN, 0};
-        ::poll(&fd, 1, 50);
-        if (PQconsumeInput(c.get()) == 0) {
-          throw std::runtime_error(
-              fmt::format("raw: the listening connection failed: {}", PQerrorMessage(c.get())));
-        }
-        while (PGnotify* n = PQnotifies(c.get())) {
-          std::string payload = n->extra;
-          PQfreemem(n);
-          if (spill) {
-            const char* id = payload.c_str();
-            payload = c.exec(select_sql.c_str(), {id});
+  // As many listening connections as syncbus has receiving buses, each
+  // doing all the work a receiver does: reading each notification, and for
+  // spilled sizes fetching each row.
+  struct Receiver {
+    explicit Receiver(const std::string& conninfo) : connection(conninfo) {}
+    RawConnection connection;
+    std::mutex mutex;
+    Latencies latency;
+    std::size_t received = 0;
+    std::int64_t last_received_ns = 0;
+  };
+  std::vector<std::unique_ptr<Receiver>> receivers;
+  for (int i = 0; i < config.receivers; ++i) {
+    receivers.push_back(std::make_unique<Receiver>(config.conninfo));
+    receivers.back()->connection.exec(fmt::format("LISTEN \"{}\"", channel).c_str());
+  }
+  std::vector<std::thread> receiving;
+  for (auto& r : receivers) {
+    receiving.emplace_back([&, self = r.get()] {
+      RawConnection& c = self->connection;
+      try {
+        for (;;) {
+          pollfd fd{PQsocket(c.get()), POLLIN, 0};
+          ::poll(&fd, 1, 50);
+          if (PQconsumeInput(c.get()) == 0) {
+            throw std::runtime_error(
+                fmt::format("raw: the listening connection failed: {}", PQerrorMessage(c.get())));
           }
-          const auto now = now_ns();
-          std::lock_guard<std::mutex> lock(mutex);
-          latency.record(static_cast<double>(now - timestamp_in(payload)) / 1000.0);
-          ++received;
-          last_received_ns = now;
+          while (PGnotify* n = PQnotifies(c.get())) {
+            std::string payload = n->extra;
+            PQfreemem(n);
+            if (spill) {
+              const char* id = payload.c_str();
+              payload = c.exec(select_sql.c_str(), {id});
+            }
+            const auto now = now_ns();
+            std::lock_guard<std::mutex> lock(self->mutex);
+            self->latency.record(static_cast<double>(now - timestamp_in(payload)) / 1000.0);
+            ++self->received;
+            self->last_received_ns = now;
+          }
+          std::lock_guard<std::mutex> lock(self->mutex);
+          if (!sending && (self->received >= sent || now_ns() > give_up_ns.load())) return;
         }
-        std::lock_guard<std::mutex> lock(mutex);
-        if (!sending && (received >= sent || now_ns() > give_up_ns.load())) return;
+      } catch (...) {
+        failure.record(std::current_exception());
       }
-    } catch (...) {
-      failure.record(std::current_exception());
-    }
-  });
+    });
+  }
   const auto pad = padding_for(size, config.text_body);
   double cpu_before = 0;
   std::optional<double> server_before;
@@ -119,7 +133,7 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
   // catch up.
   give_up_ns = now_ns() + (failure.failed() ? 0 : 30'000'000'000LL);
   sending = false;
-  receiving.join();
+  for (auto& t : receiving) t.join();
   if (spill) {
     try {
       sender.exec(fmt::format("DROP TABLE IF EXISTS {}", table).c_str());
@@ -131,13 +145,23 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
   Result r;
   r.name = "raw libpq";
   r.size = size;
-  r.delivered = received;
-  r.correct = received == count;
+  r.delivered = count;
+  r.correct = true;
+  std::int64_t last_received_ns = start_ns;
+  for (auto& receiver : receivers) {
+    std::lock_guard<std::mutex> lock(receiver->mutex);
+    r.delivered = std::min(r.delivered, receiver->received);
+    r.correct = r.correct && receiver->received == count;
+    last_received_ns = std::max(last_received_ns, receiver->last_received_ns);
+    r.latency.merge(receiver->latency);
+  }
+  // Per receiver: each has every message.
   r.delivered_per_second =
-      static_cast<double>(received) * 1e9 /
+      static_cast<double>(r.delivered) * 1e9 /
       static_cast<double>(std::max<std::int64_t>(1, last_received_ns - start_ns));
-  r.latency = std::move(latency);
-  const double per_1000 = 1000.0 / static_cast<double>(std::max<std::size_t>(1, received));
+  // Per message delivered to a receiver, as for syncbus.
+  const double per_1000 =
+      1000.0 / static_cast<double>(std::max<std::size_t>(1, count * receivers.size()));
   r.process_cpu_per_1000 = (process_cpu() - cpu_before) * per_1000;
   if (const auto server_after = server_cpu(postmaster); server_after && server_before) {
     r.server_cpu_per_1000 = (*server_after - *server_before) * per_1000;

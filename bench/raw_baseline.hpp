@@ -1,8 +1,9 @@
 #pragma once
 // The baseline: the same work done with plain libpq, one pg_notify per
 // transaction (for bodies that do not fit a payload: one INSERT and a
-// pg_notify of the row id, and the listener SELECTs each row), one sender,
-// one listener connection.
+// pg_notify of the row id, and each listener SELECTs each row), one sender,
+// as many listening connections as syncbus has receiving buses
+// (Config::receivers).
 
 #include <libpq-fe.h>
 

@@ -45,7 +45,7 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
   auto publisher_options = options;
   publisher_options.listen = config.publisher_listens;
   syncbus::PostgresClusterBus publisher(publisher_options);
-  constexpr int receiver_count = 2;
+  const auto receiver_count = static_cast<std::size_t>(config.receivers);
   // Flow control, as a producer that must not outrun its consumers would
   // have: no more than max_lag messages published and not yet delivered
   // everywhere. Without it, a fast enough producer makes the listeners fall
@@ -65,8 +65,9 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
   // polling (16 threads polling every 200 us cost more CPU than the buses
   // they measured, on a machine where the server needs it too).
   struct Lag {
+    explicit Lag(std::size_t receivers) : received(receivers) {}
     std::atomic<std::size_t> issued{0};
-    std::array<std::atomic<std::size_t>, receiver_count> received{};
+    std::vector<std::atomic<std::size_t>> received;  // per receiver
     std::atomic<int> waiting{0};
     std::mutex mutex;
     std::condition_variable caught_up;
@@ -76,7 +77,7 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
       const auto out = issued.load();
       return out > slowest ? out - slowest : 0;
     }
-  } lag;
+  } lag(receiver_count);
   struct Receiver {
     std::unique_ptr<syncbus::PostgresClusterBus> bus;
     syncbus::Subscription subscription;
@@ -88,11 +89,11 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
     std::int64_t last_ns = 0;
   };
   std::vector<std::unique_ptr<Receiver>> receivers;
-  for (int i = 0; i < receiver_count; ++i) {
+  for (std::size_t i = 0; i < receiver_count; ++i) {
     auto receiver = std::make_unique<Receiver>();
     receiver->bus = std::make_unique<syncbus::PostgresClusterBus>(options);
     auto* self = receiver.get();
-    auto* count = &lag.received[static_cast<std::size_t>(i)];
+    auto* count = &lag.received[i];
     receiver->subscription =
         receiver->bus->subscribe([self, count, &lag, max_lag](const syncbus::ClusterMessage& m) {
           const auto now = now_ns();
@@ -235,7 +236,10 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
   }
   result.delivered_per_second = static_cast<double>(result.delivered) * 1e9 /
                                 static_cast<double>(std::max<std::int64_t>(1, last_ns - start_ns));
-  const double per_1000 = 1000.0 / static_cast<double>(std::max<std::size_t>(1, total));
+  // Per message delivered to a receiver: a message to N receivers is N
+  // deliveries, on either side.
+  const double per_1000 =
+      1000.0 / static_cast<double>(std::max<std::size_t>(1, total * receiver_count));
   result.process_cpu_per_1000 = (process_cpu() - cpu_before) * per_1000;
   if (const auto server_after = server_cpu(postmaster); server_after && server_before) {
     result.server_cpu_per_1000 = (*server_after - *server_before) * per_1000;
