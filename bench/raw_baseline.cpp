@@ -23,9 +23,26 @@ std::int64_t timestamp_in(const std::string& text) {
   return at == std::string::npos ? 0 : std::stoll(text.substr(at + 4));
 }
 
+// `bodies` as a PostgreSQL text[] literal: each element quoted, with its
+// backslashes and quotes escaped.
+std::string array_literal(const std::vector<std::string>& bodies) {
+  std::string out = "{";
+  for (const auto& body : bodies) {
+    if (out.size() > 1) out += ',';
+    out += '"';
+    for (const char c : body) {
+      if (c == '"' || c == '\\') out += '\\';
+      out += c;
+    }
+    out += '"';
+  }
+  return out + "}";
+}
+
 }  // namespace
 
-Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, int postmaster) {
+Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, int postmaster,
+               std::size_t batch) {
   const std::string channel = fmt::format("syncbus_bench_raw_{}", ::getpid());
   // This process's own table: another benchmark on the same database keeps
   // its own.
@@ -36,6 +53,10 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
       "FROM s",
       table);
   const bool spill = size + 64 >= syncbus::PostgresClusterBus::notify_payload_limit;
+  // Identical payloads in one transaction collapse into one: each body of a
+  // batch carries its index.
+  const bool batched = batch > 1 && !spill && !rate;
+  std::size_t transactions = 0;
   RawConnection sender(config.conninfo);
   std::atomic<bool> sending{true};
   std::atomic<std::size_t> sent{0};
@@ -117,15 +138,31 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
     server_before = server_cpu(postmaster);
     rss_before = resident_kb();
     start_ns = now_ns();
-    count = drive(std::chrono::duration<double>(config.seconds), rate, failure, [&](std::size_t) {
-      const auto body = fmt::format(R"({{"t":{},"pad":"{}"}})", now_ns(), pad);
-      if (spill) {
-        sender.exec(insert_sql.c_str(), {channel.c_str(), body.c_str()});
-      } else {
-        sender.exec("SELECT pg_notify($1, $2)", {channel.c_str(), body.c_str()});
-      }
-      ++sent;
-    });
+    const auto statements =
+        drive(std::chrono::duration<double>(config.seconds), rate, failure, [&](std::size_t) {
+          if (batched) {
+            std::vector<std::string> bodies;
+            bodies.reserve(batch);
+            const auto t = now_ns();
+            for (std::size_t i = 0; i < batch; ++i) {
+              bodies.push_back(fmt::format(R"({{"t":{},"pad":"{}","i":{}}})", t, pad, i));
+            }
+            const auto array = array_literal(bodies);
+            sender.exec("SELECT pg_notify($1, b) FROM unnest($2::text[]) b",
+                        {channel.c_str(), array.c_str()});
+            sent += batch;
+            return;
+          }
+          const auto body = fmt::format(R"({{"t":{},"pad":"{}"}})", now_ns(), pad);
+          if (spill) {
+            sender.exec(insert_sql.c_str(), {channel.c_str(), body.c_str()});
+          } else {
+            sender.exec("SELECT pg_notify($1, $2)", {channel.c_str(), body.c_str()});
+          }
+          ++sent;
+        });
+    count = statements * (batched ? batch : 1);
+    transactions = statements;
   } catch (...) {
     failure.record(std::current_exception());
   }
@@ -143,7 +180,7 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
   }
   failure.rethrow_if_failed(fmt::format("raw libpq, {} bytes", size));
   Result r;
-  r.name = "raw libpq";
+  r.name = batched ? fmt::format("raw libpq, {} per statement", batch) : "raw libpq";
   r.size = size;
   r.delivered = count;
   r.correct = true;
@@ -167,7 +204,7 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
     r.server_cpu_per_1000 = (*server_after - *server_before) * per_1000;
   }
   r.rss_growth_kb = resident_kb() - rss_before;
-  r.transactions = count;
+  r.transactions = transactions;
   return r;
 }
 

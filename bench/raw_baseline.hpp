@@ -55,6 +55,10 @@ class RawConnection {
 
 /// One baseline run of `size`-byte messages: at saturation, or at `rate`
 /// per second. `postmaster`: the server's process, for its CPU (0: none).
-Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, int postmaster);
+/// `batch` > 1 (sizes that fit a payload, at saturation): the ceiling of
+/// hand-written batching, `batch` pg_notify calls per statement, each
+/// message stamped when its statement is sent.
+Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, int postmaster,
+               std::size_t batch = 1);
 
 }  // namespace syncbus::bench

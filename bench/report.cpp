@@ -66,6 +66,12 @@ void print(const Result& r, const Result* raw) {
   }
 }
 
+void print_ceiling(const Result& ceiling, const Result& best) {
+  print(ceiling, nullptr);
+  std::cout << fmt::format("{:<30} {:>6} {:>11} {:>9.2f}x\n", "  " + best.name + " vs it", "", "",
+                           best.delivered_per_second / ceiling.delivered_per_second);
+}
+
 void print_memory(const Result& r) {
   if (!r.rss_after_warmup_kb.empty()) {
     const auto [low, high] =

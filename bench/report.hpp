@@ -11,6 +11,9 @@ void print_header();
 void pool(Result& all, const Result& round);
 /// Prints `r`, and when given, its ratios to `raw`.
 void print(const Result& r, const Result* raw);
+/// Prints the hand-batched ceiling and how far `best` (syncbus's fastest
+/// run of the size) reaches toward it.
+void print_ceiling(const Result& ceiling, const Result& best);
 /// Prints how the resident size went in a long run, and how it grew.
 void print_memory(const Result& r);
 
