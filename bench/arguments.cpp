@@ -23,25 +23,27 @@ const char* const usage_text =
     "usage: syncbus bench [--db CONNINFO] [--seconds S] [--sizes 200,2000,20000]\n"
     "                     [--threads 1,4,16] [--window 64] [--blocking 16|none]\n"
     "                     [--rate 1000] [--rounds 4] [--max-lag-bytes 16777216]\n"
-    "                     [--receivers 2] [--publisher-listens] [--body repeated|text]\n"
-    "                     [--check]\n"
+    "                     [--receivers 2] [--spill overflow|always] [--publisher-listens]\n"
+    "                     [--body repeated|text] [--check]\n"
     "\n"
     "Measures syncbus against a raw libpq baseline on the same server, in one run:\n"
     "throughput delivered to each receiver, latency percentiles at saturation and\n"
     "at --rate messages/s, CPU per 1,000 messages delivered to a receiver (this\n"
     "process and the server), for each message size. Both sides have --receivers\n"
     "receivers (syncbus: receiving buses; raw: listening connections, each\n"
-    "fetching the rows of spilled sizes), so that they do the same work. At saturation each of "
-    "--threads publishes with\n"
-    "publish_async, --window messages in flight; --blocking threads call publish()\n"
-    "and wait; senders pause while --max-lag-bytes are published and not yet\n"
-    "delivered. The paced runs alternate raw and syncbus --rounds times, each for\n"
-    "--seconds / 2, and pool the rounds. --rate 0 skips them. The connection\n"
-    "string: --db, or a first argument, or $DATABASE_URL. The publishing bus is\n"
-    "publish-only (listen = false) unless\n"
-    "--publisher-listens. --body: each body's padding is one repeated character\n"
-    "(the default) or text of pseudo-random words, which compresses like prose.\n"
-    "--check: exit 1 unless every receiver got every message once, in order.\n"
+    "fetching the rows of spilled sizes), so that they do the same work. --spill\n"
+    "always: syncbus in its durable mode, every message through the spill table,\n"
+    "against raw libpq INSERTing every message and NOTIFYing its id. At\n"
+    "saturation each of --threads publishes with publish_async, --window messages\n"
+    "in flight; --blocking threads call publish() and wait; senders pause while\n"
+    "--max-lag-bytes are published and not yet delivered. The paced runs\n"
+    "alternate raw and syncbus --rounds times, each for --seconds / 2, and pool\n"
+    "the rounds; --rate 0 skips them. The connection string: --db, or a first\n"
+    "argument, or $DATABASE_URL. The publishing bus is publish-only (listen =\n"
+    "false) unless --publisher-listens. --body: each body's padding is one\n"
+    "repeated character (the default) or text of pseudo-random words, which\n"
+    "compresses like prose. --check: exit 1 unless every receiver got every\n"
+    "message once, in order.\n"
     "See docs/BENCHMARKS.md.\n";
 
 Config parse_arguments(const std::vector<std::string>& args) {
@@ -55,7 +57,7 @@ Config parse_arguments(const std::vector<std::string>& args) {
   }
   const cli::CommandLine line(args,
                               {"db", "seconds", "sizes", "threads", "blocking", "window",
-                               "max-lag-bytes", "rate", "rounds", "body", "receivers"},
+                               "max-lag-bytes", "rate", "rounds", "body", "receivers", "spill"},
                               {"publisher-listens", "check", "help"});
   Config config;
   config.help = line.has("help");
@@ -95,6 +97,12 @@ Config parse_arguments(const std::vector<std::string>& args) {
       throw cli::usage_error("--body takes repeated or text, not " + *v);
     }
     config.text_body = *v == "text";
+  }
+  if (auto v = line.value("spill")) {
+    if (*v != "overflow" && *v != "always") {
+      throw cli::usage_error("--spill takes overflow or always, not " + *v);
+    }
+    config.spill_always = *v == "always";
   }
   config.check = line.has("check");
   // The connection string: --db, as every syncbus command takes it, or the

@@ -24,6 +24,10 @@ struct Config {
   // baseline as receiving buses for syncbus, each doing the same work (for
   // spilled sizes, each fetches every row), so that the two sides compare.
   int receivers = 2;
+  // --spill always: the durable mode, every message through the spill table,
+  // against a raw baseline that INSERTs every message and NOTIFYs its id
+  // (each raw receiver fetching every row).
+  bool spill_always = false;
   int rate = 1000;
   // The paced runs alternate raw and syncbus this many times, each for
   // seconds / 2: both then see the same moments of a noisy machine.

@@ -125,7 +125,8 @@ int run_benchmark(const std::vector<std::string>& args, std::function<bool()> in
       // as many messages to a statement as syncbus's fastest run put in a
       // transaction. Not a baseline: what batching can give at most.
       if (best && best->transactions > 0 &&
-          size + 64 < syncbus::PostgresClusterBus::notify_payload_limit && !stop_requested()) {
+          size + 64 < syncbus::PostgresClusterBus::notify_payload_limit && !config.spill_always &&
+          !stop_requested()) {
         const auto per_statement = std::max<std::size_t>(
             2, static_cast<std::size_t>(static_cast<double>(best->delivered) /
                                             static_cast<double>(best->transactions) +

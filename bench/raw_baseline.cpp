@@ -52,7 +52,8 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
       "WITH s AS (INSERT INTO {} (body) VALUES ($2) RETURNING id) SELECT pg_notify($1, id::text) "
       "FROM s",
       table);
-  const bool spill = size + 64 >= syncbus::PostgresClusterBus::notify_payload_limit;
+  const bool spill =
+      config.spill_always || size + 64 >= syncbus::PostgresClusterBus::notify_payload_limit;
   // Identical payloads in one transaction collapse into one: each body of a
   // batch carries its index.
   const bool batched = batch > 1 && !spill && !rate;

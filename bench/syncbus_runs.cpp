@@ -32,6 +32,7 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
   syncbus::PostgresBusOptions options;
   options.conninfo = config.conninfo;
   options.channel = channel;
+  if (config.spill_always) options.spill = syncbus::SpillMode::always;
   std::mutex errors_mutex;
   std::vector<std::string> errors;
   options.on_error = [&](const std::exception& e) {
@@ -208,8 +209,8 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
     std::this_thread::sleep_for(1ms);
   }
   Result result;
-  result.name = fmt::format("syncbus, {} thread{}{}", threads, threads == 1 ? "" : "s",
-                            blocking ? ", blocking" : "");
+  result.name = fmt::format("syncbus{}, {} thread{}{}", config.spill_always ? " always" : "",
+                            threads, threads == 1 ? "" : "s", blocking ? ", blocking" : "");
   failure.rethrow_if_failed(fmt::format("{}, {} bytes", result.name, size));
   result.size = size;
   result.delivered = total;
