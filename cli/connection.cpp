@@ -9,6 +9,7 @@
 
 #include <pqxx/nontransaction>
 
+#include "bus_config.hpp"
 #include "conninfo.hpp"
 #include "identifiers.hpp"
 
@@ -97,6 +98,16 @@ PostgresBusOptions bus_options(const Connection& where) {
   return options;
 }
 
+void check_bus_options(const PostgresBusOptions& options) {
+  try {
+    detail::BusConfig::resolve(options);
+  } catch (const configuration_error& e) {
+    std::string what = in_command_line_terms(e.what());
+    if (what.rfind("syncbus: ", 0) == 0) what.erase(0, 9);
+    throw usage_error(what);
+  }
+}
+
 std::vector<std::pair<std::string, std::string>> identifiers(const Connection& where) {
   // Named as the user gave them: by their flags.
   return {{"--channel", where.channel}, {"--schema", where.schema}, {"--table", where.table}};
@@ -125,6 +136,8 @@ std::string in_command_line_terms(std::string message) {
       {"PostgresBusOptions::secrets", "--secret-file"},
       {"PostgresBusOptions::max_message_bytes", "--max-bytes"},
       {"PostgresBusOptions::instance_id", "--name"},
+      {"PostgresBusOptions::create_spill_table is false",
+       "this command creates no table (a bus or a migration does: docs/OPERATIONS.md)"},
       {"PostgresBusOptions::query_timeout", "--timeout"},
       {"PostgresBusOptions::publish_timeout", "--timeout"},
   };

@@ -52,6 +52,11 @@ std::unique_ptr<detail::Session> open_session(const Connection& where,
 /// secrets (the rest as a bus's defaults).
 PostgresBusOptions bus_options(const Connection& where);
 
+/// Checks `options` as a bus would (detail::BusConfig::resolve) before
+/// anything connects: what the command line set wrong is a usage_error
+/// naming its flag (--name, --max-bytes, ...), not a bus's error.
+void check_bus_options(const PostgresBusOptions& options);
+
 /// The names a Connection gives PostgreSQL, each with its flag (--channel).
 std::vector<std::pair<std::string, std::string>> identifiers(const Connection& where);
 /// Throws usage_error naming the first of them that PostgreSQL would not

@@ -187,9 +187,15 @@ int run_doctor(const Arguments& args) {
     } else {
       report.ok(fmt::format("the NOTIFY queue is {:.3f}% full", queue_usage * 100));
     }
-    const auto listeners = detail::sessions_listening(*connection, where.channel).size();
+    const auto found = detail::sessions_listening(*connection, where.channel);
+    const auto listeners = found.sessions.size();
     if (listeners > 0) {
       report.ok(fmt::format("{} session(s) listen on channel \"{}\"", listeners, where.channel));
+    } else if (found.hidden > 0) {
+      report.warn(fmt::format(
+          "no session this role can see listens on channel \"{}\"; it may not see what {} "
+          "session(s) of other roles run (pg_read_all_stats would show them)",
+          where.channel, found.hidden));
     } else {
       report.warn(fmt::format(
           "nothing listens on channel \"{}\" yet (fine before the first bus starts; otherwise "

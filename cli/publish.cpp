@@ -90,7 +90,8 @@ int run_publish(const Arguments& args) {
   // What the bus has to say goes through its log hook, to stderr.
   if (line.has("verbose")) {
     options.log = [](LogLevel level, const std::string& message) {
-      std::cerr << "syncbus publish: [" << to_string(level) << "] " << message << '\n';
+      std::cerr << "syncbus publish: [" << to_string(level) << "] "
+                << in_command_line_terms(message) << '\n';
     };
   }
   if (line.has("timeout")) {
@@ -106,6 +107,7 @@ int run_publish(const Arguments& args) {
   // A short-lived publisher: no timers.
   options.heartbeat_interval = std::chrono::milliseconds(0);
   options.queue_usage_interval = std::chrono::milliseconds(0);
+  check_bus_options(options);
   PostgresClusterBus bus(options);
 
   // Through the same pipeline an engine uses: in order, several to a
@@ -119,8 +121,8 @@ int run_publish(const Arguments& args) {
       outcomes[i].get();
     } catch (const std::exception& e) {
       ++failed;
-      std::cerr << "syncbus publish: message " << i + 1 << " was not published: " << e.what()
-                << '\n';
+      std::cerr << "syncbus publish: message " << i + 1
+                << " was not published: " << in_command_line_terms(e.what()) << '\n';
     }
   }
   if (line.has("verbose") || failed > 0) {

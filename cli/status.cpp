@@ -145,8 +145,10 @@ nlohmann::json read_status(const Connection& where, std::vector<std::string>& pr
         connection.quote_name(where.schema) + "." + connection.quote_name(where.table);
     report["spill_table"] = spill_table_status(connection, table, where.channel, problems);
 
-    const auto listeners = detail::sessions_listening(connection, where.channel);
+    const auto found = detail::sessions_listening(connection, where.channel);
+    const auto& listeners = found.sessions;
     report["listeners"] = nlohmann::json::array();
+    report["hidden_sessions"] = found.hidden;
     for (const auto& l : listeners) {
       report["listeners"].push_back({{"pid", l.pid},
                                      {"application_name", l.application_name},
@@ -154,7 +156,16 @@ nlohmann::json read_status(const Connection& where, std::vector<std::string>& pr
                                      {"since", l.since},
                                      {"state", l.state}});
     }
-    if (listeners.empty()) {
+    if (listeners.empty() && found.hidden > 0) {
+      // Not "nothing listens": this role cannot tell.
+      problems.push_back(fmt::format(
+          "cannot tell whether anything listens on channel \"{}\": no session this role can see "
+          "listens on it, and it may not see what {} session(s) of other roles run. If the "
+          "buses run as another role, run status as that role, or as a member of "
+          "pg_read_all_stats; otherwise check the name (buses use \"{}\" unless configured "
+          "otherwise)",
+          where.channel, found.hidden, bus_defaults.channel));
+    } else if (listeners.empty()) {
       problems.push_back(fmt::format(
           "nothing listens on channel \"{}\" (is the name right? buses use \"{}\" unless "
           "configured otherwise)",
@@ -193,11 +204,10 @@ int run_status(const Arguments& args) {
     }
     if (!line.has("json")) throw;
     // A monitor reading stdout gets JSON whatever happened.
-    std::cout << nlohmann::json{{"channel", where.channel},
-                                {"error", e.what()},
-                                {"problems", {e.what()}}}
-                     .dump(2)
-              << '\n';
+    const auto said = in_command_line_terms(e.what());
+    std::cout
+        << nlohmann::json{{"channel", where.channel}, {"error", said}, {"problems", {said}}}.dump(2)
+        << '\n';
     return exit_problem;
   }
   report["problems"] = problems;
@@ -220,7 +230,11 @@ int run_status(const Arguments& args) {
     }
     std::cout << fmt::format("\nNOTIFY queue {:.3f}% used\n",
                              report["notify_queue_usage"].get<double>() * 100);
-    std::cout << fmt::format("listeners    {}\n", report["listeners"].size());
+    const auto hidden = report["hidden_sessions"].get<std::size_t>();
+    std::cout << fmt::format(
+        "listeners    {}{}\n", report["listeners"].size(),
+        hidden > 0 ? fmt::format(" (this role cannot see what {} other session(s) run)", hidden)
+                   : "");
     for (const auto& l : report["listeners"]) {
       std::cout << fmt::format("  pid {:<7} {:<40} from {} since {}\n", l["pid"].get<int>(),
                                l["application_name"].get<std::string>(),

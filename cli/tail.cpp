@@ -12,8 +12,10 @@
 #include <poll.h>
 #include <nlohmann/json.hpp>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdint>
+#include <cstring>
 #include <ctime>
 #include <iostream>
 #include <mutex>
@@ -85,8 +87,15 @@ class Printer {
   };
   explicit Printer(Settings settings) : settings_(settings) {}
 
-  /// Readable once `count` messages are printed.
+  /// Readable once `count` messages are printed, or once a line could not
+  /// be written (write_failed()).
   int done_fd() const noexcept { return done_.fd(); }
+  /// Why standard output refused a line ("" while it takes them): a full
+  /// disk, a closed descriptor, a reader gone (with SIGPIPE ignored).
+  std::string write_failed() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return write_error_;
+  }
 
   void payload(const detail::Notification& notification) {
     line(notification.payload);
@@ -134,8 +143,15 @@ class Printer {
  private:
   void line(const std::string& text) {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (stopped_) return;  // no line past --count
+    if (stopped_) return;  // no line past --count, or past a failed write
+    errno = 0;
     std::cout << text << '\n' << std::flush;
+    if (!std::cout) {
+      // A tail that cannot print loses every message: it stops and says so.
+      write_error_ = errno != 0 ? std::strerror(errno) : "the stream failed";
+      stopped_ = true;
+      done_.signal();
+    }
   }
   void counted() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -146,15 +162,17 @@ class Printer {
   }
 
   const Settings settings_;
-  std::mutex mutex_;
+  mutable std::mutex mutex_;
   std::uint64_t printed_ = 0;
   bool stopped_ = false;
+  std::string write_error_;
   detail::WakeFd done_;
 };
 
 }  // namespace
 
 int run_tail(const Arguments& args) {
+  const int stop_fd = interrupt_fd();  // first: Ctrl-C is a clean stop from the start
   CommandLine line = [&] {
     auto valued = connection_options();
     valued.insert(valued.end(), {"max-bytes", "name", "count"});
@@ -180,8 +198,10 @@ int run_tail(const Arguments& args) {
   }
   options.log_level = LogLevel::warning;
   options.log = [](LogLevel level, const std::string& message) {
-    std::cerr << "syncbus tail: [" << to_string(level) << "] " << message << '\n';
+    std::cerr << "syncbus tail: [" << to_string(level) << "] " << in_command_line_terms(message)
+              << '\n';
   };
+  check_bus_options(options);
 
   Printer::Settings shown;
   shown.heartbeats = line.has("heartbeats");
@@ -195,12 +215,16 @@ int run_tail(const Arguments& args) {
   } else {
     tap.on_delivered = [&](const detail::Inbound& item) { printer.delivered(item); };
   }
-  const int stop_fd = interrupt_fd();
   detail::BusParts bus(std::move(options), std::move(tap));
   std::cerr << "syncbus tail: listening on channel \"" << where.channel << "\" (Ctrl-C to stop)\n";
   pollfd waits[2] = {{stop_fd, POLLIN, 0}, {printer.done_fd(), POLLIN, 0}};
   while (!interrupted() && waits[1].revents == 0) ::poll(waits, 2, -1);
   bus.close();
+  if (const auto why = printer.write_failed(); !why.empty()) {
+    std::cerr << "syncbus tail: cannot write to standard output (" << why
+              << "): stopped, as every message from here on would be lost\n";
+    return exit_problem;
+  }
   return exit_ok;
 }
 

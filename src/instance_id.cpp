@@ -34,7 +34,8 @@ std::string new_instance_id(const std::string& name) {
   if (name.empty()) return random_hex(14);
   if (name.size() > max_instance_name_length || !is_plain_instance_id(name)) {
     throw configuration_error(fmt::format(
-        "syncbus: instance_id \"{}\" is invalid: use 1 to {} characters of A-Z a-z 0-9 . _ : - "
+        "syncbus: PostgresBusOptions::instance_id \"{}\" is invalid: use 1 to {} characters of "
+        "A-Z a-z 0-9 . _ : - "
         "(or leave it empty for a random id)",
         name.size() > 80 ? name.substr(0, 80) + "..." : name, max_instance_name_length));
   }

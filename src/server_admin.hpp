@@ -38,12 +38,25 @@ struct ListeningSession {
   std::string state;
 };
 
-/// The other sessions that listen on `channel`, oldest first: a bus's
-/// listener, whose last statement in pg_stat_activity always carries its
-/// listener_tag(), busy or idle (`syncbus tail` is one); and any session
-/// whose last statement was `LISTEN "<channel>"` (psql, other clients).
-std::vector<ListeningSession> sessions_listening(pqxx::connection_base& session,
-                                                 std::string_view channel);
+/// True when `statement` (a session's last, as pg_stat_activity shows it)
+/// is a LISTEN on `channel`, as the server reads it: the keyword in any
+/// case, after white space and comments; the name quoted (exactly, `""`
+/// for a quote) or not (folded to lower case); an optional semicolon.
+bool is_listen_on(std::string_view statement, std::string_view channel);
+
+/// The sessions that listen on `channel` as far as this role can see.
+struct ChannelListeners {
+  /// Oldest first: every syncbus listener of the channel, whose statements
+  /// all begin with its listener_tag(), busy or idle (`syncbus tail` is
+  /// one); and any other session whose last statement was a LISTEN on it
+  /// (is_listen_on) outside a transaction (one inside has not taken effect).
+  std::vector<ListeningSession> sessions;
+  /// Sessions whose statements this role may not see (other roles', to one
+  /// without pg_read_all_stats; PostgreSQL hides their application_name
+  /// too): any of them may listen on the channel.
+  std::size_t hidden = 0;
+};
+ChannelListeners sessions_listening(pqxx::connection_base& session, std::string_view channel);
 
 /// Terminates other sessions whose application_name starts with "syncbus:"
 /// and that have been idle in a transaction (their notifications wait, and

@@ -244,6 +244,29 @@ TEST_F(CliTest, WithoutDbOrDatabaseUrlLibpqsEnvironmentIsUsedAndErrorsNameTheFla
   }
 }
 
+// Found from outside: `--name 'my tail'` exited 1 naming `instance_id`, and
+// `--max-bytes 1e3` was read as 1. A bad value is the command line's fault:
+// exit 2, naming the flag, before anything connects.
+TEST_F(CliTest, ABadNameOrNumberIsRefusedByItsFlag) {
+  const std::string nowhere = "host=127.0.0.1 port=1 connect_timeout=2";
+  for (const std::vector<std::string>& args :
+       {std::vector<std::string>{"tail", "--db", nowhere, "--name", "my tail"},
+        std::vector<std::string>{"publish", "--db", nowhere, "--name", "my tail", "{}"},
+        std::vector<std::string>{"tail", "--db", nowhere, "--max-bytes", "1e3"},
+        std::vector<std::string>{"tail", "--db", nowhere, "--max-bytes", "-1"},
+        std::vector<std::string>{"tail", "--db", nowhere, "--max-bytes", "99999999999999999999999"},
+        std::vector<std::string>{"tail", "--db", nowhere, "--max-bytes", "0"},
+        std::vector<std::string>{"tail", "--db", nowhere, "--count", "two"}}) {
+    const auto outcome = run(args);
+    const auto flag = args[3];
+    EXPECT_EQ(outcome.exit_code, 2)
+        << args[0] << " " << flag << " " << args[4] << ": " << outcome.err;
+    EXPECT_TRUE(contains(outcome.err, flag)) << outcome.err;
+    EXPECT_FALSE(contains(outcome.err, "PostgresBusOptions")) << outcome.err;
+    EXPECT_FALSE(contains(outcome.err, "instance_id")) << outcome.err;
+  }
+}
+
 TEST_F(CliTest, ANameTooLongForPostgresIsRefusedByItsFlagBeforeConnecting) {
   // A CLI user set --table, not PostgresBusOptions::spill_table: the error
   // names what they typed. The conninfo points nowhere, so a command that
@@ -405,6 +428,23 @@ TEST_F(CliTest, TailPutsTheMetadataFirstLeavesTheBodyOutOnRequestAndStopsAfterCo
   bare.signal(SIGINT);
   bare.read_for(5s);
   EXPECT_EQ(bare.wait(), 0);
+}
+
+// Found from outside: a tail whose output could not be written (a full
+// disk, a closed stdout, a reader gone with SIGPIPE ignored) lost every
+// message silently and exited 0. It stops, says why, and exits 1.
+TEST_F(CliTest, TailThatCannotWriteItsOutputStopsAndSaysSo) {
+  const auto channel = unique_channel("cli_tail_full");
+  Process tail(
+      {"/bin/sh", "-c",
+       "exec '" + cli_ + "' tail --db '" + url() + "' --channel " + channel + " > /dev/full"});
+  tail.read_for(10s, [&] { return contains(tail.err(), "listening on channel"); });
+  ASSERT_TRUE(contains(tail.err(), "listening on channel")) << tail.err();
+  EXPECT_EQ(run({"publish", "--db", url(), "--channel", channel, R"({"n":1})"}).exit_code, 0);
+  tail.read_for(10s);
+  ASSERT_TRUE(tail.ended_within(5s)) << tail.err();
+  EXPECT_EQ(tail.wait(), 1);
+  EXPECT_TRUE(contains(tail.err(), "cannot write to standard output")) << tail.err();
 }
 
 TEST_F(CliTest, BenchRunsAndStopsCleanlyOnCtrlC) {
@@ -644,6 +684,44 @@ TEST_F(CliTest, StatusFindsATailBusyOrIdleAndAnswersInJsonWhenTheServerIsDown) {
   EXPECT_EQ(scraped.exit_code, 1);
   EXPECT_TRUE(contains(scraped.out, "syncbus_status_up{channel=\"absolutejs_sync_cluster\"} 0\n"))
       << scraped.out;
+}
+
+// Found from outside: psql's `LISTEN "ch";` (a semicolon, or an unquoted
+// name) was "nothing listens"; a LISTEN inside an open transaction, which
+// has not taken effect, was a listener; and a role that may not see other
+// roles' statements was told to check the channel's name.
+TEST_F(CliTest, StatusReadsAListenAsTheServerDoesAndSaysWhenItCannotSee) {
+  const auto channel = unique_channel("cli_status_psql");
+  pqxx::connection by_hand(url());
+  pqxx::nontransaction(by_hand).exec("LISTEN " + by_hand.quote_name(channel) + ";");
+  const auto seen = run({"status", "--db", url(), "--channel", channel, "--json"});
+  EXPECT_EQ(seen.exit_code, 0) << seen.out << seen.err;
+
+  const auto unquoted = unique_channel("cli_status_lower");  // lower case already
+  pqxx::connection folded(url());
+  pqxx::nontransaction(folded).exec("listen " + unquoted);
+  EXPECT_EQ(run({"status", "--db", url(), "--channel", unquoted}).exit_code, 0);
+
+  const auto pending = unique_channel("cli_status_pending");
+  pqxx::connection in_transaction(url());
+  pqxx::work open(in_transaction);
+  open.exec("LISTEN " + in_transaction.quote_name(pending));
+  const auto not_yet = run({"status", "--db", url(), "--channel", pending});
+  EXPECT_EQ(not_yet.exit_code, 1) << "a LISTEN not committed listens to nothing\n" << not_yet.out;
+  EXPECT_TRUE(contains(not_yet.out, "nothing listens")) << not_yet.out;
+  open.abort();
+
+  // A bus of another role, which this role may not see the statements of.
+  PostgresClusterBus bus(options(channel, "status-hidden"));
+  pqxx::connection admin(url());
+  const auto role = "syncbus_t_status_blind_" + std::to_string(::getpid());
+  pqxx::nontransaction(admin).exec("CREATE ROLE " + role + " LOGIN");
+  const auto as_role = detail::with_connection_options(url(), {{"user", role}}, {});
+  const auto blind = run({"status", "--db", as_role, "--channel", channel});
+  EXPECT_EQ(blind.exit_code, 1);
+  EXPECT_TRUE(contains(blind.out, "cannot tell whether anything listens")) << blind.out;
+  EXPECT_FALSE(contains(blind.out, "nothing listens")) << blind.out;
+  pqxx::nontransaction(admin).exec("DROP ROLE " + role);
 }
 
 TEST_F(CliTest, DoctorPassesAGoodSetupAndNamesAMissingPrivilege) {
