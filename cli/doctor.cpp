@@ -179,6 +179,10 @@ int run_doctor(const Arguments& args) {
     } catch (const configuration_error& e) {
       report.fail(e.what());
     }
+    if (const auto problem = detail::read_only_problem(facts);
+        !problem.empty() && (publish || vacuum)) {
+      report.fail(problem);
+    }
     check_round_trip(where, *connection, report);
     check_table(*connection, where, publish, vacuum, listen, report);
     const auto queue_usage = detail::notification_queue_usage(*connection);

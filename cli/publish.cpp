@@ -7,7 +7,10 @@
 
 #include <future>
 #include <iostream>
+#include <set>
 #include <sstream>
+#include <string>
+#include <vector>
 
 #include "commands.hpp"
 #include "connection.hpp"
@@ -34,11 +37,64 @@ constexpr const char* usage_tail = R"(  --lines              one message per lin
   --help
 )";
 
+// What nlohmann::json would change without a word, found as it parses: an
+// integer beyond 64 bits (it becomes a rounded double) and a key given twice
+// in one object (the last one wins). The body sent must be the body given.
+class FidelityCheck final : public nlohmann::json_sax<nlohmann::json> {
+ public:
+  std::string problem;  // "" when there is none
+
+  bool null() override { return true; }
+  bool boolean(bool) override { return true; }
+  bool number_integer(number_integer_t) override { return true; }
+  bool number_unsigned(number_unsigned_t) override { return true; }
+  bool number_float(number_float_t, const string_t& raw) override {
+    if (raw.find_first_of(".eE") == std::string::npos) {
+      problem = "the integer " + raw +
+                " does not fit in 64 bits, and would be sent rounded: send it as a string";
+      return false;
+    }
+    return true;
+  }
+  bool string(string_t&) override { return true; }
+  bool binary(binary_t&) override { return true; }
+  bool start_object(std::size_t) override {
+    keys_.emplace_back();
+    return true;
+  }
+  bool key(string_t& name) override {
+    if (!keys_.back().insert(name).second) {
+      problem = "the key \"" + name +
+                "\" is given twice in one object, and only the last "
+                "would be sent";
+      return false;
+    }
+    return true;
+  }
+  bool end_object() override {
+    keys_.pop_back();
+    return true;
+  }
+  bool start_array(std::size_t) override { return true; }
+  bool end_array() override { return true; }
+  bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+    return false;
+  }
+
+ private:
+  std::vector<std::set<std::string>> keys_;
+};
+
 nlohmann::json parse_json(const std::string& text, const std::string& what) {
   auto value = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (value.is_discarded()) {
-    throw usage_error(what + " is not valid JSON (a string must be quoted: '\"hello\"')");
+    throw usage_error(what +
+                      " is not valid JSON (a string must be quoted: '\"hello\"'), or "
+                      "holds a number beyond a double's range");
   }
+  FidelityCheck check;
+  nlohmann::json::sax_parse(text, &check);
+  if (!check.problem.empty()) throw usage_error(what + ": " + check.problem);
   return value;
 }
 

@@ -43,6 +43,11 @@ BusParts::BusParts(PostgresBusOptions options, ChannelTap tap) : tap_(std::move(
         configure_session(*publishing_session, config.connection_statement_timeout());
         server = read_server_facts(*publishing_session);
         check_server(server);
+        if (opts.spill != SpillMode::never) {
+          if (const auto problem = read_only_problem(server); !problem.empty()) {
+            throw configuration_error("syncbus: " + problem);
+          }
+        }
         store_->ensure_table(*publishing_session, opts.create_spill_table);
         check_privileges(store_->missing_privileges(*publishing_session,
                                                     /*publishes=*/opts.spill != SpillMode::never,

@@ -11,8 +11,10 @@ ServerFacts read_server_facts(pqxx::connection_base& session) {
   pqxx::nontransaction query(session);
   const auto row = query.exec1(
       "SELECT current_setting('server_version_num')::int, current_setting('server_version'), "
-      "pg_is_in_recovery()");
-  return {row[0].as<int>(), row[1].as<std::string>(), row[2].as<bool>()};
+      "pg_is_in_recovery(), current_setting('transaction_read_only')::bool, "
+      "quote_ident(current_user)");
+  return {row[0].as<int>(), row[1].as<std::string>(), row[2].as<bool>(), row[3].as<bool>(),
+          row[4].as<std::string>()};
 }
 
 void check_server(const ServerFacts& facts) {
@@ -28,6 +30,17 @@ void check_server(const ServerFacts& facts) {
         "nothing is delivered. Connect the bus to the primary (with several hosts in the "
         "conninfo, add target_session_attrs=read-write)");
   }
+}
+
+std::string read_only_problem(const ServerFacts& facts) {
+  if (!facts.read_only || facts.in_recovery) return "";
+  return fmt::format(
+      "the sessions of role {0} are read-only (default_transaction_read_only = on, set for the "
+      "role, the database, or in PGOPTIONS): NOTIFY works, but spilled messages cannot be "
+      "written, nor old rows vacuumed. Turn it off for the bus's role: ALTER ROLE {0} SET "
+      "default_transaction_read_only = off; (or publish with SpillMode::never, which writes "
+      "nothing)",
+      facts.role);
 }
 
 void check_privileges(const std::vector<SpillStore::MissingPrivilege>& missing) {

@@ -24,6 +24,11 @@ struct ServerFacts {
   int version_num = 0;       // e.g. 150004
   std::string version;       // e.g. "15.4 (Debian 15.4-1)"
   bool in_recovery = false;  // a hot standby
+  /// The session's transactions are read-only (default_transaction_read_only,
+  /// set for the role, the database or in PGOPTIONS): NOTIFY works, writing
+  /// the spill table does not.
+  bool read_only = false;
+  std::string role;  // current_user, quoted as an identifier
 };
 
 /// Reads them over `session` (one round trip).
@@ -31,6 +36,11 @@ ServerFacts read_server_facts(pqxx::connection_base& session);
 
 /// Throws configuration_error when the server is too old or in recovery.
 void check_server(const ServerFacts& facts);
+
+/// What is wrong with read-only sessions for a bus that writes the spill
+/// table, and how to fix it ("" when they are not read-only). For the bus's
+/// start-up error and `syncbus doctor`.
+std::string read_only_problem(const ServerFacts& facts);
 
 /// Throws configuration_error listing every missing privilege and the
 /// statements that grant them; returns when nothing is missing.

@@ -28,7 +28,8 @@ auto run_with_deadline(DeadlineTimer& timer, int socket, std::chrono::millisecon
     if (guard.expired()) {
       throw timeout_error(fmt::format(
           "syncbus: no answer from PostgreSQL within {} ms while {}; the connection was "
-          "dropped and is replaced. Is the server frozen or unreachable?",
+          "dropped and is replaced. Is the server frozen or unreachable, or was the statement "
+          "waiting for a lock another session holds (see pg_locks)?",
           timeout.count(), describe()));
     }
     rethrow_as_syncbus_error(describe());

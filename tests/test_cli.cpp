@@ -517,6 +517,25 @@ TEST_F(CliTest, PublishRefusesABodyThatIsNotJsonAndSendsNothing) {
   EXPECT_FALSE(seen.wait_for_count(1, 300ms)) << "nothing is sent when any line is bad";
 }
 
+// Found from outside: publish sent 12345678901234567890123 as
+// 1.2345678901234568e+22, and {"a":1,"a":2} as {"a":2}, exit 0. The body
+// sent is the body given, or nothing is sent.
+TEST_F(CliTest, PublishRefusesABodyItWouldSendChanged) {
+  for (const auto* body : {R"({"n":12345678901234567890123})", R"({"n":-9223372036854775809})",
+                           R"({"a":1,"a":2})", R"([{"x":{"k":1,"k":1}}])"}) {
+    const auto outcome =
+        run({"publish", "--db", url(), "--channel", unique_channel("cli_fidelity"), body});
+    EXPECT_EQ(outcome.exit_code, 2) << body << ": " << outcome.err;
+    EXPECT_TRUE(contains(outcome.err, "does not fit in 64 bits") ||
+                contains(outcome.err, "is given twice"))
+        << outcome.err;
+  }
+  const auto fine = run({"publish", "--db", url(), "--channel", unique_channel("cli_fidelity"),
+                         R"({"n":18446744073709551615,"m":-9223372036854775808,"f":1.5e300,)"
+                         R"("a":{"k":1},"b":{"k":2}})"});
+  EXPECT_EQ(fine.exit_code, 0) << fine.err;
+}
+
 TEST_F(CliTest, VacuumPrintsTheCountOfRowsItRemoved) {
   const auto channel = unique_channel("cli_vacuum");
   const auto publish =
@@ -797,6 +816,34 @@ TEST_F(CliTest, ARoleThatMayOnlyInsertPassesDoctorForPublishingAndPublishes) {
   EXPECT_EQ(got[1].body, big) << "spilled through a table the role may not read";
   pqxx::nontransaction(admin).exec("DROP SCHEMA " + schema + " CASCADE; DROP OWNED BY " + role +
                                    "; DROP ROLE " + role);
+}
+
+// Found from outside: doctor passed a role whose sessions are read-only
+// (default_transaction_read_only = on), and publishing and vacuum then
+// failed. doctor says so, a bus that writes the table refuses to start with
+// the fix, and one that writes nothing (spill never) still works.
+TEST_F(CliTest, ReadOnlySessionsAreFoundByDoctorAndRefusedByABusThatWrites) {
+  testing::RoleThatCanBeKeptOut role(url(), "read_only_" + std::to_string(::getpid()));
+  role.set("default_transaction_read_only", "on");
+  const auto as_role = role.as_role(options("unused")).conninfo;
+  const auto doctor = run({"doctor", "--db", as_role, "--jobs", "publish"});
+  EXPECT_EQ(doctor.exit_code, 1) << doctor.out;
+  EXPECT_TRUE(contains(doctor.out, "are read-only")) << doctor.out;
+  EXPECT_TRUE(contains(doctor.out, "SET default_transaction_read_only = off")) << doctor.out;
+  EXPECT_EQ(run({"doctor", "--db", as_role, "--jobs", "listen"}).exit_code, 0)
+      << "listening writes nothing";
+
+  const auto channel = unique_channel("cli_read_only");
+  try {
+    PostgresClusterBus writer(role.as_role(options(channel)));
+    ADD_FAILURE() << "a bus that writes the spill table started on read-only sessions";
+  } catch (const configuration_error& e) {
+    EXPECT_TRUE(contains(e.what(), "default_transaction_read_only = off")) << e.what();
+  }
+  auto o = role.as_role(options(channel));
+  o.spill = SpillMode::never;
+  PostgresClusterBus inline_only(o);
+  inline_only.publish(nlohmann::json("NOTIFY works on read-only sessions"));
 }
 
 TEST_F(CliTest, DoctorFailsOnAnUnreachableServerWithoutShowingThePassword) {

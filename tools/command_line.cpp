@@ -57,9 +57,13 @@ std::chrono::milliseconds parse_duration(const std::string& option, const std::s
   const std::map<std::string, double> millis = {{"ms", 1},    {"s", 1000},    {"", 1000},
                                                 {"m", 60000}, {"h", 3600000}, {"d", 86400000}};
   const auto factor = millis.find(unit);
-  if (used == 0 || factor == millis.end() || number < 0) {
+  // Past about a century, PostgreSQL's intervals overflow: no age or
+  // timeout means that much.
+  constexpr double most_ms = 100.0 * 365 * 86400000;
+  if (used == 0 || factor == millis.end() || number < 0 || number * factor->second > most_ms) {
     throw usage_error("--" + option + " \"" + text +
-                      "\" is not a duration: give a number and a unit, e.g. 500ms, 60s, 5m, 2h");
+                      "\" is not a duration: give a number and a unit, e.g. 500ms, 60s, 5m, 2h "
+                      "(at most 100 years)");
   }
   return std::chrono::milliseconds(static_cast<long long>(number * factor->second));
 }
