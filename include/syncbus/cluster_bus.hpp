@@ -144,7 +144,9 @@ class SYNCBUS_API ClusterBus {
   /// Registers `handler` for every message that reaches this bus from now on
   /// (a message that reached it earlier, even one not yet handed to the other
   /// handlers, is not replayed to it). Delivery stops when the returned
-  /// Subscription is destroyed or unsubscribed. Throws closed_error after
+  /// Subscription is destroyed or unsubscribed: keep it for as long as the
+  /// handler should hear messages (one thrown away, as an unused return
+  /// value is at once, delivers nothing; hence [[nodiscard]]). Throws closed_error after
   /// close() and configuration_error for an empty handler (or on a bus made
   /// to publish only, such as PostgresBusOptions::listen = false).
   [[nodiscard]] virtual Subscription subscribe(MessageHandler handler) = 0;
