@@ -17,7 +17,7 @@ std::string cpu_text(const std::optional<double>& v) {
 
 void print_header() {
   std::cout << fmt::format(
-      "{:<30} {:>6} {:>11} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7}\n", "", "size",
+      "{:<37} {:>6} {:>11} {:>10} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>7} {:>7}\n", "", "size",
       "load", "msg/s", "p50 us", "p99 us", "p99.9", "max us", "cpu/1k", "srv/1k", "msg/tx", "ok");
 }
 
@@ -48,7 +48,7 @@ void print(const Result& r, const Result* raw) {
   const double per_tx =
       r.transactions ? static_cast<double>(r.delivered) / static_cast<double>(r.transactions) : 0;
   std::cout << fmt::format(
-      "{:<30} {:>6} {:>11} {:>10.0f} {:>8.0f} {:>8.0f} {:>8.0f} {:>8.0f} {:>8.3f} {:>8} {:>7.1f} "
+      "{:<37} {:>6} {:>11} {:>10.0f} {:>8.0f} {:>8.0f} {:>8.0f} {:>8.0f} {:>8.3f} {:>8} {:>7.1f} "
       "{:>7}\n",
       r.name, r.size, r.load, r.delivered_per_second, r.latency.at(0.5), r.latency.at(0.99),
       r.latency.at(0.999), r.latency.max(), r.process_cpu_per_1000, cpu_text(r.server_cpu_per_1000),
@@ -58,7 +58,7 @@ void print(const Result& r, const Result* raw) {
       return x.process_cpu_per_1000 + x.server_cpu_per_1000.value_or(0);
     };
     std::cout << fmt::format(
-        "{:<30} {:>6} {:>11} {:>9.2f}x {:>7.2f}x {:>7.2f}x {:>8} {:>8} {:>7.2f}x (cpu+srv)\n",
+        "{:<37} {:>6} {:>11} {:>9.2f}x {:>7.2f}x {:>7.2f}x {:>8} {:>8} {:>7.2f}x (cpu+srv)\n",
         "  vs raw", "", "", r.delivered_per_second / raw->delivered_per_second,
         r.latency.at(0.5) / std::max(1.0, raw->latency.at(0.5)),
         r.latency.at(0.99) / std::max(1.0, raw->latency.at(0.99)), "", "",
@@ -68,7 +68,7 @@ void print(const Result& r, const Result* raw) {
 
 void print_ceiling(const Result& ceiling, const Result& best) {
   print(ceiling, nullptr);
-  std::cout << fmt::format("{:<30} {:>6} {:>11} {:>9.2f}x\n", "  " + best.name + " vs it", "", "",
+  std::cout << fmt::format("{:<37} {:>6} {:>11} {:>9.2f}x\n", "  " + best.name + " vs it", "", "",
                            best.delivered_per_second / ceiling.delivered_per_second);
 }
 
@@ -77,7 +77,7 @@ void print_memory(const Result& r) {
     const auto [low, high] =
         std::minmax_element(r.rss_after_warmup_kb.begin(), r.rss_after_warmup_kb.end());
     std::cout << fmt::format(
-        "{:<30} resident size after the first minute, every 10 s: {} samples, {} to {} KB "
+        "{:<37} resident size after the first minute, every 10 s: {} samples, {} to {} KB "
         "(first {}, last {})\n",
         "", r.rss_after_warmup_kb.size(), *low, *high, r.rss_after_warmup_kb.front(),
         r.rss_after_warmup_kb.back());
@@ -90,10 +90,10 @@ void print_memory(const Result& r) {
           *std::max_element(r.rss_after_warmup_kb.begin() + i, r.rss_after_warmup_kb.begin() + end);
       minutes += fmt::format(" {:.1f}", highest / 1024.0);
     }
-    std::cout << fmt::format("{:<30} highest each minute, MB:{}\n", "", minutes);
+    std::cout << fmt::format("{:<37} highest each minute, MB:{}\n", "", minutes);
   }
   if (r.rss_growth_kb > 0) {
-    std::cout << fmt::format("{:<30} resident size grew {} KB\n", "", r.rss_growth_kb);
+    std::cout << fmt::format("{:<37} resident size grew {} KB\n", "", r.rss_growth_kb);
   }
 }
 
