@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -84,6 +85,49 @@ class Latencies {
   double max_ = 0;
 };
 
+struct Result;
+
+/// What one receiver of a run saw, written by its thread as messages arrive
+/// and read by the run when it ends. Both sides, raw and syncbus, keep one
+/// per receiver and pool them the same way (pool_into).
+class ReceiverTally {
+ public:
+  /// A message sent at `sent_ns` arrived at `now_ns`; with `sequence`, also
+  /// checks that it follows the one before.
+  void record(std::int64_t now_ns, std::int64_t sent_ns,
+              std::optional<std::uint64_t> sequence = std::nullopt) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    latency_.record(static_cast<double>(now_ns - sent_ns) / 1000.0);
+    if (sequence) {
+      in_order_ = in_order_ && *sequence == last_sequence_ + 1;
+      last_sequence_ = *sequence;
+    }
+    ++received_;
+    last_ns_ = now_ns;
+  }
+  std::size_t received() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return received_;
+  }
+  bool in_order() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return in_order_;
+  }
+  /// Pools `tallies` into `result`: delivered is the fewest any receiver
+  /// got, correct that each got all `sent` in order, the latency all of
+  /// theirs; returns when the last message arrived (`start_ns` if none).
+  static std::int64_t pool_into(Result& result, const std::vector<const ReceiverTally*>& tallies,
+                                std::size_t sent, std::int64_t start_ns);
+
+ private:
+  mutable std::mutex mutex_;
+  Latencies latency_;
+  std::size_t received_ = 0;
+  std::int64_t last_ns_ = 0;
+  std::uint64_t last_sequence_ = 0;
+  bool in_order_ = true;
+};
+
 struct Result {
   std::string name;
   std::size_t size = 0;
@@ -100,5 +144,20 @@ struct Result {
   std::uint64_t transactions = 0;
   bool correct = true;
 };
+
+inline std::int64_t ReceiverTally::pool_into(Result& result,
+                                             const std::vector<const ReceiverTally*>& tallies,
+                                             std::size_t sent, std::int64_t start_ns) {
+  result.delivered = sent;
+  std::int64_t last_ns = start_ns;
+  for (const auto* tally : tallies) {
+    std::lock_guard<std::mutex> lock(tally->mutex_);
+    result.delivered = std::min(result.delivered, tally->received_);
+    result.correct = result.correct && tally->in_order_ && tally->received_ == sent;
+    last_ns = std::max(last_ns, tally->last_ns_);
+    result.latency.merge(tally->latency_);
+  }
+  return last_ns;
+}
 
 }  // namespace syncbus::bench

@@ -69,10 +69,7 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
   struct Receiver {
     explicit Receiver(const std::string& conninfo) : connection(conninfo) {}
     RawConnection connection;
-    std::mutex mutex;
-    Latencies latency;
-    std::size_t received = 0;
-    std::int64_t last_received_ns = 0;
+    ReceiverTally tally;
   };
   std::vector<std::unique_ptr<Receiver>> receivers;
   for (int i = 0; i < config.receivers; ++i) {
@@ -98,14 +95,11 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
               const char* id = payload.c_str();
               payload = c.exec(select_sql.c_str(), {id});
             }
-            const auto now = now_ns();
-            std::lock_guard<std::mutex> lock(self->mutex);
-            self->latency.record(static_cast<double>(now - timestamp_in(payload)) / 1000.0);
-            ++self->received;
-            self->last_received_ns = now;
+            self->tally.record(now_ns(), timestamp_in(payload));
           }
-          std::lock_guard<std::mutex> lock(self->mutex);
-          if (!sending && (self->received >= sent || now_ns() > give_up_ns.load())) return;
+          if (!sending && (self->tally.received() >= sent || now_ns() > give_up_ns.load())) {
+            return;
+          }
         }
       } catch (...) {
         failure.record(std::current_exception());
@@ -183,16 +177,9 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
   Result r;
   r.name = batched ? fmt::format("raw libpq, {} per statement", batch) : "raw libpq";
   r.size = size;
-  r.delivered = count;
-  r.correct = true;
-  std::int64_t last_received_ns = start_ns;
-  for (auto& receiver : receivers) {
-    std::lock_guard<std::mutex> lock(receiver->mutex);
-    r.delivered = std::min(r.delivered, receiver->received);
-    r.correct = r.correct && receiver->received == count;
-    last_received_ns = std::max(last_received_ns, receiver->last_received_ns);
-    r.latency.merge(receiver->latency);
-  }
+  std::vector<const ReceiverTally*> tallies;
+  for (const auto& receiver : receivers) tallies.push_back(&receiver->tally);
+  const auto last_received_ns = ReceiverTally::pool_into(r, tallies, count, start_ns);
   // Per receiver: each has every message.
   r.delivered_per_second =
       static_cast<double>(r.delivered) * 1e9 /

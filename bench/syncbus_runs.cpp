@@ -82,12 +82,7 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
   struct Receiver {
     std::unique_ptr<syncbus::PostgresClusterBus> bus;
     syncbus::Subscription subscription;
-    std::mutex mutex;
-    Latencies latency;
-    std::uint64_t last_sequence = 0;
-    bool in_order = true;
-    std::size_t received = 0;
-    std::int64_t last_ns = 0;
+    ReceiverTally tally;
   };
   std::vector<std::unique_ptr<Receiver>> receivers;
   for (std::size_t i = 0; i < receiver_count; ++i) {
@@ -97,16 +92,7 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
     auto* count = &lag.received[i];
     receiver->subscription =
         receiver->bus->subscribe([self, count, &lag, max_lag](const syncbus::ClusterMessage& m) {
-          const auto now = now_ns();
-          const auto sent = m.body.at("t").get<std::int64_t>();
-          {
-            std::lock_guard<std::mutex> lock(self->mutex);
-            self->latency.record(static_cast<double>(now - sent) / 1000.0);
-            self->in_order = self->in_order && m.sequence == self->last_sequence + 1;
-            self->last_sequence = m.sequence;
-            ++self->received;
-            self->last_ns = now;
-          }
+          self->tally.record(now_ns(), m.body.at("t").get<std::int64_t>(), m.sequence);
           count->fetch_add(1);
           if (lag.waiting.load() > 0 && lag.behind() <= max_lag / 2) {
             std::lock_guard<std::mutex> lock(lag.mutex);
@@ -201,10 +187,7 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
   };
   for (;;) {
     bool done = true;
-    for (auto& r : receivers) {
-      std::lock_guard<std::mutex> lock(r->mutex);
-      done = done && r->received >= total;
-    }
+    for (auto& r : receivers) done = done && r->tally.received() >= total;
     if (done || Clock::now() > give_up || failure.failed() || buses_failed()) break;
     std::this_thread::sleep_for(1ms);
   }
@@ -213,25 +196,18 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
                             threads, threads == 1 ? "" : "s", blocking ? ", blocking" : "");
   failure.rethrow_if_failed(fmt::format("{}, {} bytes", result.name, size));
   result.size = size;
-  result.delivered = total;
-  std::int64_t last_ns = start_ns;
-  for (auto& r : receivers) {
-    std::lock_guard<std::mutex> lock(r->mutex);
-    result.delivered = std::min(result.delivered, r->received);
-    result.correct = result.correct && r->in_order && r->received == total;
-    last_ns = std::max(last_ns, r->last_ns);
-    result.latency.merge(r->latency);
-  }
+  std::vector<const ReceiverTally*> tallies;
+  for (const auto& r : receivers) tallies.push_back(&r->tally);
+  const auto last_ns = ReceiverTally::pool_into(result, tallies, total, start_ns);
   result.correct = result.correct && gaps == 0 && errors.empty();
   for (const auto& e : errors) std::cerr << "  error: " << e << "\n";
   if (!result.correct) {
     for (auto& r : receivers) {
       const auto stats = r->bus->stats();
-      std::lock_guard<std::mutex> lock(r->mutex);
       std::cerr << fmt::format(
           "  a receiver: {} of {} received, {}; {} gap(s) ({} messages), {} dropped with its "
           "delivery queue full, {} duplicate(s)\n",
-          r->received, total, r->in_order ? "in order" : "OUT OF ORDER", stats.gaps,
+          r->tally.received(), total, r->tally.in_order() ? "in order" : "OUT OF ORDER", stats.gaps,
           stats.messages_missing, stats.dropped_queue_full, stats.duplicates_dropped);
     }
   }
