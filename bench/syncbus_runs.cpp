@@ -33,6 +33,15 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
   options.conninfo = config.conninfo;
   options.channel = channel;
   if (config.spill_always) options.spill = syncbus::SpillMode::always;
+  // Declared before the buses, so that it outlives them: the exception it
+  // keeps may be one a bus's sending thread also holds (in a publish_async
+  // future's state), and its last reference must go here, after that thread
+  // is joined, not there. Otherwise the exception is destroyed on the
+  // sending thread after this one read it: correct (libstdc++ counts its
+  // references atomically), but ThreadSanitizer cannot see that count, and
+  // a fresh machine's run of `scripts/test.sh` reported a "data race on
+  // vptr" in CliTest.BenchEndsWithTheErrorWhenTheServerGoesAway.
+  FirstError failure;
   std::mutex errors_mutex;
   std::vector<std::string> errors;
   options.on_error = [&](const std::exception& e) {
@@ -103,7 +112,6 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
   }
   const auto pad = padding_for(size, config.text_body);
   std::atomic<std::size_t> sent{0};
-  FirstError failure;
   Clock::time_point run_ends;  // set when the senders start
   const auto wait_for_receivers = [&] {
     if (lag.behind() < max_lag) return;

@@ -164,11 +164,15 @@ int run_publish(const Arguments& args) {
   options.heartbeat_interval = std::chrono::milliseconds(0);
   options.queue_usage_interval = std::chrono::milliseconds(0);
   check_bus_options(options);
+  // Declared before the bus, so that they outlive it: a failed publish's
+  // exception is shared with the bus's sending thread, and is best let go
+  // of here last, after close() joined that thread (see
+  // bench/syncbus_runs.cpp, FirstError).
+  std::vector<std::future<void>> outcomes;
   PostgresClusterBus bus(options);
 
   // Through the same pipeline an engine uses: in order, several to a
   // transaction when there are many.
-  std::vector<std::future<void>> outcomes;
   outcomes.reserve(bodies.size());
   for (const auto& body : bodies) outcomes.push_back(bus.publish_async(body));
   std::size_t failed = 0;
