@@ -235,7 +235,7 @@ void Publisher::send_next_batch(std::unique_lock<std::mutex>& lock) {
     item->finished = true;
     if (item->promise) {
       if (item->failure) {
-        item->promise->set_exception(item->failure->as_exception_ptr());
+        fail_promise(*item);
       } else {
         item->promise->set_value();
       }
@@ -382,13 +382,21 @@ void Publisher::heartbeat_if_idle(std::chrono::milliseconds idle) {
       fmt::format("sending a heartbeat to channel \"{}\"", options_.channel));
 }
 
+void Publisher::fail_promise(Outgoing& item) {
+  constexpr std::size_t kept_at_most = 1000;
+  if (failed_promises_.size() >= kept_at_most) failed_promises_.clear();
+  item.promise->set_exception(item.failure->as_exception_ptr());
+  failed_promises_.push_back(std::move(*item.promise));
+  item.promise.reset();
+}
+
 void Publisher::fail_queued() {
   // Nothing queued is sent any more; a send in flight finishes (or is cut).
   const auto error = closed("publish()");
   for (auto& item : queue_) {
     item->finished = true;
     item->failure = Failure::of(std::make_exception_ptr(error));
-    if (item->promise) item->promise->set_exception(item->failure->as_exception_ptr());
+    if (item->promise) fail_promise(*item);
   }
   queue_.clear();
   queued_bytes_ = 0;
@@ -441,6 +449,12 @@ void Publisher::close() noexcept {
   lock.unlock();
   // The background sender runs no user code, so close() never runs on it.
   if (background.joinable()) background.join();
+  // Now, on this thread (see failed_promises_).
+  std::vector<std::promise<void>> failed;
+  {
+    std::lock_guard<std::mutex> relock(mutex_);
+    failed.swap(failed_promises_);
+  }
 }
 
 }  // namespace syncbus::detail

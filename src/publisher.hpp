@@ -156,6 +156,17 @@ class Publisher {
   bool connection_busy_ = false;  // someone is using session_
   bool closed_ = false;
   std::thread background_sender_;  // started by the first publish_async()
+  // The promises of publish_async() calls that failed, kept until close()
+  // (or a thousand of them): the exception each holds may have been read by
+  // the caller's thread, and is best destroyed by the thread that closes
+  // the bus, after the sending thread is joined, than by the sending thread.
+  // libstdc++ orders the two with an atomic count that ThreadSanitizer
+  // cannot see, and a fresh machine's TSan run reported the destruction on
+  // the sending thread as a "data race on vptr".
+  std::vector<std::promise<void>> failed_promises_;
+  /// Holding the lock: sets `item`'s failure on its promise, and keeps the
+  /// promise (failed_promises_).
+  void fail_promise(Outgoing& item);
 
   // Used only by whoever holds the connection (connection_busy_).
   std::unique_ptr<BusConnection> connection_;
