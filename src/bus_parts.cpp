@@ -35,6 +35,7 @@ BusParts::BusParts(PostgresBusOptions options, ChannelTap tap) : tap_(std::move(
       *publishing_session, SpillStore::Settings{opts.spill_schema, opts.spill_table, opts.channel,
                                                 auth_->enabled(), opts.max_message_bytes});
   ServerFacts server;
+  bool table_missing = false;
   run_with_deadline(
       deadlines_, publishing_session->sock(), opts.query_timeout, this,
       [&] {
@@ -48,6 +49,12 @@ BusParts::BusParts(PostgresBusOptions options, ChannelTap tap) : tap_(std::move(
             throw configuration_error("syncbus: " + problem);
           }
         }
+        // A bus that writes no rows (SpillMode::never) and may not create
+        // the table starts without it (`syncbus tail` on a database no bus
+        // has used yet): it reads others' spilled messages once it exists.
+        table_missing = opts.spill == SpillMode::never && !opts.create_spill_table &&
+                        !store_->exists(*publishing_session);
+        if (table_missing) return;
         store_->ensure_table(*publishing_session, opts.create_spill_table);
         check_privileges(store_->missing_privileges(*publishing_session,
                                                     /*publishes=*/opts.spill != SpillMode::never,
@@ -56,6 +63,13 @@ BusParts::BusParts(PostgresBusOptions options, ChannelTap tap) : tap_(std::move(
       [&] {
         return fmt::format("checking the server and the spill table {}", store_->qualified_name());
       });
+  if (table_missing) {
+    log_(LogLevel::warning,
+         "syncbus: the spill table {} does not exist yet; this bus writes no rows and creates "
+         "none, so it starts without it, and reads the spilled messages of others once a bus "
+         "or a migration has created it",
+         store_->qualified_name());
+  }
   services_.emplace(
       BusServices{config, log_, on_error_, stats_, deadlines_, *auth_, *store_, tap_});
   const auto& services = *services_;

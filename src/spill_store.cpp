@@ -82,6 +82,12 @@ std::string SpillStore::upgrade_sql(bool mac) const {
       xid_index_name_);
 }
 
+bool SpillStore::exists(pqxx::connection_base& session) const {
+  return pqxx::nontransaction(session)
+      .exec_params1("SELECT to_regclass($1) IS NOT NULL", qualified_name_)[0]
+      .as<bool>();
+}
+
 void SpillStore::ensure_table(pqxx::connection_base& session, bool create) const {
   try {
     pqxx::work txn(session);

@@ -57,6 +57,8 @@ class SpillStore {
   /// once do not race. When `create` is false, or the role does not own the
   /// table, what is missing is a configuration_error naming the SQL to run.
   void ensure_table(pqxx::connection_base& session, bool create) const;
+  /// True when the table exists (one round trip).
+  bool exists(pqxx::connection_base& session) const;
 
   /// What the connection's role may do with the table (which must exist).
   struct Privileges {

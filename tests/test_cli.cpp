@@ -490,6 +490,32 @@ TEST_F(CliTest, BenchEndsWithTheErrorWhenTheServerGoesAway) {
   }
 }
 
+// tail creates nothing, yet on a database no bus has used (no spill table
+// yet) it starts, says so, and reads spilled messages once a bus has made
+// the table. (A tail that refused to start there failed the README's own
+// commands, which start a tail first.)
+TEST_F(CliTest, TailStartsBeforeTheSpillTableExistsAndReadsItOnceMade) {
+  const auto channel = unique_channel("cli_tail_no_table");
+  const auto table = "tail_later_" + std::to_string(::getpid());
+  Process tail(command({"tail", "--db", url(), "--channel", channel, "--table", table}));
+  tail.read_for(10s, [&] { return contains(tail.err(), "listening on channel"); });
+  ASSERT_TRUE(contains(tail.err(), "listening on channel")) << tail.err();
+  EXPECT_TRUE(contains(tail.err(), "does not exist yet")) << tail.err();
+
+  auto o = options(channel);
+  o.spill_table = table;
+  PostgresClusterBus bus(o);  // makes the table
+  bus.publish(nlohmann::json(std::string(9000, 't')));
+  tail.read_for(10s, [&] { return !tail.stdout_lines().empty(); });
+  ASSERT_EQ(tail.stdout_lines().size(), 1u) << tail.out() << tail.err();
+  EXPECT_EQ(nlohmann::json::parse(tail.stdout_lines()[0])["spilled"], true);
+  tail.signal(SIGINT);
+  tail.read_for(5s);
+  EXPECT_EQ(tail.wait(), 0);
+  pqxx::connection admin(url());
+  pqxx::nontransaction(admin).exec("DROP TABLE public." + admin.quote_name(table));
+}
+
 TEST_F(CliTest, TailRawShowsTheEnvelopesAsSent) {
   const auto channel = unique_channel("cli_raw");
   Process tail(command({"tail", "--raw", "--db", url(), "--channel", channel}));

@@ -135,7 +135,10 @@ struct PostgresBusOptions {
   /// Create the spill table at construction when it is missing (idempotent,
   /// safe when several instances start at once). Set to false when schema is
   /// managed by migrations (see docs/OPERATIONS.md for the SQL); construction
-  /// then fails with a clear error if the table is missing.
+  /// then fails with a clear error if the table is missing, except for a bus
+  /// with SpillMode::never, which writes no rows: it starts without the
+  /// table (with a warning in its log) and reads the spilled messages of
+  /// others once it exists.
   bool create_spill_table = true;
   /// application_name of the bus's publishing connection, visible in
   /// pg_stat_activity; its listening connection's is the same followed by
