@@ -208,12 +208,14 @@ int run_tail(const Arguments& args) {
   shown.bodies = !line.has("no-body");
   if (auto count = line.value("count")) shown.count = parse_number<std::uint64_t>("count", *count);
   Printer printer(shown);
-  options.on_gap = [&](const GapEvent& gap) { printer.gap(gap); };
   detail::ChannelTap tap;
   if (line.has("raw")) {
+    // Payloads exactly as sent, and nothing else on stdout (gaps are still
+    // said on stderr, by the log).
     tap.on_payload = [&](const detail::Notification& n) { printer.payload(n); };
   } else {
     tap.on_delivered = [&](const detail::Inbound& item) { printer.delivered(item); };
+    options.on_gap = [&](const GapEvent& gap) { printer.gap(gap); };
   }
   detail::BusParts bus(std::move(options), std::move(tap));
   std::cerr << "syncbus tail: listening on channel \"" << where.channel << "\" (Ctrl-C to stop)\n";
