@@ -22,8 +22,6 @@ struct ChannelTap {
   /// Inbound::body_text), and every heartbeat and goodbye; on the delivery
   /// thread, in stream order, before the handlers see the message.
   std::function<void(const Inbound&)> on_delivered;
-
-  explicit operator bool() const noexcept { return on_payload || on_delivered; }
 };
 
 }  // namespace syncbus::detail

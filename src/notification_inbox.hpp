@@ -3,7 +3,7 @@
 // order during get_notifs(), and handled afterwards, outside libpqxx's
 // callback (where the connection may run statements again). Constructing
 // an inbox LISTENs on its channel; destroying it UNLISTENs. Used by the
-// bus's listener and the CLI's `tail` and `doctor`.
+// bus's listener and its start-up probe (notify_probe.cpp, which doctor uses).
 
 #include <pqxx/notification>
 
