@@ -314,6 +314,13 @@ void DeliveryQueue::run() {
   }
 }
 
+void DeliveryQueue::record_lag(
+    const std::optional<std::chrono::steady_clock::time_point>& sent_at) noexcept {
+  if (!sent_at) return;
+  stats_->record_lag(std::chrono::duration_cast<std::chrono::microseconds>(
+      std::chrono::steady_clock::now() - *sent_at));
+}
+
 void DeliveryQueue::sweep_if_due() {
   const auto now = std::chrono::steady_clock::now();
   if (now - last_sweep_ >= sweep_every) {
@@ -330,7 +337,8 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
   std::vector<Delivery> run;
   const auto flush = [&] {
     if (run.empty()) return;
-    handlers_->deliver(run, on_error_, cancelled_);
+    handlers_->deliver(run, on_error_, cancelled_,
+                       [this](const Delivery& d) { record_lag(d.sent_at); });
     StatsCounters::add(stats_->delivered, run.size());
     run.clear();
   };
@@ -354,6 +362,7 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
         }
         show_tap(item);
         if (item.audience == 0) {
+          record_lag(item.sent_at);
           StatsCounters::add(stats_->delivered);  // to every handler there was: none
           continue;
         }
@@ -367,7 +376,7 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
             continue;
           }
         }
-        run.push_back({std::move(item.message), item.audience});
+        run.push_back({std::move(item.message), item.audience, item.sent_at});
         break;
       }
       case Inbound::Kind::heartbeat:

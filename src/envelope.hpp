@@ -10,11 +10,13 @@
 //   goodbye:   {"v":1,"origin":"a1","seq":7,"heartbeat":true,"goodbye":true}
 //
 // After "seq", a bus writes "born" (the transaction id of its birth, so that
-// a receiver tells an origin born after it from an older one) and, when it
-// signs, "pid" (the server process of the session that sends it) and "sent"
-// (milliseconds since the Unix epoch by the server's clock), which bind the
-// signature to one session and one moment (docs/SECURITY.md, replays):
+// a receiver tells an origin born after it from an older one), when it
+// signs "pid" (the server process of the session that sends it), and
+// "sent" (milliseconds since the Unix epoch by the server's clock: for
+// BusStats::delivery_lag, and when signed, with "pid", what binds the
+// signature to one session and one moment; docs/SECURITY.md, replays):
 //
+//   {"v":1,"origin":"a1","seq":7,"born":7412,"sent":1764433659123,"body":1}
 //   {"v":1,"origin":"a1","seq":7,"born":7412,"pid":4242,"sent":1764433659123,"body":1}
 //
 // A pointer names spill rows by (channel, origin, seq), the rows' unique

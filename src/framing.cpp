@@ -32,16 +32,14 @@ Route choose_route(SpillMode mode, std::size_t inline_envelope_bytes) {
 }
 
 EnvelopeHeader Sender::header(std::uint64_t sequence) const {
-  if (!auth.enabled()) return {origin, sequence, born};
+  if (!auth.enabled()) return {origin, sequence, born, 0, sent_ms};
   return {origin, sequence, born, pid, sent_ms};
 }
 
 EnvelopeHeader Sender::widest_header(std::uint64_t sequence) const {
   auto widest = header(sequence);
-  if (auth.enabled()) {
-    widest.pid = std::numeric_limits<std::uint32_t>::max();
-    widest.sent_ms = 9'999'999'999'999;  // 13 digits: until the year 2286
-  }
+  if (auth.enabled()) widest.pid = std::numeric_limits<std::uint32_t>::max();
+  widest.sent_ms = 9'999'999'999'999;  // 13 digits: until the year 2286
   return widest;
 }
 

@@ -40,8 +40,8 @@ enum class Route { inline_payload, spill_table };
 Route choose_route(SpillMode mode, std::size_t inline_envelope_bytes);
 
 /// Who sends: everything of an envelope's header but the sequence, and the
-/// keys that sign (authentication off: nothing is signed, and `pid` and
-/// `sent_ms` are not written).
+/// keys that sign (authentication off: nothing is signed, and `pid` is not
+/// written).
 struct Sender {
   std::string_view channel;
   std::string_view origin;
@@ -49,8 +49,9 @@ struct Sender {
   const MessageAuth& auth;
   /// The sending session's server process (pg_backend_pid()), when signing.
   std::uint64_t pid = 0;
-  /// When the envelopes are signed: the server's clock, in ms since the
-  /// epoch, when signing.
+  /// When the envelopes are sent (and signed, when signing): the server's
+  /// clock, in ms since the epoch, as this process estimates it (0: not
+  /// known yet, not written).
   std::uint64_t sent_ms = 0;
 
   EnvelopeHeader header(std::uint64_t sequence) const;

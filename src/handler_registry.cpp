@@ -37,14 +37,18 @@ void HandlerRegistry::remove(const std::shared_ptr<Entry>& entry) {
 }
 
 void HandlerRegistry::deliver(const std::vector<Delivery>& deliveries, const ErrorSink& sink,
-                              const std::atomic<bool>& cancel) {
+                              const std::atomic<bool>& cancel,
+                              const std::function<void(const Delivery&)>& handing) {
   std::lock_guard<std::recursive_mutex> delivering(delivering_);
   std::vector<std::shared_ptr<Entry>> snapshot;
   {
     std::lock_guard<std::mutex> lock(entries_mutex_);
     snapshot = entries_;
   }
-  for (const auto& [message, audience] : deliveries) {
+  for (const auto& delivery : deliveries) {
+    const auto& message = delivery.message;
+    const auto audience = delivery.audience;
+    if (handing) handing(delivery);
     for (const auto& entry : snapshot) {
       if (cancel.load(std::memory_order_relaxed)) return;
       // Entries are in subscription order: the rest came later still.

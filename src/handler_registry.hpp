@@ -10,19 +10,24 @@
 #include <syncbus/cluster_bus.hpp>
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "error_sink.hpp"
 
 namespace syncbus::detail {
 
-/// A message and the newest subscription that may hear it.
+/// A message, the newest subscription that may hear it, and when its
+/// publisher sent it (Inbound::sent_at).
 struct Delivery {
   ClusterMessage message;
   std::uint64_t audience = 0;
+  std::optional<std::chrono::steady_clock::time_point> sent_at;
 };
 
 /// Shared with every Subscription it hands out, so a Subscription may
@@ -38,9 +43,11 @@ class HandlerRegistry : public std::enable_shared_from_this<HandlerRegistry> {
 
   /// Calls every handler that may hear each message (subscribed when it
   /// arrived, and still subscribed), in order, until `cancel` becomes true.
-  /// Exceptions thrown by handlers go to `sink`.
+  /// Exceptions thrown by handlers go to `sink`. `handing` (if set) is
+  /// called with each delivery just before its handlers are.
   void deliver(const std::vector<Delivery>& deliveries, const ErrorSink& sink,
-               const std::atomic<bool>& cancel);
+               const std::atomic<bool>& cancel,
+               const std::function<void(const Delivery&)>& handing = {});
 
  private:
   struct Entry {

@@ -24,7 +24,9 @@ struct Member {
 };
 
 detail::Inbound message_item(const ClusterMessage& message) {
-  return {detail::Inbound::Kind::message, message};
+  detail::Inbound item{detail::Inbound::Kind::message, message};
+  item.sent_at = std::chrono::steady_clock::now();
+  return item;
 }
 
 }  // namespace

@@ -4,9 +4,11 @@
 
 #include <syncbus/cluster_bus.hpp>
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -74,6 +76,10 @@ struct Inbound {
   /// sequence tracker knows of each origin's freshness (a bus that caught
   /// up from the table; see ListenerLoop::reconnect).
   bool keep_freshness = false;
+  /// When its publisher sent it, on this process's monotonic clock (from
+  /// the envelope's or row's `sent` and this bus's estimate of the
+  /// server's clock); unset when it does not say. For BusStats::delivery_lag.
+  std::optional<std::chrono::steady_clock::time_point> sent_at;
   /// Set by the delivery stage when the item arrives: the newest
   /// subscription that may hear it (HandlerRegistry; 0: none).
   std::uint64_t audience = 0;

@@ -88,6 +88,8 @@ std::unique_ptr<ListenSession> ListenerLoop::connect() {
       *session,
       [&](pqxx::connection_base& c) {
         configure_reading_session(c, options_.query_timeout);
+        // Before any message arrives: each says when it was sent by it.
+        clock_.calibrate(c);
         // Issues LISTEN with the channel quoted as an identifier. libpqxx
         // swallows a connection that breaks meanwhile: check for it.
         session->collector =
@@ -169,7 +171,7 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
       until = last_contact_ + options_.ping_interval;
     }
     if (config_.durable()) until = std::min(until, position_.next_marker_due());
-    if (auth_.enabled()) until = std::min(until, clock_.next_due());
+    until = std::min(until, clock_.next_due());
     until = std::min(until, queue_.next_reread_due());
     pollfd fds[3] = {
         {wake_.fd(), POLLIN, 0}, {session->connection->sock(), POLLIN, 0}, {room_.fd(), POLLIN, 0}};
@@ -189,7 +191,7 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
         ping(*session);
         heard = true;
       }
-      if (auth_.enabled() && clock_.due()) {
+      if (clock_.due()) {
         recalibrate(*session);
         heard = true;
       }

@@ -175,6 +175,7 @@ void ListenerLoop::deliver_chunk(ListenSession& session, const Notification* beg
       // What each inline body counts against the delivery queue's byte
       // bound: its share of the payload (pointers count their rows' sizes).
       const auto inline_share = payload.size() / std::max<std::uint64_t>(1, envelope.count);
+      const auto sent_at = clock_.local_time_of(envelope.sent_ms.value_or(0));
       for (std::uint64_t i = 0; i < envelope.count; ++i) {
         const auto sequence = envelope.sequence + i;
         if (queue_.drop_if_withheld(envelope.origin, sequence)) continue;
@@ -182,6 +183,7 @@ void ListenerLoop::deliver_chunk(ListenSession& session, const Notification* beg
         item.origin_is_new = origin_is_new;
         item.signature_predates = predates;
         item.replay_suspect = replay_suspect;
+        item.sent_at = sent_at;
         if (envelope.kind == Envelope::Kind::inline_body) {
           item.message.body = std::move(envelope.bodies[i]);
           item.body_bytes = inline_share;

@@ -44,6 +44,7 @@ std::optional<Inbound> ListenerLoop::item_of(const SpillStore::StoredMessage& ro
                   accept_spilled_body(row, auth_, options_.channel, options_.max_message_bytes)}};
     item.body_bytes = row.body_json.size();
     item.from_table = true;
+    item.sent_at = clock_.local_time_of(row.sent_ms.value_or(0));
     item.origin_is_new = position_.origin_is_new(row.born);
     // A row's freshness is its own (a row can be written again, with the
     // same signature); a live pointer's is the envelope's, and the same.

@@ -130,12 +130,42 @@ std::string to_prometheus(const BusStats& stats, const PrometheusLabels& labels)
 }
 
 std::string to_prometheus(const std::vector<std::pair<PrometheusLabels, BusStats>>& buses) {
+  for (const auto& [labels, stats] : buses) {
+    for (const auto& label : labels) {
+      if (label.first == "le") {
+        throw configuration_error(
+            "syncbus: \"le\" is not a label to give to_prometheus(): the delivery lag "
+            "histogram's buckets use it. Name it otherwise");
+      }
+    }
+  }
   std::string out;
   for (const auto& metric : metrics) {
     std::vector<std::pair<PrometheusLabels, double>> samples;
     samples.reserve(buses.size());
     for (const auto& [labels, stats] : buses) samples.emplace_back(labels, metric.value(stats));
     out += detail::prometheus_family(metric.name, metric.type, metric.help, samples);
+  }
+  // BusStats::delivery_lag: cumulative buckets in seconds, as histograms are.
+  constexpr const char* lag = "syncbus_delivery_lag_seconds";
+  out += fmt::format(
+      "# HELP {0} From a message's publisher sending it to this bus handing it to its "
+      "handlers.\n# TYPE {0} histogram\n",
+      lag);
+  for (const auto& [labels, stats] : buses) {
+    const auto& histogram = stats.delivery_lag;
+    std::uint64_t cumulative = 0;
+    for (std::size_t i = 0; i < histogram.buckets.size(); ++i) {
+      cumulative += histogram.buckets[i];
+      auto with_le = labels;
+      with_le.emplace_back("le", i < DeliveryLag::bounds_ms.size()
+                                     ? fmt::format("{}", DeliveryLag::bounds_ms[i] / 1000.0)
+                                     : std::string("+Inf"));
+      out += fmt::format("{}_bucket{} {}\n", lag, detail::prometheus_labels(with_le), cumulative);
+    }
+    const auto set = detail::prometheus_labels(labels);
+    out += fmt::format("{}_sum{} {}\n{}_count{} {}\n", lag, set, histogram.sum_ms / 1000, lag, set,
+                       histogram.count);
   }
   return out;
 }

@@ -69,7 +69,6 @@ Publisher::Publisher(const BusServices& services, std::unique_ptr<Session> sessi
 Publisher::~Publisher() { close(); }
 
 void Publisher::identify(Session& session) {
-  if (!auth_.enabled()) return;
   const auto asked = ServerClock::Clock::now();
   const auto row = pqxx::nontransaction(session).exec1(
       "SELECT pg_backend_pid(), (extract(epoch FROM clock_timestamp()) * 1000)::bigint");
@@ -101,7 +100,7 @@ auto Publisher::on_connection(std::chrono::milliseconds timeout, Work&& work, De
       timeout,
       [&](Session& session) {
         // The server's clock may have stepped since it was read (ServerClock).
-        if (auth_.enabled() && clock_.due()) identify(session);
+        if (clock_.due()) identify(session);
         return work(session);
       },
       describe);
@@ -261,11 +260,12 @@ void Publisher::send(Batch& batch) {
 
   // Framed for the session that sends them: signed envelopes name its
   // server process (a retry on a new session is framed again, or receivers
-  // would take it for a replay), and they and signed rows say when they
-  // were signed.
+  // would take it for a replay), and envelopes and rows say when they were
+  // sent (and signed).
   Frames frames;
-  std::uint64_t signed_at = 0;
-  std::optional<std::uint64_t> framed_for;  // the session_pid_ they were framed for
+  std::uint64_t sent_ms = 0;
+  std::chrono::steady_clock::time_point sent_at;  // the same moment, for the local echo
+  std::optional<std::uint64_t> framed_for;        // the session_pid_ they were framed for
   std::vector<std::string_view> payload_views;
   const auto describe = [&] {
     const auto first = accepted.front().sequence;
@@ -280,12 +280,13 @@ void Publisher::send(Batch& batch) {
     if (framed_for != session_pid_) {
       const auto now = sender();
       frames = frame_batch(now, plan, bodies);
-      signed_at = now.sent_ms;
+      sent_ms = now.sent_ms;
+      sent_at = std::chrono::steady_clock::now();
       framed_for = session_pid_;
       payload_views.assign(frames.payloads.begin(), frames.payloads.end());
     }
     if (!frames.spilled_sequences.empty()) {
-      store_.store_batch_and_notify(session, origin, {born_, signed_at}, frames);
+      store_.store_batch_and_notify(session, origin, {born_, sent_ms}, frames);
     } else if (frames.payloads.size() == 1) {
       pqxx::nontransaction(session).exec_prepared(notify_statement, options_.channel,
                                                   frames.payloads.front());
@@ -359,6 +360,7 @@ void Publisher::send(Batch& batch) {
       auto& body = batch[a.index]->body_json;
       item.body_bytes = body.size();
       item.body_text = std::make_shared<const std::string>(std::move(body));
+      item.sent_at = sent_at;
       echoed.push_back(std::move(item));
     }
     echo_->post(std::move(echoed));

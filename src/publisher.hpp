@@ -119,18 +119,14 @@ class Publisher {
   closed_error closed(const char* call) const;
   /// Holding the lock: fails every queued message with closed_error.
   void fail_queued();
-  /// Who sends, as of now: this origin, and when signing, the session's
-  /// server process and the server's time.
+  /// Who sends, as of now: this origin, the server's time, and (written
+  /// when signing) the session's server process.
   Sender sender() const {
-    return {options_.channel,
-            config_.origin(),
-            born_,
-            auth_,
-            session_pid_,
-            auth_.enabled() ? clock_.now_ms() : 0};
+    return {options_.channel, config_.origin(), born_, auth_, session_pid_, clock_.now_ms()};
   }
-  /// When signing: learns the session's server process and the server's
-  /// clock (one round trip, under the caller's deadline).
+  /// Learns the session's server process and the server's clock (one
+  /// round trip, under the caller's deadline): on each new session, and
+  /// again every ServerClock::recalibrate_every.
   void identify(Session& session);
   /// Sends the goodbye heartbeat, holding the free connection.
   void say_goodbye() noexcept;

@@ -28,6 +28,14 @@ std::uint64_t ServerClock::now_ms() const {
   return static_cast<std::uint64_t>(server_ms_ + elapsed.count());
 }
 
+std::optional<ServerClock::Clock::time_point> ServerClock::local_time_of(
+    std::uint64_t server_ms) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (server_ms_ == 0 || server_ms == 0) return std::nullopt;
+  // Both within a few centuries of each other: no overflow.
+  return at_ + std::chrono::milliseconds(static_cast<std::int64_t>(server_ms) - server_ms_);
+}
+
 ServerClock::Clock::time_point ServerClock::next_due() const {
   std::lock_guard<std::mutex> lock(mutex_);
   if (server_ms_ == 0) return Clock::time_point::min();

@@ -6,15 +6,17 @@
 // whatever the machines' own clocks say, and a wall-clock step on this
 // machine changes nothing. The server's own clock may step (an NTP
 // correction, a virtual machine resumed): each bus reads it again every
-// recalibrate_every while it signs or checks signatures, so that estimates
-// taken before and after a step agree again within that. Used for the
-// freshness of signed envelopes ("sent", docs/SECURITY.md). Thread-safe.
+// recalibrate_every, so that estimates taken before and after a step agree
+// again within that. Used for when envelopes were sent ("sent"): their
+// freshness when signed (docs/SECURITY.md), and BusStats::delivery_lag.
+// Thread-safe.
 
 #include <pqxx/connection_base>
 
 #include <chrono>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 
 namespace syncbus::detail {
 
@@ -35,6 +37,10 @@ class ServerClock {
   /// Milliseconds since the Unix epoch by the server's clock; 0 before the
   /// first calibration.
   std::uint64_t now_ms() const;
+
+  /// When the server's clock said `server_ms`, on this process's monotonic
+  /// clock; nullopt before the first calibration, or for 0 (not said).
+  std::optional<Clock::time_point> local_time_of(std::uint64_t server_ms) const;
 
   /// When the estimate is due to be read again (at once before the first
   /// calibration).

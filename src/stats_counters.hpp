@@ -5,7 +5,10 @@
 
 #include <syncbus/bus_stats.hpp>
 
+#include <algorithm>
+#include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <exception>
 #include <mutex>
@@ -28,6 +31,8 @@ struct StatsCounters {
   std::atomic<std::uint64_t> errors{0};
   std::atomic<std::uint64_t> stuck_listeners_terminated{0};
   std::atomic<double> notification_queue_usage{0};
+  std::array<std::atomic<std::uint64_t>, DeliveryLag{}.buckets.size()> lag_buckets{};
+  std::atomic<std::uint64_t> lag_sum_us{0};
 
   static void add(std::atomic<std::uint64_t>& counter, std::uint64_t n = 1) noexcept {
     counter.fetch_add(n, std::memory_order_relaxed);
@@ -42,6 +47,21 @@ struct StatsCounters {
     }
   }
 
+  /// One message's lag (DeliveryLag); a negative one, which only the two
+  /// clock estimates' disagreement makes, counts as none.
+  void record_lag(std::chrono::microseconds lag) noexcept {
+    const auto us = static_cast<std::uint64_t>(std::max<std::int64_t>(0, lag.count()));
+    const auto& bounds = DeliveryLag::bounds_ms;
+    const auto bucket =
+        static_cast<std::size_t>(std::lower_bound(bounds.begin(), bounds.end(), us,
+                                                  [](std::uint32_t bound_ms, std::uint64_t v) {
+                                                    return std::uint64_t{bound_ms} * 1000 < v;
+                                                  }) -
+                                 bounds.begin());
+    add(lag_buckets[bucket]);
+    add(lag_sum_us, us);
+  }
+
   void record_error(const std::exception& e) {
     add(errors);
     std::lock_guard<std::mutex> lock(last_error_mutex_);
@@ -54,6 +74,11 @@ struct StatsCounters {
     s.spilled = spilled.load(std::memory_order_relaxed);
     s.publish_batches = publish_batches.load(std::memory_order_relaxed);
     s.delivered = delivered.load(std::memory_order_relaxed);
+    for (std::size_t i = 0; i < lag_buckets.size(); ++i) {
+      s.delivery_lag.buckets[i] = lag_buckets[i].load(std::memory_order_relaxed);
+      s.delivery_lag.count += s.delivery_lag.buckets[i];
+    }
+    s.delivery_lag.sum_ms = static_cast<double>(lag_sum_us.load(std::memory_order_relaxed)) / 1000;
     s.gaps = gaps.load(std::memory_order_relaxed);
     s.messages_missing = messages_missing.load(std::memory_order_relaxed);
     s.duplicates_dropped = duplicates_dropped.load(std::memory_order_relaxed);

@@ -93,7 +93,7 @@ inline std::string check_framing(const Sender& sender, SpillMode mode, std::uint
     }
     if (envelope.origin != sender.origin || envelope.born.value_or(0) != sender.born ||
         envelope.pid.value_or(0) != (sender.auth.enabled() ? sender.pid : 0) ||
-        envelope.sent_ms.value_or(0) != (sender.auth.enabled() ? sender.sent_ms : 0)) {
+        envelope.sent_ms.value_or(0) != sender.sent_ms) {
       return fmt::format("payload {} has a wrong header", p);
     }
     if (envelope.kind == Envelope::Kind::heartbeat)

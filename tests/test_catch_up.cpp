@@ -128,6 +128,26 @@ TEST_F(CatchUpTest, WhatWasMissedIsReadOnceInBoundedFetchesAndNothingDeliveredIs
   }
 }
 
+// What a catch-up reads from the table says when it was sent, so its lag
+// shows: messages published while the listener was kept out for over a
+// second were delivered over a second after they were sent.
+TEST_F(CatchUpTest, MessagesReadInACatchUpShowTheirLag) {
+  const auto channel = unique_channel("catch_up_lag");
+  KeptOutReceiver r(url(), durable_options(channel, "lag-receiver"),
+                    durable_options(channel, "lag-publisher"),
+                    "lag" + channel.substr(channel.size() - 6));
+  r.publisher->publish(nlohmann::json("before"));
+  ASSERT_TRUE(r.seen.wait_for_count(1, 20s));
+  r.role.keep_out(*r.receiver);
+  for (int i = 0; i < 3; ++i) r.publisher->publish({{"away", i}});
+  std::this_thread::sleep_for(1100ms);
+  r.role.let_in();
+  ASSERT_TRUE(r.seen.wait_for_count(4, 20s));
+  ASSERT_TRUE(eventually([&] { return r.receiver->stats().delivery_lag.count == 4; }))
+      << r.receiver->stats().delivery_lag.count;
+  EXPECT_EQ(testing::lags_over(r.receiver->stats().delivery_lag, 1000), 3u);
+}
+
 TEST_F(CatchUpTest, ACatchUpThatWaitsOnALockLosesNothing) {
   // An operator's ALTER TABLE or VACUUM FULL holds an ACCESS EXCLUSIVE lock
   // just as the listener comes back: its catch-up waits (past its

@@ -190,6 +190,7 @@ TEST(Framing, ManyRandomBatchesNearTheBoundariesFrameExactly) {
     const auto mode = static_cast<SpillMode>(round % 3);
     auto sender = sender_for(auth);
     sender.pid = random() % 5'000'000;
+    sender.sent_ms = round % 7 == 0 ? 0 : 1'700'000'000'000 + random() % 100'000'000'000;
     std::vector<std::string> bodies(1 + random() % 40);
     for (auto& body : bodies) {
       const auto kind = random() % 4;
@@ -215,6 +216,28 @@ TEST(Framing, AHeartbeatCarriesTheLastSequenceAndSaysGoodbyeWhenAsked) {
   const auto plain = decode_envelope(frame_heartbeat(sender_for(unsigned_auth), 3));
   EXPECT_FALSE(plain.goodbye);
   EXPECT_FALSE(plain.pid.has_value());
+  EXPECT_EQ(plain.sent_ms, sender.sent_ms);
+}
+
+TEST(Framing, EveryEnvelopeSaysWhenItWasSentSignedOrNotAndNoneBeforeTheClockIsKnown) {
+  // `sent` is what receivers measure their delivery lag from: written by
+  // every bus (0.3), `pid` only by one that signs.
+  const std::vector<std::string> bodies{body_of(10), body_of(9000), body_of(20)};
+  const auto framed = frame(sender_for(unsigned_auth), SpillMode::overflow, 0, bodies);
+  ASSERT_EQ(framed.frames.payloads.size(), 3u);
+  for (const auto& payload : framed.frames.payloads) {
+    const auto envelope = decode_envelope(payload);
+    EXPECT_EQ(envelope.sent_ms, sender_for(unsigned_auth).sent_ms) << payload;
+    EXPECT_FALSE(envelope.pid.has_value()) << payload;
+  }
+  // Before the server's clock was read: no `sent`, and routes chosen for
+  // the widest one still hold.
+  auto unknown = sender_for(unsigned_auth);
+  unknown.sent_ms = 0;
+  const auto largest = largest_inline_body(sender_for(unsigned_auth), 1);
+  const auto without = frame(unknown, SpillMode::never, 0, {body_of(largest)});
+  ASSERT_EQ(without.frames.payloads.size(), 1u);
+  EXPECT_FALSE(decode_envelope(without.frames.payloads[0]).sent_ms.has_value());
 }
 
 }  // namespace

@@ -86,9 +86,10 @@ TEST_F(GroupCommitTest, ALoneMessageGoesAtOnceInTheSingleMessageForm) {
   sender.publish(nlohmann::json("alone"));
   for (int i = 0; i < 100 && payloads.empty(); ++i) raw.await_notification(0, 50000);
   ASSERT_EQ(payloads.size(), 1u);
-  // The single-message form, with the origin's birth transaction.
+  // The single-message form, with the origin's birth transaction and when
+  // it was sent.
   const std::regex single(R"(\{"v":1,"origin":")" + sender.instance_id() +
-                          R"(","seq":1,"born":[1-9][0-9]*,"body":"alone"\})");
+                          R"(","seq":1,"born":[1-9][0-9]*,"sent":[1-9][0-9]{12},"body":"alone"\})");
   EXPECT_TRUE(std::regex_match(payloads[0], single)) << payloads[0];
   EXPECT_EQ(sender.stats().publish_batches, 1u);
 }

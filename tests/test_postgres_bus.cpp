@@ -50,6 +50,43 @@ TEST_F(PostgresBusTest, ThreeBusesOnOneChannelSeeEveryMessageInOrder) {
   }
 }
 
+// BusStats::delivery_lag counts every message handed on, inline or
+// spilled, another bus's or its own, signed or not: each says when it was
+// sent. One that waited behind a slow handler shows the wait.
+TEST_F(PostgresBusTest, EveryDeliveredMessageIsCountedInTheDeliveryLag) {
+  const auto channel = unique_channel("lag");
+  PostgresClusterBus sender(options(channel)), receiver(options(channel));
+  std::atomic<bool> slow_began{false};
+  Collector seen;
+  auto at_receiver = receiver.subscribe([&](const ClusterMessage& m) {
+    if (m.body == "slow") {
+      slow_began = true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(600));
+    }
+    seen.handler()(m);
+  });
+  Collector own;
+  auto at_sender = sender.subscribe(own.handler());
+  sender.publish(nlohmann::json("slow"));
+  ASSERT_TRUE(eventually([&] { return slow_began.load(); }));
+  sender.publish(nlohmann::json("waits"));
+  sender.publish(nlohmann::json(std::string(20000, 's')));  // through the table
+  ASSERT_TRUE(seen.wait_for_count(3));
+  ASSERT_TRUE(own.wait_for_count(3));
+
+  for (auto* bus : {&receiver, &sender}) {
+    ASSERT_TRUE(eventually([&] { return bus->stats().delivery_lag.count == 3; }))
+        << bus->stats().delivery_lag.count;
+    const auto lag = bus->stats().delivery_lag;
+    // Not a unit off by a thousand: under a minute in all.
+    EXPECT_LT(lag.sum_ms, 60000.0);
+  }
+  // "waits" and the spilled one were sent while "slow" was being handled
+  // (600 ms; the two publishes take a few milliseconds of them).
+  EXPECT_EQ(testing::lags_over(receiver.stats().delivery_lag, 100), 2u);
+  EXPECT_GE(receiver.stats().delivery_lag.sum_ms, 2 * 100.0);
+}
+
 TEST_F(PostgresBusTest, AnotherChannelSeesNoneOfIt) {
   const auto channel = unique_channel("busy");
   const auto other_channel = unique_channel("quiet");

@@ -30,9 +30,9 @@ TEST(Prometheus, EveryLineIsWhatTheTextFormatAllows) {
   ASSERT_FALSE(text.empty());
   EXPECT_EQ(text.back(), '\n');
   const std::regex help(R"(# HELP syncbus_[a-z_]+ [^\n]+)");
-  const std::regex type(R"(# TYPE syncbus_[a-z_]+ (counter|gauge))");
+  const std::regex type(R"(# TYPE syncbus_[a-z_]+ (counter|gauge|histogram))");
   const std::regex sample(
-      R"re(syncbus_[a-z_]+\{channel="orders",instance="api-1\.abc"\} [0-9.e+]+)re");
+      R"re(syncbus_[a-z_]+\{channel="orders",instance="api-1\.abc"(,le="([0-9.]+|\+Inf)")?\} [0-9.e+]+)re");
   std::map<std::string, std::string> values;
   for (const auto& line : lines_of(text)) {
     EXPECT_TRUE(std::regex_match(line, help) || std::regex_match(line, type) ||
@@ -46,7 +46,7 @@ TEST(Prometheus, EveryLineIsWhatTheTextFormatAllows) {
   EXPECT_EQ(values["syncbus_errors_total"], "0");
   // Counters end in _total; gauges do not.
   for (const auto& line : lines_of(text)) {
-    if (line.rfind("# TYPE ", 0) != 0) continue;
+    if (line.rfind("# TYPE ", 0) != 0 || line.find(" histogram") != std::string::npos) continue;
     const bool counter = line.size() > 8 && line.substr(line.size() - 7) == "counter";
     const auto name = line.substr(7, line.find(' ', 7) - 7);
     EXPECT_EQ(counter, name.size() > 6 && name.substr(name.size() - 6) == "_total") << line;
@@ -71,8 +71,30 @@ TEST(Prometheus, LabelValuesAreEscapedAndBadNamesRefused) {
   const auto text = to_prometheus(BusStats{}, {{"channel", "a\"b\\c\nd"}});
   EXPECT_NE(text.find(R"(syncbus_errors_total{channel="a\"b\\c\nd"} 0)"), std::string::npos)
       << text;
-  for (const auto* bad : {"", "1st", "__reserved", "with-dash", "with space"}) {
+  for (const auto* bad : {"", "1st", "__reserved", "with-dash", "with space", "le"}) {
     EXPECT_THROW(to_prometheus(BusStats{}, {{bad, "x"}}), configuration_error) << bad;
+  }
+}
+
+TEST(Prometheus, TheDeliveryLagIsAHistogramInSecondsWithCumulativeBuckets) {
+  BusStats stats;
+  stats.delivery_lag.buckets[0] = 3;                              // up to 1 ms
+  stats.delivery_lag.buckets[4] = 2;                              // 10 to 25 ms
+  stats.delivery_lag.buckets[DeliveryLag::bounds_ms.size()] = 1;  // over 60 s
+  stats.delivery_lag.count = 6;
+  stats.delivery_lag.sum_ms = 61500;
+  const auto text = to_prometheus(stats, {{"bus", "a"}});
+  EXPECT_NE(text.find("# TYPE syncbus_delivery_lag_seconds histogram\n"), std::string::npos);
+  for (const auto* line : {
+           "syncbus_delivery_lag_seconds_bucket{bus=\"a\",le=\"0.001\"} 3\n",
+           "syncbus_delivery_lag_seconds_bucket{bus=\"a\",le=\"0.01\"} 3\n",
+           "syncbus_delivery_lag_seconds_bucket{bus=\"a\",le=\"0.025\"} 5\n",
+           "syncbus_delivery_lag_seconds_bucket{bus=\"a\",le=\"60\"} 5\n",
+           "syncbus_delivery_lag_seconds_bucket{bus=\"a\",le=\"+Inf\"} 6\n",
+           "syncbus_delivery_lag_seconds_sum{bus=\"a\"} 61.5\n",
+           "syncbus_delivery_lag_seconds_count{bus=\"a\"} 6\n",
+       }) {
+    EXPECT_NE(text.find(line), std::string::npos) << line << text;
   }
 }
 

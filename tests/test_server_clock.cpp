@@ -25,6 +25,17 @@ TEST(ServerClock, CarriesTheServersTimeForwardFromTheMiddleOfTheRoundTrip) {
   EXPECT_LT(now, 1'001'500u);
 }
 
+TEST(ServerClock, TellsWhenATimeOnTheServersClockWasHere) {
+  ServerClock clock;
+  EXPECT_FALSE(clock.local_time_of(1'000'000).has_value()) << "not read yet";
+  const auto answered = Clock::now();
+  clock.calibrate(1'000'000, answered - 2s, answered);  // said 1'000'000 at answered - 1 s
+  EXPECT_EQ(clock.local_time_of(1'000'000), answered - 1s);
+  EXPECT_EQ(clock.local_time_of(999'750), answered - 1250ms);
+  EXPECT_EQ(clock.local_time_of(1'003'000), answered + 2s);
+  EXPECT_FALSE(clock.local_time_of(0).has_value()) << "0: not said";
+}
+
 // A step of the server's clock (an NTP correction, a virtual machine
 // resumed) reaches the estimate when it is read again: every bus reads it
 // within recalibrate_every, so estimates taken before and after agree again.

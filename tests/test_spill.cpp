@@ -79,19 +79,21 @@ class SpillTest : public testing::PostgresTest {
     // the sender carries it, so it counts towards the 8000 bytes.
     sender.publish(nlohmann::json(std::string(100000, 'p')));
     pqxx::connection connection(url());
-    const auto born = pqxx::nontransaction(connection)
-                          .exec_params1(
-                              "SELECT born::text FROM public.sync_cluster_spill WHERE "
-                              "channel = $1 AND origin = $2 AND sequence = 1",
-                              channel, sender.instance_id())[0]
-                          .as<std::uint64_t>();
+    // Its header's `born` and `sent` (13 digits, as every `sent` until 2286).
+    const auto first = pqxx::nontransaction(connection)
+                           .exec_params1(
+                               "SELECT born::text, sent FROM public.sync_cluster_spill WHERE "
+                               "channel = $1 AND origin = $2 AND sequence = 1",
+                               channel, sender.instance_id());
+    const auto born = first[0].as<std::uint64_t>();
+    const auto sent = first[1].as<std::uint64_t>();
     const auto bodies = boundary_bodies();
     std::int64_t expected_spills = 1;
     bool saw_inline_just_below = false;
     bool saw_spill_at_limit = false;
     for (std::size_t i = 0; i < bodies.size(); ++i) {
       const auto envelope_size =
-          detail::encode_inline(detail::EnvelopeHeader{sender.instance_id(), i + 2, born},
+          detail::encode_inline(detail::EnvelopeHeader{sender.instance_id(), i + 2, born, 0, sent},
                                 detail::serialize_body(bodies[i], false))
               .size();
       const bool spills = mode == SpillMode::always || envelope_size >= 8000;

@@ -2,6 +2,7 @@
 // Helpers shared by the tests: a thread-safe message collector, a bounded
 // wait (never a fixed sleep), and the test database's connection string.
 
+#include <syncbus/bus_stats.hpp>
 #include <syncbus/cluster_bus.hpp>
 #include <syncbus/gap_event.hpp>
 
@@ -180,6 +181,16 @@ inline void expect_each_delivered_or_in_a_gap_once(const Collector& seen, const 
 }
 
 /// Polls `condition` every few milliseconds until it holds or `timeout` passes.
+/// Messages of `lag` in the buckets above `ms` milliseconds (whole buckets:
+/// `ms` must be one of DeliveryLag::bounds_ms).
+inline std::uint64_t lags_over(const DeliveryLag& lag, std::uint32_t ms) {
+  std::uint64_t n = 0;
+  for (std::size_t i = 1; i < lag.buckets.size(); ++i) {
+    if (DeliveryLag::bounds_ms[i - 1] >= ms) n += lag.buckets[i];
+  }
+  return n;
+}
+
 inline bool eventually(const std::function<bool()>& condition,
                        std::chrono::milliseconds timeout = std::chrono::seconds(20)) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;

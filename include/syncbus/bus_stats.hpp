@@ -2,10 +2,33 @@
 /// \file bus_stats.hpp
 /// Counters of a bus, cheap enough to poll (a few atomic loads).
 
+#include <array>
 #include <cstdint>
 #include <string>
 
 namespace syncbus {
+
+/// How long messages took to reach this bus's handlers, counted in buckets:
+/// from when their publisher sent them to PostgreSQL (just before their
+/// transaction committed) to when they were handed to the handlers. Both
+/// ends are read on the server's clock as each bus estimates it (read every
+/// 10 s, to within half a round trip, in milliseconds): lags of a few
+/// milliseconds are as exact as that. Covers every message that says when
+/// it was sent (every envelope and row of syncbus 0.3 or later; read back
+/// from the table too, so a catch-up's lag shows), this bus's own included.
+struct DeliveryLag {
+  /// The buckets' upper bounds, in milliseconds; a last bucket holds what
+  /// took longer than the last bound.
+  static constexpr std::array<std::uint32_t, 14> bounds_ms{
+      1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 60000};
+  /// Messages per bucket (not cumulative): buckets[i] counts the lags over
+  /// bounds_ms[i - 1] and up to bounds_ms[i]; buckets.back() the rest.
+  std::array<std::uint64_t, bounds_ms.size() + 1> buckets{};
+  /// Messages measured (the buckets' sum).
+  std::uint64_t count = 0;
+  /// Their lags added up, in milliseconds.
+  double sum_ms = 0;
+};
 
 /// A snapshot of a bus's counters since it was created.
 struct BusStats {
@@ -18,6 +41,8 @@ struct BusStats {
   std::uint64_t publish_batches = 0;
   /// Messages handed to this bus's handlers (counted once per message).
   std::uint64_t delivered = 0;
+  /// How long they took to get there (see DeliveryLag).
+  DeliveryLag delivery_lag;
   /// Gap events reported (known and unknown range).
   std::uint64_t gaps = 0;
   /// Messages inside the gaps of known range.
