@@ -39,7 +39,8 @@ class ServerClock {
   std::uint64_t now_ms() const;
 
   /// When the server's clock said `server_ms`, on this process's monotonic
-  /// clock; nullopt before the first calibration, or for 0 (not said).
+  /// clock; nullopt before the first calibration, for 0 (not said), and for
+  /// a time more than ten years from the estimate (a peer's nonsense).
   std::optional<Clock::time_point> local_time_of(std::uint64_t server_ms) const;
 
   /// When the estimate is due to be read again (at once before the first

@@ -59,7 +59,7 @@ struct StatsCounters {
                                                   }) -
                                  bounds.begin());
     add(lag_buckets[bucket]);
-    add(lag_sum_us, us);
+    add_saturating(lag_sum_us, us);  // a peer's `sent` may be years ago
   }
 
   void record_error(const std::exception& e) {

@@ -81,6 +81,15 @@ TEST_F(PostgresBusTest, EveryDeliveredMessageIsCountedInTheDeliveryLag) {
     // Not a unit off by a thousand: under a minute in all.
     EXPECT_LT(lag.sum_ms, 60000.0);
   }
+  // A peer's `sent` may be anything: the message is delivered, and a time
+  // years away is no time (not a lag of centuries, nor an overflow).
+  const std::vector<std::string> far_times{"9223372036854775807", "1", "4102444800000"};
+  for (std::size_t i = 0; i < far_times.size(); ++i) {
+    raw_notify(channel, R"({"v":1,"origin":"far","seq":)" + std::to_string(i + 1) + R"(,"sent":)" +
+                            far_times[i] + R"(,"body":"from afar"})");
+  }
+  ASSERT_TRUE(seen.wait_for_count(5));
+  EXPECT_EQ(receiver.stats().delivery_lag.count, 3u);
   // "waits" and the spilled one were sent while "slow" was being handled
   // (600 ms; the two publishes take a few milliseconds of them).
   EXPECT_EQ(testing::lags_over(receiver.stats().delivery_lag, 100), 2u);

@@ -34,6 +34,10 @@ TEST(ServerClock, TellsWhenATimeOnTheServersClockWasHere) {
   EXPECT_EQ(clock.local_time_of(999'750), answered - 1250ms);
   EXPECT_EQ(clock.local_time_of(1'003'000), answered + 2s);
   EXPECT_FALSE(clock.local_time_of(0).has_value()) << "0: not said";
+  // What a hostile peer may write in `sent`: no time, and no overflow.
+  EXPECT_FALSE(clock.local_time_of(UINT64_MAX).has_value());
+  EXPECT_FALSE(clock.local_time_of(9'223'372'036'854'775'807u).has_value());
+  EXPECT_TRUE(clock.local_time_of(1'000'000 + 3'600'000).has_value()) << "an hour is a time";
 }
 
 // A step of the server's clock (an NTP correction, a virtual machine
