@@ -24,7 +24,7 @@ const char* const usage_text =
     "                     [--threads 1,4,16] [--window 64] [--blocking 16|none]\n"
     "                     [--rate 1000] [--rounds 4] [--max-lag-bytes 16777216]\n"
     "                     [--receivers 2] [--spill overflow|always] [--publisher-listens]\n"
-    "                     [--body repeated|text] [--check]\n"
+    "                     [--body repeated|text] [--json] [--check]\n"
     "\n"
     "Measures syncbus against a raw libpq baseline on the same server, in one run:\n"
     "throughput delivered to each receiver, latency percentiles at saturation and\n"
@@ -43,7 +43,8 @@ const char* const usage_text =
     "false) unless --publisher-listens. --body: each body's padding is one\n"
     "repeated character (the default) or text of pseudo-random words, which\n"
     "compresses like prose. --check: exit 1 unless every receiver got every\n"
-    "message once, in order.\n"
+    "message once, in order. --json: one JSON object per run and line (its figures,\n"
+    "its ratios to raw, and the configuration) instead of the table.\n"
     "See docs/BENCHMARKS.md.\n";
 
 Config parse_arguments(const std::vector<std::string>& args) {
@@ -58,7 +59,7 @@ Config parse_arguments(const std::vector<std::string>& args) {
   const cli::CommandLine line(args,
                               {"db", "seconds", "sizes", "threads", "blocking", "window",
                                "max-lag-bytes", "rate", "rounds", "body", "receivers", "spill"},
-                              {"publisher-listens", "check", "help"});
+                              {"publisher-listens", "check", "json", "help"});
   Config config;
   config.help = line.has("help");
   if (auto v = line.value("seconds")) config.seconds = cli::parse_number<double>("seconds", *v);
@@ -105,6 +106,7 @@ Config parse_arguments(const std::vector<std::string>& args) {
     config.spill_always = *v == "always";
   }
   config.check = line.has("check");
+  config.json = line.has("json");
   // The connection string: --db, as every syncbus command takes it, or the
   // first argument, as the stand-alone benchmark always took it.
   const auto& positional = line.positional();

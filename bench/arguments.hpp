@@ -40,6 +40,9 @@ struct Config {
   // it does prose (--body text).
   bool text_body = false;
   bool check = false;
+  // --json: one JSON object per run and line, with the configuration,
+  // instead of the table.
+  bool json = false;
   bool help = false;  // --help: print usage_text and stop
 };
 

@@ -87,21 +87,18 @@ int run_benchmark(const std::vector<std::string>& args, std::function<bool()> in
   const auto now_running = [&](const std::string& what) {
     if (on_terminal) std::cerr << "\r\033[Ksyncbus_bench: measuring " << what << std::flush;
   };
-  std::cout << fmt::format(
-      "syncbus_bench: {} s per run, {} receivers on each side, {} hardware threads, server CPU "
-      "{}\n",
-      config.seconds, config.receivers, std::thread::hardware_concurrency(),
-      postmaster ? "measured" : "not measurable (server not local)");
+  const Report report(config);
+  report.preamble(postmaster != 0);
   bool all_correct = true;
   try {
     for (const auto size : config.sizes) {
       if (stop_requested()) break;
       if (on_terminal) std::cerr << "\r\033[K";
-      print_header();
+      report.size_begins();
       now_running(fmt::format("raw libpq, {} B", size));
       auto raw = run_raw(config, size, std::nullopt, postmaster);
       raw.load = "saturation";
-      print(raw, nullptr);
+      report.run(raw, nullptr);
       all_correct = all_correct && raw.correct;
       std::optional<Result> best;  // syncbus's fastest run of this size
       const auto saturate = [&](int threads, bool blocking) {
@@ -114,9 +111,9 @@ int run_benchmark(const std::vector<std::string>& args, std::function<bool()> in
         auto r = run_syncbus(config, load, postmaster);
         if (on_terminal) std::cerr << "\r\033[K";
         r.load = "saturation";
-        print(r, &raw);
+        report.run(r, &raw);
         all_correct = all_correct && r.correct;
-        print_memory(r);
+        report.memory(r);
         if (!best || r.delivered_per_second > best->delivered_per_second) best = r;
       };
       for (const int threads : config.threads) saturate(threads, false);
@@ -135,7 +132,7 @@ int run_benchmark(const std::vector<std::string>& args, std::function<bool()> in
         auto ceiling = run_raw(config, size, std::nullopt, postmaster, per_statement);
         if (on_terminal) std::cerr << "\r\033[K";
         ceiling.load = "saturation";
-        print_ceiling(ceiling, *best);
+        report.ceiling(ceiling, *best);
         all_correct = all_correct && ceiling.correct;
       }
       if (config.rate > 0) {  // --rate 0: saturation runs only
@@ -154,20 +151,17 @@ int run_benchmark(const std::vector<std::string>& args, std::function<bool()> in
         }
         if (on_terminal) std::cerr << "\r\033[K";
         raw_paced.load = paced.load = fmt::format("{}/s", config.rate);
-        print(raw_paced, nullptr);
-        print(paced, &raw_paced);
+        report.run(raw_paced, nullptr);
+        report.run(paced, &raw_paced);
         all_correct = all_correct && raw_paced.correct && paced.correct;
       }
-      std::cout << "\n";
+      if (!config.json) std::cout << "\n";
     }
   } catch (const std::exception& e) {
     std::cerr << "syncbus_bench: " << e.what() << "\n";
     return 1;
   }
-  std::cout << "columns: msg/s delivered to each receiver; latency from publish to handler "
-               "(us); cpu/1k and srv/1k: CPU seconds of this process and of the server per "
-               "1,000 messages delivered to a receiver; msg/tx: messages per transaction; ok: "
-               "every receiver got every message once, in order\n";
+  report.legend();
   if (config.check && !all_correct) {
     std::cerr << "syncbus_bench: a run lost, repeated or reordered messages\n";
     return 1;

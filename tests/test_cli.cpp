@@ -14,6 +14,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <map>
+#include <sstream>
 #include <thread>
 
 #include "conninfo.hpp"
@@ -465,6 +466,42 @@ TEST_F(CliTest, BenchRunsAndStopsCleanlyOnCtrlC) {
   EXPECT_LT(std::chrono::steady_clock::now() - stopping, 15s);
   EXPECT_TRUE(contains(bench.err(), "interrupted")) << bench.err();
   EXPECT_TRUE(contains(bench.out(), "raw libpq")) << "the interrupted run is reported";
+}
+
+// Figures people can keep: with --json, each run is one JSON object on a
+// line of its own, with its figures and the configuration that made them,
+// and nothing else is on stdout.
+TEST_F(CliTest, BenchWithJsonPrintsOneObjectPerRunWithItsConfiguration) {
+  const auto r = run({"bench", "--db", url(), "--seconds", "0.3", "--sizes", "200", "--threads",
+                      "2", "--blocking", "none", "--rate", "200", "--rounds", "1", "--receivers",
+                      "1", "--json", "--check"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  std::vector<nlohmann::json> rows;
+  std::istringstream in(r.out);
+  for (std::string line; std::getline(in, line);) {
+    ASSERT_NO_THROW(rows.push_back(nlohmann::json::parse(line))) << line;
+  }
+  // raw, syncbus (2 threads), the hand-batched ceiling, raw and syncbus at 200/s.
+  ASSERT_EQ(rows.size(), 5u) << r.out;
+  std::map<std::string, int> kinds;
+  for (const auto& row : rows) {
+    ++kinds[row.at("kind").get<std::string>()];
+    EXPECT_EQ(row.at("size"), 200) << row;
+    EXPECT_TRUE(row.at("ok").get<bool>()) << row;
+    EXPECT_GT(row.at("msg_per_s").get<double>(), 0) << row;
+    EXPECT_GT(row.at("delivered").get<std::size_t>(), 0u) << row;
+    EXPECT_TRUE(row.at("latency_us").contains("p99")) << row;
+    EXPECT_EQ(row.at("config").at("receivers"), 1) << row;
+    EXPECT_EQ(row.at("config").at("spill"), "overflow") << row;
+    EXPECT_EQ(row.at("config").at("seconds"), 0.3) << row;
+    EXPECT_EQ(row.at("kind") == "syncbus", row.contains("vs_raw")) << row;
+  }
+  EXPECT_EQ(kinds["raw"], 2);
+  EXPECT_EQ(kinds["syncbus"], 2);
+  EXPECT_EQ(kinds["ceiling"], 1);
+  EXPECT_EQ(rows[1].at("name"), "syncbus, 2 threads");
+  EXPECT_EQ(rows[3].at("load"), "200/s");
+  EXPECT_GT(rows[2].at("best_syncbus").at("fraction").get<double>(), 0);
 }
 
 TEST_F(CliTest, BenchEndsWithTheErrorWhenTheServerGoesAway) {
