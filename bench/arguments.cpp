@@ -23,7 +23,8 @@ const char* const usage_text =
     "usage: syncbus bench [--db CONNINFO] [--seconds S] [--sizes 200,2000,20000]\n"
     "                     [--threads 1,4,16] [--window 64] [--blocking 16|none]\n"
     "                     [--rate 1000] [--rounds 4] [--max-lag-bytes 16777216]\n"
-    "                     [--receivers 2] [--spill overflow|always] [--publisher-listens]\n"
+    "                     [--receivers 2] [--receiver-processes]\n"
+    "                     [--spill overflow|always] [--publisher-listens]\n"
     "                     [--body repeated|text] [--json] [--check]\n"
     "\n"
     "Measures syncbus against a raw libpq baseline on the same server, in one run:\n"
@@ -31,7 +32,9 @@ const char* const usage_text =
     "at --rate messages/s, CPU per 1,000 messages delivered to a receiver (this\n"
     "process and the server), for each message size. Both sides have --receivers\n"
     "receivers (syncbus: receiving buses; raw: listening connections, each\n"
-    "fetching the rows of spilled sizes), so that they do the same work. --spill\n"
+    "fetching the rows of spilled sizes), so that they do the same work;\n"
+    "--receiver-processes: each in a process of its own (fan-out, as a cluster\n"
+    "of instances has it; their CPU is counted with this process's). --spill\n"
     "always: syncbus in its durable mode, every message through the spill table,\n"
     "against raw libpq INSERTing every message and NOTIFYing its id. At\n"
     "saturation each of --threads publishes with publish_async, --window messages\n"
@@ -59,7 +62,7 @@ Config parse_arguments(const std::vector<std::string>& args) {
   const cli::CommandLine line(args,
                               {"db", "seconds", "sizes", "threads", "blocking", "window",
                                "max-lag-bytes", "rate", "rounds", "body", "receivers", "spill"},
-                              {"publisher-listens", "check", "json", "help"});
+                              {"publisher-listens", "receiver-processes", "check", "json", "help"});
   Config config;
   config.help = line.has("help");
   if (auto v = line.value("seconds")) config.seconds = cli::parse_number<double>("seconds", *v);
@@ -93,6 +96,7 @@ Config parse_arguments(const std::vector<std::string>& args) {
     if (config.rounds < 1) throw cli::usage_error("--rounds must be at least 1");
   }
   config.publisher_listens = line.has("publisher-listens");
+  config.receiver_processes = line.has("receiver-processes");
   if (auto v = line.value("body")) {
     if (*v != "repeated" && *v != "text") {
       throw cli::usage_error("--body takes repeated or text, not " + *v);

@@ -24,6 +24,10 @@ struct Config {
   // baseline as receiving buses for syncbus, each doing the same work (for
   // spilled sizes, each fetches every row), so that the two sides compare.
   int receivers = 2;
+  // --receiver-processes: each receiver (bus or raw listener) in a process
+  // of its own, as in a cluster of instances; their CPU counts as this
+  // process's (cpu/1k).
+  bool receiver_processes = false;
   // --spill always: the durable mode, every message through the spill table,
   // against a raw baseline that INSERTs every message and NOTIFYs its id
   // (each raw receiver fetching every row).

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <mutex>
 #include <optional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -65,6 +66,25 @@ class Latencies {
   }
   double max() const { return max_; }
 
+  /// As text, to cross from a receiver process (receiver_processes.hpp):
+  /// the count, the maximum, and each bucket that is not empty.
+  void write(std::ostream& out) const {
+    out << count_ << ' ' << max_;
+    for (std::size_t i = 0; i < buckets; ++i) {
+      if (counts_[i] != 0) out << ' ' << i << ':' << counts_[i];
+    }
+  }
+  static Latencies read(std::istream& in) {
+    Latencies l;
+    in >> l.count_ >> l.max_;
+    for (std::string pair; in >> pair;) {
+      const auto colon = pair.find(':');
+      const auto i = std::stoull(pair.substr(0, colon));
+      if (i < buckets) l.counts_[i] = std::stoull(pair.substr(colon + 1));
+    }
+    return l;
+  }
+
  private:
   static constexpr unsigned sub_bits = 7;  // 128 buckets per power of two
   static constexpr std::uint64_t sub = 1u << sub_bits;
@@ -112,6 +132,20 @@ class ReceiverTally {
   bool in_order() const {
     std::lock_guard<std::mutex> lock(mutex_);
     return in_order_;
+  }
+  /// As one line of text, and back: what a receiver process reports.
+  std::string to_text() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::ostringstream out;
+    out << received_ << ' ' << last_ns_ << ' ' << last_sequence_ << ' ' << in_order_ << ' ';
+    latency_.write(out);
+    return out.str();
+  }
+  static void from_text(const std::string& text, ReceiverTally& tally) {
+    std::istringstream in(text);
+    std::lock_guard<std::mutex> lock(tally.mutex_);
+    in >> tally.received_ >> tally.last_ns_ >> tally.last_sequence_ >> tally.in_order_;
+    tally.latency_ = Latencies::read(in);
   }
   /// Pools `tallies` into `result`: delivered is the fewest any receiver
   /// got, correct that each got all `sent` in order, the latency all of

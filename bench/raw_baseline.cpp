@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "pacing.hpp"
+#include "receiver_processes.hpp"
 
 namespace syncbus::bench {
 namespace {
@@ -39,6 +40,31 @@ std::string array_literal(const std::vector<std::string>& bodies) {
   return out + "}";
 }
 
+// A raw receiver's work until `finished()`: each notification read, and for
+// spilled sizes its row fetched; `record(payload)` for each.
+template <typename Record, typename Finished>
+void receive(RawConnection& c, bool spill, const std::string& select_sql, Record record,
+             Finished finished) {
+  for (;;) {
+    pollfd fd{PQsocket(c.get()), POLLIN, 0};
+    ::poll(&fd, 1, 10);
+    if (PQconsumeInput(c.get()) == 0) {
+      throw std::runtime_error(
+          fmt::format("raw: the listening connection failed: {}", PQerrorMessage(c.get())));
+    }
+    while (PGnotify* n = PQnotifies(c.get())) {
+      std::string payload = n->extra;
+      PQfreemem(n);
+      if (spill) {
+        const char* id = payload.c_str();
+        payload = c.exec(select_sql.c_str(), {id});
+      }
+      record(payload);
+    }
+    if (finished()) return;
+  }
+}
+
 }  // namespace
 
 Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, int postmaster,
@@ -57,6 +83,22 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
   // Identical payloads in one transaction collapse into one: each body of a
   // batch carries its index.
   const bool batched = batch > 1 && !spill && !rate;
+  const std::string listen_sql = fmt::format("LISTEN \"{}\"", channel);
+  // --receiver-processes: forked before this run opens a connection.
+  std::unique_ptr<ReceiverProcesses> processes;
+  if (config.receiver_processes) {
+    processes = std::make_unique<ReceiverProcesses>(
+        static_cast<std::size_t>(config.receivers), [&](ReceiverLink& link) {
+          RawConnection c(config.conninfo);
+          c.exec(listen_sql.c_str());
+          link.ready();
+          receive(
+              c, spill, select_sql,
+              [&](const std::string& payload) { link.record(timestamp_in(payload)); },
+              [&] { return link.done(); });
+        });
+    processes->wait_ready();
+  }
   std::size_t transactions = 0;
   RawConnection sender(config.conninfo);
   std::atomic<bool> sending{true};
@@ -72,35 +114,22 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
     ReceiverTally tally;
   };
   std::vector<std::unique_ptr<Receiver>> receivers;
-  for (int i = 0; i < config.receivers; ++i) {
+  for (int i = 0; i < config.receivers && !processes; ++i) {
     receivers.push_back(std::make_unique<Receiver>(config.conninfo));
-    receivers.back()->connection.exec(fmt::format("LISTEN \"{}\"", channel).c_str());
+    receivers.back()->connection.exec(listen_sql.c_str());
   }
   std::vector<std::thread> receiving;
   for (auto& r : receivers) {
     receiving.emplace_back([&, self = r.get()] {
-      RawConnection& c = self->connection;
       try {
-        for (;;) {
-          pollfd fd{PQsocket(c.get()), POLLIN, 0};
-          ::poll(&fd, 1, 50);
-          if (PQconsumeInput(c.get()) == 0) {
-            throw std::runtime_error(
-                fmt::format("raw: the listening connection failed: {}", PQerrorMessage(c.get())));
-          }
-          while (PGnotify* n = PQnotifies(c.get())) {
-            std::string payload = n->extra;
-            PQfreemem(n);
-            if (spill) {
-              const char* id = payload.c_str();
-              payload = c.exec(select_sql.c_str(), {id});
-            }
-            self->tally.record(now_ns(), timestamp_in(payload));
-          }
-          if (!sending && (self->tally.received() >= sent || now_ns() > give_up_ns.load())) {
-            return;
-          }
-        }
+        receive(
+            self->connection, spill, select_sql,
+            [&](const std::string& payload) {
+              self->tally.record(now_ns(), timestamp_in(payload));
+            },
+            [&] {
+              return !sending && (self->tally.received() >= sent || now_ns() > give_up_ns.load());
+            });
       } catch (...) {
         failure.record(std::current_exception());
       }
@@ -166,6 +195,18 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
   give_up_ns = now_ns() + (failure.failed() ? 0 : 30'000'000'000LL);
   sending = false;
   for (auto& t : receiving) t.join();
+  std::vector<std::unique_ptr<ReceiverTally>> from_processes;
+  double processes_cpu = 0;
+  if (processes) {
+    // Each ends once it has every message, or at the give-up time.
+    processes->expect(count, give_up_ns.load());
+    try {
+      from_processes = processes->collect();
+    } catch (...) {
+      failure.record(std::current_exception());
+    }
+    processes_cpu = processes->cpu_seconds();
+  }
   if (spill) {
     try {
       sender.exec(fmt::format("DROP TABLE IF EXISTS {}", table).c_str());
@@ -179,6 +220,7 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
   r.size = size;
   std::vector<const ReceiverTally*> tallies;
   for (const auto& receiver : receivers) tallies.push_back(&receiver->tally);
+  for (const auto& t : from_processes) tallies.push_back(t.get());
   const auto last_received_ns = ReceiverTally::pool_into(r, tallies, count, start_ns);
   // Per receiver: each has every message.
   r.delivered_per_second =
@@ -186,8 +228,8 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
       static_cast<double>(std::max<std::int64_t>(1, last_received_ns - start_ns));
   // Per message delivered to a receiver, as for syncbus.
   const double per_1000 =
-      1000.0 / static_cast<double>(std::max<std::size_t>(1, count * receivers.size()));
-  r.process_cpu_per_1000 = (process_cpu() - cpu_before) * per_1000;
+      1000.0 / static_cast<double>(std::max<std::size_t>(1, count * tallies.size()));
+  r.process_cpu_per_1000 = (process_cpu() - cpu_before + processes_cpu) * per_1000;
   if (const auto server_after = server_cpu(postmaster); server_after && server_before) {
     r.server_cpu_per_1000 = (*server_after - *server_before) * per_1000;
   }

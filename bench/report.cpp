@@ -54,9 +54,11 @@ void pool(Result& all, const Result& round) {
 void Report::preamble(bool server_cpu_measured) const {
   if (config_.json) return;  // each line carries its configuration
   std::cout << fmt::format(
-      "syncbus_bench: {} s per run, {} receivers on each side, {} hardware threads, server CPU "
-      "{}\n",
-      config_.seconds, config_.receivers, std::thread::hardware_concurrency(),
+      "syncbus_bench: {} s per run, {} receivers on each side{}, {} hardware threads, server "
+      "CPU {}\n",
+      config_.seconds, config_.receivers,
+      config_.receiver_processes ? " (each a process of its own)" : "",
+      std::thread::hardware_concurrency(),
       server_cpu_measured ? "measured" : "not measurable (server not local)");
 }
 
@@ -123,6 +125,7 @@ void Report::json_line(const Result& r, const std::string& kind, const Result* c
        {{"syncbus", syncbus::version_string},
         {"seconds", config_.seconds},
         {"receivers", config_.receivers},
+        {"receiver_processes", config_.receiver_processes},
         {"spill", config_.spill_always ? "always" : "overflow"},
         {"body", config_.text_body ? "text" : "repeated"},
         {"window", config_.window},

@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "pacing.hpp"
+#include "receiver_processes.hpp"
 
 namespace syncbus::bench {
 
@@ -48,6 +49,36 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
     std::lock_guard<std::mutex> lock(errors_mutex);
     errors.emplace_back(e.what());
   };
+  // --receiver-processes: forked now, before any bus starts a thread. Each
+  // child's bus reports its own errors and gaps: a run with any fails.
+  std::unique_ptr<ReceiverProcesses> processes;
+  const auto receiver_count = static_cast<std::size_t>(config.receivers);
+  if (config.receiver_processes) {
+    processes = std::make_unique<ReceiverProcesses>(receiver_count, [options](ReceiverLink& link) {
+      std::mutex problems_mutex;
+      std::vector<std::string> problems;
+      auto own = options;
+      own.on_error = [&](const std::exception& e) {
+        std::lock_guard<std::mutex> lock(problems_mutex);
+        problems.emplace_back(e.what());
+      };
+      own.on_gap = [&](const syncbus::GapEvent& gap) {
+        std::lock_guard<std::mutex> lock(problems_mutex);
+        problems.push_back(fmt::format("a gap in {}'s messages", gap.origin));
+      };
+      syncbus::PostgresClusterBus bus(own);
+      auto subscription = bus.subscribe([&](const syncbus::ClusterMessage& m) {
+        link.record(m.body.at("t").get<std::int64_t>(), m.sequence);
+      });
+      link.ready();
+      while (!link.done()) std::this_thread::sleep_for(1ms);
+      subscription.unsubscribe();
+      bus.close();
+      std::lock_guard<std::mutex> lock(problems_mutex);
+      if (!problems.empty()) throw std::runtime_error("a receiving bus: " + problems.front());
+    });
+    processes->wait_ready();
+  }
   std::atomic<std::uint64_t> gaps{0};
   options.on_gap = [&](const syncbus::GapEvent&) { ++gaps; };
   // The publishing bus never subscribes: publish-only, as such a process
@@ -55,7 +86,6 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
   auto publisher_options = options;
   publisher_options.listen = config.publisher_listens;
   syncbus::PostgresClusterBus publisher(publisher_options);
-  const auto receiver_count = static_cast<std::size_t>(config.receivers);
   // Flow control, as a producer that must not outrun its consumers would
   // have: no more than max_lag messages published and not yet delivered
   // everywhere. Without it, a fast enough producer makes the listeners fall
@@ -74,31 +104,38 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
   // within half of it: woken once per max_lag / 2 messages delivered, not
   // polling (16 threads polling every 200 us cost more CPU than the buses
   // they measured, on a machine where the server needs it too).
+  // (Receiver processes cannot wake them: they look every millisecond.)
   struct Lag {
-    explicit Lag(std::size_t receivers) : received(receivers) {}
+    Lag(std::size_t receivers, const ReceiverProcesses* processes) : own(receivers) {
+      for (std::size_t i = 0; i < receivers; ++i) {
+        received.push_back(processes ? &processes->received(i) : &own[i]);
+      }
+    }
     std::atomic<std::size_t> issued{0};
-    std::vector<std::atomic<std::size_t>> received;  // per receiver
+    std::vector<std::atomic<std::size_t>> own;              // in-process receivers' counts
+    std::vector<const std::atomic<std::size_t>*> received;  // per receiver
     std::atomic<int> waiting{0};
     std::mutex mutex;
     std::condition_variable caught_up;
     std::size_t behind() const {
       std::size_t slowest = SIZE_MAX;
-      for (const auto& r : received) slowest = std::min(slowest, r.load());
+      for (const auto* r : received) slowest = std::min(slowest, r->load());
       const auto out = issued.load();
       return out > slowest ? out - slowest : 0;
     }
-  } lag(receiver_count);
+  } lag(receiver_count, processes.get());
+  const auto recheck = processes ? std::chrono::milliseconds(1) : std::chrono::milliseconds(100);
   struct Receiver {
     std::unique_ptr<syncbus::PostgresClusterBus> bus;
     syncbus::Subscription subscription;
     ReceiverTally tally;
   };
   std::vector<std::unique_ptr<Receiver>> receivers;
-  for (std::size_t i = 0; i < receiver_count; ++i) {
+  for (std::size_t i = 0; i < receiver_count && !processes; ++i) {
     auto receiver = std::make_unique<Receiver>();
     receiver->bus = std::make_unique<syncbus::PostgresClusterBus>(options);
     auto* self = receiver.get();
-    auto* count = &lag.received[i];
+    auto* count = &lag.own[i];
     receiver->subscription =
         receiver->bus->subscribe([self, count, &lag, max_lag](const syncbus::ClusterMessage& m) {
           self->tally.record(now_ns(), m.body.at("t").get<std::int64_t>(), m.sequence);
@@ -121,7 +158,7 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
     // server gone, say): the senders then wait no longer than the run.
     while (lag.behind() > max_lag / 2 && !stop_requested() && !failure.failed() &&
            Clock::now() < run_ends) {
-      lag.caught_up.wait_for(lock, std::chrono::milliseconds(100));
+      lag.caught_up.wait_for(lock, recheck);
     }
     --lag.waiting;
   };
@@ -195,17 +232,26 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
   };
   for (;;) {
     bool done = true;
-    for (auto& r : receivers) done = done && r->tally.received() >= total;
+    for (const auto* r : lag.received) done = done && r->load() >= total;
     if (done || Clock::now() > give_up || failure.failed() || buses_failed()) break;
     std::this_thread::sleep_for(1ms);
   }
   Result result;
   result.name = fmt::format("syncbus{}, {} thread{}{}", config.spill_always ? " always" : "",
                             threads, threads == 1 ? "" : "s", blocking ? ", blocking" : "");
+  if (processes && failure.failed()) processes->expect(0, 0);  // and the destructor ends them
   failure.rethrow_if_failed(fmt::format("{}, {} bytes", result.name, size));
   result.size = size;
   std::vector<const ReceiverTally*> tallies;
   for (const auto& r : receivers) tallies.push_back(&r->tally);
+  std::vector<std::unique_ptr<ReceiverTally>> from_processes;
+  double processes_cpu = 0;
+  if (processes) {
+    processes->expect(total, now_ns());  // they have it all, or never will
+    from_processes = processes->collect();
+    processes_cpu = processes->cpu_seconds();
+    for (const auto& t : from_processes) tallies.push_back(t.get());
+  }
   const auto last_ns = ReceiverTally::pool_into(result, tallies, total, start_ns);
   result.correct = result.correct && gaps == 0 && errors.empty();
   for (const auto& e : errors) std::cerr << "  error: " << e << "\n";
@@ -225,7 +271,7 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
   // deliveries, on either side.
   const double per_1000 =
       1000.0 / static_cast<double>(std::max<std::size_t>(1, total * receiver_count));
-  result.process_cpu_per_1000 = (process_cpu() - cpu_before) * per_1000;
+  result.process_cpu_per_1000 = (process_cpu() - cpu_before + processes_cpu) * per_1000;
   if (const auto server_after = server_cpu(postmaster); server_after && server_before) {
     result.server_cpu_per_1000 = (*server_after - *server_before) * per_1000;
   }

@@ -504,6 +504,26 @@ TEST_F(CliTest, BenchWithJsonPrintsOneObjectPerRunWithItsConfiguration) {
   EXPECT_GT(rows[2].at("best_syncbus").at("fraction").get<double>(), 0);
 }
 
+// Fan-out as a cluster has it: each receiver a process of its own, each
+// getting every message once and in order (--check), on both sides.
+TEST_F(CliTest, BenchWithReceiverProcessesDeliversEveryMessageToEach) {
+  const auto r =
+      run({"bench",     "--db",      url(), "--seconds",   "0.3",  "--sizes",
+           "200,20000", "--threads", "2",   "--blocking",  "none", "--rate",
+           "200",       "--rounds",  "1",   "--receivers", "3",    "--receiver-processes",
+           "--json",    "--check"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  std::istringstream in(r.out);
+  std::size_t rows = 0;
+  for (std::string line; std::getline(in, line); ++rows) {
+    const auto row = nlohmann::json::parse(line);
+    EXPECT_TRUE(row.at("ok").get<bool>()) << row;
+    EXPECT_TRUE(row.at("config").at("receiver_processes").get<bool>()) << row;
+    EXPECT_GT(row.at("cpu_s_per_1000").get<double>(), 0) << "the receivers' CPU counts: " << row;
+  }
+  EXPECT_EQ(rows, 9u) << r.out;  // 200 B: 5 rows; 20 KB (no ceiling): 4
+}
+
 TEST_F(CliTest, BenchEndsWithTheErrorWhenTheServerGoesAway) {
   // The server stops during the raw baseline (4 s, first), then, in a second
   // run, during syncbus's: either way the bench says what failed and exits
