@@ -314,11 +314,12 @@ void DeliveryQueue::run() {
   }
 }
 
-void DeliveryQueue::record_lag(
-    const std::optional<std::chrono::steady_clock::time_point>& sent_at) noexcept {
-  if (!sent_at) return;
-  stats_->record_lag(std::chrono::duration_cast<std::chrono::microseconds>(
-      std::chrono::steady_clock::now() - *sent_at));
+void DeliveryQueue::count_delivered(
+    const std::optional<std::chrono::steady_clock::time_point>& sent_at,
+    std::chrono::steady_clock::time_point handed_at) noexcept {
+  std::optional<std::chrono::microseconds> lag;
+  if (sent_at) lag = std::chrono::duration_cast<std::chrono::microseconds>(handed_at - *sent_at);
+  stats_->record_delivery(lag);
 }
 
 void DeliveryQueue::sweep_if_due() {
@@ -338,8 +339,9 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
   const auto flush = [&] {
     if (run.empty()) return;
     handlers_->deliver(run, on_error_, cancelled_,
-                       [this](const Delivery& d) { record_lag(d.sent_at); });
-    StatsCounters::add(stats_->delivered, run.size());
+                       [this](const Delivery& d, std::chrono::steady_clock::time_point handed_at) {
+                         count_delivered(d.sent_at, handed_at);
+                       });
     run.clear();
   };
   const auto gap = [&](const std::optional<GapEvent>& found) {
@@ -362,8 +364,8 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
         }
         show_tap(item);
         if (item.audience == 0) {
-          record_lag(item.sent_at);
-          StatsCounters::add(stats_->delivered);  // to every handler there was: none
+          // To every handler there was: none.
+          count_delivered(item.sent_at, std::chrono::steady_clock::now());
           continue;
         }
         if (item.body_text) {

@@ -133,8 +133,10 @@ class DeliveryQueue {
   /// On the delivery thread: lets the tracker forget silent origins, once
   /// a sweep period.
   void sweep_if_due();
-  /// Counts a message's lag (BusStats::delivery_lag) as it is handed on.
-  void record_lag(const std::optional<std::chrono::steady_clock::time_point>& sent_at) noexcept;
+  /// Counts a message handed on at `handed_at`, in `delivered` and, when
+  /// it says when it was sent, in the lag (BusStats::delivery_lag).
+  void count_delivered(const std::optional<std::chrono::steady_clock::time_point>& sent_at,
+                       std::chrono::steady_clock::time_point handed_at) noexcept;
   std::shared_ptr<HandlerRegistry> handlers_ = std::make_shared<HandlerRegistry>();
   std::mutex mutex_;
   std::condition_variable wake_;

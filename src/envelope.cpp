@@ -338,15 +338,21 @@ Envelope decode_envelope(std::string_view payload, std::string_view skip_bodies_
           reject(payload, "no \"seq\" from 1 to 2^63-1");
         }
         envelope.sequence = *seq;
-        // A transaction id, a process id, a time in milliseconds: positive.
+        // A transaction id, a process id: positive.
         for (const auto& [field, name, out] : {std::make_tuple(&born, "born", &envelope.born),
-                                               std::make_tuple(&pid, "pid", &envelope.pid),
-                                               std::make_tuple(&sent, "sent", &envelope.sent_ms)}) {
+                                               std::make_tuple(&pid, "pid", &envelope.pid)}) {
           if (!*field) continue;
           const auto value = unsigned_of(**field);
           if (!value || *value == 0)
             reject(payload, fmt::format("\"{}\" is not a positive integer", name));
           *out = value;
+        }
+        // A time in milliseconds: one that is not a positive integer is no
+        // time (the message is delivered, and left out of the lag; signed,
+        // it is refused for want of one).
+        if (sent) {
+          const auto value = unsigned_of(*sent);
+          if (value && *value != 0) envelope.sent_ms = value;
         }
 
         const auto is_true = [](const std::optional<Element>& flag) {

@@ -37,8 +37,7 @@ void HandlerRegistry::remove(const std::shared_ptr<Entry>& entry) {
 }
 
 void HandlerRegistry::deliver(const std::vector<Delivery>& deliveries, const ErrorSink& sink,
-                              const std::atomic<bool>& cancel,
-                              const std::function<void(const Delivery&)>& handing) {
+                              const std::atomic<bool>& cancel, const Handed& handed) {
   std::lock_guard<std::recursive_mutex> delivering(delivering_);
   std::vector<std::shared_ptr<Entry>> snapshot;
   {
@@ -48,7 +47,7 @@ void HandlerRegistry::deliver(const std::vector<Delivery>& deliveries, const Err
   for (const auto& delivery : deliveries) {
     const auto& message = delivery.message;
     const auto audience = delivery.audience;
-    if (handing) handing(delivery);
+    const auto handed_at = std::chrono::steady_clock::now();
     for (const auto& entry : snapshot) {
       if (cancel.load(std::memory_order_relaxed)) return;
       // Entries are in subscription order: the rest came later still.
@@ -66,6 +65,7 @@ void HandlerRegistry::deliver(const std::vector<Delivery>& deliveries, const Err
                            message.origin + "#" + std::to_string(message.sequence)));
       }
     }
+    if (handed) handed(delivery, handed_at);
   }
 }
 

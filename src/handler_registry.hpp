@@ -43,11 +43,13 @@ class HandlerRegistry : public std::enable_shared_from_this<HandlerRegistry> {
 
   /// Calls every handler that may hear each message (subscribed when it
   /// arrived, and still subscribed), in order, until `cancel` becomes true.
-  /// Exceptions thrown by handlers go to `sink`. `handing` (if set) is
-  /// called with each delivery just before its handlers are.
+  /// Exceptions thrown by handlers go to `sink`. `handed` (if set) is
+  /// called with each delivery once its handlers are done, and the moment
+  /// it was handed to them.
+  using Handed =
+      std::function<void(const Delivery&, std::chrono::steady_clock::time_point handed_at)>;
   void deliver(const std::vector<Delivery>& deliveries, const ErrorSink& sink,
-               const std::atomic<bool>& cancel,
-               const std::function<void(const Delivery&)>& handing = {});
+               const std::atomic<bool>& cancel, const Handed& handed = {});
 
  private:
   struct Entry {

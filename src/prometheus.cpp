@@ -5,6 +5,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdint>
 
 #include "prometheus_text.hpp"
@@ -100,7 +101,16 @@ std::string escaped(const std::string& value) {
 std::string prometheus_labels(const PrometheusLabels& labels) {
   if (labels.empty()) return "";
   std::string out = "{";
-  for (const auto& [name, value] : labels) {
+  for (auto it = labels.begin(); it != labels.end(); ++it) {
+    const auto& [name, value] = *it;
+    for (auto before = labels.begin(); before != it; ++before) {
+      if (before->first == name) {
+        throw configuration_error(fmt::format(
+            "syncbus: the label \"{}\" is given twice; Prometheus refuses a series with a "
+            "label name twice",
+            name));
+      }
+    }
     if (!valid_label_name(name)) {
       throw configuration_error(fmt::format(
           "syncbus: \"{}\" is not a Prometheus label name: use [a-zA-Z_][a-zA-Z0-9_]*, not "
@@ -130,6 +140,7 @@ std::string to_prometheus(const BusStats& stats, const PrometheusLabels& labels)
 }
 
 std::string to_prometheus(const std::vector<std::pair<PrometheusLabels, BusStats>>& buses) {
+  std::vector<PrometheusLabels> seen;
   for (const auto& [labels, stats] : buses) {
     for (const auto& label : labels) {
       if (label.first == "le") {
@@ -138,6 +149,15 @@ std::string to_prometheus(const std::vector<std::pair<PrometheusLabels, BusStats
             "histogram's buckets use it. Name it otherwise");
       }
     }
+    auto sorted = labels;
+    std::sort(sorted.begin(), sorted.end());
+    if (std::find(seen.begin(), seen.end(), sorted) != seen.end()) {
+      throw configuration_error(fmt::format(
+          "syncbus: two buses given to to_prometheus() have the same labels ({}): their series "
+          "would clash. Tell them apart, with {{\"instance\", bus.instance_id()}} say",
+          detail::prometheus_labels(labels)));
+    }
+    seen.push_back(std::move(sorted));
   }
   std::string out;
   for (const auto& metric : metrics) {

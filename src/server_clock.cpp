@@ -32,11 +32,17 @@ std::optional<ServerClock::Clock::time_point> ServerClock::local_time_of(
     std::uint64_t server_ms) const {
   std::lock_guard<std::mutex> lock(mutex_);
   if (server_ms_ == 0 || server_ms == 0) return std::nullopt;
-  // A peer may say anything: a time years away from now is no time at all
-  // (and in nanoseconds, centuries would overflow the clock's range).
+  // A peer may say anything. Later than now by more than two estimates of
+  // this clock can disagree (a second or so), or years ago, is no time at
+  // all (and in nanoseconds, centuries would overflow the clock's range).
   constexpr std::uint64_t ten_years_ms = 10ull * 366 * 24 * 3600 * 1000;
-  const auto read_ms = static_cast<std::uint64_t>(server_ms_);
-  if (server_ms > read_ms + ten_years_ms || server_ms + ten_years_ms < read_ms) return std::nullopt;
+  const auto now_ms = static_cast<std::uint64_t>(
+      server_ms_ +
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - at_).count());
+  if (server_ms > now_ms + static_cast<std::uint64_t>(future_tolerance.count()) ||
+      server_ms + ten_years_ms < now_ms) {
+    return std::nullopt;
+  }
   return at_ + std::chrono::milliseconds(static_cast<std::int64_t>(server_ms) - server_ms_);
 }
 

@@ -40,8 +40,12 @@ class ServerClock {
 
   /// When the server's clock said `server_ms`, on this process's monotonic
   /// clock; nullopt before the first calibration, for 0 (not said), and for
-  /// a time more than ten years from the estimate (a peer's nonsense).
+  /// a time later than now by more than future_tolerance or more than ten
+  /// years ago (a peer's nonsense, or a clock far off).
   std::optional<Clock::time_point> local_time_of(std::uint64_t server_ms) const;
+  /// How far ahead of this estimate another bus's may be: each is half a
+  /// round trip off at most, and read again every recalibrate_every.
+  static constexpr std::chrono::milliseconds future_tolerance{2000};
 
   /// When the estimate is due to be read again (at once before the first
   /// calibration).

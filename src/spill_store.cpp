@@ -341,10 +341,12 @@ void SpillStore::prepare(pqxx::connection_base& session, std::string_view tag) c
   // in a snapshot, keyset-paged in (xid, origin, sequence) order. The range
   // is an index scan on `xid`, bounded on both sides, so a page costs what
   // it covers even when the table holds other channels' rows in that range.
+  // No genuine row has a sequence below 1: a planted one is never listed
+  // (read as unsigned, its number threw, and the catch-up retried for ever).
   prepare(committed_statement,
           fmt::format("SELECT s.xid::text, s.origin, s.sequence "
                       "FROM {} s WHERE s.xid >= $2::text::xid8 AND s.xid < $5::text::xid8 "
-                      "AND s.channel = $1 AND (s.xid, s.origin, s.sequence) > "
+                      "AND s.channel = $1 AND s.sequence > 0 AND (s.xid, s.origin, s.sequence) > "
                       "($2::text::xid8, $3, $4) AND pg_visible_in_snapshot(s.xid, "
                       "$6::pg_snapshot) ORDER BY s.xid, s.origin, s.sequence LIMIT $7",
                       qualified_name_));
@@ -452,7 +454,15 @@ std::vector<SpillStore::StoredMessage> SpillStore::stored_messages(const pqxx::r
     }
     if (!row[4].is_null()) message.mac = row[4].as<std::string>();
     if (!row[5].is_null()) message.born = parse_xid(row[5].c_str());
-    if (!row[6].is_null()) message.sent_ms = row[6].as<std::uint64_t>();
+    // Anyone who may INSERT can write any bigint here: one that is not a
+    // positive time is none (a signed row then fails its check, a refusal
+    // and a gap; an unsigned one is delivered, left out of the lag). Read
+    // as unsigned, a negative one threw, and the row was retried for ever.
+    if (!row[6].is_null()) {
+      if (const auto sent = row[6].as<std::int64_t>(); sent > 0) {
+        message.sent_ms = static_cast<std::uint64_t>(sent);
+      }
+    }
     out.push_back(std::move(message));
   }
   return out;

@@ -12,6 +12,7 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <optional>
 #include <string>
 
 namespace syncbus::detail {
@@ -47,10 +48,15 @@ struct StatsCounters {
     }
   }
 
-  /// One message's lag (DeliveryLag); a negative one, which only the two
-  /// clock estimates' disagreement makes, counts as none.
-  void record_lag(std::chrono::microseconds lag) noexcept {
-    const auto us = static_cast<std::uint64_t>(std::max<std::int64_t>(0, lag.count()));
+  /// One message handed to the handlers, and its lag when known
+  /// (DeliveryLag; a negative one, which only the two clock estimates'
+  /// disagreement makes, counts as none). `delivered` first, and released:
+  /// a snapshot, which reads the lag first, never counts more lags than
+  /// deliveries.
+  void record_delivery(std::optional<std::chrono::microseconds> lag) noexcept {
+    delivered.fetch_add(1, std::memory_order_release);
+    if (!lag) return;
+    const auto us = static_cast<std::uint64_t>(std::max<std::int64_t>(0, lag->count()));
     const auto& bounds = DeliveryLag::bounds_ms;
     const auto bucket =
         static_cast<std::size_t>(std::lower_bound(bounds.begin(), bounds.end(), us,
@@ -58,7 +64,7 @@ struct StatsCounters {
                                                     return std::uint64_t{bound_ms} * 1000 < v;
                                                   }) -
                                  bounds.begin());
-    add(lag_buckets[bucket]);
+    lag_buckets[bucket].fetch_add(1, std::memory_order_release);
     add_saturating(lag_sum_us, us);  // a peer's `sent` may be years ago
   }
 
@@ -70,15 +76,16 @@ struct StatsCounters {
 
   BusStats snapshot() const {
     BusStats s;
-    s.published = published.load(std::memory_order_relaxed);
-    s.spilled = spilled.load(std::memory_order_relaxed);
-    s.publish_batches = publish_batches.load(std::memory_order_relaxed);
-    s.delivered = delivered.load(std::memory_order_relaxed);
+    // The lag before `delivered` (see record_delivery).
     for (std::size_t i = 0; i < lag_buckets.size(); ++i) {
-      s.delivery_lag.buckets[i] = lag_buckets[i].load(std::memory_order_relaxed);
+      s.delivery_lag.buckets[i] = lag_buckets[i].load(std::memory_order_acquire);
       s.delivery_lag.count += s.delivery_lag.buckets[i];
     }
     s.delivery_lag.sum_ms = static_cast<double>(lag_sum_us.load(std::memory_order_relaxed)) / 1000;
+    s.published = published.load(std::memory_order_relaxed);
+    s.spilled = spilled.load(std::memory_order_relaxed);
+    s.publish_batches = publish_batches.load(std::memory_order_relaxed);
+    s.delivered = delivered.load(std::memory_order_acquire);
     s.gaps = gaps.load(std::memory_order_relaxed);
     s.messages_missing = messages_missing.load(std::memory_order_relaxed);
     s.duplicates_dropped = duplicates_dropped.load(std::memory_order_relaxed);

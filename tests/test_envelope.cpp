@@ -157,6 +157,25 @@ TEST(Envelope, UnknownFieldsAreIgnoredForForwardCompatibility) {
   EXPECT_EQ(decoded.bodies.at(0), "x");
 }
 
+// `sent` says when, for the lag (and, signed, for freshness: a signed
+// envelope without a usable one is refused there). One that is not a
+// positive integer is no time; the message is no less a message.
+TEST(Envelope, ASentThatIsNoTimeIsAbsentAndTheMessageStands) {
+  for (const std::string sent : {"-1", "0", "1.5", "1796005166000.5", "1e300", "\"x\"", "null",
+                                 "true", "{}", "[1]", "-9223372036854775808", "1796005166e3"}) {
+    const auto payload = R"({"v":1,"origin":"a","seq":1,"sent":)" + sent + R"(,"body":"b"})";
+    Envelope decoded;
+    ASSERT_NO_THROW(decoded = decode_envelope(payload)) << payload;
+    EXPECT_FALSE(decoded.sent_ms.has_value()) << payload;
+    EXPECT_EQ(decoded.bodies.at(0), "b") << payload;
+  }
+  const auto batch = decode_envelope(R"({"v":1,"origin":"a","seq":1,"sent":-5,"bodies":[1,2,3]})");
+  EXPECT_EQ(batch.bodies.size(), 3u);
+  EXPECT_EQ(
+      decode_envelope(R"({"v":1,"origin":"a","seq":1,"sent":1796005166000,"body":1})").sent_ms,
+      1796005166000u);
+}
+
 TEST(Envelope, ErrorMessagesQuoteOnlyAnExcerptOfHugeGarbage) {
   try {
     decode_envelope(std::string(100000, 'x'));

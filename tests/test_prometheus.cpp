@@ -74,6 +74,16 @@ TEST(Prometheus, LabelValuesAreEscapedAndBadNamesRefused) {
   for (const auto* bad : {"", "1st", "__reserved", "with-dash", "with space", "le"}) {
     EXPECT_THROW(to_prometheus(BusStats{}, {{bad, "x"}}), configuration_error) << bad;
   }
+  // Series Prometheus would refuse or take for one: a name twice, two
+  // buses with the same labels (in any order, or none).
+  EXPECT_THROW(to_prometheus(BusStats{}, {{"a", "1"}, {"a", "2"}}), configuration_error);
+  EXPECT_THROW(to_prometheus({{{{"bus", "a"}}, BusStats{}}, {{{"bus", "a"}}, BusStats{}}}),
+               configuration_error);
+  EXPECT_THROW(to_prometheus({{{}, BusStats{}}, {{}, BusStats{}}}), configuration_error);
+  EXPECT_THROW(to_prometheus({{{{"a", "1"}, {"b", "2"}}, BusStats{}},
+                              {{{"b", "2"}, {"a", "1"}}, BusStats{}}}),
+               configuration_error);
+  EXPECT_NO_THROW(to_prometheus({{{{"bus", "a"}}, BusStats{}}, {{{"bus", "b"}}, BusStats{}}}));
 }
 
 TEST(Prometheus, TheDeliveryLagIsAHistogramInSecondsWithCumulativeBuckets) {

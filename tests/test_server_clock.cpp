@@ -32,12 +32,25 @@ TEST(ServerClock, TellsWhenATimeOnTheServersClockWasHere) {
   clock.calibrate(1'000'000, answered - 2s, answered);  // said 1'000'000 at answered - 1 s
   EXPECT_EQ(clock.local_time_of(1'000'000), answered - 1s);
   EXPECT_EQ(clock.local_time_of(999'750), answered - 1250ms);
-  EXPECT_EQ(clock.local_time_of(1'003'000), answered + 2s);
+  EXPECT_EQ(clock.local_time_of(1'001'500), answered + 500ms);
+  // Later than now by more than two estimates may disagree: no time.
+  EXPECT_FALSE(clock.local_time_of(1'001'000 + 60'000).has_value());
   EXPECT_FALSE(clock.local_time_of(0).has_value()) << "0: not said";
   // What a hostile peer may write in `sent`: no time, and no overflow.
   EXPECT_FALSE(clock.local_time_of(UINT64_MAX).has_value());
   EXPECT_FALSE(clock.local_time_of(9'223'372'036'854'775'807u).has_value());
-  EXPECT_TRUE(clock.local_time_of(1'000'000 + 3'600'000).has_value()) << "an hour is a time";
+}
+
+TEST(ServerClock, ATimeFarAheadOrYearsAgoIsNoTime) {
+  ServerClock clock;
+  const auto now = Clock::now();
+  constexpr std::uint64_t server_now = 1'790'000'000'000;
+  clock.calibrate(static_cast<std::int64_t>(server_now), now, now);
+  EXPECT_TRUE(clock.local_time_of(server_now - 3'600'000).has_value()) << "an hour ago";
+  EXPECT_TRUE(clock.local_time_of(server_now - 9ull * 365 * 86'400'000).has_value());
+  EXPECT_FALSE(clock.local_time_of(server_now - 11ull * 366 * 86'400'000).has_value());
+  EXPECT_TRUE(clock.local_time_of(server_now + 1000).has_value()) << "a clock a second ahead";
+  EXPECT_FALSE(clock.local_time_of(server_now + 30'000).has_value()) << "half a minute ahead";
 }
 
 // A step of the server's clock (an NTP correction, a virtual machine

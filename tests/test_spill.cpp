@@ -622,6 +622,38 @@ TEST_F(SpillTest, ARoleWithAShortStatementTimeoutStillReadsLargeBodies) {
   EXPECT_TRUE(log.errors().empty()) << log.errors().front();
 }
 
+// Anyone who may INSERT can write any bigint in a row's `sent`. A negative
+// one was read as unsigned and threw, which was taken for a server error:
+// the origin was held back and read again every 5 s for ever, nothing of it
+// delivered, no gap reported. (Found from outside, round 5.)
+TEST_F(SpillTest, ARowWithANonsenseSentIsDeliveredAndHoldsNothingUp) {
+  const auto channel = unique_channel("poison_sent");
+  EventLog log;
+  auto o = options(channel, SpillMode::overflow);
+  o.on_error = log.error_handler();
+  o.on_gap = log.gap_handler();
+  PostgresClusterBus receiver(o);
+  Collector seen;
+  auto subscription = receiver.subscribe(seen.handler());
+  pqxx::connection admin(url());
+  pqxx::nontransaction(admin).exec_params(
+      "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body, sent) VALUES ($1, "
+      "'poison', 1, '{\"p\":1}', -5)",
+      channel);
+  raw_notify(channel, R"({"v":1,"origin":"poison","seq":1,"spilled":true})");
+  raw_notify(channel, R"({"v":1,"origin":"poison","seq":2,"body":{"p":2}})");
+  ASSERT_TRUE(seen.wait_for_count(2, 10s)) << seen.size() << "\n"
+                                           << fmt::format("{}", fmt::join(log.errors(), "\n"));
+  const auto messages = seen.messages();
+  EXPECT_EQ(messages[0].body, nlohmann::json({{"p", 1}}));
+  EXPECT_EQ(messages[1].body, nlohmann::json({{"p", 2}}));
+  EXPECT_TRUE(log.gaps().empty());
+  EXPECT_TRUE(log.errors().empty()) << log.errors().front();
+  // Neither says when it was sent: delivered, and left out of the lag.
+  ASSERT_TRUE(eventually([&] { return receiver.stats().delivered == 2; }));
+  EXPECT_EQ(receiver.stats().delivery_lag.count, 0u);
+}
+
 // What bounds a catch-up's statements: a fetch loads bodies while they add
 // up to its budget, the first whatever its size, and hands back the rest
 // with their sizes only, for the next fetch.

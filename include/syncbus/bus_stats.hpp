@@ -15,7 +15,11 @@ namespace syncbus {
 /// 10 s, to within half a round trip, in milliseconds): lags of a few
 /// milliseconds are as exact as that. Covers every message that says when
 /// it was sent (every envelope and row of syncbus 0.3 or later; read back
-/// from the table too, so a catch-up's lag shows), this bus's own included.
+/// from the table too, so a catch-up's lag shows), this bus's own included,
+/// and counted with `delivered`, at the same moment (so `count` is never
+/// ahead of it). A `sent` that is not a positive integer, later than this
+/// bus's estimate of now by more than 2 s, or more than ten years ago, is
+/// no time: the message counts in `delivered` only.
 struct DeliveryLag {
   /// The buckets' upper bounds, in milliseconds; a last bucket holds what
   /// took longer than the last bound.
@@ -39,7 +43,8 @@ struct BusStats {
   /// Transactions those messages were committed in: under load, publishes
   /// that arrive while one is in flight share the next (group commit).
   std::uint64_t publish_batches = 0;
-  /// Messages handed to this bus's handlers (counted once per message).
+  /// Messages handed to this bus's handlers, each counted once its handlers
+  /// are done (and counted all the same when no handler is subscribed).
   std::uint64_t delivered = 0;
   /// How long they took to get there (see DeliveryLag).
   DeliveryLag delivery_lag;

@@ -19,13 +19,16 @@ namespace syncbus {
 using PrometheusLabels = std::vector<std::pair<std::string, std::string>>;
 
 /// The counters of one bus as Prometheus metrics: `syncbus_published_total`,
-/// `syncbus_delivered_total`, ... each with its HELP and TYPE lines. Throws
-/// configuration_error for a label name Prometheus would refuse.
+/// `syncbus_delivered_total`, ... each with its HELP and TYPE lines, and the
+/// histogram `syncbus_delivery_lag_seconds`. Throws configuration_error for
+/// a label name Prometheus would refuse, a name given twice, or `le` (the
+/// histogram's).
 SYNCBUS_API std::string to_prometheus(const BusStats& stats, const PrometheusLabels& labels = {});
 
 /// The counters of several buses of one process in one exposition (each
 /// metric's HELP and TYPE once, then a sample per bus): give each bus
-/// labels that tell it apart.
+/// labels that tell it apart (two with the same set, in any order, are a
+/// configuration_error: their series would clash).
 SYNCBUS_API std::string to_prometheus(
     const std::vector<std::pair<PrometheusLabels, BusStats>>& buses);
 
