@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "backoff.hpp"
+#include "instance_id.hpp"
 #include "listen_session.hpp"
 #include "listener.hpp"
 #include "spilled_body.hpp"
@@ -197,7 +198,9 @@ std::size_t ListenerLoop::catch_up(ListenSession& session, const PgSnapshot& fro
       for (const auto& key : page) {
         // Its own messages reach the bus's handlers from its publisher;
         // what was handed on before the connection broke is not read again.
-        if (key.origin == config_.origin() ||
+        // An origin no bus could have (an envelope's would be refused) is a
+        // planted row's: anyone who may INSERT can write one, of any size.
+        if (key.origin == config_.origin() || !is_plain_instance_id(key.origin) ||
             position_.already_handed_on(key.origin, key.sequence) ||
             queue_.drop_if_withheld(key.origin, key.sequence)) {
           continue;
