@@ -16,7 +16,7 @@ url=${DATABASE_URL:-}
 if [[ -z "$url" ]]; then
   state=$(mktemp -d /tmp/syncbus-bench.XXXXXX)
   trap 'tests/pg/test_server.sh stop "$state" > /dev/null 2>&1 || true; rm -rf "$state"' EXIT
-  tests/pg/test_server.sh start "$state"
+  tests/pg/test_server.sh start "$state" >&2  # stdout is the figures' (--json)
   url=$(cat "$state/url")
 fi
 build/release/bench/syncbus_bench "$url" "$@"
