@@ -1010,7 +1010,10 @@ class PrivilegeTest : public testing::PostgresTest {
 TEST_F(PrivilegeTest, ARoleWithoutGrantsIsToldEveryMissingOneAtConstruction) {
   const auto start = std::chrono::steady_clock::now();
   const auto why = refusal(SpillMode::overflow);
-  EXPECT_LT(std::chrono::steady_clock::now() - start, 1s) << "within about a second";
+  // At once, not after retries or a timeout (query_timeout: 10 s): one
+  // connection and a few catalog queries, which a loaded machine has taken
+  // over a second for.
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 5s) << "at construction, no retrying";
   for (const auto needed :
        {"SELECT on table", "INSERT on table", "GRANT SELECT ON TABLE", "GRANT INSERT ON TABLE"}) {
     EXPECT_NE(why.find(needed), std::string::npos) << needed << " in: " << why;

@@ -527,7 +527,11 @@ TEST_F(SpillTest, ARowThatCannotBeReadForAWhileIsDeliveredOnceItCanBeAndNothingI
   EventLog log;
   auto o = options(channel, SpillMode::always);
   o.spill_table = table.name();
-  o.query_timeout = 400ms;  // its lock_timeout: 200 ms
+  // Its lock_timeout: 1 s, and the server's error then has a second more to
+  // arrive before the client's deadline would take it for a frozen server
+  // and reconnect (with 400 ms, 200 ms were left: a loaded machine's round
+  // trip could take them).
+  o.query_timeout = 2000ms;
   o.on_error = log.error_handler();
   o.on_gap = log.gap_handler();
   PostgresClusterBus receiver(o);
