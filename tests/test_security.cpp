@@ -268,7 +268,10 @@ TEST_F(SecurityTest, ASignedEnvelopeReplayedToABusCreatedLaterIsRefused) {
     publisher.publish({{"transfer", 100}});
     recorded = recorder.payloads(1).at(0);
   }
-  std::this_thread::sleep_for(1s);  // the bus below starts after the publisher closed
+  // The bus below starts after the publisher closed, by more than the
+  // second two buses' clocks may disagree by (SECURITY.md), with room for
+  // their estimates' own errors on a loaded machine.
+  std::this_thread::sleep_for(2500ms);
   EventLog log;
   auto o = signed_options(channel, &log);
   PostgresClusterBus fresh(o);
@@ -393,12 +396,13 @@ TEST_P(SecurityOutageTest, SignedMessagesMissedDuringAnOutageAndReplayedAfterAre
   send(envelope("known", 1));
   ASSERT_TRUE(seen.wait_for_count(1));
   // What follows is signed after the bus started, and before it is back,
-  // each by more than the second two clocks may disagree by.
-  std::this_thread::sleep_for(1200ms);
+  // each by more than the second two clocks may disagree by (and room for
+  // their estimates' errors on a loaded machine).
+  std::this_thread::sleep_for(2500ms);
   role.keep_out(receiver);
   const auto missed = std::vector<std::string>{envelope("known", 2), envelope("newcomer", 1)};
   for (const auto& payload : missed) send(payload);
-  std::this_thread::sleep_for(1200ms);
+  std::this_thread::sleep_for(2500ms);
   role.let_in();
   ASSERT_TRUE(eventually([&] { return receiver.stats().reconnects == 1u; }, 10s));
   ASSERT_TRUE(eventually([&] { return log.gaps().size() == 1u; })) << "the unknown-range gap";
@@ -464,8 +468,9 @@ TEST_F(SecurityTest, GenuineRowsWrittenAgainAreNotDeliveredToABusThatNeverSawThe
       admin.quote(channel) +
       "; DELETE FROM public.sync_cluster_spill WHERE channel = " + admin.quote(channel));
   // The receiver below starts after those were signed, by more than the
-  // second by which two buses' clocks may disagree (SECURITY.md).
-  std::this_thread::sleep_for(1500ms);
+  // second by which two buses' clocks may disagree (SECURITY.md), with room
+  // for their estimates' errors on a loaded machine.
+  std::this_thread::sleep_for(2500ms);
   testing::RoleThatCanBeKeptOut role(url(), "again" + channel.substr(channel.size() - 6));
   EventLog log;
   PostgresClusterBus receiver(role.as_role(durable(&log)));
