@@ -104,20 +104,22 @@ TEST_F(FaultTest, AFrozenServerIsNoticedAndPublishFailsWithinItsDeadline) {
   const auto frozen_at = std::chrono::steady_clock::now();
   EXPECT_THROW(publisher.publish(nlohmann::json("during")), timeout_error);
   EXPECT_GE(since(frozen_at), 900ms);
-  EXPECT_LT(since(frozen_at), 2500ms) << "publish must not hang past its deadline";
+  // The deadline (1 s) and a loaded machine's slack: the promise is that it
+  // does not hang (without the deadline it would wait for ever).
+  EXPECT_LT(since(frozen_at), 4000ms) << "publish must not hang past its deadline";
   // The next publish must reconnect first; a frozen server accepts the TCP
   // connection and then says nothing, so connecting is bounded by the
   // deadline too.
   const auto second_at = std::chrono::steady_clock::now();
   EXPECT_THROW(publisher.publish(nlohmann::json("during, again")), timeout_error);
-  EXPECT_LT(since(second_at), 2000ms) << "reconnecting must not overrun publish's deadline";
+  EXPECT_LT(since(second_at), 4000ms) << "reconnecting must not overrun publish's deadline";
   // The listener pings after 300 ms of silence and gives up on it after 500.
   ASSERT_TRUE(eventually(
       [&] {
         return log.errors_containing("no answer from PostgreSQL within 500 ms while pinging") > 0;
       },
       5s));
-  EXPECT_LT(since(frozen_at), 4500ms);
+  EXPECT_LT(since(frozen_at), 8000ms);
   EXPECT_TRUE(eventually(
       [&] { return durable_log.errors_containing("no answer from PostgreSQL") > 0; }, 1000ms))
       << "the durable listener noticed too";
@@ -393,6 +395,10 @@ TEST_F(FaultTest, TheWatchdogTerminatesStuckSyncbusSessionsOnly) {
   auto o = options(channel, &log);
   o.watchdog_interval = 200ms;
   o.watchdog_stuck_after = 300ms;
+  // Pings are not this test's subject: at FaultTest's 500 ms, one answered
+  // late on a loaded machine would be a reconnect, and the count below 1.
+  o.ping_interval = 2000ms;
+  o.ping_timeout = 3000ms;
   PostgresClusterBus bus(o);
   ASSERT_TRUE(eventually([&] { return bus.stats().stuck_listeners_terminated >= 1; }, 10s));
   // pg_terminate_backend() only signals: the backend leaves a moment later.

@@ -221,7 +221,17 @@ TEST_F(GroupCommitTest, AFullPublishQueueMakesPublishersWaitThenTimeOut) {
   const std::string big(9000, 'q');  // spilled: 9 KB a message
   std::vector<std::future<void>> futures;
   futures.push_back(bus.publish_async(nlohmann::json(big)));  // in flight, blocked
-  std::this_thread::sleep_for(100ms);
+  // Only once its INSERT waits on the lock (it is then no longer queued,
+  // and the next three fill the queue instead of joining its batch).
+  ASSERT_TRUE(eventually([&] {
+    pqxx::connection watcher(url());
+    return pqxx::nontransaction(watcher)
+               .exec_params1(
+                   "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = "
+                   "to_regclass($1)",
+                   "public." + watcher.quote_name(table))[0]
+               .as<int>() > 0;
+  }));
   for (int i = 0; i < 3; ++i)
     futures.push_back(bus.publish_async(nlohmann::json(big)));  // 27 KB queued
   const auto before = std::chrono::steady_clock::now();
