@@ -165,6 +165,17 @@ class RoleThatCanBeKeptOut {
   std::string role_;
 };
 
+/// True while a session waits for a lock on `table` (schema-qualified, as
+/// SQL): what a test polls for before it counts on a statement being stuck.
+inline bool a_session_waits_to_lock(const std::string& url, const std::string& table) {
+  pqxx::connection connection(url);
+  return pqxx::nontransaction(connection)
+             .exec_params1(
+                 "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = to_regclass($1)",
+                 table)[0]
+             .as<int>() > 0;
+}
+
 /// The test server's conninfo: SYNCBUS_TEST_DATABASE_URL, else the file the
 /// ctest fixture wrote (SYNCBUS_TEST_STATE_DIR/url); "" when neither exists.
 inline std::string test_database_url() {

@@ -224,13 +224,7 @@ TEST_F(GroupCommitTest, AFullPublishQueueMakesPublishersWaitThenTimeOut) {
   // Only once its INSERT waits on the lock (it is then no longer queued,
   // and the next three fill the queue instead of joining its batch).
   ASSERT_TRUE(eventually([&] {
-    pqxx::connection watcher(url());
-    return pqxx::nontransaction(watcher)
-               .exec_params1(
-                   "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = "
-                   "to_regclass($1)",
-                   "public." + watcher.quote_name(table))[0]
-               .as<int>() > 0;
+    return testing::a_session_waits_to_lock(url(), "public." + admin.quote_name(table));
   }));
   for (int i = 0; i < 3; ++i)
     futures.push_back(bus.publish_async(nlohmann::json(big)));  // 27 KB queued

@@ -562,15 +562,8 @@ TEST_F(SpillTest, ARowThatCannotBeReadForAWhileIsDeliveredOnceItCanBeAndNothingI
     unlock.get_future().wait();
     lock.commit();
   });
-  ASSERT_TRUE(eventually([&] {
-    pqxx::connection admin(url());
-    return pqxx::nontransaction(admin)
-               .exec_params1(
-                   "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = "
-                   "to_regclass($1)",
-                   table.qualified())[0]
-               .as<int>() > 0;
-  }));
+  ASSERT_TRUE(
+      eventually([&] { return testing::a_session_waits_to_lock(url(), table.qualified()); }));
   writer.commit();
   locked.get_future().wait();
   // Meanwhile: the listener's fetches fail and are retried, and it keeps
