@@ -32,8 +32,7 @@ Route choose_route(SpillMode mode, std::size_t inline_envelope_bytes) {
 }
 
 EnvelopeHeader Sender::header(std::uint64_t sequence) const {
-  if (!auth.enabled()) return {origin, sequence, born, 0, sent_ms};
-  return {origin, sequence, born, pid, sent_ms};
+  return {origin, sequence, born, auth.enabled() ? pid : 0, sent_ms};
 }
 
 EnvelopeHeader Sender::widest_header(std::uint64_t sequence) const {

@@ -153,8 +153,9 @@ TEST_F(CatchUpTest, MessagesReadInACatchUpShowTheirLag) {
 
 // Rows anyone who may INSERT can plant: a negative sequence (no genuine row
 // has one) is never listed, nor an origin no bus could have (an envelope's
-// would be refused; this one is 100 KB); a negative `sent` is no time. Read as unsigned,
-// either threw, and the catch-up was retried for ever, delivering nothing.
+// would be refused; this one is 100 KB); a negative `sent` is no time. Read
+// as unsigned, either threw, and the catch-up was retried for ever,
+// delivering nothing.
 // (Found from outside, round 5.)
 TEST_F(CatchUpTest, RowsPlantedWithANonsenseSequenceOrSentDoNotHoldUpACatchUp) {
   const auto channel = unique_channel("catch_up_planted");
