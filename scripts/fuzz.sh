@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds the fuzzers with clang (libFuzzer, ASan + UBSan) and runs them: the
 # envelope decoder (what a peer can send a listener) for SECONDS, and the
-# publisher's framing (tests/framing_check.hpp) for half as long.
+# publisher's framing (tests/framing_check.hpp) for half as long, and the
+# position decoder (what a client hands back to a bus) for a quarter.
 #
 #   scripts/fuzz.sh            60 seconds (what the test command runs)
 #   scripts/fuzz.sh 3600       an hour
@@ -21,8 +22,10 @@ cmake --preset fuzz > /dev/null
 cmake --build --preset fuzz -j "$(nproc)" -- --no-print-directory > build/fuzz-build.log 2>&1 || {
   cat build/fuzz-build.log; exit 1; }
 
-mkdir -p build/fuzz/corpus build/fuzz/corpus-framing build/fuzz/artifacts
+mkdir -p build/fuzz/corpus build/fuzz/corpus-framing build/fuzz/corpus-position \
+  build/fuzz/artifacts
 cp -n fuzz/corpus/* build/fuzz/corpus/
+cp -n fuzz/corpus-position/* build/fuzz/corpus-position/
 echo "==> [fuzz] envelope_fuzzer for ${seconds} s"
 # -max_len: a NOTIFY payload is under 8000 bytes; a little over exercises the
 # size cap. -malloc_limit_mb: no single allocation may approach the limits
@@ -40,4 +43,11 @@ build/fuzz/fuzz/framing_fuzzer build/fuzz/corpus-framing -max_total_time="$frami
   -artifact_prefix=build/fuzz/artifacts/framing- 2> build/fuzz/framing-fuzz.log || {
   tail -n 60 build/fuzz/framing-fuzz.log; echo "==> [fuzz] FAILED: the input is in build/fuzz/artifacts/"; exit 1; }
 grep -E "^stat::number_of_executed_units" build/fuzz/framing-fuzz.log | sed 's/^/    /'
-echo "==> [fuzz] no crash, hang, leak or unbounded allocation, and framing exact"
+position_seconds=$(( (seconds + 3) / 4 ))
+echo "==> [fuzz] position_fuzzer for ${position_seconds} s"
+build/fuzz/fuzz/position_fuzzer build/fuzz/corpus-position -max_total_time="$position_seconds" \
+  -max_len=4096 -rss_limit_mb=2048 -malloc_limit_mb=64 -timeout=5 -print_final_stats=1 \
+  -artifact_prefix=build/fuzz/artifacts/position- 2> build/fuzz/position-fuzz.log || {
+  tail -n 60 build/fuzz/position-fuzz.log; echo "==> [fuzz] FAILED: the input is in build/fuzz/artifacts/"; exit 1; }
+grep -E "^stat::number_of_executed_units" build/fuzz/position-fuzz.log | sed 's/^/    /'
+echo "==> [fuzz] no crash, hang, leak or unbounded allocation; framing exact, positions canonical"

@@ -10,6 +10,7 @@
 #include "message_auth.hpp"
 #include "periodic_tasks.hpp"
 #include "pg_session.hpp"
+#include "position_token.hpp"
 #include "preflight.hpp"
 #include "publisher.hpp"
 #include "spill_store.hpp"
@@ -93,7 +94,11 @@ BusParts::BusParts(PostgresBusOptions options, ChannelTap tap) : tap_(std::move(
         opts.queue_full_policy,
         // With secrets, an origin is remembered after its goodbye, so that a
         // replay of its messages is still a duplicate.
-        /*forget_on_goodbye=*/!auth_->enabled(), tap_.on_delivered);
+        /*forget_on_goodbye=*/!auth_->enabled(), tap_.on_delivered,
+        // Where every message is a row, each one delivered says where the
+        // stream stands (ClusterMessage::position).
+        config.durable() ? position_channel_key(opts.spill_schema, opts.spill_table, opts.channel)
+                         : std::string());
   }
   publisher_ =
       std::make_unique<Publisher>(services, std::move(publishing_session), delivery_.get());

@@ -27,7 +27,8 @@ constexpr unsigned forget_after_sweeps = static_cast<unsigned>(origin_memory / s
 constexpr std::size_t max_turned_away = 100'000;
 
 bool carries_a_sequence(Inbound::Kind kind) {
-  return kind != Inbound::Kind::connection_reset && kind != Inbound::Kind::dropped;
+  return kind != Inbound::Kind::connection_reset && kind != Inbound::Kind::dropped &&
+         kind != Inbound::Kind::mark;
 }
 
 }  // namespace
@@ -35,12 +36,13 @@ bool carries_a_sequence(Inbound::Kind kind) {
 DeliveryQueue::DeliveryQueue(ErrorSink on_error, GapHandler on_gap,
                              std::shared_ptr<StatsCounters> stats, Capacity capacity,
                              QueueFullPolicy policy, bool forget_on_goodbye,
-                             std::function<void(const Inbound&)> tap)
+                             std::function<void(const Inbound&)> tap, std::string position_key)
     : on_error_(std::move(on_error)),
       on_gap_(std::move(on_gap)),
       tap_(std::move(tap)),
       stats_(std::move(stats)),
       tracker_(forget_on_goodbye),
+      position_key_(std::move(position_key)),
       capacity_(capacity),
       policy_(policy) {
   thread_.start([this] { run(); });
@@ -93,6 +95,16 @@ bool DeliveryQueue::absorbed(const Inbound& item) {
 }
 
 void DeliveryQueue::enqueue(Inbound&& item) {
+  if (item.kind == Inbound::Kind::mark) {
+    // Never dropped, and no bytes. What is held back now comes after it:
+    // the position keeps those origins' cursors below their holds.
+    item.mark->holds = withheld_.held_from();
+    for (const auto& [origin, away] : turned_away_) {
+      if (away.first != 0) item.mark->holds.emplace_back(origin, away.first);
+    }
+    push(std::move(item));
+    return;
+  }
   const auto now = WithheldOrigins::Clock::now();
   // Held back behind the messages to read back; a heartbeat would report
   // them as a gap (it is remembered instead: see WithheldOrigins).
@@ -181,7 +193,7 @@ bool DeliveryQueue::half_full() const {
 
 bool DeliveryQueue::drop_if_withheld(const std::string& origin, std::uint64_t sequence) {
   std::lock_guard<std::mutex> lock(mutex_);
-  return absorbed(Inbound{Inbound::Kind::message, {origin, sequence, {}}});
+  return absorbed(Inbound{Inbound::Kind::message, {origin, sequence, {}, {}}});
 }
 
 std::optional<DeliveryQueue::RereadRequest> DeliveryQueue::next_reread() {
@@ -226,7 +238,7 @@ void DeliveryQueue::post_reread(const RereadRequest& request, std::vector<Inboun
     if (settled.lost) {
       // Known, and not in the table: vacuumed, or a publish that failed.
       push(Inbound{Inbound::Kind::dropped,
-                   {request.read.origin, settled.lost->second, {}},
+                   {request.read.origin, settled.lost->second, {}, {}},
                    settled.lost->first});
     }
     urgent_ = true;
@@ -288,12 +300,12 @@ void DeliveryQueue::run() {
     // queued (it drops all it sends once it has dropped one).
     for (auto& [origin, away] : turned_away_) {
       if (away.first != 0) {
-        batch.push_back(Inbound{Inbound::Kind::dropped, {origin, away.last, {}}, away.first});
+        batch.push_back(Inbound{Inbound::Kind::dropped, {origin, away.last, {}, {}}, away.first});
         batch.back().origin_is_new = away.origin_is_new;
       }
       if (away.heartbeat != 0) {
         batch.push_back(Inbound{away.goodbye ? Inbound::Kind::goodbye : Inbound::Kind::heartbeat,
-                                {origin, away.heartbeat, {}}});
+                                {origin, away.heartbeat, {}, {}}});
         batch.back().origin_is_new = away.origin_is_new;
       }
     }
@@ -347,6 +359,7 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
   const auto gap = [&](const std::optional<GapEvent>& found) {
     if (!found) return;
     flush();
+    pass(*found);
     report_gap(*found);
   };
   for (auto& item : batch) {
@@ -363,6 +376,7 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
           continue;
         }
         show_tap(item);
+        position_.delivered(origin, sequence, item.xid);
         if (item.audience == 0) {
           // To every handler there was: none.
           count_delivered(item.sent_at, std::chrono::steady_clock::now());
@@ -374,9 +388,12 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
           } catch (const std::exception& e) {
             flush();
             report(on_error_, e);
-            report_gap({origin, sequence, sequence});
+            report_gap({origin, sequence, sequence});  // passed: delivered as a gap
             continue;
           }
+        }
+        if (!position_key_.empty() && position_.started()) {
+          item.message.position = position_.token(position_key_);
         }
         run.push_back({std::move(item.message), item.audience, item.sent_at});
         break;
@@ -406,9 +423,20 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
         break;
       case Inbound::Kind::unfetched:
         break;  // taken by enqueue(), never queued
+      case Inbound::Kind::mark:
+        if (position_.started()) {
+          position_.settle(item.mark->snapshot, item.mark->holds);
+        } else {
+          position_.start(item.mark->snapshot);
+        }
+        break;
     }
   }
   flush();
+}
+
+void DeliveryQueue::pass(const GapEvent& gap) {
+  if (gap.range_known()) position_.passed(gap.origin, gap.last_missing);
 }
 
 void DeliveryQueue::show_tap(const Inbound& item) {

@@ -35,6 +35,7 @@
 #include "owned_thread.hpp"
 #include "sequence_tracker.hpp"
 #include "stats_counters.hpp"
+#include "stream_position.hpp"
 #include "withheld_origins.hpp"
 
 namespace syncbus::detail {
@@ -54,10 +55,12 @@ class DeliveryQueue {
   /// gaps once the handlers catch up, or withheld per origin until the
   /// transport reads them back (next_reread / post_reread).
   /// `forget_on_goodbye`: see SequenceTracker. `tap` sees what is
-  /// delivered (ChannelTap::on_delivered).
+  /// delivered (ChannelTap::on_delivered). With a `position_key`
+  /// (position_channel_key), each message is given its position
+  /// (ClusterMessage::position) once the transport's first mark has come.
   DeliveryQueue(ErrorSink on_error, GapHandler on_gap, std::shared_ptr<StatsCounters> stats,
                 Capacity capacity, QueueFullPolicy policy, bool forget_on_goodbye = true,
-                std::function<void(const Inbound&)> tap = {});
+                std::function<void(const Inbound&)> tap = {}, std::string position_key = {});
   ~DeliveryQueue();
   DeliveryQueue(const DeliveryQueue&) = delete;
   DeliveryQueue& operator=(const DeliveryQueue&) = delete;
@@ -129,6 +132,10 @@ class DeliveryQueue {
   std::function<void(const Inbound&)> tap_;
   std::shared_ptr<StatsCounters> stats_;
   SequenceTracker tracker_;  // used by the delivery thread only
+  const std::string position_key_;
+  StreamPosition position_;  // used by the delivery thread only
+  /// On the delivery thread: what `gap` says of the stream's position.
+  void pass(const GapEvent& gap);
   std::chrono::steady_clock::time_point last_sweep_ = std::chrono::steady_clock::now();
   /// On the delivery thread: lets the tracker forget silent origins, once
   /// a sweep period.

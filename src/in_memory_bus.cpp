@@ -85,7 +85,7 @@ void InMemoryHub::send_heartbeats() {
     for (const auto& receiver : state_->members) {
       if (receiver->disconnected) continue;
       receiver->queue->post(detail::Inbound{detail::Inbound::Kind::heartbeat,
-                                            {sender->origin, sender->last_sequence, {}}});
+                                            {sender->origin, sender->last_sequence, {}, {}}});
     }
   }
 }
@@ -150,7 +150,7 @@ void InMemoryClusterBus::publish(const nlohmann::json& body) {
         "syncbus: publish() on an InMemoryClusterBus that was closed; create a new bus");
   }
   auto& member = *impl_->member;
-  hub_state.fan_out(ClusterMessage{member.origin, ++member.last_sequence, body});
+  hub_state.fan_out(ClusterMessage{member.origin, ++member.last_sequence, body, {}});
   detail::StatsCounters::add(impl_->stats->published);
 }
 
@@ -180,7 +180,7 @@ void InMemoryClusterBus::close() {
         if (receiver->disconnected) continue;
         receiver->queue->post(
             detail::Inbound{detail::Inbound::Kind::goodbye,
-                            {impl_->member->origin, impl_->member->last_sequence, {}}});
+                            {impl_->member->origin, impl_->member->last_sequence, {}, {}}});
       }
     }
   }

@@ -11,6 +11,9 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
+
+#include "pg_snapshot.hpp"
 
 namespace syncbus::detail {
 
@@ -39,6 +42,17 @@ struct Inbound {
     /// table (a server error, not a missing row): the origin is withheld
     /// from there and its messages read back once a retry succeeds.
     unfetched,
+    /// A durable listener's mark (StreamPosition::settle): every
+    /// notification of a transaction visible in mark->snapshot was
+    /// received, and everything received was posted before this.
+    mark,
+  };
+
+  /// For Kind::mark. The delivery stage records which origins it holds
+  /// back when the mark arrives (they are read back later, after it).
+  struct Mark {
+    PgSnapshot snapshot;
+    std::vector<std::pair<std::string, std::uint64_t>> holds;
   };
 
   Inbound() = default;
@@ -86,6 +100,11 @@ struct Inbound {
   /// The body was read from the spill table (a pointer's row, or a row
   /// read in a catch-up or a read-back), not carried by the notification.
   bool from_table = false;
+  /// Its writing transaction, when its row says (0: unknown): what lets a
+  /// position forget its origin's cursor (stream_position.hpp).
+  std::uint64_t xid = 0;
+  /// For Kind::mark.
+  std::shared_ptr<Mark> mark;
   /// Transport-internal: the message's body is still in the spill table
   /// (the listener reads it before handing the item on).
   bool body_in_table = false;

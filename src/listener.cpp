@@ -55,6 +55,7 @@ ListenerLoop::ListenerLoop(const BusServices& services, DeliveryQueue& queue,
   // Taken once LISTEN has taken effect: every transaction not visible in it
   // commits later, and its notifications reach this session.
   position_.start(take_snapshot(*session), std::chrono::steady_clock::now());
+  if (config_.durable()) post_mark(position_.start_snapshot());
   listening_since_ = connected_since_ = std::chrono::steady_clock::now();
   if (probe) prove_round_trip(*session, probe);
   queue_.on_room_for_reread([this] { room_.signal(); });
@@ -254,6 +255,7 @@ std::unique_ptr<ListenSession> ListenerLoop::reconnect() {
   const auto began = std::chrono::steady_clock::now();
   const auto rows = catch_up(*session, position_.confirmed(), cutoff);
   position_.caught_up(cutoff);
+  post_mark(cutoff);
   StatsCounters::add(stats_->reconnects);  // counted once it has caught up
   last_contact_ = std::chrono::steady_clock::now();
   log_(LogLevel::info,
@@ -263,6 +265,13 @@ std::unique_ptr<ListenSession> ListenerLoop::reconnect() {
        options_.channel, away.count(),
        std::chrono::duration_cast<std::chrono::milliseconds>(last_contact_ - began).count(), rows);
   return session;
+}
+
+void ListenerLoop::post_mark(const PgSnapshot& snapshot) {
+  Inbound mark{Inbound::Kind::mark, {}};
+  mark.mark = std::make_shared<Inbound::Mark>();
+  mark.mark->snapshot = snapshot;
+  queue_.post(std::move(mark));
 }
 
 void ListenerLoop::ping(ListenSession& session) {
@@ -344,7 +353,9 @@ void ListenerLoop::receive(ListenSession& session) {
     markers.swap(session.returned_markers);
     decode_and_deliver(session, payloads);
     // Everything received before a marker has now been handed on.
-    for (const auto& marker : markers) position_.marker_returned(marker.payload);
+    for (const auto& marker : markers) {
+      if (position_.marker_returned(marker.payload)) post_mark(position_.confirmed());
+    }
   }
 }
 

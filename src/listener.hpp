@@ -89,6 +89,9 @@ class ListenerLoop {
   void receive(ListenSession& session);
   /// An application-level liveness check: TCP keepalives do not notice a
   /// frozen server. Throws timeout_error past the ping deadline.
+  /// Tells the delivery stage where the stream stands (Inbound::Kind::mark):
+  /// every transaction visible in `snapshot` has been received and handed on.
+  void post_mark(const PgSnapshot& snapshot);
   void ping(ListenSession& session);
   void send_marker(ListenSession& session);
   /// Waits up to `delay`, reading notifications meanwhile (a listener that

@@ -82,7 +82,8 @@ bool ListenerLoop::fresh(const Envelope& envelope, int sender_pid, std::vector<I
       // has delivered is a duplicate; of older ones, a gap). Nothing the
       // pointer names is taken on its word, and nothing is lost.
       for (std::uint64_t i = 0; i < envelope.count; ++i) {
-        items.push_back({Inbound::Kind::unfetched, {envelope.origin, envelope.sequence + i, {}}});
+        items.push_back(
+            {Inbound::Kind::unfetched, {envelope.origin, envelope.sequence + i, {}, {}}});
       }
       return false;
     }
@@ -101,7 +102,7 @@ bool ListenerLoop::fresh(const Envelope& envelope, int sender_pid, std::vector<I
     if (envelope.kind != Envelope::Kind::heartbeat) {
       const bool origin_is_new = position_.origin_is_new(envelope.born);
       for (std::uint64_t i = 0; i < envelope.count; ++i) {
-        items.push_back({Inbound::Kind::lost, {envelope.origin, envelope.sequence + i, {}}});
+        items.push_back({Inbound::Kind::lost, {envelope.origin, envelope.sequence + i, {}, {}}});
         items.back().origin_is_new = origin_is_new;
       }
     }
@@ -119,7 +120,7 @@ bool ListenerLoop::fresh(const Envelope& envelope, int sender_pid, std::vector<I
              why)));
   // A gap, if this bus knows the origin and had not had these yet.
   for (std::uint64_t i = 0; i < count; ++i) {
-    items.push_back({Inbound::Kind::stale, {envelope.origin, envelope.sequence + i, {}}});
+    items.push_back({Inbound::Kind::stale, {envelope.origin, envelope.sequence + i, {}, {}}});
   }
   return false;
 }
@@ -166,7 +167,7 @@ void ListenerLoop::deliver_chunk(ListenSession& session, const Notification* beg
       if (envelope.kind == Envelope::Kind::inline_body) heard_inline_ = true;
       if (envelope.kind == Envelope::Kind::heartbeat) {
         items.push_back({envelope.goodbye ? Inbound::Kind::goodbye : Inbound::Kind::heartbeat,
-                         {std::move(envelope.origin), envelope.sequence, {}}});
+                         {std::move(envelope.origin), envelope.sequence, {}, {}}});
         items.back().origin_is_new = origin_is_new;
         items.back().signature_predates = predates;
         items.back().replay_suspect = replay_suspect;
@@ -179,7 +180,7 @@ void ListenerLoop::deliver_chunk(ListenSession& session, const Notification* beg
       for (std::uint64_t i = 0; i < envelope.count; ++i) {
         const auto sequence = envelope.sequence + i;
         if (queue_.drop_if_withheld(envelope.origin, sequence)) continue;
-        Inbound item{Inbound::Kind::message, {envelope.origin, sequence, {}}};
+        Inbound item{Inbound::Kind::message, {envelope.origin, sequence, {}, {}}};
         item.origin_is_new = origin_is_new;
         item.signature_predates = predates;
         item.replay_suspect = replay_suspect;

@@ -41,10 +41,13 @@ bool retriable(const std::exception& e) {
 std::optional<Inbound> ListenerLoop::item_of(const SpillStore::StoredMessage& row) {
   try {
     Inbound item{Inbound::Kind::message,
-                 {row.origin, row.sequence,
-                  accept_spilled_body(row, auth_, options_.channel, options_.max_message_bytes)}};
+                 {row.origin,
+                  row.sequence,
+                  accept_spilled_body(row, auth_, options_.channel, options_.max_message_bytes),
+                  {}}};
     item.body_bytes = row.body_json.size();
     item.from_table = true;
+    item.xid = row.xid;
     item.sent_at = clock_.local_time_of(row.sent_ms.value_or(0));
     item.origin_is_new = position_.origin_is_new(row.born);
     // A row's freshness is its own (a row can be written again, with the
@@ -138,7 +141,7 @@ void ListenerLoop::read_bodies(ListenSession& session, std::vector<Inbound>& ite
       } else if (item.vouched) {
         // The message is lost: say so now, as an exact gap.
         const bool origin_is_new = item.origin_is_new;
-        item = Inbound{Inbound::Kind::lost, {keys[k].origin, keys[k].sequence, {}}};
+        item = Inbound{Inbound::Kind::lost, {keys[k].origin, keys[k].sequence, {}, {}}};
         item.origin_is_new = origin_is_new;
       } else {
         left_out[at[k]] = 1;
@@ -205,7 +208,7 @@ std::size_t ListenerLoop::catch_up(ListenSession& session, const PgSnapshot& fro
             queue_.drop_if_withheld(key.origin, key.sequence)) {
           continue;
         }
-        Inbound item{Inbound::Kind::message, {key.origin, key.sequence, {}}};
+        Inbound item{Inbound::Kind::message, {key.origin, key.sequence, {}, {}}};
         item.body_in_table = true;
         items.push_back(std::move(item));
       }
@@ -250,7 +253,7 @@ bool ListenerLoop::reread_step(ListenSession& session) {
                              store_.qualified_name());
         });
     for (const auto& key : keys) {
-      Inbound item{Inbound::Kind::message, {key.origin, key.sequence, {}}};
+      Inbound item{Inbound::Kind::message, {key.origin, key.sequence, {}, {}}};
       item.body_in_table = true;
       items.push_back(std::move(item));
     }

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <charconv>
+#include <utility>
 
 namespace syncbus::detail {
 namespace {
@@ -59,6 +60,27 @@ PgSnapshot PgSnapshot::parse(std::string_view text) {
     rest.remove_prefix(comma + 1);
     if (rest.empty()) invalid(text, "a trailing comma");
   }
+  return snapshot;
+}
+
+PgSnapshot PgSnapshot::of(std::uint64_t xmin, std::uint64_t xmax,
+                          std::vector<std::uint64_t> in_progress) {
+  const auto check = [&](bool ok, std::string_view why) {
+    if (!ok) {
+      throw protocol_error(
+          fmt::format("syncbus: not a PostgreSQL snapshot ({}:{}: {})", xmin, xmax, why));
+    }
+  };
+  check(xmin <= xmax, "xmin is above xmax");
+  for (std::size_t i = 0; i < in_progress.size(); ++i) {
+    check(in_progress[i] >= xmin && in_progress[i] < xmax &&
+              (i == 0 || in_progress[i] > in_progress[i - 1]),
+          "xip entries must ascend within [xmin, xmax)");
+  }
+  PgSnapshot snapshot;
+  snapshot.xmin_ = xmin;
+  snapshot.xmax_ = xmax;
+  snapshot.in_progress_ = std::move(in_progress);
   return snapshot;
 }
 

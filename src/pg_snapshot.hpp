@@ -30,6 +30,9 @@ class PgSnapshot {
   /// Parses the text form; throws protocol_error for anything else
   /// (including xip ids out of order or outside [xmin, xmax)).
   static PgSnapshot parse(std::string_view text);
+  /// The snapshot of these parts; throws protocol_error as parse() does.
+  static PgSnapshot of(std::uint64_t xmin, std::uint64_t xmax,
+                       std::vector<std::uint64_t> in_progress);
 
   /// True when transaction `xid` had finished when the snapshot was taken
   /// (committed or aborted: only committed ones leave rows behind), as

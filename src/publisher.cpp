@@ -339,7 +339,7 @@ void Publisher::send(Batch& batch) {
       std::vector<Inbound> lost;
       lost.reserve(accepted.size());
       for (const auto& a : accepted) {
-        lost.push_back({Inbound::Kind::lost, {origin, a.sequence, {}}});
+        lost.push_back({Inbound::Kind::lost, {origin, a.sequence, {}, {}}});
       }
       echo_->post(std::move(lost));
     }
@@ -356,7 +356,7 @@ void Publisher::send(Batch& batch) {
     std::vector<Inbound> echoed;
     echoed.reserve(accepted.size());
     for (const auto& a : accepted) {
-      Inbound item{Inbound::Kind::message, {origin, a.sequence, {}}};
+      Inbound item{Inbound::Kind::message, {origin, a.sequence, {}, {}}};
       auto& body = batch[a.index]->body_json;
       item.body_bytes = body.size();
       item.body_text = std::make_shared<const std::string>(std::move(body));

@@ -42,8 +42,8 @@ void ReceivedPosition::marker_sent(std::string token, const PgSnapshot& snapshot
   since_in_flight_.clear();
 }
 
-void ReceivedPosition::marker_returned(const std::string& token) {
-  if (!in_flight_ || in_flight_->token != token) return;
+bool ReceivedPosition::marker_returned(const std::string& token) {
+  if (!in_flight_ || in_flight_->token != token) return false;
   confirmed_ = std::move(in_flight_->snapshot);
   in_flight_.reset();
   // What was handed on before the marker was sent is of transactions
@@ -51,6 +51,7 @@ void ReceivedPosition::marker_returned(const std::string& token) {
   // taken): no catch-up from this position reads it again.
   since_confirmed_ = std::move(since_in_flight_);
   since_in_flight_.clear();
+  return true;
 }
 
 void ReceivedPosition::connection_lost() {

@@ -75,8 +75,9 @@ class ReceivedPosition {
   /// one is due an interval later.
   void marker_failed(Clock::time_point now) noexcept { last_sent_ = now; }
   /// A marker came back on the private channel, after everything received
-  /// before it was handed on: its snapshot becomes the position.
-  void marker_returned(const std::string& token);
+  /// before it was handed on: its snapshot becomes the position. False
+  /// when it is not the marker in flight (nothing changes).
+  bool marker_returned(const std::string& token);
   /// The connection broke: a marker in flight will never come back.
   void connection_lost();
   /// A catch-up has read everything visible in `cutoff` (and not in the

@@ -334,7 +334,7 @@ void SpillStore::prepare(pqxx::connection_base& session, std::string_view tag) c
   const auto columns = [&](int n) {
     return fmt::format(
         "s.origin, s.sequence, CASE WHEN octet_length(s.body) <= ${0}::bigint THEN s.body END, "
-        "octet_length(s.body), {1}, s.born::text, s.sent",
+        "octet_length(s.body), {1}, s.born::text, s.sent, s.xid::text",
         n, settings_.with_macs ? "s.mac" : "NULL::text");
   };
   // Catching up: the rows committed in a range of transaction ids, visible
@@ -355,30 +355,32 @@ void SpillStore::prepare(pqxx::connection_base& session, std::string_view tag) c
           fmt::format("SELECT s.sequence FROM {} s WHERE channel = "
                       "$1 AND origin = $2 AND sequence >= $3 ORDER BY sequence LIMIT $4",
                       qualified_name_));
-  prepare(many_statement,
-          // One unique-key probe per key, whatever the statistics say.
-          // Without the LIMIT the planner flattens the subquery into a
-          // join, and for a channel newer than the last ANALYZE (its
-          // estimate: 1 row) picks a hash join over all the channel's
-          // rows: seen taking 250 ms for 512 keys among 100,000 rows.
-          // For the same reason the created_at index does not lead
-          // with channel: it was picked instead of the key, scanning.
-          //
-          // Bodies are loaded, in key order, while they add up to at
-          // most $5 bytes (the first always): the others come back
-          // with their size only, for a later fetch. So no fetch
-          // loads more than about $5 bytes, whatever the rows hold,
-          // and each loads at least one row. octet_length() of a
-          // stored body reads its header only, not the body.
-          fmt::format("SELECT s.origin, s.sequence, CASE WHEN octet_length(s.body) <= "
-                      "$4::bigint AND (k.n = 1 OR sum(CASE WHEN octet_length(s.body) <= "
-                      "$4::bigint THEN octet_length(s.body) ELSE 0 END) OVER (ORDER BY "
-                      "k.n) <= $5::bigint) THEN s.body END, octet_length(s.body), {}, "
-                      "s.born::text, s.sent FROM unnest($2::text[], $3::bigint[]) WITH ORDINALITY "
-                      "AS k(origin, sequence, n) CROSS JOIN LATERAL (SELECT * FROM {} WHERE "
-                      "channel = $1 AND origin = k.origin AND sequence = k.sequence LIMIT "
-                      "1) s ORDER BY k.n",
-                      settings_.with_macs ? "s.mac" : "NULL::text", qualified_name_));
+  prepare(
+      many_statement,
+      // One unique-key probe per key, whatever the statistics say.
+      // Without the LIMIT the planner flattens the subquery into a
+      // join, and for a channel newer than the last ANALYZE (its
+      // estimate: 1 row) picks a hash join over all the channel's
+      // rows: seen taking 250 ms for 512 keys among 100,000 rows.
+      // For the same reason the created_at index does not lead
+      // with channel: it was picked instead of the key, scanning.
+      //
+      // Bodies are loaded, in key order, while they add up to at
+      // most $5 bytes (the first always): the others come back
+      // with their size only, for a later fetch. So no fetch
+      // loads more than about $5 bytes, whatever the rows hold,
+      // and each loads at least one row. octet_length() of a
+      // stored body reads its header only, not the body.
+      fmt::format(
+          "SELECT s.origin, s.sequence, CASE WHEN octet_length(s.body) <= "
+          "$4::bigint AND (k.n = 1 OR sum(CASE WHEN octet_length(s.body) <= "
+          "$4::bigint THEN octet_length(s.body) ELSE 0 END) OVER (ORDER BY "
+          "k.n) <= $5::bigint) THEN s.body END, octet_length(s.body), {}, "
+          "s.born::text, s.sent, s.xid::text FROM unnest($2::text[], $3::bigint[]) WITH ORDINALITY "
+          "AS k(origin, sequence, n) CROSS JOIN LATERAL (SELECT * FROM {} WHERE "
+          "channel = $1 AND origin = k.origin AND sequence = k.sequence LIMIT "
+          "1) s ORDER BY k.n",
+          settings_.with_macs ? "s.mac" : "NULL::text", qualified_name_));
   // A lone key, what every fetch is at low load, has a statement of its own.
   // Its generic plan is cached after five runs; the many-key statement's is
   // not, ever (unnest() of a parameter is estimated at 10 rows, so the plan
@@ -463,6 +465,9 @@ std::vector<SpillStore::StoredMessage> SpillStore::stored_messages(const pqxx::r
         message.sent_ms = static_cast<std::uint64_t>(sent);
       }
     }
+    // NULL in a row written by syncbus 0.1 (or by a writer that left the
+    // column's default out): unknown, which a position copes with.
+    if (!row[7].is_null()) message.xid = parse_xid(row[7].c_str());
     out.push_back(std::move(message));
   }
   return out;

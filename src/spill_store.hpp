@@ -123,6 +123,8 @@ class SpillStore {
     /// When it was signed (ms since the epoch, the server's clock), when the
     /// writer signs.
     std::optional<std::uint64_t> sent_ms;
+    /// Its writing transaction (0: not recorded).
+    std::uint64_t xid = 0;
     /// The query result that body_json points into (shared, not copied).
     pqxx::result rows;
   };

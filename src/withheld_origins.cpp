@@ -37,6 +37,13 @@ std::optional<WithheldOrigins::Why> WithheldOrigins::absorb(const std::string& o
   return hold->second.why;
 }
 
+std::vector<std::pair<std::string, std::uint64_t>> WithheldOrigins::held_from() const {
+  std::vector<std::pair<std::string, std::uint64_t>> out;
+  out.reserve(holds_.size());
+  for (const auto& [origin, hold] : holds_) out.emplace_back(origin, hold.from);
+  return out;
+}
+
 std::optional<WithheldOrigins::Read> WithheldOrigins::next(Clock::time_point now) {
   if (holds_.empty()) return std::nullopt;
   // Round robin in name order, starting after the origin served last, so

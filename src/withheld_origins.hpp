@@ -24,6 +24,7 @@
 #include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace syncbus::detail {
 
@@ -45,6 +46,9 @@ class WithheldOrigins {
   /// When `origin` is withheld at `sequence`: remembers `sequence` as known
   /// and returns why it is withheld (the message is then dropped).
   std::optional<Why> absorb(const std::string& origin, std::uint64_t sequence);
+
+  /// Each withheld origin, and the first sequence it holds back.
+  std::vector<std::pair<std::string, std::uint64_t>> held_from() const;
 
   bool empty() const noexcept { return holds_.empty(); }
   std::size_t size() const noexcept { return holds_.size(); }

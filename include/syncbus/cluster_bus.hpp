@@ -47,6 +47,16 @@ struct ClusterMessage {
   std::uint64_t sequence = 0;
   /// The JSON value given to publish().
   nlohmann::json body;
+  /// Where the channel's stream stands just after this message, as this bus
+  /// delivers it: a short printable token (letters, digits, '-', '_', '.')
+  /// that names every message this bus has delivered up to and including
+  /// this one, or reported as a gap. A client keeps the position of the
+  /// last message it got as its `since`. Empty when the bus gives no
+  /// positions: only a PostgresClusterBus in SpillMode::always gives them
+  /// (there every message is a row of the spill table, which is what lets
+  /// another bus of the channel find what comes after a position).
+  /// docs/PROTOCOL.md, "Positions", says what one holds.
+  std::string position;
 };
 
 /// Handler called for each delivered message.

@@ -100,6 +100,14 @@ class SYNCBUS_API protocol_error : public error {
   using error::error;
 };
 
+/// A position (ClusterMessage::position) that cannot be read: not a
+/// position at all (mistyped, cut short), or one from another channel or
+/// spill table. Nothing was changed.
+class SYNCBUS_API invalid_position : public error {
+ public:
+  using error::error;
+};
+
 /// The bus was closed: publish() and subscribe() are no longer possible.
 class SYNCBUS_API closed_error : public error {
  public:
