@@ -55,6 +55,9 @@ int run_vacuum(const Arguments& args) {
   std::int64_t deleted = 0;
   try {
     const auto cutoff = store.vacuum_cutoff(*session, older_than);
+    // What it deletes is noted, for positions (docs/PROTOCOL.md), where the
+    // table has its removal log.
+    const bool note_removed = store.has_removal_log(*session);
     for (auto batch = detail::SpillStore::vacuum_batch_rows;
          batch == detail::SpillStore::vacuum_batch_rows;) {
       if (interrupted()) {
@@ -63,7 +66,8 @@ int run_vacuum(const Arguments& args) {
         std::cout << deleted << '\n';
         return exit_problem;
       }
-      batch = store.vacuum_batch(*session, cutoff, detail::SpillStore::vacuum_batch_rows);
+      batch =
+          store.vacuum_batch(*session, cutoff, detail::SpillStore::vacuum_batch_rows, note_removed);
       deleted += batch;
       if (progress) std::cerr << "\rsyncbus vacuum: " << deleted << " row(s) deleted" << std::flush;
     }

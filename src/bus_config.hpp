@@ -39,6 +39,8 @@ class BusConfig {
   bool durable() const noexcept { return options_.spill == SpillMode::always; }
   /// The listening session's application_name.
   std::string listener_application_name() const { return options_.application_name + ":listen"; }
+  /// The session that reads for resuming subscriptions (resume_reader.hpp).
+  std::string reader_application_name() const { return options_.application_name + ":resume"; }
   /// The server-side statement_timeout of the bus's own connection: no
   /// sooner than its client-side deadlines would end a statement.
   std::chrono::milliseconds connection_statement_timeout() const noexcept {

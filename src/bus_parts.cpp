@@ -13,6 +13,8 @@
 #include "position_token.hpp"
 #include "preflight.hpp"
 #include "publisher.hpp"
+#include "resume.hpp"
+#include "resume_reader.hpp"
 #include "spill_store.hpp"
 #include "statement_deadline.hpp"
 
@@ -57,6 +59,8 @@ BusParts::BusParts(PostgresBusOptions options, ChannelTap tap) : tap_(std::move(
                         !store_->exists(*publishing_session);
         if (table_missing) return;
         store_->ensure_table(*publishing_session, opts.create_spill_table);
+        gives_positions_ =
+            config.durable() && opts.listen && store_->has_removal_log(*publishing_session);
         check_privileges(store_->missing_privileges(*publishing_session,
                                                     /*publishes=*/opts.spill != SpillMode::never,
                                                     /*listens=*/opts.listen));
@@ -70,6 +74,15 @@ BusParts::BusParts(PostgresBusOptions options, ChannelTap tap) : tap_(std::move(
          "none, so it starts without it, and reads the spilled messages of others once a bus "
          "or a migration has created it",
          store_->qualified_name());
+  }
+  if (config.durable() && opts.listen && !gives_positions_) {
+    log_(LogLevel::warning,
+         "syncbus: the spill table's removal log {} does not exist, and this role may not make "
+         "it: this bus gives no positions, and subscribe_from() is refused. Make it with:\n{}",
+         store_->removal_log_name(), store_->removal_log_sql());
+  }
+  if (gives_positions_) {
+    position_key_ = position_channel_key(opts.spill_schema, opts.spill_table, opts.channel);
   }
   services_.emplace(
       BusServices{config, log_, on_error_, stats_, deadlines_, *auth_, *store_, tap_});
@@ -97,8 +110,7 @@ BusParts::BusParts(PostgresBusOptions options, ChannelTap tap) : tap_(std::move(
         /*forget_on_goodbye=*/!auth_->enabled(), tap_.on_delivered,
         // Where every message is a row, each one delivered says where the
         // stream stands (ClusterMessage::position).
-        config.durable() ? position_channel_key(opts.spill_schema, opts.spill_table, opts.channel)
-                         : std::string());
+        position_key_);
   }
   publisher_ =
       std::make_unique<Publisher>(services, std::move(publishing_session), delivery_.get());
@@ -126,6 +138,10 @@ BusParts::BusParts(PostgresBusOptions options, ChannelTap tap) : tap_(std::move(
 BusParts::~BusParts() { close(); }
 
 bool BusParts::on_own_thread() const noexcept {
+  {
+    std::lock_guard<std::mutex> lock(reader_mutex_);
+    if (reader_ && reader_->runs_on_this_thread()) return true;
+  }
   return (listener_ && listener_->runs_on_this_thread()) ||
          (delivery_ && delivery_->runs_on_this_thread()) ||
          (timers_ && timers_->runs_on_this_thread());
@@ -153,6 +169,84 @@ Subscription BusParts::subscribe(MessageHandler handler) {
         channel));
   }
   return delivery_->subscribe(std::move(handler));
+}
+
+Subscription BusParts::subscribe_from(std::string_view position, MessageHandler handler) {
+  const auto& opts = config_->options();
+  const auto& channel = opts.channel;
+  if (closed_.load()) {
+    throw closed_error(fmt::format(
+        "syncbus: subscribe_from() on a PostgresClusterBus (channel \"{}\") that was closed; "
+        "create a new bus",
+        channel));
+  }
+  if (!listener_) {
+    throw configuration_error(fmt::format(
+        "syncbus: subscribe_from() on a publish-only PostgresClusterBus (channel \"{}\", "
+        "PostgresBusOptions::listen = false), which hears nothing; subscribe on a bus made "
+        "with listen = true",
+        channel));
+  }
+  if (!config_->durable()) {
+    throw configuration_error(fmt::format(
+        "syncbus: subscribe_from() on a PostgresClusterBus in SpillMode::{} (channel \"{}\"): "
+        "resuming from a position needs SpillMode::always on every bus of the channel, where "
+        "every message is a row of the spill table that another bus can read after a position; "
+        "here most messages travel only as NOTIFYs, gone once delivered",
+        opts.spill == SpillMode::overflow ? "overflow" : "never", channel));
+  }
+  if (!gives_positions_) {
+    throw configuration_error(fmt::format(
+        "syncbus: subscribe_from() on channel \"{}\": the removal log {} did not exist when "
+        "this bus started, so it cannot tell a position that vacuum has outrun from one it has "
+        "not. Make it (as the table's owner), then start the bus again:\n{}",
+        channel, store_->removal_log_name(), store_->removal_log_sql()));
+  }
+  if (!handler) {
+    throw configuration_error(
+        "syncbus: subscribe_from() was given an empty handler; pass a callable");
+  }
+  auto from = decode_position(position_key_, position);
+  // The common case of an expired position fails here, at once; a vacuum
+  // that overtakes it before its read begins is found by the read (which
+  // then reports it: see position_expired).
+  std::optional<SpillStore::Removed> removed;
+  publisher_->borrow_connection(
+      "subscribe_from()", opts.query_timeout,
+      [&](Session& session) {
+        removed = store_->removed_after(session, from.snapshot, from.cursors);
+      },
+      fmt::format("checking a position against {}", store_->removal_log_name()));
+  if (removed) {
+    throw position_expired(
+        fmt::format("syncbus: the position given to subscribe_from() on channel \"{}\" has "
+                    "expired: vacuum deleted rows it leaves out ({} up to #{}). Give the client "
+                    "what it gets without a position (a fresh snapshot), or keep rows longer "
+                    "(a larger vacuum age)",
+                    channel, removed->origin, removed->sequence),
+        std::string(position));
+  }
+  auto resume =
+      std::make_shared<Resume>(std::move(from), std::move(handler), std::string(position));
+  ResumeReader* reader = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(reader_mutex_);
+    // Under the lock that close() takes to stop it: none is made after.
+    if (closed_.load()) {
+      throw closed_error(fmt::format(
+          "syncbus: subscribe_from() on a PostgresClusterBus (channel \"{}\") that was closed; "
+          "create a new bus",
+          channel));
+    }
+    if (!reader_) reader_ = std::make_unique<ResumeReader>(*services_, *delivery_, position_key_);
+    reader = reader_.get();
+  }
+  auto subscription = std::make_shared<Subscription>(delivery_->subscribe_resuming(resume));
+  reader->add(resume);
+  return Subscription([resume, subscription] {
+    resume->end();
+    subscription->unsubscribe();
+  });
 }
 
 std::int64_t BusParts::vacuum(std::chrono::milliseconds older_than) {
@@ -186,6 +280,15 @@ void BusParts::close() {
   log_(LogLevel::info, "syncbus: bus {} closing", config_->origin());
   if (listener_) listener_->stop();
   if (delivery_) delivery_->stop();
+  // After the queue, which frees a reader waiting for room in it; not
+  // under the lock, which a callback on the reader's thread may need
+  // (on_own_thread) while this joins it.
+  ResumeReader* reader = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(reader_mutex_);
+    reader = reader_.get();
+  }
+  if (reader) reader->stop();
   {
     std::lock_guard<std::mutex> lock(close_mutex_);
     close_state_ = CloseState::closed;

@@ -18,6 +18,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <string_view>
 #include <thread>
 
 #include "bus_config.hpp"
@@ -35,6 +37,7 @@ class ListenerLoop;
 class MessageAuth;
 class PeriodicTasks;
 class Publisher;
+class ResumeReader;
 class SpillStore;
 
 class BusParts {
@@ -53,6 +56,8 @@ class BusParts {
   /// Throws closed_error after close(), configuration_error on a
   /// publish-only bus.
   Subscription subscribe(MessageHandler handler);
+  /// See PostgresClusterBus::subscribe_from.
+  Subscription subscribe_from(std::string_view position, MessageHandler handler);
   BusStats stats() const { return stats_->snapshot(); }
   std::int64_t vacuum(std::chrono::milliseconds older_than);
   /// Any thread, callbacks too, concurrently: see PostgresClusterBus::close.
@@ -78,6 +83,13 @@ class BusParts {
   std::unique_ptr<BusUpkeep> upkeep_;       // borrows the publisher's connection
   std::unique_ptr<ListenerLoop> listener_;  // none when publish-only
   std::unique_ptr<PeriodicTasks> timers_;
+  // Positions: given by a durable bus whose table has its removal log;
+  // the key ties them to the channel (position_token.hpp).
+  bool gives_positions_ = false;
+  std::string position_key_;
+  // Made by the first subscribe_from().
+  mutable std::mutex reader_mutex_;
+  std::unique_ptr<ResumeReader> reader_;
 
   // close() may be called from any thread, from the bus's own callbacks too
   // (a handler, on_error, on_gap, log), concurrently. The first call does

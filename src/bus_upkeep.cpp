@@ -74,16 +74,21 @@ std::int64_t BusUpkeep::vacuum(std::chrono::milliseconds older_than) {
   // long statement.
   const auto what = fmt::format("vacuuming the spill table {}", store_.qualified_name());
   std::string cutoff;
+  bool note_removed = false;
   publisher_.borrow_connection(
       "vacuum()", options_.query_timeout,
-      [&](Session& session) { cutoff = store_.vacuum_cutoff(session, older_than); }, what);
+      [&](Session& session) {
+        cutoff = store_.vacuum_cutoff(session, older_than);
+        note_removed = store_.has_removal_log(session);
+      },
+      what);
   std::int64_t deleted = 0;
   for (std::int64_t batch = SpillStore::vacuum_batch_rows;
        batch == SpillStore::vacuum_batch_rows;) {
     publisher_.borrow_connection(
         "vacuum()", options_.query_timeout,
         [&](Session& session) {
-          batch = store_.vacuum_batch(session, cutoff, SpillStore::vacuum_batch_rows);
+          batch = store_.vacuum_batch(session, cutoff, SpillStore::vacuum_batch_rows, note_removed);
         },
         what);
     deleted += batch;

@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "envelope.hpp"
+#include "resume.hpp"
 
 namespace syncbus::detail {
 namespace {
@@ -28,7 +29,8 @@ constexpr std::size_t max_turned_away = 100'000;
 
 bool carries_a_sequence(Inbound::Kind kind) {
   return kind != Inbound::Kind::connection_reset && kind != Inbound::Kind::dropped &&
-         kind != Inbound::Kind::mark;
+         kind != Inbound::Kind::mark && kind != Inbound::Kind::resume_seam &&
+         kind != Inbound::Kind::resume_read && kind != Inbound::Kind::resume_done;
 }
 
 }  // namespace
@@ -54,17 +56,56 @@ Subscription DeliveryQueue::subscribe(MessageHandler handler) {
   return handlers_->add(std::move(handler));
 }
 
+Subscription DeliveryQueue::subscribe_resuming(const std::shared_ptr<Resume>& resume) {
+  std::uint64_t number = 0;
+  auto subscription = handlers_->add(
+      [resume](const ClusterMessage& message) { resume->on_message(message); }, &number);
+  resume->subscription = number;
+  // After the subscription: whatever is queued after the seam has it in
+  // its audience (post() reads the audience under the same lock).
+  Inbound seam{Inbound::Kind::resume_seam, {}};
+  seam.resume = resume;
+  post(std::move(seam));
+  return subscription;
+}
+
+void DeliveryQueue::post_read(const std::shared_ptr<Resume>& resume,
+                              std::vector<ClusterMessage> messages, bool done) {
+  std::vector<Inbound> items;
+  items.reserve(messages.size() + 1);
+  for (auto& message : messages) {
+    items.emplace_back(Inbound::Kind::resume_read, std::move(message));
+    items.back().resume = resume;
+  }
+  if (done) {
+    items.emplace_back(Inbound::Kind::resume_done, ClusterMessage{});
+    items.back().resume = resume;
+  }
+  post(std::move(items));
+}
+
+bool DeliveryQueue::wait_for_room() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  drained_.wait(lock, [this] {
+    return stopping_ ||
+           (queue_.size() <= capacity_.messages / 2 && queued_bytes_ <= capacity_.bytes / 2);
+  });
+  return !stopping_;
+}
+
 void DeliveryQueue::post(std::vector<Inbound> items) {
   if (items.empty()) return;
-  // Who may hear these: the handlers subscribed now (HandlerRegistry).
-  // Messages nobody will hear (a publishing bus's own, typically) are only
-  // tracked: they need no prompt delivery, so they wake the thread at most
-  // once per lazy_wake instead of once per post.
-  const auto audience = handlers_->audience();
   bool wake = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return;
+    // Who may hear these: the handlers subscribed now (HandlerRegistry),
+    // read under the lock, so that what is queued after a resuming
+    // subscription's seam has it in its audience. Messages nobody will
+    // hear (a publishing bus's own, typically) are only tracked: they need
+    // no prompt delivery, so they wake the thread at most once per
+    // lazy_wake instead of once per post.
+    const auto audience = handlers_->audience();
     wake = queue_.empty();
     for (auto& item : items) {
       item.audience = audience;
@@ -95,6 +136,11 @@ bool DeliveryQueue::absorbed(const Inbound& item) {
 }
 
 void DeliveryQueue::enqueue(Inbound&& item) {
+  if (item.kind == Inbound::Kind::resume_seam || item.kind == Inbound::Kind::resume_read ||
+      item.kind == Inbound::Kind::resume_done) {
+    push(std::move(item));  // never dropped: the reader waits for room
+    return;
+  }
   if (item.kind == Inbound::Kind::mark) {
     // Never dropped, and no bytes. What is held back now comes after it:
     // the position keeps those origins' cursors below their holds.
@@ -215,10 +261,10 @@ WithheldOrigins::Clock::time_point DeliveryQueue::next_reread_due() {
 
 void DeliveryQueue::post_reread(const RereadRequest& request, std::vector<Inbound> messages,
                                 std::uint64_t read_past, bool reached_end) {
-  const auto audience = handlers_->audience();
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return;
+    const auto audience = handlers_->audience();
     auto next = request.read.from;
     bool all_fitted = true;
     for (auto& item : messages) {
@@ -272,6 +318,7 @@ void DeliveryQueue::stop() noexcept {
   }
   wake_.notify_all();
   idle_.notify_all();
+  drained_.notify_all();
   thread_.join_unless_current();
 }
 
@@ -323,6 +370,7 @@ void DeliveryQueue::run() {
     lock.lock();
     delivering_ = false;
     if (queue_.empty()) idle_.notify_all();
+    drained_.notify_all();
   }
 }
 
@@ -423,6 +471,12 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
         break;
       case Inbound::Kind::unfetched:
         break;  // taken by enqueue(), never queued
+      case Inbound::Kind::resume_seam:
+      case Inbound::Kind::resume_read:
+      case Inbound::Kind::resume_done:
+        flush();
+        resume_step(item);
+        break;
       case Inbound::Kind::mark:
         if (position_.started()) {
           position_.settle(item.mark->snapshot, item.mark->holds);
@@ -433,6 +487,40 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
     }
   }
   flush();
+}
+
+void DeliveryQueue::resume_step(const Inbound& item) {
+  auto& resume = *item.resume;
+  const auto deliver_read = [&](const std::vector<ClusterMessage>& messages) {
+    resume.handing_read = true;
+    handlers_->deliver_to(resume.subscription, messages, on_error_, cancelled_);
+    resume.handing_read = false;
+  };
+  switch (item.kind) {
+    case Inbound::Kind::resume_seam:
+      // Everything before this point of the stream is read for it; what
+      // follows is buffered until the read is done.
+      resume.stage = Resume::Stage::reading;
+      resume.set_target({position_.snapshot(), position_.cursors()});
+      break;
+    case Inbound::Kind::resume_read:
+      deliver_read({item.message});
+      break;
+    case Inbound::Kind::resume_done:
+      if (resume.overflowed) {
+        // What it dropped is in the table: one more round, up to here.
+        resume.overflowed = false;
+        resume.set_target({position_.snapshot(), position_.cursors()});
+        break;
+      }
+      deliver_read(resume.buffered);
+      resume.buffered.clear();
+      resume.stage = Resume::Stage::live;
+      resume.finish();
+      break;
+    default:
+      break;
+  }
 }
 
 void DeliveryQueue::pass(const GapEvent& gap) {

@@ -66,6 +66,15 @@ class DeliveryQueue {
   DeliveryQueue& operator=(const DeliveryQueue&) = delete;
 
   Subscription subscribe(MessageHandler handler);
+  /// Subscribes a resuming subscription (resume.hpp) and queues its seam:
+  /// it hears what is queued after this, once its reads are done.
+  Subscription subscribe_resuming(const std::shared_ptr<Resume>& resume);
+  /// Queues messages read for a resuming subscription, then (when `done`)
+  /// the end of its round. Never dropped: the reader waits for room first.
+  void post_read(const std::shared_ptr<Resume>& resume, std::vector<ClusterMessage> messages,
+                 bool done);
+  /// Waits until the queue is at most half full (or stopped: false).
+  bool wait_for_room();
   /// Queues items for delivery, in order; ignored once stopped.
   void post(std::vector<Inbound> items);
   void post(Inbound item);
@@ -125,6 +134,8 @@ class DeliveryQueue {
   /// Runs one batch through the tracker and the handlers.
   void deliver(std::vector<Inbound>& batch);
   void report_gap(const GapEvent& gap);
+  /// A resume_* item, on the delivery thread.
+  void resume_step(const Inbound& item);
   void show_tap(const Inbound& item);
 
   ErrorSink on_error_;
@@ -148,6 +159,7 @@ class DeliveryQueue {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::condition_variable idle_;
+  std::condition_variable drained_;  // after each batch: room for the reader
   Capacity capacity_;
   QueueFullPolicy policy_;
   std::deque<Inbound> queue_;

@@ -7,7 +7,7 @@
 
 namespace syncbus::detail {
 
-Subscription HandlerRegistry::add(MessageHandler handler) {
+Subscription HandlerRegistry::add(MessageHandler handler, std::uint64_t* number) {
   if (!handler) {
     throw configuration_error("syncbus: subscribe() was given an empty handler; pass a callable");
   }
@@ -16,6 +16,7 @@ Subscription HandlerRegistry::add(MessageHandler handler) {
   {
     std::lock_guard<std::mutex> lock(entries_mutex_);
     entry->number = ++last_number_;
+    if (number != nullptr) *number = entry->number;
     entries_.push_back(entry);
   }
   std::weak_ptr<HandlerRegistry> weak_self = weak_from_this();
@@ -53,19 +54,40 @@ void HandlerRegistry::deliver(const std::vector<Delivery>& deliveries, const Err
       // Entries are in subscription order: the rest came later still.
       if (entry->number > audience) break;
       if (!entry->active.load()) continue;
-      try {
-        entry->handler(message);
-      } catch (const std::exception& e) {
-        report(sink,
-               error("syncbus: a message handler threw while handling message " + message.origin +
-                     "#" + std::to_string(message.sequence) + ": " + e.what()));
-      } catch (...) {
-        report(sink, error("syncbus: a message handler threw a non-std exception while handling "
-                           "message " +
-                           message.origin + "#" + std::to_string(message.sequence)));
-      }
+      call(*entry, message, sink);
     }
     if (handed) handed(delivery, handed_at);
+  }
+}
+
+void HandlerRegistry::deliver_to(std::uint64_t number, const std::vector<ClusterMessage>& messages,
+                                 const ErrorSink& sink, const std::atomic<bool>& cancel) {
+  std::lock_guard<std::recursive_mutex> delivering(delivering_);
+  std::shared_ptr<Entry> entry;
+  {
+    std::lock_guard<std::mutex> lock(entries_mutex_);
+    for (const auto& e : entries_) {
+      if (e->number == number) entry = e;
+    }
+  }
+  if (!entry) return;
+  for (const auto& message : messages) {
+    if (cancel.load(std::memory_order_relaxed) || !entry->active.load()) return;
+    call(*entry, message, sink);
+  }
+}
+
+void HandlerRegistry::call(const Entry& entry, const ClusterMessage& message,
+                           const ErrorSink& sink) {
+  try {
+    entry.handler(message);
+  } catch (const std::exception& e) {
+    report(sink, error("syncbus: a message handler threw while handling message " + message.origin +
+                       "#" + std::to_string(message.sequence) + ": " + e.what()));
+  } catch (...) {
+    report(sink, error("syncbus: a message handler threw a non-std exception while handling "
+                       "message " +
+                       message.origin + "#" + std::to_string(message.sequence)));
   }
 }
 

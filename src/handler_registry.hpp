@@ -34,8 +34,9 @@ struct Delivery {
 /// outlive its bus. Thread-safe.
 class HandlerRegistry : public std::enable_shared_from_this<HandlerRegistry> {
  public:
-  /// Throws configuration_error for an empty handler.
-  Subscription add(MessageHandler handler);
+  /// Throws configuration_error for an empty handler. `number`, when
+  /// given, is set to the subscription's number (see deliver_to).
+  Subscription add(MessageHandler handler, std::uint64_t* number = nullptr);
 
   /// The audience of a message arriving now: the newest subscription's
   /// number, or 0 when no handler is subscribed (nobody will hear it).
@@ -50,6 +51,11 @@ class HandlerRegistry : public std::enable_shared_from_this<HandlerRegistry> {
       std::function<void(const Delivery&, std::chrono::steady_clock::time_point handed_at)>;
   void deliver(const std::vector<Delivery>& deliveries, const ErrorSink& sink,
                const std::atomic<bool>& cancel, const Handed& handed = {});
+  /// Calls the handler of subscription `number` alone, if still subscribed,
+  /// with each message in order, as deliver() does (a resuming
+  /// subscription's read messages: resume.hpp).
+  void deliver_to(std::uint64_t number, const std::vector<ClusterMessage>& messages,
+                  const ErrorSink& sink, const std::atomic<bool>& cancel);
 
  private:
   struct Entry {
@@ -58,6 +64,7 @@ class HandlerRegistry : public std::enable_shared_from_this<HandlerRegistry> {
     std::atomic<bool> active{true};
   };
   void remove(const std::shared_ptr<Entry>& entry);
+  static void call(const Entry& entry, const ClusterMessage& message, const ErrorSink& sink);
 
   // Held while handlers run. Recursive so that a handler may subscribe or
   // unsubscribe; a cancel from another thread waits on it, which is how

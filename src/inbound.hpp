@@ -17,6 +17,8 @@
 
 namespace syncbus::detail {
 
+class Resume;
+
 struct Inbound {
   enum class Kind {
     /// Deliver `message` (after the sequence check).
@@ -46,6 +48,13 @@ struct Inbound {
     /// notification of a transaction visible in mark->snapshot was
     /// received, and everything received was posted before this.
     mark,
+    /// A resuming subscription (resume.hpp) hears the stream from here on;
+    /// what came before is read for it from the table.
+    resume_seam,
+    /// A message read from the table for one resuming subscription alone.
+    resume_read,
+    /// A round of reading for a resuming subscription is done.
+    resume_done,
   };
 
   /// For Kind::mark. The delivery stage records which origins it holds
@@ -105,6 +114,8 @@ struct Inbound {
   std::uint64_t xid = 0;
   /// For Kind::mark.
   std::shared_ptr<Mark> mark;
+  /// For Kind::resume_*.
+  std::shared_ptr<Resume> resume;
   /// Transport-internal: the message's body is still in the spill table
   /// (the listener reads it before handing the item on).
   bool body_in_table = false;

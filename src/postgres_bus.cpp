@@ -30,6 +30,10 @@ Subscription PostgresClusterBus::subscribe(MessageHandler handler) {
   return impl_->subscribe(std::move(handler));
 }
 
+Subscription PostgresClusterBus::subscribe_from(std::string_view position, MessageHandler handler) {
+  return impl_->subscribe_from(position, std::move(handler));
+}
+
 BusStats PostgresClusterBus::stats() const { return impl_->stats(); }
 
 void PostgresClusterBus::close() { impl_->close(); }

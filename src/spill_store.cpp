@@ -26,6 +26,7 @@ constexpr const char* committed_statement = "syncbus_spill_committed";
 constexpr const char* from_statement = "syncbus_spill_from";
 constexpr const char* many_statement = "syncbus_spill_many";
 constexpr const char* one_statement = "syncbus_spill_one";
+constexpr const char* vacuum_noting_statement = "syncbus_spill_vacuum_noting";
 
 }  // namespace
 
@@ -37,6 +38,43 @@ SpillStore::SpillStore(pqxx::connection_base& session, Settings settings)
   index_name_ = session.quote_name(derived_identifier(settings_.table, "_created_at_idx"));
   xid_index_name_ = session.quote_name(derived_identifier(settings_.table, "_xid_idx"));
   qualified_xid_index_ = session.quote_name(settings_.schema) + "." + xid_index_name_;
+  removed_name_ = session.quote_name(settings_.schema) + "." +
+                  session.quote_name(derived_identifier(settings_.table, "_removed"));
+  removed_key_name_ = session.quote_name(derived_identifier(settings_.table, "_removed_key"));
+}
+
+std::string SpillStore::removal_log_sql() const {
+  // One row per (channel, origin) that vacuum has deleted rows of: the
+  // highest sequence and transaction id deleted. A position that leaves out
+  // a deleted row has expired (docs/PROTOCOL.md, "Positions").
+  return fmt::format(
+      "CREATE TABLE IF NOT EXISTS {0} (\n"
+      "  channel  text   NOT NULL,\n"
+      "  origin   text   NOT NULL,\n"
+      "  sequence bigint NOT NULL,\n"
+      "  xid      xid8,\n"
+      "  CONSTRAINT {1} PRIMARY KEY (channel, origin)\n"
+      ");",
+      removed_name_, removed_key_name_);
+}
+
+bool SpillStore::has_removal_log(pqxx::connection_base& session) const {
+  // As for the table (check_shape): what reads or writes it runs its code
+  // as this role, so a log that could carry code is refused.
+  const auto row = pqxx::nontransaction(session).exec_params1(
+      "SELECT c.relkind::text, c.relrowsecurity, (SELECT count(*) FROM pg_trigger t WHERE "
+      "t.tgrelid = c.oid AND NOT t.tgisinternal) + (SELECT count(*) FROM pg_rewrite r WHERE "
+      "r.ev_class = c.oid) FROM (SELECT to_regclass($1) AS oid) o LEFT JOIN pg_class c ON c.oid "
+      "= o.oid",
+      removed_name_);
+  if (row[0].is_null()) return false;
+  if (row[0].as<std::string>() != "r" || row[1].as<bool>() || row[2].as<long>() > 0) {
+    throw configuration_error(fmt::format(
+        "syncbus: refusing the removal log {}: it is not a plain table without triggers, rules "
+        "and row security, as syncbus makes it. Drop it, and let a bus make it again or run:\n{}",
+        removed_name_, removal_log_sql()));
+  }
+  return true;
 }
 
 std::string SpillStore::create_sql(bool lz4) const {
@@ -62,8 +100,9 @@ std::string SpillStore::create_sql(bool lz4) const {
       "  CONSTRAINT {1} PRIMARY KEY (channel, origin, sequence)\n"
       ");\n"
       "CREATE INDEX IF NOT EXISTS {2} ON {0} (created_at);\n"
-      "CREATE INDEX IF NOT EXISTS {4} ON {0} (xid);",
-      qualified_name_, key_name_, index_name_, lz4 ? "COMPRESSION lz4 " : "", xid_index_name_);
+      "CREATE INDEX IF NOT EXISTS {4} ON {0} (xid);\n{5}",
+      qualified_name_, key_name_, index_name_, lz4 ? "COMPRESSION lz4 " : "", xid_index_name_,
+      removal_log_sql());
 }
 
 std::string SpillStore::upgrade_sql(bool mac) const {
@@ -75,11 +114,11 @@ std::string SpillStore::upgrade_sql(bool mac) const {
       "ALTER TABLE {0} ALTER COLUMN xid SET DEFAULT pg_current_xact_id();\n"
       "ALTER TABLE {0} ADD COLUMN IF NOT EXISTS born xid8;\n"
       "ALTER TABLE {0} ADD COLUMN IF NOT EXISTS sent bigint;\n"
-      "CREATE INDEX IF NOT EXISTS {2} ON {0} (xid);",
+      "CREATE INDEX IF NOT EXISTS {2} ON {0} (xid);\n{3}",
       qualified_name_,
       mac ? fmt::format("ALTER TABLE {} ADD COLUMN IF NOT EXISTS mac text;\n", qualified_name_)
           : "",
-      xid_index_name_);
+      xid_index_name_, removal_log_sql());
 }
 
 bool SpillStore::exists(pqxx::connection_base& session) const {
@@ -115,16 +154,21 @@ void SpillStore::ensure_table(pqxx::connection_base& session, bool create) const
           "coalesce((SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = "
           "'default_toast_compression'), false), "
           "coalesce((SELECT pg_has_role(relowner, 'USAGE') FROM pg_class, t WHERE pg_class.oid = "
-          "t.oid), false)",
-          qualified_name_, qualified_xid_index_);
+          "t.oid), false), "
+          "to_regclass($3) IS NOT NULL",
+          qualified_name_, qualified_xid_index_, removed_name_);
       const bool exists = found[0].as<bool>();
       const bool has_mac = found[1].as<bool>();
       const bool up_to_date = found[2].as<bool>() && found[3].as<bool>() && found[4].as<bool>();
       const bool lz4 = found[5].as<bool>();
       const bool owned = found[6].as<bool>();
+      const bool has_log = found[7].as<bool>();
       const bool needs_mac = settings_.with_macs && !has_mac;
       if (exists) check_shape(txn);
-      if (exists && up_to_date && !needs_mac) {
+      // Without the removal log the table still serves (positions are not
+      // given): made here only by a role that could make the table.
+      const bool adds_log = !has_log && create && owned;
+      if (exists && up_to_date && !needs_mac && !adds_log) {
         txn.commit();
         return;
       }
@@ -132,6 +176,11 @@ void SpillStore::ensure_table(pqxx::connection_base& session, bool create) const
         txn.exec_params("SELECT pg_advisory_xact_lock(hashtext($1))",
                         "syncbus:create:" + qualified_name_);
         continue;
+      }
+      if (exists && up_to_date && !needs_mac) {
+        txn.exec(removal_log_sql());
+        txn.commit();
+        return;
       }
       if (exists) {
         const auto sql = upgrade_sql(needs_mac);
@@ -352,7 +401,7 @@ void SpillStore::prepare(pqxx::connection_base& session, std::string_view tag) c
                       qualified_name_));
   // Reading back: a range of the key.
   prepare(from_statement,
-          fmt::format("SELECT s.sequence FROM {} s WHERE channel = "
+          fmt::format("SELECT s.sequence, s.xid::text FROM {} s WHERE channel = "
                       "$1 AND origin = $2 AND sequence >= $3 ORDER BY sequence LIMIT $4",
                       qualified_name_));
   prepare(
@@ -395,6 +444,18 @@ void SpillStore::prepare(pqxx::connection_base& session, std::string_view tag) c
           fmt::format("DELETE FROM {0} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {0} WHERE "
                       "channel = $1 AND created_at < $2::timestamptz LIMIT $3))",
                       qualified_name_));
+  // The same, noting in the removal log, in the same transaction, the
+  // highest sequence and transaction id deleted per origin (rows written
+  // before the table had `xid` count for none).
+  prepare(vacuum_noting_statement,
+          fmt::format("WITH gone AS (DELETE FROM {0} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {0} "
+                      "WHERE channel = $1 AND created_at < $2::timestamptz LIMIT $3)) RETURNING "
+                      "origin, sequence, xid), noted AS (INSERT INTO {1} AS r (channel, origin, "
+                      "sequence, xid) SELECT $1, origin, max(sequence), max(xid) FROM gone GROUP "
+                      "BY origin ON CONFLICT (channel, origin) DO UPDATE SET sequence = "
+                      "GREATEST(r.sequence, EXCLUDED.sequence), xid = GREATEST(r.xid, "
+                      "EXCLUDED.xid)) SELECT count(*) FROM gone",
+                      qualified_name_, removed_name_));
 }
 
 void SpillStore::read_by_key_only(pqxx::connection_base& session) {
@@ -526,7 +587,8 @@ std::vector<SpillStore::RowKey> SpillStore::list_from(pqxx::connection_base& ses
   std::vector<RowKey> keys;
   keys.reserve(rows.size());
   for (const auto& row : rows) {
-    keys.push_back({0, origin, row[0].as<std::uint64_t>()});
+    keys.push_back(
+        {row[1].is_null() ? 0 : parse_xid(row[1].c_str()), origin, row[0].as<std::uint64_t>()});
   }
   return keys;
 }
@@ -540,10 +602,35 @@ std::string SpillStore::vacuum_cutoff(pqxx::connection_base& session,
 }
 
 std::int64_t SpillStore::vacuum_batch(pqxx::connection_base& session, const std::string& cutoff,
-                                      std::int64_t limit) const {
+                                      std::int64_t limit, bool note_removed) const {
   pqxx::nontransaction statement(session);
+  if (note_removed) {
+    return statement.exec_prepared1(vacuum_noting_statement, settings_.channel, cutoff, limit)[0]
+        .as<std::int64_t>();
+  }
   const auto result = statement.exec_prepared(vacuum_statement, settings_.channel, cutoff, limit);
   return static_cast<std::int64_t>(result.affected_rows());
+}
+
+std::optional<SpillStore::Removed> SpillStore::removed_after(
+    pqxx::connection_base& session, const PgSnapshot& snapshot,
+    const std::map<std::string, std::uint64_t>& cursors) const {
+  std::vector<std::string_view> origins;
+  origins.reserve(cursors.size());
+  for (const auto& [origin, sequence] : cursors) origins.push_back(origin);
+  // Only the origins a position could have lost rows of: those it has a
+  // cursor for, and those whose last deleted row it does not see.
+  const auto rows = pqxx::nontransaction(session).exec_params(
+      fmt::format("SELECT origin, sequence, xid::text FROM {} WHERE channel = $1 AND (origin = "
+                  "ANY($2::text[]) OR NOT pg_visible_in_snapshot(xid, $3::pg_snapshot))",
+                  removed_name_),
+      settings_.channel, text_array(origins), snapshot.text());
+  for (const auto& row : rows) {
+    Removed removed{row[0].as<std::string>(), row[1].as<std::uint64_t>()};
+    const auto cursor = cursors.find(removed.origin);
+    if (cursor == cursors.end() || removed.sequence > cursor->second) return removed;
+  }
+  return std::nullopt;
 }
 
 }  // namespace syncbus::detail

@@ -13,6 +13,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -165,7 +166,8 @@ class SpillStore {
                                      int limit) const;
 
   /// `origin`'s rows from `from_sequence` on, at most `limit`, in sequence
-  /// order (reading back what the delivery stage withheld). `xid` is unset.
+  /// order (reading back what the delivery stage withheld). `xid` is 0 for
+  /// a row written before the table had the column.
   std::vector<RowKey> list_from(pqxx::connection_base& session, const std::string& origin,
                                 std::uint64_t from_sequence, int limit) const;
 
@@ -176,9 +178,29 @@ class SpillStore {
   /// Deletes up to `limit` of this channel's rows created before `cutoff`
   /// (vacuum_cutoff), in a transaction of its own; returns the count. A
   /// vacuum repeats it until it deletes fewer than `limit`: each batch is
-  /// short, whatever the backlog, and what one deleted stays deleted.
+  /// short, whatever the backlog, and what one deleted stays deleted. With
+  /// `note_removed` (when has_removal_log()), the same transaction notes
+  /// what it deleted in the removal log.
   std::int64_t vacuum_batch(pqxx::connection_base& session, const std::string& cutoff,
-                            std::int64_t limit) const;
+                            std::int64_t limit, bool note_removed) const;
+
+  /// The removal log: what vacuum has deleted, per channel and origin (the
+  /// highest sequence and transaction id), so that a position whose rows
+  /// are gone is known to have expired. Made with the table; a table made
+  /// by an older syncbus gets it from a role that may (ensure_table), or
+  /// from this SQL.
+  std::string removal_log_sql() const;
+  /// True when the removal log exists (one round trip).
+  bool has_removal_log(pqxx::connection_base& session) const;
+  /// A deleted row a position does not name (the origin, and the highest
+  /// sequence deleted of it), or none: the position has not expired.
+  struct Removed {
+    std::string origin;
+    std::uint64_t sequence = 0;
+  };
+  std::optional<Removed> removed_after(pqxx::connection_base& session, const PgSnapshot& snapshot,
+                                       const std::map<std::string, std::uint64_t>& cursors) const;
+  const std::string& removal_log_name() const noexcept { return removed_name_; }
   /// Rows a vacuum batch deletes at most: measured here, a million rows went
   /// in 0.65 s, so a batch takes milliseconds.
   static constexpr std::int64_t vacuum_batch_rows = 10000;
@@ -199,6 +221,8 @@ class SpillStore {
   std::string index_name_;      // on created_at, for vacuum()
   std::string xid_index_name_;  // on xid, for catching up
   std::string qualified_xid_index_;
+  std::string removed_name_;  // the removal log, "schema"."table_removed"
+  std::string removed_key_name_;
 };
 
 }  // namespace syncbus::detail

@@ -212,5 +212,160 @@ TEST_F(PositionTest, OnlyADurableBusGivesPositions) {
   for (const auto& m : seen.messages()) EXPECT_TRUE(m.position.empty()) << m.position;
 }
 
+// A client of an engine: what it was handed, in order, and where it stands.
+class Client {
+ public:
+  MessageHandler handler() {
+    return [this](const ClusterMessage& m) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      got_.push_back(m);
+    };
+  }
+  std::vector<ClusterMessage> got() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return got_;
+  }
+  std::size_t size() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return got_.size();
+  }
+  std::string position() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return got_.empty() ? std::string() : got_.back().position;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<ClusterMessage> got_;
+};
+
+// `got` holds, for each origin, exactly the sequences after `after` (0:
+// from 1) up to `last`, once each and in order.
+void expect_exactly(const std::vector<ClusterMessage>& got,
+                    const std::map<std::string, std::uint64_t>& after,
+                    const std::map<std::string, std::uint64_t>& last) {
+  std::map<std::string, std::uint64_t> seen;
+  for (const auto& m : got) {
+    auto& previous =
+        seen.try_emplace(m.origin, after.count(m.origin) ? after.at(m.origin) : 0).first->second;
+    EXPECT_EQ(m.sequence, previous + 1) << m.origin;
+    previous = m.sequence;
+  }
+  for (const auto& [origin, sequence] : last) {
+    const auto from = after.count(origin) ? after.at(origin) : 0;
+    if (sequence > from) EXPECT_EQ(seen[origin], sequence) << origin;
+  }
+}
+
+class ResumeTest : public testing::PostgresTest {};
+
+TEST_F(ResumeTest, AClientMovesToAnotherBusAndGetsEverythingAfterItsPositionOnce) {
+  const auto channel = unique_channel("resume_move");
+  EventLog log;
+  auto with_log = [&](PostgresBusOptions o) {
+    o.on_error = log.error_handler();
+    o.on_gap = log.gap_handler();
+    return o;
+  };
+  PostgresClusterBus a(with_log(durable_options(channel, "resume-a")));
+  PostgresClusterBus b(with_log(durable_options(channel, "resume-b")));
+  PostgresClusterBus publisher(durable_options(channel, "resume-pub"));
+  Client on_a;
+  auto sa = a.subscribe(on_a.handler());
+  for (int i = 1; i <= 40; ++i) publisher.publish({{"i", i}});
+  for (int i = 1; i <= 5; ++i) a.publish({{"a", i}});  // A's own, in its positions
+  ASSERT_TRUE(eventually([&] { return on_a.size() == 45; }, 10s));
+  // The client saw up to publisher#30 (and A's first three, in between?
+  // whatever A had delivered by then): its position is that message's.
+  const auto got_on_a = on_a.got();
+  const auto cut = std::find_if(got_on_a.begin(), got_on_a.end(), [&](const ClusterMessage& m) {
+    return m.origin == publisher.instance_id() && m.sequence == 30;
+  });
+  ASSERT_NE(cut, got_on_a.end());
+  std::map<std::string, std::uint64_t> had;
+  for (auto it = got_on_a.begin(); it <= cut; ++it) had[it->origin] = it->sequence;
+  sa.unsubscribe();
+
+  // More while the client is away; then it moves to B, which also keeps
+  // publishing of its own.
+  for (int i = 41; i <= 60; ++i) publisher.publish({{"i", i}});
+  b.publish({{"b", 1}});
+  Client on_b;
+  auto sb = b.subscribe_from(cut->position, on_b.handler());
+  for (int i = 61; i <= 80; ++i) publisher.publish({{"i", i}});
+  b.publish({{"b", 2}});
+  a.publish({{"a", 6}});
+  const std::map<std::string, std::uint64_t> last{
+      {publisher.instance_id(), 80}, {a.instance_id(), 6}, {b.instance_id(), 2}};
+  const std::size_t expected = (80 - had[publisher.instance_id()]) + (6 - had[a.instance_id()]) + 2;
+  ASSERT_TRUE(eventually([&] { return on_b.size() >= expected; }, 10s))
+      << on_b.size() << " of " << expected;
+  std::this_thread::sleep_for(200ms);  // nothing more may come
+  const auto got = on_b.got();
+  EXPECT_EQ(got.size(), expected);
+  expect_exactly(got, had, last);
+  for (const auto& m : got) EXPECT_FALSE(m.position.empty());
+  EXPECT_TRUE(log.gaps().empty());
+  EXPECT_TRUE(log.errors().empty()) << log.errors().front();
+
+  // The last position the client got on B resumes on A with nothing more.
+  Client back_on_a;
+  auto again = a.subscribe_from(got.back().position, back_on_a.handler());
+  publisher.publish({{"i", 81}});
+  ASSERT_TRUE(eventually([&] { return back_on_a.size() >= 1; }, 10s));
+  std::this_thread::sleep_for(200ms);
+  ASSERT_EQ(back_on_a.size(), 1u);
+  EXPECT_EQ(back_on_a.got()[0].sequence, 81u);
+}
+
+TEST_F(ResumeTest, AVacuumedPositionExpiresAndOneItNamesDoesNot) {
+  const auto channel = unique_channel("resume_expired");
+  PostgresClusterBus receiver(durable_options(channel, "expiry-receiver"));
+  PostgresClusterBus publisher(durable_options(channel, "expiry-publisher"));
+  Client client;
+  auto s = receiver.subscribe(client.handler());
+  for (int i = 1; i <= 10; ++i) publisher.publish({{"i", i}});
+  ASSERT_TRUE(eventually([&] { return client.size() == 10; }, 10s));
+  const auto fifth = client.got()[4].position;
+  const auto tenth = client.got()[9].position;
+  ASSERT_GT(publisher.vacuum(0ms), 0);
+
+  try {
+    auto never = receiver.subscribe_from(fifth, [](const ClusterMessage&) {});
+    FAIL() << "a position whose rows are vacuumed was taken";
+  } catch (const position_expired& e) {
+    EXPECT_EQ(e.position(), fifth);
+    EXPECT_NE(std::string(e.what()).find("vacuum"), std::string::npos) << e.what();
+  }
+  Client resumed;
+  auto r = receiver.subscribe_from(tenth, resumed.handler());
+  publisher.publish({{"i", 11}});
+  ASSERT_TRUE(eventually([&] { return resumed.size() >= 1; }, 10s));
+  EXPECT_EQ(resumed.got()[0].sequence, 11u);
+}
+
+TEST_F(ResumeTest, WhatIsNotAPositionOfThisChannelIsRefusedAndNothingSubscribed) {
+  const auto channel = unique_channel("resume_refused");
+  PostgresClusterBus durable(durable_options(channel, "refusing"));
+  PostgresClusterBus other(durable_options(unique_channel("resume_other"), "other"));
+  Client client;
+  auto s = other.subscribe(client.handler());
+  other.publish({{"n", 1}});
+  ASSERT_TRUE(eventually([&] { return client.size() == 1; }, 10s));
+  const auto nothing = [](const ClusterMessage&) {};
+  EXPECT_THROW(auto x = durable.subscribe_from(client.position(), nothing), invalid_position);
+  EXPECT_THROW(auto x = durable.subscribe_from("p1.garbage", nothing), invalid_position);
+  EXPECT_THROW(auto x = durable.subscribe_from("", nothing), invalid_position);
+  EXPECT_THROW(auto x = durable.subscribe_from(client.position(), MessageHandler{}),
+               configuration_error);
+  PostgresClusterBus overflow(options(channel, "overflow"));
+  try {
+    auto x = overflow.subscribe_from(client.position(), nothing);
+    FAIL();
+  } catch (const configuration_error& e) {
+    EXPECT_NE(std::string(e.what()).find("SpillMode::always"), std::string::npos) << e.what();
+  }
+}
+
 }  // namespace
 }  // namespace syncbus

@@ -161,6 +161,24 @@ class SYNCBUS_API ClusterBus {
   /// to publish only, such as PostgresBusOptions::listen = false).
   [[nodiscard]] virtual Subscription subscribe(MessageHandler handler) = 0;
 
+  /// Registers `handler` for every message after `position` (a
+  /// ClusterMessage::position this bus or another bus of the same channel
+  /// gave), then for every message that reaches this bus from now on, as
+  /// subscribe() does: first, on the delivery thread, every message the
+  /// position leaves out that this bus has delivered (in order per origin,
+  /// each carrying its own position), then live ones, with none lost and
+  /// none repeated at the seam. Returns once the position is checked; the
+  /// messages before the seam follow on the delivery thread.
+  ///
+  /// Throws invalid_position for text that is not a position of this
+  /// channel, position_expired when vacuum has deleted messages it leaves
+  /// out (the client then needs what it gets without a position), and
+  /// configuration_error on a bus that gives no positions. This default
+  /// throws configuration_error; PostgresClusterBus (in SpillMode::always)
+  /// and InMemoryClusterBus implement it.
+  [[nodiscard]] virtual Subscription subscribe_from(std::string_view position,
+                                                    MessageHandler handler);
+
   /// Stops the bus: no handler runs once close() returns (messages not yet
   /// delivered are discarded), later publish() calls throw closed_error.
   /// Idempotent; called by the destructor.

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include <syncbus/export.hpp>
 
@@ -106,6 +107,24 @@ class SYNCBUS_API protocol_error : public error {
 class SYNCBUS_API invalid_position : public error {
  public:
   using error::error;
+};
+
+/// A position (ClusterMessage::position) that is too old: vacuum has deleted
+/// rows it leaves out, so resuming from it would skip them. Fall back to
+/// what a client that has no position gets (a fresh snapshot of the state).
+/// Thrown by subscribe_from(); or, when vacuum deletes such rows while a
+/// resumed subscription is still reading (a position within moments of the
+/// vacuum age), reported to on_error, after which that subscription's
+/// handler is called no more.
+class SYNCBUS_API position_expired : public error {
+ public:
+  position_expired(const std::string& what, std::string position)
+      : error(what), position_(std::move(position)) {}
+  /// The position resumed from, as given to subscribe_from().
+  const std::string& position() const noexcept { return position_; }
+
+ private:
+  std::string position_;
 };
 
 /// The bus was closed: publish() and subscribe() are no longer possible.

@@ -56,6 +56,17 @@ class SYNCBUS_API PostgresClusterBus final : public ClusterBus {
   /// publish_queue_bytes).
   [[nodiscard]] std::future<void> publish_async(const nlohmann::json& body) override;
   [[nodiscard]] Subscription subscribe(MessageHandler handler) override;
+  /// See ClusterBus::subscribe_from. In SpillMode::always, on any bus of the
+  /// channel: the messages the position leaves out are read from the spill
+  /// table, on a connection of the bus's own (one, whatever the number of
+  /// subscriptions resuming: they take turns), while live ones wait for the
+  /// seam; docs/PROTOCOL.md, "Resuming from a position". Checking the
+  /// position borrows the publishing connection for a round trip. Refused
+  /// (configuration_error) in overflow and never, and when the table has no
+  /// removal log (a table made by syncbus 0.2, whose bus role may not add
+  /// it: the error gives the SQL).
+  [[nodiscard]] Subscription subscribe_from(std::string_view position,
+                                            MessageHandler handler) override;
   void close() override;
 
   /// Deletes this channel's spill rows older than `older_than` and returns how

@@ -1,0 +1,285 @@
+#include "resume_reader.hpp"
+
+#include <syncbus/errors.hpp>
+
+#include <fmt/format.h>
+#include <pqxx/nontransaction>
+
+#include <algorithm>
+#include <utility>
+
+#include "backoff.hpp"
+#include "delivery_queue.hpp"
+#include "instance_id.hpp"
+#include "listen_session.hpp"
+#include "resume.hpp"
+#include "spilled_body.hpp"
+#include "statement_deadline.hpp"
+
+namespace syncbus::detail {
+namespace {
+
+// As a catch-up's (listener_table_reads.cpp): keys per listed page, keys
+// per fetch of bodies, transaction ids per listed range.
+constexpr int keys_per_page = 1024;
+constexpr std::size_t keys_per_fetch = 128;
+constexpr std::uint64_t ids_per_span = 16384;
+
+// True when `position` names the row (docs/PROTOCOL.md, "Positions").
+bool names(const DecodedPosition& position, const SpillStore::RowKey& row) {
+  const auto cursor = position.cursors.find(row.origin);
+  if (cursor != position.cursors.end()) return row.sequence <= cursor->second;
+  return row.xid != 0 && position.snapshot.visible(row.xid);
+}
+
+}  // namespace
+
+ResumeReader::ResumeReader(const BusServices& services, DeliveryQueue& queue,
+                           std::string position_key)
+    : config_(services.config),
+      options_(services.config.options()),
+      on_error_(services.on_error),
+      deadlines_(services.deadlines),
+      auth_(services.auth),
+      store_(services.store),
+      queue_(queue),
+      position_key_(std::move(position_key)) {
+  thread_.start([this] { run(); });
+}
+
+ResumeReader::~ResumeReader() { stop(); }
+
+void ResumeReader::stop() noexcept {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+    if (serving_) serving_->end();
+  }
+  added_.notify_all();
+  wake_.signal();
+  deadlines_.cut_all(this);
+  thread_.join_unless_current();
+}
+
+void ResumeReader::add(std::shared_ptr<Resume> resume) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_) return;
+    waiting_.push_back(std::move(resume));
+  }
+  added_.notify_all();
+}
+
+void ResumeReader::run() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      serving_.reset();
+      added_.wait(lock, [this] { return stopping_ || !waiting_.empty(); });
+      if (stopping_) return;
+      serving_ = std::move(waiting_.front());
+      waiting_.pop_front();
+    }
+    serve(*serving_);
+  }
+}
+
+template <typename Work>
+auto ResumeReader::statement(const char* what, Work&& work) {
+  auto& connection = session();
+  return run_with_deadline(
+      deadlines_, connection.sock(), options_.query_timeout, this, [&] { return work(connection); },
+      [&] {
+        return fmt::format("{} for a subscription resumed on channel \"{}\"", what,
+                           options_.channel);
+      });
+}
+
+Session& ResumeReader::session() {
+  if (session_) return *session_;
+  auto opened = open_session(options_.conninfo, config_.reader_application_name(),
+                             {std::nullopt, wake_.fd()});
+  run_with_deadline(
+      deadlines_, opened->sock(), options_.query_timeout, this,
+      [&] {
+        configure_reading_session(*opened, options_.query_timeout);
+        store_.prepare(*opened);
+      },
+      [] { return std::string("setting up the session that reads for resumed subscriptions"); });
+  session_ = std::move(opened);
+  return *session_;
+}
+
+void ResumeReader::serve(Resume& resume) {
+  std::shared_ptr<Resume> held = serving_;  // for what it posts
+  for (;;) {
+    auto target = resume.next_target();
+    if (!target) return;
+    for (unsigned failures = 1;; ++failures) {
+      try {
+        read_round(resume, *target);
+        break;
+      } catch (const position_expired& e) {
+        report(on_error_, e);
+        resume.end();
+        return;
+      } catch (const std::exception& e) {
+        if (resume.ended()) return;
+        {
+          std::lock_guard<std::mutex> lock(mutex_);
+          if (stopping_) return;
+        }
+        // A broken session is replaced; a server error (a lock, a timeout)
+        // is retried on the same one. Either way the round goes on from
+        // what it had handed on (resume.from()).
+        if (dynamic_cast<const connection_error*>(&e) != nullptr) session_.reset();
+        const auto pause = jittered(table_read_backoff.after(failures));
+        report(on_error_, error(fmt::format(
+                              "syncbus: a subscription resumed on channel \"{}\" could not "
+                              "read what it missed from {} ({}); it tries again in {} ms",
+                              options_.channel, store_.qualified_name(), e.what(), pause.count())));
+        if (!wake_.sleep_unless_signalled(pause)) return;
+      }
+    }
+    if (resume.ended()) return;
+    queue_.post_read(held, {}, /*done=*/true);
+  }
+}
+
+void ResumeReader::read_round(Resume& resume, const DecodedPosition& target) {
+  auto& from = resume.from();
+  // One snapshot for the round: the check that nothing it needs was
+  // vacuumed, and every read after it, see the same rows. Taken after the
+  // target was set, so every row the target names is in it.
+  statement("beginning a read", [](pqxx::connection_base& c) {
+    pqxx::nontransaction(c).exec0("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
+  });
+  try {
+    const auto now = PgSnapshot::parse(statement("taking a snapshot",
+                                                 [](pqxx::connection_base& c) {
+                                                   return pqxx::nontransaction(c).exec1(
+                                                       "SELECT pg_current_snapshot()::text");
+                                                 })[0]
+                                           .c_str());
+    const auto removed = statement("checking what vacuum has removed", [&](auto& c) {
+      return store_.removed_after(c, from.snapshot, from.cursors);
+    });
+    if (removed) {
+      throw position_expired(
+          fmt::format("syncbus: the position resumed from on channel \"{}\" has expired: vacuum "
+                      "deleted rows it leaves out ({} up to #{}). Give the client what it gets "
+                      "without a position (a fresh snapshot), or keep rows longer (a larger "
+                      "vacuum age)",
+                      options_.channel, removed->origin, removed->sequence),
+          resume.token);
+    }
+    const auto wanted = [&](const SpillStore::RowKey& row) { return names(target, row); };
+
+    // The origins the position has cursors for: their rows from the cursor
+    // on, in sequence order, as long as the target names them (the rows of
+    // an origin that a position names are a prefix of its sequence).
+    const auto cursors = from.cursors;
+    for (const auto& [origin, cursor] : cursors) {
+      auto next = cursor + 1;
+      for (;;) {
+        if (resume.ended()) break;
+        const auto keys = statement("listing an origin's rows", [&](auto& c) {
+          return store_.list_from(c, origin, next, keys_per_page);
+        });
+        const auto end = std::find_if_not(keys.begin(), keys.end(), wanted);
+        hand_on(resume, {keys.begin(), end});
+        if (end != keys.end() || keys.size() < static_cast<std::size_t>(keys_per_page)) break;
+        next = keys.back().sequence + 1;
+      }
+    }
+
+    // Every other origin: the rows of the transactions not visible in the
+    // position's snapshot (those in progress in it, and those from its
+    // xmax on, up to this round's snapshot), in (xid, origin, sequence)
+    // order, which is commit order per origin.
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
+    for (const auto xid : from.snapshot.in_progress()) ranges.emplace_back(xid, xid + 1);
+    for (auto lo = from.snapshot.xmax(); lo < now.xmax();
+         lo += std::min(ids_per_span, now.xmax() - lo)) {
+      ranges.emplace_back(lo, std::min(lo + ids_per_span, now.xmax()));
+    }
+    for (const auto& [lo, below] : ranges) {
+      const auto everything_below = PgSnapshot::of(below, below, {});
+      SpillStore::RowKey after{lo, "", 0};
+      for (;;) {
+        if (resume.ended()) break;
+        const auto keys = statement("listing rows by transaction", [&](auto& c) {
+          return store_.list_committed(c, after, below, everything_below, keys_per_page);
+        });
+        std::vector<SpillStore::RowKey> some;
+        for (const auto& key : keys) {
+          // An origin no bus could have is a planted row's (as in a catch-up).
+          if (cursors.count(key.origin) == 0 && is_plain_instance_id(key.origin) && wanted(key)) {
+            some.push_back(key);
+          }
+        }
+        hand_on(resume, some);
+        if (keys.size() < static_cast<std::size_t>(keys_per_page)) break;
+        after = keys.back();
+      }
+    }
+    statement("ending a read",
+              [](pqxx::connection_base& c) { pqxx::nontransaction(c).exec0("COMMIT"); });
+  } catch (...) {
+    if (session_) {
+      try {
+        statement("ending a read",
+                  [](pqxx::connection_base& c) { pqxx::nontransaction(c).exec0("ROLLBACK"); });
+      } catch (...) {
+        session_.reset();
+      }
+    }
+    throw;
+  }
+}
+
+void ResumeReader::hand_on(Resume& resume, const std::vector<SpillStore::RowKey>& keys) {
+  auto& from = resume.from();
+  for (std::size_t first = 0; first < keys.size();) {
+    if (resume.ended()) return;
+    const auto last = std::min(keys.size(), first + keys_per_fetch);
+    std::vector<SpillStore::MessageKey> chunk;
+    for (auto i = first; i < last; ++i) chunk.push_back({keys[i].origin, keys[i].sequence});
+    const auto rows =
+        statement("fetching rows", [&](auto& c) { return store_.fetch_many(c, chunk); });
+    std::vector<ClusterMessage> messages;
+    std::size_t row = 0;
+    auto next = last;
+    for (auto i = first; i < last; ++i) {
+      const auto& key = keys[i];
+      const bool found =
+          row < rows.size() && rows[row].origin == key.origin && rows[row].sequence == key.sequence;
+      if (found && rows[row].deferred) {
+        next = i;  // past this fetch's bytes: the next fetch starts here
+        break;
+      }
+      // Handed on, refused or gone, the row is behind the subscription now.
+      from.cursors[key.origin] = key.sequence;
+      if (!found) continue;  // deleted since it was listed: not by vacuum
+      try {
+        auto body =
+            accept_spilled_body(rows[row], auth_, options_.channel, options_.max_message_bytes);
+        messages.push_back({key.origin, key.sequence, std::move(body),
+                            encode_position(position_key_, from.snapshot, from.cursors)});
+      } catch (const std::exception& e) {
+        report(on_error_,
+               protocol_error(fmt::format("syncbus: skipped spilled message {}#{} on channel "
+                                          "\"{}\" for a resumed subscription: it was refused: {}",
+                                          key.origin, key.sequence, options_.channel, e.what())));
+      }
+      ++row;
+    }
+    if (!messages.empty()) {
+      if (!queue_.wait_for_room()) throw closed_error("syncbus: the bus was closed");
+      queue_.post_read(serving_, std::move(messages), /*done=*/false);
+    }
+    first = next;
+  }
+}
+
+}  // namespace syncbus::detail
