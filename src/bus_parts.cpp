@@ -39,6 +39,7 @@ BusParts::BusParts(PostgresBusOptions options, ChannelTap tap) : tap_(std::move(
                                                 auth_->enabled(), opts.max_message_bytes});
   ServerFacts server;
   bool table_missing = false;
+  bool has_removal_log = false;
   run_with_deadline(
       deadlines_, publishing_session->sock(), opts.query_timeout, this,
       [&] {
@@ -59,8 +60,10 @@ BusParts::BusParts(PostgresBusOptions options, ChannelTap tap) : tap_(std::move(
                         !store_->exists(*publishing_session);
         if (table_missing) return;
         store_->ensure_table(*publishing_session, opts.create_spill_table);
-        gives_positions_ =
-            config.durable() && opts.listen && store_->has_removal_log(*publishing_session);
+        if (config.durable() && opts.listen) {
+          has_removal_log = store_->has_removal_log(*publishing_session);
+          gives_positions_ = has_removal_log && store_->may_read_removal_log(*publishing_session);
+        }
         check_privileges(store_->missing_privileges(*publishing_session,
                                                     /*publishes=*/opts.spill != SpillMode::never,
                                                     /*listens=*/opts.listen));
@@ -77,9 +80,14 @@ BusParts::BusParts(PostgresBusOptions options, ChannelTap tap) : tap_(std::move(
   }
   if (config.durable() && opts.listen && !gives_positions_) {
     log_(LogLevel::warning,
-         "syncbus: the spill table's removal log {} does not exist, and this role may not make "
-         "it: this bus gives no positions, and subscribe_from() is refused. Make it with:\n{}",
-         store_->removal_log_name(), store_->removal_log_sql());
+         "syncbus: {}: this bus gives no positions, and subscribe_from() is refused. {}",
+         has_removal_log ? "this role may not read the spill table's removal log"
+                         : "the spill table's removal log does not exist, and this role may "
+                           "not make it",
+         has_removal_log
+             ? fmt::format("Grant it: GRANT SELECT ON {} TO <this role>;",
+                           store_->removal_log_name())
+             : fmt::format("Make it (as the table's owner) with:\n{}", store_->removal_log_sql()));
   }
   if (gives_positions_) {
     position_key_ = position_channel_key(opts.spill_schema, opts.spill_table, opts.channel);
@@ -197,9 +205,10 @@ Subscription BusParts::subscribe_from(std::string_view position, MessageHandler 
   }
   if (!gives_positions_) {
     throw configuration_error(fmt::format(
-        "syncbus: subscribe_from() on channel \"{}\": the removal log {} did not exist when "
-        "this bus started, so it cannot tell a position that vacuum has outrun from one it has "
-        "not. Make it (as the table's owner), then start the bus again:\n{}",
+        "syncbus: subscribe_from() on channel \"{}\": when this bus started, the removal log "
+        "{} did not exist or this role could not read it, so it cannot tell a position that "
+        "vacuum has outrun from one it has not. Make it (as the table's owner) if it is "
+        "missing, grant SELECT on it to this role, then start the bus again:\n{}",
         channel, store_->removal_log_name(), store_->removal_log_sql()));
   }
   if (!handler) {

@@ -507,9 +507,13 @@ void DeliveryQueue::resume_step(const Inbound& item) {
       deliver_read({item.message});
       break;
     case Inbound::Kind::resume_done:
-      if (resume.overflowed) {
-        // What it dropped is in the table: one more round, up to here.
+      if (resume.overflowed || resume.behind) {
+        // What it dropped is in the table: one more round, up to here. (Or
+        // the bus had not caught up with the position: try again from here,
+        // where it has gone further; what was buffered is before it.)
         resume.overflowed = false;
+        resume.behind = false;
+        resume.buffered.clear();
         resume.set_target({position_.snapshot(), position_.cursors()});
         break;
       }

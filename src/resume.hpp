@@ -49,6 +49,11 @@ class Resume {
   /// from the table in another round) past max_buffered.
   std::vector<ClusterMessage> buffered;
   bool overflowed = false;
+  /// Set by the reader before it posts a round's end: the bus had not yet
+  /// delivered everything the position names (it lags the bus the position
+  /// came from), so the round read nothing; another round is wanted, from
+  /// a later point of the stream.
+  bool behind = false;
   static constexpr std::size_t max_buffered = 10'000;
   /// The subscription's number in the HandlerRegistry.
   std::uint64_t subscription = 0;

@@ -115,9 +115,10 @@ void ResumeReader::serve(Resume& resume) {
   for (;;) {
     auto target = resume.next_target();
     if (!target) return;
+    bool read = false;
     for (unsigned failures = 1;; ++failures) {
       try {
-        read_round(resume, *target);
+        read = read_round(resume, *target);
         break;
       } catch (const position_expired& e) {
         report(on_error_, e);
@@ -142,11 +143,66 @@ void ResumeReader::serve(Resume& resume) {
       }
     }
     if (resume.ended()) return;
+    if (!read) {
+      // This bus lags the one the position came from: the messages it has
+      // yet to deliver would reach the subscription twice. Ask again a
+      // little later, from a later point of its stream.
+      if (!wake_.sleep_unless_signalled(std::chrono::milliseconds(20))) return;
+      resume.behind = true;
+    }
     queue_.post_read(held, {}, /*done=*/true);
   }
 }
 
-void ResumeReader::read_round(Resume& resume, const DecodedPosition& target) {
+bool ResumeReader::target_lags(const DecodedPosition& from, const DecodedPosition& target,
+                               const PgSnapshot& now) {
+  // The origins with a cursor in `from`: the row at (or last below) the
+  // cursor is the one to look at, since what a position names of an origin
+  // is a prefix of it.
+  for (const auto& [origin, cursor] : from.cursors) {
+    const auto row = statement("looking up a position's row",
+                               [&](auto& c) { return store_.last_at_or_below(c, origin, cursor); });
+    if (row && !names(target, *row)) return true;
+  }
+  // The other origins of the target's cursors: their first row after it,
+  // if `from` names it.
+  for (const auto& [origin, cursor] : target.cursors) {
+    if (from.cursors.count(origin) != 0) continue;
+    const auto rows = statement("looking up a position's row", [&](auto& c) {
+      return store_.list_from(c, origin, cursor + 1, 1);
+    });
+    if (!rows.empty() && names(from, rows[0])) return true;
+  }
+  // The rest: rows visible in from's snapshot and not in the target's
+  // (the target's in-progress ids, and those from its xmax on).
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
+  const auto end = std::min(from.snapshot.xmax(), now.xmax());
+  for (const auto xid : target.snapshot.in_progress()) {
+    if (xid < end) ranges.emplace_back(xid, xid + 1);
+  }
+  for (auto lo = target.snapshot.xmax(); lo < end; lo += std::min(ids_per_span, end - lo)) {
+    ranges.emplace_back(lo, std::min(lo + ids_per_span, end));
+  }
+  for (const auto& [lo, below] : ranges) {
+    SpillStore::RowKey after{lo, "", 0};
+    for (;;) {
+      const auto keys = statement("listing rows by transaction", [&](auto& c) {
+        return store_.list_committed(c, after, below, from.snapshot, keys_per_page);
+      });
+      for (const auto& key : keys) {
+        if (from.cursors.count(key.origin) == 0 && target.cursors.count(key.origin) == 0 &&
+            is_plain_instance_id(key.origin)) {
+          return true;
+        }
+      }
+      if (keys.size() < static_cast<std::size_t>(keys_per_page)) break;
+      after = keys.back();
+    }
+  }
+  return false;
+}
+
+bool ResumeReader::read_round(Resume& resume, const DecodedPosition& target) {
   auto& from = resume.from();
   // One snapshot for the round: the check that nothing it needs was
   // vacuumed, and every read after it, see the same rows. Taken after the
@@ -172,6 +228,11 @@ void ResumeReader::read_round(Resume& resume, const DecodedPosition& target) {
                       "vacuum age)",
                       options_.channel, removed->origin, removed->sequence),
           resume.token);
+    }
+    if (target_lags(from, target, now)) {
+      statement("ending a read",
+                [](pqxx::connection_base& c) { pqxx::nontransaction(c).exec0("COMMIT"); });
+      return false;
     }
     const auto wanted = [&](const SpillStore::RowKey& row) { return names(target, row); };
 
@@ -225,6 +286,7 @@ void ResumeReader::read_round(Resume& resume, const DecodedPosition& target) {
     }
     statement("ending a read",
               [](pqxx::connection_base& c) { pqxx::nontransaction(c).exec0("COMMIT"); });
+    return true;
   } catch (...) {
     if (session_) {
       try {

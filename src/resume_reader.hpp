@@ -46,8 +46,13 @@ class ResumeReader {
  private:
   void run();
   void serve(Resume& resume);
-  /// One round: reads (resume.from(), target] and hands it on.
-  void read_round(Resume& resume, const DecodedPosition& target);
+  /// One round: reads (resume.from(), target] and hands it on; false
+  /// (nothing read) when the target does not name everything from() does.
+  bool read_round(Resume& resume, const DecodedPosition& target);
+  /// True when some row that `from` names is not named by `target` (read
+  /// in the round's snapshot `now`).
+  bool target_lags(const DecodedPosition& from, const DecodedPosition& target,
+                   const PgSnapshot& now);
   /// Reads the bodies of `keys` and hands them on, moving resume.from().
   void hand_on(Resume& resume, const std::vector<SpillStore::RowKey>& keys);
   Session& session();

@@ -24,6 +24,7 @@ constexpr const char* store_statement = "syncbus_spill_store";
 constexpr const char* vacuum_statement = "syncbus_spill_vacuum";
 constexpr const char* committed_statement = "syncbus_spill_committed";
 constexpr const char* from_statement = "syncbus_spill_from";
+constexpr const char* last_statement = "syncbus_spill_last";
 constexpr const char* many_statement = "syncbus_spill_many";
 constexpr const char* one_statement = "syncbus_spill_one";
 constexpr const char* vacuum_noting_statement = "syncbus_spill_vacuum_noting";
@@ -75,6 +76,12 @@ bool SpillStore::has_removal_log(pqxx::connection_base& session) const {
         removed_name_, removal_log_sql()));
   }
   return true;
+}
+
+bool SpillStore::may_read_removal_log(pqxx::connection_base& session) const {
+  return pqxx::nontransaction(session)
+      .exec_params1("SELECT has_table_privilege($1, 'SELECT')", removed_name_)[0]
+      .as<bool>();
 }
 
 std::string SpillStore::create_sql(bool lz4) const {
@@ -400,6 +407,10 @@ void SpillStore::prepare(pqxx::connection_base& session, std::string_view tag) c
                       "$6::pg_snapshot) ORDER BY s.xid, s.origin, s.sequence LIMIT $7",
                       qualified_name_));
   // Reading back: a range of the key.
+  prepare(last_statement,
+          fmt::format("SELECT s.sequence, s.xid::text FROM {} s WHERE channel = $1 AND origin = "
+                      "$2 AND sequence <= $3 AND sequence > 0 ORDER BY sequence DESC LIMIT 1",
+                      qualified_name_));
   prepare(from_statement,
           fmt::format("SELECT s.sequence, s.xid::text FROM {} s WHERE channel = "
                       "$1 AND origin = $2 AND sequence >= $3 ORDER BY sequence LIMIT $4",
@@ -591,6 +602,17 @@ std::vector<SpillStore::RowKey> SpillStore::list_from(pqxx::connection_base& ses
         {row[1].is_null() ? 0 : parse_xid(row[1].c_str()), origin, row[0].as<std::uint64_t>()});
   }
   return keys;
+}
+
+std::optional<SpillStore::RowKey> SpillStore::last_at_or_below(pqxx::connection_base& session,
+                                                               const std::string& origin,
+                                                               std::uint64_t sequence) const {
+  pqxx::nontransaction statement(session);
+  const auto rows = statement.exec_prepared(last_statement, settings_.channel, origin,
+                                            static_cast<std::int64_t>(sequence));
+  if (rows.empty()) return std::nullopt;
+  return RowKey{rows[0][1].is_null() ? 0 : parse_xid(rows[0][1].c_str()), origin,
+                rows[0][0].as<std::uint64_t>()};
 }
 
 std::string SpillStore::vacuum_cutoff(pqxx::connection_base& session,

@@ -171,6 +171,10 @@ class SpillStore {
   std::vector<RowKey> list_from(pqxx::connection_base& session, const std::string& origin,
                                 std::uint64_t from_sequence, int limit) const;
 
+  /// `origin`'s row with the highest sequence up to `sequence`, if any.
+  std::optional<RowKey> last_at_or_below(pqxx::connection_base& session, const std::string& origin,
+                                         std::uint64_t sequence) const;
+
   /// The server's time `older_than` ago, as timestamptz text: the cutoff of
   /// one vacuum, fixed before its first batch so that it does not move.
   std::string vacuum_cutoff(pqxx::connection_base& session,
@@ -192,6 +196,8 @@ class SpillStore {
   std::string removal_log_sql() const;
   /// True when the removal log exists (one round trip).
   bool has_removal_log(pqxx::connection_base& session) const;
+  /// True when this role may read the removal log (which exists).
+  bool may_read_removal_log(pqxx::connection_base& session) const;
   /// A deleted row a position does not name (the origin, and the highest
   /// sequence deleted of it), or none: the position has not expired.
   struct Removed {

@@ -13,6 +13,7 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <thread>
 
 #include "conninfo.hpp"
 #include "test_support.hpp"
@@ -126,6 +127,10 @@ class RoleThatCanBeKeptOut {
     if (table == "public.sync_cluster_spill") make_spill_table(url_);
     admin("CREATE ROLE " + role_ + " LOGIN; GRANT USAGE ON SCHEMA public TO " + role_ +
           "; GRANT SELECT, INSERT ON " + table + " TO " + role_);
+    // And SELECT on the default table's removal log, for positions.
+    if (table == "public.sync_cluster_spill") {
+      admin("GRANT SELECT ON public.sync_cluster_spill_removed TO " + role_);
+    }
   }
   ~RoleThatCanBeKeptOut() {
     try {
@@ -174,6 +179,26 @@ inline bool a_session_waits_to_lock(const std::string& url, const std::string& t
                  "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = to_regclass($1)",
                  table)[0]
              .as<int>() > 0;
+}
+
+/// A publisher speaking the wire protocol over a plain connection, so that it
+/// can hold a transaction open as long as it likes: its row takes its id
+/// early and commits late.
+inline void publish_slowly(const std::string& url, const std::string& channel,
+                           const std::string& origin, std::uint64_t sequence,
+                           std::chrono::milliseconds held_open) {
+  pqxx::connection connection(url);
+  pqxx::work transaction(connection);
+  transaction.exec_params(
+      "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) "
+      "VALUES ($1, $2, $3, $4)",
+      channel, origin, static_cast<std::int64_t>(sequence),
+      "{\"slow\":" + std::to_string(sequence) + "}");
+  transaction.exec_params("SELECT pg_notify($1, $2)", channel,
+                          R"({"v":1,"origin":")" + origin + R"(","seq":)" +
+                              std::to_string(sequence) + R"(,"spilled":true})");
+  std::this_thread::sleep_for(held_open);
+  transaction.commit();
 }
 
 /// The test server's conninfo: SYNCBUS_TEST_DATABASE_URL, else the file the

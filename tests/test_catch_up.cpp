@@ -330,25 +330,6 @@ TEST_F(CatchUpTest, ARowCommittedOutOfIdOrderWhileAwayIsNotMissed) {
   EXPECT_TRUE(log.gaps().empty());
 }
 
-// A publisher speaking the wire protocol over a plain connection, so that it
-// can hold a transaction open as long as it likes: its row takes its id
-// early and commits late.
-void publish_slowly(const std::string& url, const std::string& channel, const std::string& origin,
-                    std::uint64_t sequence, std::chrono::milliseconds held_open) {
-  pqxx::connection connection(url);
-  pqxx::work transaction(connection);
-  transaction.exec_params(
-      "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) "
-      "VALUES ($1, $2, $3, $4)",
-      channel, origin, static_cast<std::int64_t>(sequence),
-      "{\"slow\":" + std::to_string(sequence) + "}");
-  transaction.exec_params("SELECT pg_notify($1, $2)", channel,
-                          R"({"v":1,"origin":")" + origin + R"(","seq":)" +
-                              std::to_string(sequence) + R"(,"spilled":true})");
-  std::this_thread::sleep_for(held_open);
-  transaction.commit();
-}
-
 TEST_F(CatchUpTest, FourPublishersOneHoldingTransactionsOpenThroughFiveListenerKills) {
   const auto channel = unique_channel("four_publishers");
   EventLog log;
@@ -378,7 +359,8 @@ TEST_F(CatchUpTest, FourPublishersOneHoldingTransactionsOpenThroughFiveListenerK
     // Every third transaction stays open for 2 s, the others for 100 ms.
     while (publishing) {
       const auto sequence = published[fast_publishers] + 1;
-      publish_slowly(url(), channel, "four-slow", sequence, sequence % 3 == 0 ? 2000ms : 100ms);
+      testing::publish_slowly(url(), channel, "four-slow", sequence,
+                              sequence % 3 == 0 ? 2000ms : 100ms);
       published[fast_publishers] = sequence;
     }
   });

@@ -9,6 +9,9 @@
 
 #include <atomic>
 #include <future>
+#include <iostream>
+#include <map>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -365,6 +368,169 @@ TEST_F(ResumeTest, WhatIsNotAPositionOfThisChannelIsRefusedAndNothingSubscribed)
   } catch (const configuration_error& e) {
     EXPECT_NE(std::string(e.what()).find("SpillMode::always"), std::string::npos) << e.what();
   }
+}
+
+// The client was on a bus that had delivered more than the one it moves
+// to: what the second bus delivers later, the client had. Found by the
+// random test below: a repeat, one run in seven.
+TEST_F(ResumeTest, ResumingOnABusThatLagsTheClientWaitsForItAndRepeatsNothing) {
+  const auto channel = unique_channel("resume_lagging");
+  testing::RoleThatCanBeKeptOut role(url(), "resume_lag");
+  EventLog log;
+  auto lagging_options = role.as_role(durable_options(channel, "resume-lagging"));
+  lagging_options.on_error = log.error_handler();
+  PostgresClusterBus lagging(lagging_options);
+  PostgresClusterBus ahead(durable_options(channel, "resume-ahead"));
+  PostgresClusterBus publisher(durable_options(channel, "resume-lag-pub"));
+  Client on_ahead;
+  auto s = ahead.subscribe(on_ahead.handler());
+  for (int i = 1; i <= 10; ++i) publisher.publish({{"i", i}});
+  ASSERT_TRUE(eventually([&] { return on_ahead.size() == 10; }, 10s));
+  const auto at_ten = on_ahead.position();
+
+  // The lagging bus's listener is kept away while 11..20 are published:
+  // the client has them from the bus ahead, the lagging one does not.
+  role.keep_out(lagging);
+  for (int i = 11; i <= 20; ++i) publisher.publish({{"i", i}});
+  ASSERT_TRUE(eventually([&] { return on_ahead.size() == 20; }, 10s));
+  const auto at_twenty = on_ahead.position();
+  Client moved;
+  auto m = lagging.subscribe_from(at_twenty, moved.handler());
+  publisher.publish({{"i", 21}});
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(moved.size(), 0u) << "the bus has not caught up with the client yet";
+  role.let_in();
+  ASSERT_TRUE(eventually([&] { return moved.size() >= 1; }, 10s));
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(moved.size(), 1u) << "only 21: 11..20 the client had";
+  EXPECT_EQ(moved.got()[0].sequence, 21u);
+
+  // And a client behind the lagging bus is served at once.
+  Client behind;
+  auto b = lagging.subscribe_from(at_ten, behind.handler());
+  ASSERT_TRUE(eventually([&] { return behind.size() >= 11; }, 10s));
+  std::this_thread::sleep_for(200ms);
+  expect_exactly(behind.got(), {{publisher.instance_id(), 10}}, {{publisher.instance_id(), 21}});
+}
+
+// The proof the issue asks for: clients that switch buses at random moments
+// while publishers publish (one of them holding transactions open for up to
+// 1.5 s), receivers publish of their own, listeners and the readers of
+// resumed subscriptions are killed; each client ends with every message
+// exactly once, in order per origin.
+TEST_F(ResumeTest, ClientsSwitchingBusesAtRandomGetEveryMessageOnceInOrder) {
+  const auto channel = unique_channel("resume_random");
+  EventLog log;
+  std::vector<std::unique_ptr<PostgresClusterBus>> buses;
+  for (int i = 0; i < 3; ++i) {
+    auto o = durable_options(channel, "random-bus-" + std::to_string(i));
+    o.on_error = log.error_handler();
+    o.on_gap = log.gap_handler();
+    buses.push_back(std::make_unique<PostgresClusterBus>(o));
+  }
+  // Where every client starts: just after a first message.
+  Client first;
+  std::string start;
+  {
+    auto s = buses[0]->subscribe(first.handler());
+    PostgresClusterBus(durable_options(channel, "random-first")).publish({{"first", true}});
+    ASSERT_TRUE(eventually([&] { return first.size() == 1; }, 10s));
+    start = first.position();
+  }
+
+  std::atomic<bool> running{true};
+  std::mutex published_mutex;
+  std::map<std::string, std::uint64_t> published;
+  const auto count = [&](const std::string& origin, std::uint64_t sequence) {
+    std::lock_guard<std::mutex> lock(published_mutex);
+    published[origin] = std::max(published[origin], sequence);
+  };
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] {  // bursts, batch envelopes
+    PostgresClusterBus bus(durable_options(channel, "random-bursts"));
+    for (std::uint64_t n = 0; running;) {
+      std::vector<std::future<void>> sent;
+      for (int i = 0; i < 10; ++i) sent.push_back(bus.publish_async({{"n", ++n}}));
+      for (auto& f : sent) f.get();
+      count(bus.instance_id(), n);
+      std::this_thread::sleep_for(20ms);
+    }
+  });
+  threads.emplace_back([&] {  // one at a time
+    PostgresClusterBus bus(durable_options(channel, "random-steady"));
+    for (std::uint64_t n = 1; running; ++n) {
+      bus.publish({{"n", n}});
+      count(bus.instance_id(), n);
+      std::this_thread::sleep_for(7ms);
+    }
+  });
+  threads.emplace_back([&] {  // transactions held open, committed late
+    for (std::uint64_t n = 1; running; ++n) {
+      testing::publish_slowly(url(), channel, "random-slow", n, n % 3 == 0 ? 1500ms : 50ms);
+      count("random-slow", n);
+    }
+  });
+  threads.emplace_back([&] {  // the receivers' own
+    std::mt19937 random(7);
+    std::vector<std::uint64_t> n(buses.size(), 0);
+    while (running) {
+      const auto i = random() % buses.size();
+      buses[i]->publish({{"own", ++n[i]}});
+      count(buses[i]->instance_id(), n[i]);
+      std::this_thread::sleep_for(30ms);
+    }
+  });
+
+  constexpr int clients = 6;
+  std::vector<std::unique_ptr<Client>> client(clients);
+  std::vector<Subscription> subscription(clients);
+  std::vector<std::size_t> moves(clients, 0);
+  for (int c = 0; c < clients; ++c) {
+    client[c] = std::make_unique<Client>();
+    subscription[c] = buses[c % buses.size()]->subscribe_from(start, client[c]->handler());
+  }
+  std::mt19937 random(42);
+  const auto until = std::chrono::steady_clock::now() + 8s;
+  auto next_kill = std::chrono::steady_clock::now() + 700ms;
+  int kills = 0;
+  while (std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20 + random() % 120));
+    const auto c = random() % clients;
+    // The client leaves, and comes back on any bus with where it stood.
+    subscription[c].unsubscribe();
+    const auto at = client[c]->size() == 0 ? start : client[c]->position();
+    subscription[c] = buses[random() % buses.size()]->subscribe_from(at, client[c]->handler());
+    ++moves[c];
+    if (std::chrono::steady_clock::now() >= next_kill) {
+      next_kill += 700ms;
+      const auto& bus = *buses[random() % buses.size()];
+      kills += testing::terminate_backend(url(), bus, BusConnection::listener);
+      kills += testing::terminate_backend(url(), testing::application_name_of(bus) + ":resume",
+                                          BusConnection::publisher);
+    }
+  }
+  running = false;
+  for (auto& t : threads) t.join();
+
+  std::uint64_t total = 0;
+  for (const auto& [origin, n] : published) total += n;
+  for (int c = 0; c < clients; ++c) {
+    EXPECT_GE(moves[c], 3u);
+    EXPECT_TRUE(eventually([&] { return client[c]->size() >= total; }, 30s))
+        << "client " << c << ": " << client[c]->size() << " of " << total;
+  }
+  std::this_thread::sleep_for(300ms);  // time for a repeat to show up
+  for (int c = 0; c < clients; ++c) {
+    SCOPED_TRACE("client " + std::to_string(c));
+    EXPECT_EQ(client[c]->size(), total);
+    expect_exactly(client[c]->got(), {}, published);
+  }
+  EXPECT_GE(published["random-slow"], 3u);
+  for (const auto& gap : log.gaps()) ADD_FAILURE() << "a gap: " << gap.origin;
+  std::size_t all_moves = 0;
+  for (const auto m : moves) all_moves += m;
+  std::cout << "[ resumed  ] " << all_moves << " moves, " << total << " messages, " << kills
+            << " sessions killed, " << log.errors().size() << " errors reported\n";
 }
 
 }  // namespace
