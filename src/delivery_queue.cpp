@@ -88,7 +88,7 @@ bool DeliveryQueue::wait_for_room() {
   std::unique_lock<std::mutex> lock(mutex_);
   drained_.wait(lock, [this] {
     return stopping_ ||
-           (queue_.size() <= capacity_.messages / 2 && queued_bytes_ <= capacity_.bytes / 2);
+           (queued_messages_ <= capacity_.messages / 2 && queued_bytes_ <= capacity_.bytes / 2);
   });
   return !stopping_;
 }
@@ -224,17 +224,19 @@ bool DeliveryQueue::fits(const Inbound& item) const {
   // behind the handlers, and a bus refuses bodies over its own limit before
   // they get here.
   return queue_.empty() ||
-         (queue_.size() < capacity_.messages && queued_bytes_ <= capacity_.bytes &&
+         (queued_messages_ < capacity_.messages && queued_bytes_ <= capacity_.bytes &&
           item.body_bytes <= capacity_.bytes - queued_bytes_);
 }
 
 void DeliveryQueue::push(Inbound&& item) {
   queued_bytes_ += item.body_bytes;
+  // Marks are bookkeeping, not messages: they take no room.
+  if (item.kind != Inbound::Kind::mark) ++queued_messages_;
   queue_.push_back(std::move(item));
 }
 
 bool DeliveryQueue::half_full() const {
-  return queue_.size() >= capacity_.messages / 2 || queued_bytes_ >= capacity_.bytes / 2;
+  return queued_messages_ >= capacity_.messages / 2 || queued_bytes_ >= capacity_.bytes / 2;
 }
 
 bool DeliveryQueue::drop_if_withheld(const std::string& origin, std::uint64_t sequence) {
@@ -244,13 +246,13 @@ bool DeliveryQueue::drop_if_withheld(const std::string& origin, std::uint64_t se
 
 std::optional<DeliveryQueue::RereadRequest> DeliveryQueue::next_reread() {
   std::lock_guard<std::mutex> lock(mutex_);
-  if (stopping_ || withheld_.empty() || queue_.size() >= capacity_.messages ||
+  if (stopping_ || withheld_.empty() || queued_messages_ >= capacity_.messages ||
       queued_bytes_ >= capacity_.bytes) {
     return std::nullopt;
   }
   auto read = withheld_.next(WithheldOrigins::Clock::now());
   if (!read) return std::nullopt;
-  return RereadRequest{std::move(*read), capacity_.messages - queue_.size(),
+  return RereadRequest{std::move(*read), capacity_.messages - queued_messages_,
                        capacity_.bytes - queued_bytes_};
 }
 
@@ -315,6 +317,7 @@ void DeliveryQueue::stop() noexcept {
     cancelled_.store(true);
     queue_.clear();
     queued_bytes_ = 0;
+    queued_messages_ = 0;
   }
   wake_.notify_all();
   idle_.notify_all();
@@ -343,6 +346,7 @@ void DeliveryQueue::run() {
     batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
     queue_.clear();
     queued_bytes_ = 0;
+    queued_messages_ = 0;
     // What an origin dropped arrived after everything of it that was
     // queued (it drops all it sends once it has dropped one).
     for (auto& [origin, away] : turned_away_) {
@@ -410,6 +414,18 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
     pass(*found);
     report_gap(*found);
   };
+  // Seams that found the bus lagging go again behind what came since.
+  auto parked = std::move(parked_);
+  parked_.clear();
+  if (!parked.empty()) {
+    std::vector<Inbound> seams;
+    for (auto& resume : parked) {
+      if (resume->ended()) continue;
+      seams.emplace_back(Inbound::Kind::resume_seam, ClusterMessage{});
+      seams.back().resume = std::move(resume);
+    }
+    post(std::move(seams));
+  }
   for (auto& item : batch) {
     if (cancelled_.load(std::memory_order_relaxed)) return;
     const auto& origin = item.message.origin;
@@ -498,6 +514,19 @@ void DeliveryQueue::resume_step(const Inbound& item) {
   };
   switch (item.kind) {
     case Inbound::Kind::resume_seam:
+      if (resume.read_now) {
+        // Read at once, here: nothing comes between the read and live.
+        auto read = resume.read_now(resume, {position_.snapshot(), position_.cursors()});
+        if (!read) {
+          parked_.push_back(item.resume);
+          break;
+        }
+        resume.stage = Resume::Stage::reading;
+        deliver_read(*read);
+        resume.stage = Resume::Stage::live;
+        resume.finish();
+        break;
+      }
       // Everything before this point of the stream is read for it; what
       // follows is buffered until the read is done.
       resume.stage = Resume::Stage::reading;

@@ -136,6 +136,9 @@ class DeliveryQueue {
   void report_gap(const GapEvent& gap);
   /// A resume_* item, on the delivery thread.
   void resume_step(const Inbound& item);
+  /// Resuming subscriptions whose seam found the bus lagging (read_now):
+  /// seamed again after the next item delivered. Delivery thread only.
+  std::vector<std::shared_ptr<Resume>> parked_;
   void show_tap(const Inbound& item);
 
   ErrorSink on_error_;
@@ -163,7 +166,8 @@ class DeliveryQueue {
   Capacity capacity_;
   QueueFullPolicy policy_;
   std::deque<Inbound> queue_;
-  std::size_t queued_bytes_ = 0;  // the body_bytes of what queue_ holds
+  std::size_t queued_bytes_ = 0;     // the body_bytes of what queue_ holds
+  std::size_t queued_messages_ = 0;  // what queue_ holds but marks
   WithheldOrigins withheld_;
   std::function<void()> notify_room_;
   // What a full queue turned away since the last batch was taken, per

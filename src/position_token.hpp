@@ -53,6 +53,16 @@ class PositionEncoder {
   std::string bytes_;
 };
 
+/// True when `position` names the message `origin`#`sequence`, written by
+/// transaction `xid` (0: unknown, named only by a cursor):
+/// docs/PROTOCOL.md, "Positions".
+inline bool names(const DecodedPosition& position, const std::string& origin,
+                  std::uint64_t sequence, std::uint64_t xid) {
+  const auto cursor = position.cursors.find(origin);
+  if (cursor != position.cursors.end()) return sequence <= cursor->second;
+  return xid != 0 && position.snapshot.visible(xid);
+}
+
 /// The token of `snapshot` and `cursors`, for the channel of `channel_key`.
 std::string encode_position(std::string_view channel_key, const PgSnapshot& snapshot,
                             const std::map<std::string, std::uint64_t>& cursors);

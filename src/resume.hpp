@@ -20,6 +20,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -57,6 +58,13 @@ class Resume {
   static constexpr std::size_t max_buffered = 10'000;
   /// The subscription's number in the HandlerRegistry.
   std::uint64_t subscription = 0;
+  /// A transport that reads at once (the in-memory hub's log) sets this:
+  /// at the seam, the delivery thread asks it for what `target` names and
+  /// from() does not (with their positions), and hands them on there and
+  /// then; none when the bus lags from() (it is asked again after the
+  /// next item the bus delivers).
+  std::function<std::optional<std::vector<ClusterMessage>>(Resume&, const DecodedPosition& target)>
+      read_now;
 
   /// What the registry calls, on the delivery thread.
   void on_message(const ClusterMessage& message) {

@@ -25,11 +25,8 @@ constexpr int keys_per_page = 1024;
 constexpr std::size_t keys_per_fetch = 128;
 constexpr std::uint64_t ids_per_span = 16384;
 
-// True when `position` names the row (docs/PROTOCOL.md, "Positions").
 bool names(const DecodedPosition& position, const SpillStore::RowKey& row) {
-  const auto cursor = position.cursors.find(row.origin);
-  if (cursor != position.cursors.end()) return row.sequence <= cursor->second;
-  return row.xid != 0 && position.snapshot.visible(row.xid);
+  return detail::names(position, row.origin, row.sequence, row.xid);
 }
 
 }  // namespace

@@ -24,7 +24,14 @@ class InMemoryClusterBus;
 /// Thread-safe: all members may be called from any thread.
 class SYNCBUS_API InMemoryHub {
  public:
-  InMemoryHub();
+  /// Messages the hub keeps for subscribe_from() by default.
+  static constexpr std::size_t default_log_capacity = 100'000;
+
+  /// `log_capacity`: how many of the latest messages the hub keeps, so that
+  /// a bus can resume a subscription from a position (ClusterMessage::
+  /// position) that far back: the in-process stand-in for the spill table
+  /// and its vacuum. Older positions raise position_expired.
+  explicit InMemoryHub(std::size_t log_capacity = default_log_capacity);
   ~InMemoryHub();
   InMemoryHub(const InMemoryHub&) = delete;
   InMemoryHub& operator=(const InMemoryHub&) = delete;
@@ -92,6 +99,11 @@ class SYNCBUS_API InMemoryClusterBus final : public ClusterBus {
   using ClusterBus::publish;  // and the refusal of text (ClusterBus)
   void publish(const nlohmann::json& body) override;
   [[nodiscard]] Subscription subscribe(MessageHandler handler) override;
+  /// See ClusterBus::subscribe_from: from a position that a bus of the same
+  /// hub gave (every message carries one here), the messages after it that
+  /// the hub still keeps (InMemoryHub's log_capacity), then live ones.
+  [[nodiscard]] Subscription subscribe_from(std::string_view position,
+                                            MessageHandler handler) override;
   void close() override;
 
   /// The hub this bus belongs to.
