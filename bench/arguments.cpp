@@ -26,6 +26,7 @@ const char* const usage_text =
     "                     [--receivers 2] [--receiver-processes]\n"
     "                     [--spill overflow|always] [--publisher-listens]\n"
     "                     [--body repeated|text] [--json] [--check]\n"
+    "                     [--resume 1000,100000,1000000]\n"
     "\n"
     "Measures syncbus against a raw libpq baseline on the same server, in one run:\n"
     "throughput delivered to each receiver, latency percentiles at saturation and\n"
@@ -48,6 +49,10 @@ const char* const usage_text =
     "compresses like prose. --check: exit 1 unless every receiver got every\n"
     "message once, in order. --json: one JSON object per run and line (its figures,\n"
     "its ratios to raw, and the configuration) instead of the table.\n"
+    "--resume N,...: measure instead what resuming costs: a client misses N\n"
+    "messages (of the first --sizes bytes), then subscribe_from() on a new bus;\n"
+    "the time until it has them all, and until a message published after it\n"
+    "arrives.\n"
     "See docs/BENCHMARKS.md.\n";
 
 Config parse_arguments(const std::vector<std::string>& args) {
@@ -59,10 +64,11 @@ Config parse_arguments(const std::vector<std::string>& args) {
       return help;
     }
   }
-  const cli::CommandLine line(args,
-                              {"db", "seconds", "sizes", "threads", "blocking", "window",
-                               "max-lag-bytes", "rate", "rounds", "body", "receivers", "spill"},
-                              {"publisher-listens", "receiver-processes", "check", "json", "help"});
+  const cli::CommandLine line(
+      args,
+      {"db", "seconds", "sizes", "threads", "blocking", "window", "max-lag-bytes", "rate", "rounds",
+       "body", "receivers", "spill", "resume"},
+      {"publisher-listens", "receiver-processes", "check", "json", "help"});
   Config config;
   config.help = line.has("help");
   if (auto v = line.value("seconds")) config.seconds = cli::parse_number<double>("seconds", *v);
@@ -108,6 +114,11 @@ Config parse_arguments(const std::vector<std::string>& args) {
       throw cli::usage_error("--spill takes overflow or always, not " + *v);
     }
     config.spill_always = *v == "always";
+  }
+  if (auto v = line.value("resume")) {
+    for (const auto& n : split(*v)) {
+      config.resume.push_back(cli::parse_number<std::size_t>("resume", n));
+    }
   }
   config.check = line.has("check");
   config.json = line.has("json");

@@ -47,6 +47,9 @@ struct Config {
   // --json: one JSON object per run and line, with the configuration,
   // instead of the table.
   bool json = false;
+  // --resume N,N,...: measure resuming instead (resume_runs.hpp), once for
+  // each count of missed messages.
+  std::vector<std::size_t> resume;
   bool help = false;  // --help: print usage_text and stop
 };
 
