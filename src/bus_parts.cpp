@@ -220,12 +220,23 @@ Subscription BusParts::subscribe_from(std::string_view position, MessageHandler 
   // that overtakes it before its read begins is found by the read (which
   // then reports it: see position_expired).
   std::optional<SpillStore::Removed> removed;
-  publisher_->borrow_connection(
-      "subscribe_from()", opts.query_timeout,
-      [&](Session& session) {
-        removed = store_->removed_after(session, from.snapshot, from.cursors);
-      },
-      fmt::format("checking a position against {}", store_->removal_log_name()));
+  const auto check = [&] {
+    publisher_->borrow_connection(
+        "subscribe_from()", opts.query_timeout,
+        [&](Session& session) {
+          removed = store_->removed_after(session, from.snapshot, from.cursors);
+        },
+        fmt::format("checking a position against {}", store_->removal_log_name()));
+  };
+  try {
+    check();
+  } catch (const timeout_error&) {
+    throw;
+  } catch (const connection_error&) {
+    // The publishing session broke since it last ran a statement (a server
+    // restart it has not published through yet): once more, on a new one.
+    check();
+  }
   if (removed) {
     throw position_expired(
         fmt::format("syncbus: the position given to subscribe_from() on channel \"{}\" has "

@@ -6,6 +6,7 @@
 #include <pqxx/nontransaction>
 
 #include <algorithm>
+#include <iterator>
 #include <utility>
 
 #include "backoff.hpp"
@@ -231,7 +232,16 @@ bool ResumeReader::read_round(Resume& resume, const DecodedPosition& target) {
                 [](pqxx::connection_base& c) { pqxx::nontransaction(c).exec0("COMMIT"); });
       return false;
     }
-    const auto wanted = [&](const SpillStore::RowKey& row) { return names(target, row); };
+    // A genuine row is never numbered at or below its origin's highest
+    // deleted one while written after it: such a row is a deleted one
+    // written again (anyone who may INSERT can copy a signed row back), a
+    // replay, which a listener's sequence check would drop and a read must
+    // skip.
+    removed_ = statement("reading the removal log",
+                         [&](pqxx::connection_base& c) { return store_.removed(c); });
+    const auto wanted = [&](const SpillStore::RowKey& row) {
+      return names(target, row) && !written_again(row);
+    };
 
     // The origins the position has cursors for: their rows from the cursor
     // on, in sequence order, as long as the target names them (the rows of
@@ -244,8 +254,11 @@ bool ResumeReader::read_round(Resume& resume, const DecodedPosition& target) {
         const auto keys = statement("listing an origin's rows", [&](auto& c) {
           return store_.list_from(c, origin, next, keys_per_page);
         });
-        const auto end = std::find_if_not(keys.begin(), keys.end(), wanted);
-        hand_on(resume, {keys.begin(), end});
+        const auto end = std::find_if_not(keys.begin(), keys.end(),
+                                          [&](const auto& row) { return names(target, row); });
+        std::vector<SpillStore::RowKey> some;
+        std::copy_if(keys.begin(), end, std::back_inserter(some), wanted);
+        hand_on(resume, some);
         if (end != keys.end() || keys.size() < static_cast<std::size_t>(keys_per_page)) break;
         next = keys.back().sequence + 1;
       }
@@ -295,6 +308,13 @@ bool ResumeReader::read_round(Resume& resume, const DecodedPosition& target) {
     }
     throw;
   }
+}
+
+bool ResumeReader::written_again(const SpillStore::RowKey& row) const {
+  const auto found = removed_.find(row.origin);
+  if (found == removed_.end()) return false;
+  const auto [sequence, xid] = found->second;
+  return row.sequence <= sequence && (row.xid == 0 || xid == 0 || row.xid > xid);
 }
 
 void ResumeReader::hand_on(Resume& resume, const std::vector<SpillStore::RowKey>& keys) {

@@ -55,6 +55,10 @@ class ResumeReader {
                    const PgSnapshot& now);
   /// Reads the bodies of `keys` and hands them on, moving resume.from().
   void hand_on(Resume& resume, const std::vector<SpillStore::RowKey>& keys);
+  /// A row written again after vacuum deleted it (see read_round), in this
+  /// round's removal log.
+  bool written_again(const SpillStore::RowKey& row) const;
+  std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> removed_;
   Session& session();
   template <typename Work>
   auto statement(const char* what, Work&& work);

@@ -634,6 +634,20 @@ std::int64_t SpillStore::vacuum_batch(pqxx::connection_base& session, const std:
   return static_cast<std::int64_t>(result.affected_rows());
 }
 
+std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> SpillStore::removed(
+    pqxx::connection_base& session) const {
+  std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> out;
+  for (const auto& row : pqxx::nontransaction(session).exec_params(
+           fmt::format("SELECT origin, sequence, xid::text FROM {} WHERE channel = $1",
+                       removed_name_),
+           settings_.channel)) {
+    out.emplace(row[0].as<std::string>(),
+                std::make_pair(row[1].as<std::uint64_t>(),
+                               row[2].is_null() ? std::uint64_t{0} : parse_xid(row[2].c_str())));
+  }
+  return out;
+}
+
 std::optional<SpillStore::Removed> SpillStore::removed_after(
     pqxx::connection_base& session, const PgSnapshot& snapshot,
     const std::map<std::string, std::uint64_t>& cursors) const {

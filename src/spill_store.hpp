@@ -206,6 +206,10 @@ class SpillStore {
   };
   std::optional<Removed> removed_after(pqxx::connection_base& session, const PgSnapshot& snapshot,
                                        const std::map<std::string, std::uint64_t>& cursors) const;
+  /// The channel's removal log: per origin, the highest sequence and
+  /// transaction id deleted (0 when unknown).
+  std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> removed(
+      pqxx::connection_base& session) const;
   const std::string& removal_log_name() const noexcept { return removed_name_; }
   /// Rows a vacuum batch deletes at most: measured here, a million rows went
   /// in 0.65 s, so a batch takes milliseconds.

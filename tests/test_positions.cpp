@@ -370,6 +370,62 @@ TEST_F(ResumeTest, WhatIsNotAPositionOfThisChannelIsRefusedAndNothingSubscribed)
   }
 }
 
+// Anyone who may INSERT can copy a signed row back once vacuum has deleted
+// it: its signature still holds. A resumed read must not deliver it again
+// (a listener's sequence check would drop it as a duplicate).
+TEST_F(ResumeTest, ASignedRowWrittenAgainAfterVacuumIsNotDeliveredAgain) {
+  const auto channel = unique_channel("resume_replay");
+  auto signed_options = [&](const std::string& name) {
+    auto o = durable_options(channel, name);
+    o.secrets = {"a secret the test shares with itself"};
+    return o;
+  };
+  PostgresClusterBus receiver(signed_options("replay-receiver"));
+  PostgresClusterBus publisher(signed_options("replay-publisher"));
+  Client client;
+  auto s = receiver.subscribe(client.handler());
+  for (int i = 1; i <= 5; ++i) publisher.publish({{"i", i}});
+  ASSERT_TRUE(eventually([&] { return client.size() == 5; }, 10s));
+  // A position that names 1..5 by its snapshot (a marker has come back
+  // since), not by a cursor: the copy's new transaction id is not in it.
+  const auto key = detail::position_channel_key("public", "sync_cluster_spill", channel);
+  PostgresClusterBus other(signed_options("replay-other"));
+  std::string after_five;
+  ASSERT_TRUE(eventually(
+      [&] {
+        const auto before = client.size();
+        other.publish({{"other", before}});
+        if (!eventually([&] { return client.size() > before; }, 5s)) return false;
+        after_five = client.position();
+        if (detail::decode_position(key, after_five).cursors.count(publisher.instance_id()) == 0) {
+          return true;
+        }
+        std::this_thread::sleep_for(200ms);
+        return false;
+      },
+      15s));
+  pqxx::connection attacker(url());
+  const auto copy = pqxx::nontransaction(attacker).exec_params1(
+      "SELECT body, mac, born::text, sent FROM public.sync_cluster_spill WHERE channel = $1 AND "
+      "origin = $2 AND sequence = 3",
+      channel, publisher.instance_id());
+  ASSERT_GT(publisher.vacuum(0ms), 0);
+  pqxx::nontransaction(attacker).exec_params(
+      "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body, mac, born, sent) "
+      "VALUES ($1, $2, 3, $3, $4, $5::xid8, $6)",
+      channel, publisher.instance_id(), copy[0].c_str(), copy[1].c_str(), copy[2].c_str(),
+      copy[3].as<std::int64_t>());
+  publisher.publish({{"i", 6}});
+
+  PostgresClusterBus elsewhere(signed_options("replay-elsewhere"));
+  Client resumed;
+  auto r = elsewhere.subscribe_from(after_five, resumed.handler());
+  ASSERT_TRUE(eventually([&] { return resumed.size() >= 1; }, 10s));
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(resumed.size(), 1u) << "the copy of 3 was delivered";
+  EXPECT_EQ(resumed.got()[0].sequence, 6u);
+}
+
 // The client was on a bus that had delivered more than the one it moves
 // to: what the second bus delivers later, the client had. Found by the
 // random test below: a repeat, one run in seven.

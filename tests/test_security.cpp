@@ -1050,6 +1050,18 @@ TEST_F(PrivilegeTest, AListenerNeedsSelectAndAPublisherInsert) {
     EXPECT_EQ(e.sqlstate(), "42501") << e.what();
   }
   grant("GRANT DELETE ON {0} TO {1}");
+  // ...and noting what it deletes, for positions: without the removal
+  // log's grants it deletes nothing (rather than delete rows unnoted), and
+  // says which table it may not write.
+  try {
+    bus.vacuum(0ms);
+    FAIL() << "vacuumed without noting it in the removal log";
+  } catch (const database_error& e) {
+    EXPECT_EQ(e.sqlstate(), "42501") << e.what();
+    EXPECT_NE(std::string(e.what()).find("sync_cluster_spill_removed"), std::string::npos)
+        << e.what();
+  }
+  grant("GRANT SELECT, INSERT, UPDATE ON {0}_removed TO {1}");
   EXPECT_EQ(bus.vacuum(0ms), 1);
 }
 
