@@ -127,6 +127,27 @@ void check_table(pqxx::connection_base& connection, const Connection& where, boo
     check(has.sequence_usage, publish, "USAGE", "SEQUENCE " + has.sequence, "publishing buses");
   }
   check(has.delete_rows, vacuum, "DELETE", "TABLE " + table, "the vacuum job");
+
+  // The removal log: positions (ClusterMessage::position, subscribe_from).
+  const auto& log = store.removal_log_name();
+  if (!store.has_removal_log(connection)) {
+    report.warn(fmt::format(
+        "the removal log {} does not exist: durable buses give no positions, and "
+        "subscribe_from() is refused, until it does (a bus that owns the spill table makes it; "
+        "or run: {})",
+        log, store.removal_log_sql()));
+    return;
+  }
+  const auto may =
+      pqxx::nontransaction(connection)
+          .exec_params1(
+              "SELECT has_table_privilege($1, 'SELECT'), has_table_privilege($1, 'INSERT'), "
+              "has_table_privilege($1, 'UPDATE')",
+              log);
+  check(may[0].as<bool>(), vacuum, "SELECT", "TABLE " + log,
+        "the vacuum job, and durable listeners for positions");
+  check(may[1].as<bool>(), vacuum, "INSERT", "TABLE " + log, "the vacuum job");
+  check(may[2].as<bool>(), vacuum, "UPDATE", "TABLE " + log, "the vacuum job");
 }
 
 }  // namespace

@@ -854,8 +854,24 @@ TEST_F(CliTest, DoctorPassesAGoodSetupAndNamesAMissingPrivilege) {
       << narrow.out;
   EXPECT_TRUE(contains(narrow.out, "GRANT INSERT ON TABLE")) << narrow.out;
   EXPECT_TRUE(contains(narrow.out, "problem(s) found")) << narrow.out;
-  // Listening alone is all this role is for: then nothing is missing.
-  EXPECT_EQ(run({"doctor", "--db", as_role, "--schema", schema, "--jobs", "listen"}).exit_code, 0);
+  // Listening alone is all this role is for: then nothing is missing (a
+  // durable listener without SELECT on the removal log gives no positions:
+  // said, not failed).
+  const auto listening = run({"doctor", "--db", as_role, "--schema", schema, "--jobs", "listen"});
+  EXPECT_EQ(listening.exit_code, 0) << listening.out;
+  EXPECT_TRUE(contains(listening.out,
+                       "lacks SELECT on TABLE \"" + schema + "\".\"sync_cluster_spill_removed\""))
+      << listening.out;
+  // The vacuum job notes what it deletes in the removal log.
+  pqxx::nontransaction(admin).exec("GRANT DELETE ON " + schema + ".sync_cluster_spill TO " + role);
+  const auto vacuuming = run({"doctor", "--db", as_role, "--schema", schema, "--jobs", "vacuum"});
+  EXPECT_EQ(vacuuming.exit_code, 1) << vacuuming.out;
+  EXPECT_TRUE(contains(vacuuming.out,
+                       "GRANT INSERT ON TABLE \"" + schema + "\".\"sync_cluster_spill_removed\""))
+      << vacuuming.out;
+  pqxx::nontransaction(admin).exec("GRANT SELECT, INSERT, UPDATE ON " + schema +
+                                   ".sync_cluster_spill_removed TO " + role);
+  EXPECT_EQ(run({"doctor", "--db", as_role, "--schema", schema, "--jobs", "vacuum"}).exit_code, 0);
   pqxx::nontransaction(admin).exec("DROP SCHEMA " + schema + " CASCADE; DROP OWNED BY " + role +
                                    "; DROP ROLE " + role);
 }
