@@ -12,11 +12,21 @@
 // cut short by close(), and set up as the first was: the session's settings
 // (configure_session), then the holder's `setup` (prepared statements, the
 // signing identity).
+//
+// A session dropped with a statement in flight (its deadline cut it, say,
+// while it waited behind a lock) may live on in the server, and its
+// statement commit later: after the batch the publisher sends next, on the
+// new session. An origin's messages would then commit out of order, which
+// every reader assumes they never do (catching up, positions). So before a
+// new session runs anything, the old server process is ended
+// (pg_terminate_backend, by process id and start time) and seen gone: what
+// it was doing committed before, or never will.
 
 #include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
@@ -59,7 +69,10 @@ class BusConnection {
       return run_with_deadline(
           deadlines_, session.sock(), timeout, this, [&] { return work(session); }, describe);
     } catch (const connection_error&) {
-      session_.reset();  // timed out or broken: reconnect on the next call
+      // Timed out or broken: reconnect on the next call, once the server
+      // process of this session is gone.
+      if (session_ && backend_.pid != 0) abandoned_ = backend_;
+      session_.reset();
       throw;
     }
   }
@@ -89,6 +102,19 @@ class BusConnection {
   std::atomic<bool> closing_{false};
   WakeFd closing_wake_;
   std::unique_ptr<Session> session_;  // null after a broken connection
+  /// The server process of the session in use, and of one dropped with a
+  /// statement in flight, not yet seen gone (its start time tells it from
+  /// a later process with the same id).
+  struct Backend {
+    int pid = 0;
+    std::string started;
+  };
+  Backend backend_;
+  std::optional<Backend> abandoned_;
+  /// Reads backend_ of `session` (a round trip).
+  void identify(Session& session);
+  /// Ends abandoned_ and waits until it is gone, within `timeout`.
+  void end_abandoned(Session& session, std::chrono::milliseconds timeout);
 };
 
 }  // namespace syncbus::detail

@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 
 #include <array>
+#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -198,8 +199,12 @@ DecodedPosition decode_position(std::string_view channel_key, std::string_view t
         "syncbus: the position is of another channel or spill table than this bus's: a "
         "position can be resumed from only on the channel (and table) of the bus that gave it");
   }
+  // Transaction ids and sequences are what PostgreSQL stores: positive
+  // bigints (xid8 from 3; a snapshot's xmin from 1).
+  constexpr std::uint64_t most = INT64_MAX;
   const auto xmin = in.varint("xmin");
   const auto xmax = add(xmin, in.varint("xmax"), "xmax");
+  if (xmin == 0 || xmax > most) refuse("its snapshot is outside the range of transaction ids");
   const auto count = in.varint("the count of transactions in progress");
   // Each takes a byte at least: a count past what is left is a lie, not a
   // reason to reserve memory.
@@ -231,6 +236,7 @@ DecodedPosition decode_position(std::string_view channel_key, std::string_view t
       refuse("its origins are not in ascending order, each once");
     }
     const auto sequence = in.varint("a sequence");
+    if (sequence > most) refuse("a sequence is outside the range of sequences (a bigint)");
     out.cursors.emplace_hint(out.cursors.end(), std::move(origin), sequence);
   }
   if (in.left() != 0) refuse("bytes follow its end");

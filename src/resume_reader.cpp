@@ -239,35 +239,20 @@ bool ResumeReader::read_round(Resume& resume, const DecodedPosition& target) {
     // skip.
     removed_ = statement("reading the removal log",
                          [&](pqxx::connection_base& c) { return store_.removed(c); });
+    // What the subscription had when the round began: from() moves on as
+    // rows are handed to it.
+    const auto had = from;
     const auto wanted = [&](const SpillStore::RowKey& row) {
-      return names(target, row) && !written_again(row);
+      return !names(had, row) && names(target, row) && !written_again(row);
     };
 
-    // The origins the position has cursors for: their rows from the cursor
-    // on, in sequence order, as long as the target names them (the rows of
-    // an origin that a position names are a prefix of its sequence).
-    const auto cursors = from.cursors;
-    for (const auto& [origin, cursor] : cursors) {
-      auto next = cursor + 1;
-      for (;;) {
-        if (resume.ended()) break;
-        const auto keys = statement("listing an origin's rows", [&](auto& c) {
-          return store_.list_from(c, origin, next, keys_per_page);
-        });
-        const auto end = std::find_if_not(keys.begin(), keys.end(),
-                                          [&](const auto& row) { return names(target, row); });
-        std::vector<SpillStore::RowKey> some;
-        std::copy_if(keys.begin(), end, std::back_inserter(some), wanted);
-        hand_on(resume, some);
-        if (end != keys.end() || keys.size() < static_cast<std::size_t>(keys_per_page)) break;
-        next = keys.back().sequence + 1;
-      }
-    }
-
-    // Every other origin: the rows of the transactions not visible in the
-    // position's snapshot (those in progress in it, and those from its
-    // xmax on, up to this round's snapshot), in (xid, origin, sequence)
-    // order, which is commit order per origin.
+    // Where each origin's reading starts: after its cursor, for the
+    // origins `from` has one for; for the others, at the first row of a
+    // transaction not visible in from's snapshot (those in progress in it,
+    // and those from its xmax on, up to this round's snapshot), found by a
+    // scan of keys only.
+    std::map<std::string, std::uint64_t> start;
+    for (const auto& [origin, cursor] : had.cursors) start[origin] = cursor + 1;
     std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
     for (const auto xid : from.snapshot.in_progress()) ranges.emplace_back(xid, xid + 1);
     for (auto lo = from.snapshot.xmax(); lo < now.xmax();
@@ -278,20 +263,40 @@ bool ResumeReader::read_round(Resume& resume, const DecodedPosition& target) {
       const auto everything_below = PgSnapshot::of(below, below, {});
       SpillStore::RowKey after{lo, "", 0};
       for (;;) {
-        if (resume.ended()) break;
+        if (resume.ended()) return true;
         const auto keys = statement("listing rows by transaction", [&](auto& c) {
           return store_.list_committed(c, after, below, everything_below, keys_per_page);
         });
-        std::vector<SpillStore::RowKey> some;
         for (const auto& key : keys) {
           // An origin no bus could have is a planted row's (as in a catch-up).
-          if (cursors.count(key.origin) == 0 && is_plain_instance_id(key.origin) && wanted(key)) {
-            some.push_back(key);
+          if (had.cursors.count(key.origin) != 0 || !is_plain_instance_id(key.origin) ||
+              !wanted(key)) {
+            continue;
           }
+          auto [at, added] = start.try_emplace(key.origin, key.sequence);
+          if (!added) at->second = std::min(at->second, key.sequence);
         }
-        hand_on(resume, some);
         if (keys.size() < static_cast<std::size_t>(keys_per_page)) break;
         after = keys.back();
+      }
+    }
+
+    // Each origin's rows in sequence order, from there (in transaction id
+    // order they are the same, as an origin commits one transaction after
+    // another (bus_connection.hpp); read by origin, they need not be, and
+    // the read looks at every row, not only a prefix).
+    for (const auto& [origin, first] : start) {
+      auto next = first;
+      for (;;) {
+        if (resume.ended()) return true;
+        const auto keys = statement("listing an origin's rows", [&](auto& c) {
+          return store_.list_from(c, origin, next, keys_per_page);
+        });
+        std::vector<SpillStore::RowKey> some;
+        std::copy_if(keys.begin(), keys.end(), std::back_inserter(some), wanted);
+        hand_on(resume, some);
+        if (keys.size() < static_cast<std::size_t>(keys_per_page)) break;
+        next = keys.back().sequence + 1;
       }
     }
     statement("ending a read",

@@ -203,6 +203,61 @@ TEST_F(PositionTest, EachPositionIsExactWhileAFullQueueHoldsOriginsBack) {
   each_position_is_exact(unique_channel("positions_held"), 8, 5ms);
 }
 
+// A publish that timed out behind a lock leaves its statement waiting in
+// the server; had it committed after the bus's next publish (found from
+// outside in round 6: 2 runs of 2), that origin's messages would have
+// committed out of order, and every position after it been wrong. The bus
+// now ends that server process before it sends anything more.
+TEST_F(PositionTest, APublishThatTimedOutBehindALockNeverCommitsAfterTheNextOne) {
+  const auto channel = unique_channel("positions_timed_out");
+  auto impatient_options = durable_options(channel, "impatient");
+  impatient_options.publish_timeout = 1000ms;
+  PostgresClusterBus impatient(impatient_options);
+  EventLog log;
+  auto receiver_options = durable_options(channel, "timed-out-receiver");
+  receiver_options.on_gap = log.gap_handler();
+  PostgresClusterBus receiver(receiver_options);
+  PostgresClusterBus steady(durable_options(channel, "timed-out-steady"));
+  Collector seen;
+  auto s = receiver.subscribe(seen.handler());
+  for (int i = 1; i <= 3; ++i) impatient.publish({{"i", i}});
+
+  // Another session holds the key of the impatient bus's next message.
+  pqxx::connection holder(url());
+  pqxx::work hold(holder);
+  hold.exec_params(
+      "INSERT INTO public.sync_cluster_spill (channel, origin, sequence, body) "
+      "VALUES ($1, $2, 4, '{}')",
+      channel, impatient.instance_id());
+  EXPECT_THROW(impatient.publish({{"i", 4}}), timeout_error);
+  impatient.publish({{"i", 5}});
+  // Marks move on while the lock is held; then it is released.
+  for (int i = 0; i < 15; ++i) {
+    steady.publish({{"steady", i}});
+    std::this_thread::sleep_for(100ms);
+  }
+  hold.abort();
+  for (int i = 6; i <= 8; ++i) impatient.publish({{"i", i}});
+  ASSERT_TRUE(eventually(
+      [&] {
+        const auto m = seen.messages();
+        return std::any_of(m.begin(), m.end(), [&](const ClusterMessage& x) {
+          return x.origin == impatient.instance_id() && x.sequence == 8;
+        });
+      },
+      10s));
+  std::this_thread::sleep_for(1500ms);  // a late commit would show by now
+
+  const auto rows = rows_of(url(), channel);
+  EXPECT_FALSE(std::any_of(rows.begin(), rows.end(), [&](const Row& r) {
+    return r.origin == impatient.instance_id() && r.sequence == 4;
+  })) << "the statement given up on committed after all";
+  const auto gaps = log.known_gaps();
+  ASSERT_EQ(gaps.size(), 1u);
+  EXPECT_EQ(gaps[0].first_missing, 4u);
+  expect_each_position_exact(seen.messages(), rows, channel, /*most_cursors=*/3);
+}
+
 TEST_F(PositionTest, OnlyADurableBusGivesPositions) {
   const auto channel = unique_channel("positions_overflow");
   PostgresClusterBus receiver(options(channel, "overflow-receiver"));

@@ -81,8 +81,17 @@ TEST(PositionToken, RoundTripsAndIsShortAndPrintable) {
   const auto empty = decode_position(key, encode_position(key, PgSnapshot{}, {}));
   EXPECT_EQ(empty.snapshot, PgSnapshot{});
   EXPECT_TRUE(empty.cursors.empty());
-  const auto huge = PgSnapshot::of(UINT64_MAX - 5, UINT64_MAX, {UINT64_MAX - 5, UINT64_MAX - 1});
-  EXPECT_EQ(decode_position(key, encode_position(key, huge, {{"x", UINT64_MAX}})).snapshot, huge);
+  const std::uint64_t most = INT64_MAX;  // a bigint's, as PostgreSQL stores them
+  const auto huge = PgSnapshot::of(most - 5, most, {most - 5, most - 1});
+  EXPECT_EQ(decode_position(key, encode_position(key, huge, {{"x", most}})).snapshot, huge);
+  // Past that, not a position (PostgreSQL would refuse the snapshot; a
+  // cursor past a bigint would wrap when read after).
+  EXPECT_THROW(decode_position(key, encode_position(key, PgSnapshot::of(0, 5, {}), {})),
+               invalid_position);
+  EXPECT_THROW(decode_position(key, encode_position(key, PgSnapshot::of(5, most + 1, {}), {})),
+               invalid_position);
+  EXPECT_THROW(decode_position(key, encode_position(key, huge, {{"x", most + 1}})),
+               invalid_position);
 }
 
 TEST(PositionToken, AnotherChannelsOrTablesPositionIsRefusedSayingSo) {
