@@ -131,12 +131,18 @@ void ResumeReader::serve(Resume& resume) {
         // A broken session is replaced; a server error (a lock, a timeout)
         // is retried on the same one. Either way the round goes on from
         // what it had handed on (resume.from()).
-        if (dynamic_cast<const connection_error*>(&e) != nullptr) session_.reset();
+        const bool lost = dynamic_cast<const connection_error*>(&e) != nullptr;
+        if (lost) session_.reset();
         const auto pause = jittered(table_read_backoff.after(failures));
-        report(on_error_, error(fmt::format(
-                              "syncbus: a subscription resumed on channel \"{}\" could not "
-                              "read what it missed from {} ({}); it tries again in {} ms",
-                              options_.channel, store_.qualified_name(), e.what(), pause.count())));
+        report(on_error_,
+               error(fmt::format("syncbus: a subscription resumed on channel \"{}\" could not "
+                                 "read what it missed from {}: {} ({}); it tries again in {} ms, "
+                                 "from what it had handed on",
+                                 options_.channel, store_.qualified_name(),
+                                 lost ? "the reading session was lost (ended by the server or "
+                                        "an administrator, or the network), and is replaced"
+                                      : "the server refused a statement",
+                                 e.what(), pause.count())));
         if (!wake_.sleep_unless_signalled(pause)) return;
       }
     }
