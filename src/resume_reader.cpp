@@ -253,10 +253,11 @@ bool ResumeReader::read_round(Resume& resume, const DecodedPosition& target) {
     };
 
     // Where each origin's reading starts: after its cursor, for the
-    // origins `from` has one for; for the others, at the first row of a
+    // origins `from` has one for; for the others, at their first row of a
     // transaction not visible in from's snapshot (those in progress in it,
-    // and those from its xmax on, up to this round's snapshot), found by a
-    // scan of keys only.
+    // and those from its xmax on, up to this round's snapshot), found by one
+    // aggregate per range of ids (no paging: a page sorted by key costs,
+    // with a plan made on stale statistics, the whole channel each time).
     std::map<std::string, std::uint64_t> start;
     for (const auto& [origin, cursor] : had.cursors) start[origin] = cursor + 1;
     std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
@@ -266,24 +267,14 @@ bool ResumeReader::read_round(Resume& resume, const DecodedPosition& target) {
       ranges.emplace_back(lo, std::min(lo + ids_per_span, now.xmax()));
     }
     for (const auto& [lo, below] : ranges) {
-      const auto everything_below = PgSnapshot::of(below, below, {});
-      SpillStore::RowKey after{lo, "", 0};
-      for (;;) {
-        if (resume.ended()) return true;
-        const auto keys = statement("listing rows by transaction", [&](auto& c) {
-          return store_.list_committed(c, after, below, everything_below, keys_per_page);
-        });
-        for (const auto& key : keys) {
-          // An origin no bus could have is a planted row's (as in a catch-up).
-          if (had.cursors.count(key.origin) != 0 || !is_plain_instance_id(key.origin) ||
-              !wanted(key)) {
-            continue;
-          }
-          auto [at, added] = start.try_emplace(key.origin, key.sequence);
-          if (!added) at->second = std::min(at->second, key.sequence);
-        }
-        if (keys.size() < static_cast<std::size_t>(keys_per_page)) break;
-        after = keys.back();
+      if (resume.ended()) return true;
+      const auto firsts = statement("finding the origins written since a position",
+                                    [&](auto& c) { return store_.first_sequences(c, lo, below); });
+      for (const auto& [origin, sequence] : firsts) {
+        // An origin no bus could have is a planted row's (as in a catch-up).
+        if (had.cursors.count(origin) != 0 || !is_plain_instance_id(origin)) continue;
+        auto [at, added] = start.try_emplace(origin, sequence);
+        if (!added) at->second = std::min(at->second, sequence);
       }
     }
 

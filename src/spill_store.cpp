@@ -25,6 +25,7 @@ constexpr const char* vacuum_statement = "syncbus_spill_vacuum";
 constexpr const char* committed_statement = "syncbus_spill_committed";
 constexpr const char* from_statement = "syncbus_spill_from";
 constexpr const char* last_statement = "syncbus_spill_last";
+constexpr const char* first_statement = "syncbus_spill_first";
 constexpr const char* many_statement = "syncbus_spill_many";
 constexpr const char* one_statement = "syncbus_spill_one";
 constexpr const char* vacuum_noting_statement = "syncbus_spill_vacuum_noting";
@@ -407,6 +408,11 @@ void SpillStore::prepare(pqxx::connection_base& session, std::string_view tag) c
                       "$6::pg_snapshot) ORDER BY s.xid, s.origin, s.sequence LIMIT $7",
                       qualified_name_));
   // Reading back: a range of the key.
+  prepare(first_statement,
+          fmt::format("SELECT s.origin, min(s.sequence) FROM {} s WHERE s.xid >= $2::text::xid8 "
+                      "AND s.xid < $3::text::xid8 AND s.channel = $1 AND s.sequence > 0 GROUP BY "
+                      "s.origin",
+                      qualified_name_));
   prepare(last_statement,
           fmt::format("SELECT s.sequence, s.xid::text FROM {} s WHERE channel = $1 AND origin = "
                       "$2 AND sequence <= $3 AND sequence > 0 ORDER BY sequence DESC LIMIT 1",
@@ -602,6 +608,18 @@ std::vector<SpillStore::RowKey> SpillStore::list_from(pqxx::connection_base& ses
         {row[1].is_null() ? 0 : parse_xid(row[1].c_str()), origin, row[0].as<std::uint64_t>()});
   }
   return keys;
+}
+
+std::map<std::string, std::uint64_t> SpillStore::first_sequences(pqxx::connection_base& session,
+                                                                 std::uint64_t from_xid,
+                                                                 std::uint64_t below_xid) const {
+  std::map<std::string, std::uint64_t> out;
+  for (const auto& row : pqxx::nontransaction(session).exec_prepared(
+           first_statement, settings_.channel, std::to_string(from_xid),
+           std::to_string(below_xid))) {
+    out.emplace(row[0].as<std::string>(), row[1].as<std::uint64_t>());
+  }
+  return out;
 }
 
 std::optional<SpillStore::RowKey> SpillStore::last_at_or_below(pqxx::connection_base& session,

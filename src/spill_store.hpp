@@ -171,6 +171,13 @@ class SpillStore {
   std::vector<RowKey> list_from(pqxx::connection_base& session, const std::string& origin,
                                 std::uint64_t from_sequence, int limit) const;
 
+  /// The origins with rows written by a transaction in [from_xid,
+  /// below_xid), and the lowest sequence of each there (an aggregate: one
+  /// statement, whatever the rows, read on the `xid` index).
+  std::map<std::string, std::uint64_t> first_sequences(pqxx::connection_base& session,
+                                                       std::uint64_t from_xid,
+                                                       std::uint64_t below_xid) const;
+
   /// `origin`'s row with the highest sequence up to `sequence`, if any.
   std::optional<RowKey> last_at_or_below(pqxx::connection_base& session, const std::string& origin,
                                          std::uint64_t sequence) const;
