@@ -13,6 +13,7 @@
 #include <string>
 
 #include "pacing.hpp"
+#include "raw_baseline.hpp"
 
 namespace syncbus::bench {
 
@@ -88,6 +89,28 @@ ResumeResult run_resume(const Config& config, std::size_t missed) {
   result.first_live_ms = ms(live - begin);
   result.read_per_second =
       result.caught_up_ms > 0 ? static_cast<double>(missed) / (result.caught_up_ms / 1000) : 0;
+  // The baseline: the same rows read by hand, every body's bytes to the
+  // client (string_agg: one value per page, through RawConnection::exec).
+  {
+    RawConnection raw(config.conninfo);
+    const auto raw_begin = Clock::now();
+    std::string after = "1";
+    for (;;) {
+      const auto page = raw.exec(
+          "SELECT coalesce(max(sequence), 0)::text || ' ' || count(*)::text || E'\\n' || "
+          "coalesce(string_agg(body, ','), '') FROM (SELECT sequence, body FROM "
+          "public.sync_cluster_spill WHERE channel = $1 AND origin = $2 AND sequence > $3::bigint "
+          "ORDER BY sequence LIMIT 1024) p",
+          {options.channel.c_str(), publisher.instance_id().c_str(), after.c_str()});
+      const auto space = page.find(' ');
+      const auto newline = page.find('\n');
+      const auto count = std::stoul(page.substr(space + 1, newline - space - 1));
+      if (count == 0) break;
+      after = page.substr(0, space);
+      if (count < 1024) break;
+    }
+    result.raw_read_ms = ms(Clock::now() - raw_begin);
+  }
   publisher.vacuum(std::chrono::milliseconds(0));  // leave the table as it was
   return result;
 }
