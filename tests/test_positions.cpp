@@ -28,6 +28,7 @@ using testing::check_exactly_once_in_order;
 using testing::Collector;
 using testing::EventLog;
 using testing::eventually;
+using testing::expect_exactly;
 using testing::unique_channel;
 
 using Key = std::pair<std::string, std::uint64_t>;
@@ -270,51 +271,6 @@ TEST_F(PositionTest, OnlyADurableBusGivesPositions) {
   for (const auto& m : seen.messages()) EXPECT_TRUE(m.position.empty()) << m.position;
 }
 
-// A client of an engine: what it was handed, in order, and where it stands.
-class Client {
- public:
-  MessageHandler handler() {
-    return [this](const ClusterMessage& m) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      got_.push_back(m);
-    };
-  }
-  std::vector<ClusterMessage> got() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return got_;
-  }
-  std::size_t size() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return got_.size();
-  }
-  std::string position() const {
-    std::lock_guard<std::mutex> lock(mutex_);
-    return got_.empty() ? std::string() : got_.back().position;
-  }
-
- private:
-  mutable std::mutex mutex_;
-  std::vector<ClusterMessage> got_;
-};
-
-// `got` holds, for each origin, exactly the sequences after `after` (0:
-// from 1) up to `last`, once each and in order.
-void expect_exactly(const std::vector<ClusterMessage>& got,
-                    const std::map<std::string, std::uint64_t>& after,
-                    const std::map<std::string, std::uint64_t>& last) {
-  std::map<std::string, std::uint64_t> seen;
-  for (const auto& m : got) {
-    auto& previous =
-        seen.try_emplace(m.origin, after.count(m.origin) ? after.at(m.origin) : 0).first->second;
-    EXPECT_EQ(m.sequence, previous + 1) << m.origin;
-    previous = m.sequence;
-  }
-  for (const auto& [origin, sequence] : last) {
-    const auto from = after.count(origin) ? after.at(origin) : 0;
-    if (sequence > from) EXPECT_EQ(seen[origin], sequence) << origin;
-  }
-}
-
 class ResumeTest : public testing::PostgresTest {};
 
 TEST_F(ResumeTest, AClientMovesToAnotherBusAndGetsEverythingAfterItsPositionOnce) {
@@ -328,14 +284,14 @@ TEST_F(ResumeTest, AClientMovesToAnotherBusAndGetsEverythingAfterItsPositionOnce
   PostgresClusterBus a(with_log(durable_options(channel, "resume-a")));
   PostgresClusterBus b(with_log(durable_options(channel, "resume-b")));
   PostgresClusterBus publisher(durable_options(channel, "resume-pub"));
-  Client on_a;
+  Collector on_a;
   auto sa = a.subscribe(on_a.handler());
   for (int i = 1; i <= 40; ++i) publisher.publish({{"i", i}});
   for (int i = 1; i <= 5; ++i) a.publish({{"a", i}});  // A's own, in its positions
   ASSERT_TRUE(eventually([&] { return on_a.size() == 45; }, 10s));
   // The client saw up to publisher#30 (and A's first three, in between?
   // whatever A had delivered by then): its position is that message's.
-  const auto got_on_a = on_a.got();
+  const auto got_on_a = on_a.messages();
   const auto cut = std::find_if(got_on_a.begin(), got_on_a.end(), [&](const ClusterMessage& m) {
     return m.origin == publisher.instance_id() && m.sequence == 30;
   });
@@ -348,7 +304,7 @@ TEST_F(ResumeTest, AClientMovesToAnotherBusAndGetsEverythingAfterItsPositionOnce
   // publishing of its own.
   for (int i = 41; i <= 60; ++i) publisher.publish({{"i", i}});
   b.publish({{"b", 1}});
-  Client on_b;
+  Collector on_b;
   auto sb = b.subscribe_from(cut->position, on_b.handler());
   for (int i = 61; i <= 80; ++i) publisher.publish({{"i", i}});
   b.publish({{"b", 2}});
@@ -359,7 +315,7 @@ TEST_F(ResumeTest, AClientMovesToAnotherBusAndGetsEverythingAfterItsPositionOnce
   ASSERT_TRUE(eventually([&] { return on_b.size() >= expected; }, 10s))
       << on_b.size() << " of " << expected;
   std::this_thread::sleep_for(200ms);  // nothing more may come
-  const auto got = on_b.got();
+  const auto got = on_b.messages();
   EXPECT_EQ(got.size(), expected);
   expect_exactly(got, had, last);
   for (const auto& m : got) EXPECT_FALSE(m.position.empty());
@@ -367,25 +323,25 @@ TEST_F(ResumeTest, AClientMovesToAnotherBusAndGetsEverythingAfterItsPositionOnce
   EXPECT_TRUE(log.errors().empty()) << log.errors().front();
 
   // The last position the client got on B resumes on A with nothing more.
-  Client back_on_a;
+  Collector back_on_a;
   auto again = a.subscribe_from(got.back().position, back_on_a.handler());
   publisher.publish({{"i", 81}});
   ASSERT_TRUE(eventually([&] { return back_on_a.size() >= 1; }, 10s));
   std::this_thread::sleep_for(200ms);
   ASSERT_EQ(back_on_a.size(), 1u);
-  EXPECT_EQ(back_on_a.got()[0].sequence, 81u);
+  EXPECT_EQ(back_on_a.messages()[0].sequence, 81u);
 }
 
 TEST_F(ResumeTest, AVacuumedPositionExpiresAndOneItNamesDoesNot) {
   const auto channel = unique_channel("resume_expired");
   PostgresClusterBus receiver(durable_options(channel, "expiry-receiver"));
   PostgresClusterBus publisher(durable_options(channel, "expiry-publisher"));
-  Client client;
+  Collector client;
   auto s = receiver.subscribe(client.handler());
   for (int i = 1; i <= 10; ++i) publisher.publish({{"i", i}});
   ASSERT_TRUE(eventually([&] { return client.size() == 10; }, 10s));
-  const auto fifth = client.got()[4].position;
-  const auto tenth = client.got()[9].position;
+  const auto fifth = client.messages()[4].position;
+  const auto tenth = client.messages()[9].position;
   ASSERT_GT(publisher.vacuum(0ms), 0);
 
   try {
@@ -395,30 +351,30 @@ TEST_F(ResumeTest, AVacuumedPositionExpiresAndOneItNamesDoesNot) {
     EXPECT_EQ(e.position(), fifth);
     EXPECT_NE(std::string(e.what()).find("vacuum"), std::string::npos) << e.what();
   }
-  Client resumed;
+  Collector resumed;
   auto r = receiver.subscribe_from(tenth, resumed.handler());
   publisher.publish({{"i", 11}});
   ASSERT_TRUE(eventually([&] { return resumed.size() >= 1; }, 10s));
-  EXPECT_EQ(resumed.got()[0].sequence, 11u);
+  EXPECT_EQ(resumed.messages()[0].sequence, 11u);
 }
 
 TEST_F(ResumeTest, WhatIsNotAPositionOfThisChannelIsRefusedAndNothingSubscribed) {
   const auto channel = unique_channel("resume_refused");
   PostgresClusterBus durable(durable_options(channel, "refusing"));
   PostgresClusterBus other(durable_options(unique_channel("resume_other"), "other"));
-  Client client;
+  Collector client;
   auto s = other.subscribe(client.handler());
   other.publish({{"n", 1}});
   ASSERT_TRUE(eventually([&] { return client.size() == 1; }, 10s));
   const auto nothing = [](const ClusterMessage&) {};
-  EXPECT_THROW(auto x = durable.subscribe_from(client.position(), nothing), invalid_position);
+  EXPECT_THROW(auto x = durable.subscribe_from(client.last_position(), nothing), invalid_position);
   EXPECT_THROW(auto x = durable.subscribe_from("p1.garbage", nothing), invalid_position);
   EXPECT_THROW(auto x = durable.subscribe_from("", nothing), invalid_position);
-  EXPECT_THROW(auto x = durable.subscribe_from(client.position(), MessageHandler{}),
+  EXPECT_THROW(auto x = durable.subscribe_from(client.last_position(), MessageHandler{}),
                configuration_error);
   PostgresClusterBus overflow(options(channel, "overflow"));
   try {
-    auto x = overflow.subscribe_from(client.position(), nothing);
+    auto x = overflow.subscribe_from(client.last_position(), nothing);
     FAIL();
   } catch (const configuration_error& e) {
     EXPECT_NE(std::string(e.what()).find("SpillMode::always"), std::string::npos) << e.what();
@@ -437,7 +393,7 @@ TEST_F(ResumeTest, ASignedRowWrittenAgainAfterVacuumIsNotDeliveredAgain) {
   };
   PostgresClusterBus receiver(signed_options("replay-receiver"));
   PostgresClusterBus publisher(signed_options("replay-publisher"));
-  Client client;
+  Collector client;
   auto s = receiver.subscribe(client.handler());
   for (int i = 1; i <= 5; ++i) publisher.publish({{"i", i}});
   ASSERT_TRUE(eventually([&] { return client.size() == 5; }, 10s));
@@ -451,7 +407,7 @@ TEST_F(ResumeTest, ASignedRowWrittenAgainAfterVacuumIsNotDeliveredAgain) {
         const auto before = client.size();
         other.publish({{"other", before}});
         if (!eventually([&] { return client.size() > before; }, 5s)) return false;
-        after_five = client.position();
+        after_five = client.last_position();
         if (detail::decode_position(key, after_five).cursors.count(publisher.instance_id()) == 0) {
           return true;
         }
@@ -473,12 +429,12 @@ TEST_F(ResumeTest, ASignedRowWrittenAgainAfterVacuumIsNotDeliveredAgain) {
   publisher.publish({{"i", 6}});
 
   PostgresClusterBus elsewhere(signed_options("replay-elsewhere"));
-  Client resumed;
+  Collector resumed;
   auto r = elsewhere.subscribe_from(after_five, resumed.handler());
   ASSERT_TRUE(eventually([&] { return resumed.size() >= 1; }, 10s));
   std::this_thread::sleep_for(300ms);
   ASSERT_EQ(resumed.size(), 1u) << "the copy of 3 was delivered";
-  EXPECT_EQ(resumed.got()[0].sequence, 6u);
+  EXPECT_EQ(resumed.messages()[0].sequence, 6u);
 }
 
 // The client was on a bus that had delivered more than the one it moves
@@ -493,19 +449,19 @@ TEST_F(ResumeTest, ResumingOnABusThatLagsTheClientWaitsForItAndRepeatsNothing) {
   PostgresClusterBus lagging(lagging_options);
   PostgresClusterBus ahead(durable_options(channel, "resume-ahead"));
   PostgresClusterBus publisher(durable_options(channel, "resume-lag-pub"));
-  Client on_ahead;
+  Collector on_ahead;
   auto s = ahead.subscribe(on_ahead.handler());
   for (int i = 1; i <= 10; ++i) publisher.publish({{"i", i}});
   ASSERT_TRUE(eventually([&] { return on_ahead.size() == 10; }, 10s));
-  const auto at_ten = on_ahead.position();
+  const auto at_ten = on_ahead.last_position();
 
   // The lagging bus's listener is kept away while 11..20 are published:
   // the client has them from the bus ahead, the lagging one does not.
   role.keep_out(lagging);
   for (int i = 11; i <= 20; ++i) publisher.publish({{"i", i}});
   ASSERT_TRUE(eventually([&] { return on_ahead.size() == 20; }, 10s));
-  const auto at_twenty = on_ahead.position();
-  Client moved;
+  const auto at_twenty = on_ahead.last_position();
+  Collector moved;
   auto m = lagging.subscribe_from(at_twenty, moved.handler());
   publisher.publish({{"i", 21}});
   std::this_thread::sleep_for(300ms);
@@ -514,14 +470,15 @@ TEST_F(ResumeTest, ResumingOnABusThatLagsTheClientWaitsForItAndRepeatsNothing) {
   ASSERT_TRUE(eventually([&] { return moved.size() >= 1; }, 10s));
   std::this_thread::sleep_for(300ms);
   ASSERT_EQ(moved.size(), 1u) << "only 21: 11..20 the client had";
-  EXPECT_EQ(moved.got()[0].sequence, 21u);
+  EXPECT_EQ(moved.messages()[0].sequence, 21u);
 
   // And a client behind the lagging bus is served at once.
-  Client behind;
+  Collector behind;
   auto b = lagging.subscribe_from(at_ten, behind.handler());
   ASSERT_TRUE(eventually([&] { return behind.size() >= 11; }, 10s));
   std::this_thread::sleep_for(200ms);
-  expect_exactly(behind.got(), {{publisher.instance_id(), 10}}, {{publisher.instance_id(), 21}});
+  expect_exactly(behind.messages(), {{publisher.instance_id(), 10}},
+                 {{publisher.instance_id(), 21}});
 }
 
 // The proof the issue asks for: clients that switch buses at random moments
@@ -540,13 +497,13 @@ TEST_F(ResumeTest, ClientsSwitchingBusesAtRandomGetEveryMessageOnceInOrder) {
     buses.push_back(std::make_unique<PostgresClusterBus>(o));
   }
   // Where every client starts: just after a first message.
-  Client first;
+  Collector first;
   std::string start;
   {
     auto s = buses[0]->subscribe(first.handler());
     PostgresClusterBus(durable_options(channel, "random-first")).publish({{"first", true}});
     ASSERT_TRUE(eventually([&] { return first.size() == 1; }, 10s));
-    start = first.position();
+    start = first.last_position();
   }
 
   std::atomic<bool> running{true};
@@ -593,11 +550,11 @@ TEST_F(ResumeTest, ClientsSwitchingBusesAtRandomGetEveryMessageOnceInOrder) {
   });
 
   constexpr int clients = 6;
-  std::vector<std::unique_ptr<Client>> client(clients);
+  std::vector<std::unique_ptr<Collector>> client(clients);
   std::vector<Subscription> subscription(clients);
   std::vector<std::size_t> moves(clients, 0);
   for (int c = 0; c < clients; ++c) {
-    client[c] = std::make_unique<Client>();
+    client[c] = std::make_unique<Collector>();
     subscription[c] = buses[c % buses.size()]->subscribe_from(start, client[c]->handler());
   }
   std::mt19937 random(42);
@@ -609,7 +566,7 @@ TEST_F(ResumeTest, ClientsSwitchingBusesAtRandomGetEveryMessageOnceInOrder) {
     const auto c = random() % clients;
     // The client leaves, and comes back on any bus with where it stood.
     subscription[c].unsubscribe();
-    const auto at = client[c]->size() == 0 ? start : client[c]->position();
+    const auto at = client[c]->size() == 0 ? start : client[c]->last_position();
     subscription[c] = buses[random() % buses.size()]->subscribe_from(at, client[c]->handler());
     ++moves[c];
     if (std::chrono::steady_clock::now() >= next_kill) {
@@ -634,7 +591,7 @@ TEST_F(ResumeTest, ClientsSwitchingBusesAtRandomGetEveryMessageOnceInOrder) {
   for (int c = 0; c < clients; ++c) {
     SCOPED_TRACE("client " + std::to_string(c));
     EXPECT_EQ(client[c]->size(), total);
-    expect_exactly(client[c]->got(), {}, published);
+    expect_exactly(client[c]->messages(), {}, published);
   }
   EXPECT_GE(published["random-slow"], 3u);
   for (const auto& gap : log.gaps()) ADD_FAILURE() << "a gap: " << gap.origin;

@@ -21,19 +21,7 @@ using namespace std::chrono_literals;
 using testing::Collector;
 using testing::EventLog;
 using testing::eventually;
-
-// Each origin's sequences in `got`: after `after` (or from 1), once each,
-// in order, up to `last`.
-void expect_exactly(const std::vector<ClusterMessage>& got,
-                    const std::map<std::string, std::uint64_t>& after,
-                    const std::map<std::string, std::uint64_t>& last) {
-  std::map<std::string, std::uint64_t> seen = after;
-  for (const auto& m : got) {
-    EXPECT_EQ(m.sequence, seen[m.origin] + 1) << m.origin;
-    seen[m.origin] = m.sequence;
-  }
-  for (const auto& [origin, sequence] : last) EXPECT_EQ(seen[origin], sequence) << origin;
-}
+using testing::expect_exactly;
 
 TEST(InMemoryResume, AClientMovesToAnotherBusAndGetsEverythingAfterItsPositionOnce) {
   auto hub = std::make_shared<InMemoryHub>();

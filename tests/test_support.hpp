@@ -52,6 +52,12 @@ class Collector {
     return messages_.size();
   }
 
+  /// The position of the last message (a client's `since`), or "".
+  std::string last_position() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return messages_.empty() ? std::string() : messages_.back().position;
+  }
+
  private:
   mutable std::mutex mutex_;
   std::condition_variable arrived_;
@@ -67,6 +73,22 @@ inline std::map<std::string, std::uint64_t> check_exactly_once_in_order(const Co
     last[m.origin] = m.sequence;
   }
   return last;
+}
+
+/// Checks that `got` holds, for each origin, exactly the sequences after
+/// `after` (0: from 1) up to `last`, once each and in order.
+inline void expect_exactly(const std::vector<ClusterMessage>& got,
+                           const std::map<std::string, std::uint64_t>& after,
+                           const std::map<std::string, std::uint64_t>& last) {
+  std::map<std::string, std::uint64_t> seen = after;
+  for (const auto& m : got) {
+    EXPECT_EQ(m.sequence, seen[m.origin] + 1) << "from " << m.origin;
+    seen[m.origin] = m.sequence;
+  }
+  for (const auto& [origin, sequence] : last) {
+    const auto from = after.count(origin) ? after.at(origin) : 0;
+    if (sequence > from) EXPECT_EQ(seen[origin], sequence) << "from " << origin;
+  }
 }
 
 /// A handler that blocks on the first message it sees until released (or
