@@ -90,7 +90,7 @@ BusParts::BusParts(PostgresBusOptions options, ChannelTap tap) : tap_(std::move(
              : fmt::format("Make it (as the table's owner) with:\n{}", store_->removal_log_sql()));
   }
   if (gives_positions_) {
-    position_key_ = position_channel_key(opts.spill_schema, opts.spill_table, opts.channel);
+    position_key_ = position_channel_key({opts.spill_schema, opts.spill_table, opts.channel});
   }
   services_.emplace(
       BusServices{config, log_, on_error_, stats_, deadlines_, *auth_, *store_, tap_});

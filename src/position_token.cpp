@@ -133,10 +133,9 @@ std::uint64_t add(std::uint64_t a, std::uint64_t b, std::string_view what) {
 
 }  // namespace
 
-std::string position_channel_key(std::string_view schema, std::string_view table,
-                                 std::string_view channel) {
+std::string position_channel_key(const ChannelName& name) {
   std::string input = "syncbus position";
-  for (const auto part : {schema, table, channel}) {
+  for (const auto part : {name.schema, name.table, name.channel}) {
     input += '\0';
     input.append(part);
   }

@@ -32,9 +32,15 @@
 
 namespace syncbus::detail {
 
+/// Where a position belongs: a channel of a spill table.
+struct ChannelName {
+  std::string_view schema;
+  std::string_view table;
+  std::string_view channel;
+};
+
 /// The 8 bytes that tie a position to its channel and table.
-std::string position_channel_key(std::string_view schema, std::string_view table,
-                                 std::string_view channel);
+std::string position_channel_key(const ChannelName& name);
 
 struct DecodedPosition {
   PgSnapshot snapshot;

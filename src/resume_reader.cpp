@@ -163,14 +163,19 @@ bool ResumeReader::target_lags(const DecodedPosition& from, const DecodedPositio
   // The origins with a cursor in `from`: the row at (or last below) the
   // cursor is the one to look at, since what a position names of an origin
   // is a prefix of it.
-  for (const auto& [origin, cursor] : from.cursors) {
+  // (Plain variables, not structured bindings: lambdas capture them, C++17.)
+  for (const auto& entry : from.cursors) {
+    const auto& origin = entry.first;
+    const auto cursor = entry.second;
     const auto row = statement("looking up a position's row",
                                [&](auto& c) { return store_.last_at_or_below(c, origin, cursor); });
     if (row && !names(target, *row)) return true;
   }
   // The other origins of the target's cursors: their first row after it,
   // if `from` names it.
-  for (const auto& [origin, cursor] : target.cursors) {
+  for (const auto& entry : target.cursors) {
+    const auto& origin = entry.first;
+    const auto cursor = entry.second;
     if (from.cursors.count(origin) != 0) continue;
     const auto rows = statement("looking up a position's row", [&](auto& c) {
       return store_.list_from(c, origin, cursor + 1, 1);
@@ -187,8 +192,9 @@ bool ResumeReader::target_lags(const DecodedPosition& from, const DecodedPositio
   for (auto lo = target.snapshot.xmax(); lo < end; lo += std::min(ids_per_span, end - lo)) {
     ranges.emplace_back(lo, std::min(lo + ids_per_span, end));
   }
-  for (const auto& [lo, below] : ranges) {
-    SpillStore::RowKey after{lo, "", 0};
+  for (const auto& range : ranges) {
+    const auto below = range.second;
+    SpillStore::RowKey after{range.first, "", 0};
     for (;;) {
       const auto keys = statement("listing rows by transaction", [&](auto& c) {
         return store_.list_committed(c, after, below, from.snapshot, keys_per_page);
@@ -266,10 +272,11 @@ bool ResumeReader::read_round(Resume& resume, const DecodedPosition& target) {
          lo += std::min(ids_per_span, now.xmax() - lo)) {
       ranges.emplace_back(lo, std::min(lo + ids_per_span, now.xmax()));
     }
-    for (const auto& [lo, below] : ranges) {
+    for (const auto& range : ranges) {
       if (resume.ended()) return true;
-      const auto firsts = statement("finding the origins written since a position",
-                                    [&](auto& c) { return store_.first_sequences(c, lo, below); });
+      const auto firsts = statement("finding the origins written since a position", [&](auto& c) {
+        return store_.first_sequences(c, range.first, range.second);
+      });
       for (const auto& [origin, sequence] : firsts) {
         // An origin no bus could have is a planted row's (as in a catch-up).
         if (had.cursors.count(origin) != 0 || !is_plain_instance_id(origin)) continue;
@@ -282,8 +289,9 @@ bool ResumeReader::read_round(Resume& resume, const DecodedPosition& target) {
     // order they are the same, as an origin commits one transaction after
     // another (bus_connection.hpp); read by origin, they need not be, and
     // the read looks at every row, not only a prefix).
-    for (const auto& [origin, first] : start) {
-      auto next = first;
+    for (const auto& entry : start) {
+      const auto& origin = entry.first;
+      auto next = entry.second;
       for (;;) {
         if (resume.ended()) return true;
         const auto keys = statement("listing an origin's rows", [&](auto& c) {

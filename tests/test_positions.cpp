@@ -70,7 +70,7 @@ std::set<Key> after(const detail::DecodedPosition& position, const std::vector<R
 void expect_each_position_exact(const std::vector<ClusterMessage>& delivered,
                                 const std::vector<Row>& rows, const std::string& channel,
                                 std::size_t most_cursors) {
-  const auto key = detail::position_channel_key("public", "sync_cluster_spill", channel);
+  const auto key = detail::position_channel_key({"public", "sync_cluster_spill", channel});
   std::set<Key> later;
   for (const auto& m : delivered) later.emplace(m.origin, m.sequence);
   std::size_t wrong = 0;
@@ -190,7 +190,7 @@ void PositionTest::each_position_is_exact(const std::string& channel, std::size_
   const auto messages = seen.messages();
   expect_each_position_exact(messages, rows_of(url(), channel), channel, /*most_cursors=*/3);
   // Marks came back, and let go of the cursors of origins they cover.
-  const auto key = detail::position_channel_key("public", "sync_cluster_spill", channel);
+  const auto key = detail::position_channel_key({"public", "sync_cluster_spill", channel});
   EXPECT_TRUE(std::any_of(messages.begin(), messages.end(), [&](const ClusterMessage& m) {
     return detail::decode_position(key, m.position).cursors.size() <= 1;
   }));
@@ -399,7 +399,7 @@ TEST_F(ResumeTest, ASignedRowWrittenAgainAfterVacuumIsNotDeliveredAgain) {
   ASSERT_TRUE(eventually([&] { return client.size() == 5; }, 10s));
   // A position that names 1..5 by its snapshot (a marker has come back
   // since), not by a cursor: the copy's new transaction id is not in it.
-  const auto key = detail::position_channel_key("public", "sync_cluster_spill", channel);
+  const auto key = detail::position_channel_key({"public", "sync_cluster_spill", channel});
   PostgresClusterBus other(signed_options("replay-other"));
   std::string after_five;
   ASSERT_TRUE(eventually(

@@ -64,7 +64,7 @@ TEST(StreamPosition, ADuplicateOrAnOldGapMovesNothing) {
   EXPECT_TRUE(position.cursors().empty()) << "the last row (11) is in the snapshot";
 }
 
-const std::string key = position_channel_key("public", "sync_cluster_spill", "orders");
+const std::string key = position_channel_key({"public", "sync_cluster_spill", "orders"});
 
 TEST(PositionToken, RoundTripsAndIsShortAndPrintable) {
   const auto snapshot = PgSnapshot::parse("1000017:1000093:1000017,1000090");
@@ -96,9 +96,9 @@ TEST(PositionToken, RoundTripsAndIsShortAndPrintable) {
 
 TEST(PositionToken, AnotherChannelsOrTablesPositionIsRefusedSayingSo) {
   const auto token = encode_position(key, PgSnapshot::parse("5:9:6"), {{"a.1", 2}});
-  for (const auto& other : {position_channel_key("public", "sync_cluster_spill", "order"),
-                            position_channel_key("public", "other_spill", "orders"),
-                            position_channel_key("app", "sync_cluster_spill", "orders")}) {
+  for (const auto& other : {position_channel_key({"public", "sync_cluster_spill", "order"}),
+                            position_channel_key({"public", "other_spill", "orders"}),
+                            position_channel_key({"app", "sync_cluster_spill", "orders"})}) {
     try {
       decode_position(other, token);
       FAIL() << "accepted";
