@@ -5,15 +5,19 @@
 // (docs/PROTOCOL.md, "Resuming from a position").
 //
 // Three threads share it, each with its own part:
-// - the caller of subscribe_from() makes it, and waits for `checked`;
+// - the caller of subscribe_from() makes it (the position checked), and
+//   may end() it (unsubscribing) at any time;
 // - the delivery thread (DeliveryQueue) owns `stage` and the buffer: at the
 //   seam (an Inbound::Kind::resume_seam item, queued after the handler was
 //   registered) it sets the first target, the bus's position at that point
 //   of the stream; live messages after it are buffered, the read ones
 //   handed on, and at each Inbound::Kind::resume_done it either goes live
-//   (the buffer first) or, when the buffer overflowed, sets a new target;
-// - the ResumeReader reads (from, target] from the table, in one snapshot,
-//   and posts what it read as Inbound::Kind::resume_read items.
+//   (the buffer first) or, when the buffer overflowed or the bus lagged
+//   the position, sets a new target;
+// - the ResumeReader owns from(): it reads (from, target] from the table,
+//   in one snapshot per round, and posts what it read as
+//   Inbound::Kind::resume_read items. (The in-memory bus reads at the seam
+//   instead, on the delivery thread: read_now.)
 
 #include <syncbus/cluster_bus.hpp>
 
