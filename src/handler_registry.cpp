@@ -66,9 +66,11 @@ void HandlerRegistry::deliver_to(std::uint64_t number, const std::vector<Cluster
   std::shared_ptr<Entry> entry;
   {
     std::lock_guard<std::mutex> lock(entries_mutex_);
-    for (const auto& e : entries_) {
-      if (e->number == number) entry = e;
-    }
+    // In subscription order, so by number: one engine may hold thousands.
+    const auto found = std::lower_bound(
+        entries_.begin(), entries_.end(), number,
+        [](const std::shared_ptr<Entry>& e, std::uint64_t n) { return e->number < n; });
+    if (found != entries_.end() && (*found)->number == number) entry = *found;
   }
   if (!entry) return;
   for (const auto& message : messages) {
