@@ -71,8 +71,6 @@ class StreamPosition {
   /// The position as a token (position_token.hpp) of the channel of
   /// `channel_key`.
   std::string token(std::string_view channel_key) const;
-  /// How many origins have a cursor.
-  std::size_t cursor_count() const noexcept { return cursors_.size(); }
 
  private:
   struct Cursor {
