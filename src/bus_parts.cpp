@@ -182,12 +182,13 @@ Subscription BusParts::subscribe(MessageHandler handler) {
 Subscription BusParts::subscribe_from(std::string_view position, MessageHandler handler) {
   const auto& opts = config_->options();
   const auto& channel = opts.channel;
-  if (closed_.load()) {
-    throw closed_error(fmt::format(
+  const auto closed = [&] {
+    return closed_error(fmt::format(
         "syncbus: subscribe_from() on a PostgresClusterBus (channel \"{}\") that was closed; "
         "create a new bus",
         channel));
-  }
+  };
+  if (closed_.load()) throw closed();
   if (!listener_) {
     throw configuration_error(fmt::format(
         "syncbus: subscribe_from() on a publish-only PostgresClusterBus (channel \"{}\", "
@@ -252,21 +253,13 @@ Subscription BusParts::subscribe_from(std::string_view position, MessageHandler 
   {
     std::lock_guard<std::mutex> lock(reader_mutex_);
     // Under the lock that close() takes to stop it: none is made after.
-    if (closed_.load()) {
-      throw closed_error(fmt::format(
-          "syncbus: subscribe_from() on a PostgresClusterBus (channel \"{}\") that was closed; "
-          "create a new bus",
-          channel));
-    }
+    if (closed_.load()) throw closed();
     if (!reader_) reader_ = std::make_unique<ResumeReader>(*services_, *delivery_, position_key_);
     reader = reader_.get();
   }
-  auto subscription = std::make_shared<Subscription>(delivery_->subscribe_resuming(resume));
-  reader->add(resume);
-  return Subscription([resume, subscription] {
-    resume->end();
-    subscription->unsubscribe();
-  });
+  auto subscription = delivery_->subscribe_resuming(resume);
+  reader->add(std::move(resume));
+  return subscription;
 }
 
 std::int64_t BusParts::vacuum(std::chrono::milliseconds older_than) {

@@ -58,15 +58,18 @@ Subscription DeliveryQueue::subscribe(MessageHandler handler) {
 
 Subscription DeliveryQueue::subscribe_resuming(const std::shared_ptr<Resume>& resume) {
   std::uint64_t number = 0;
-  auto subscription = handlers_->add(
-      [resume](const ClusterMessage& message) { resume->on_message(message); }, &number);
+  auto subscription = std::make_shared<Subscription>(handlers_->add(
+      [resume](const ClusterMessage& message) { resume->on_message(message); }, &number));
   resume->subscription = number;
   // After the subscription: whatever is queued after the seam has it in
   // its audience (post() reads the audience under the same lock).
   Inbound seam{Inbound::Kind::resume_seam, {}};
   seam.resume = resume;
   post(std::move(seam));
-  return subscription;
+  return Subscription([resume, subscription] {
+    resume->end();
+    subscription->unsubscribe();
+  });
 }
 
 void DeliveryQueue::post_read(const std::shared_ptr<Resume>& resume,
@@ -440,7 +443,7 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
           continue;
         }
         show_tap(item);
-        position_.delivered(origin, sequence, item.xid);
+        if (gives_positions()) position_.delivered(origin, sequence, item.xid);
         if (item.audience == 0) {
           // To every handler there was: none.
           count_delivered(item.sent_at, std::chrono::steady_clock::now());
@@ -456,7 +459,7 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
             continue;
           }
         }
-        if (!position_key_.empty() && position_.started()) {
+        if (gives_positions() && position_.started()) {
           item.message.position = position_.token(position_key_);
         }
         run.push_back({std::move(item.message), item.audience, item.sent_at});
@@ -494,6 +497,7 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
         resume_step(item);
         break;
       case Inbound::Kind::mark:
+        if (!gives_positions()) break;
         if (position_.started()) {
           position_.settle(item.mark->snapshot, item.mark->holds);
         } else {
@@ -557,7 +561,7 @@ void DeliveryQueue::resume_step(const Inbound& item) {
 }
 
 void DeliveryQueue::pass(const GapEvent& gap) {
-  if (gap.range_known()) position_.passed(gap.origin, gap.last_missing);
+  if (gives_positions() && gap.range_known()) position_.passed(gap.origin, gap.last_missing);
 }
 
 void DeliveryQueue::show_tap(const Inbound& item) {

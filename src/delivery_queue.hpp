@@ -67,7 +67,8 @@ class DeliveryQueue {
 
   Subscription subscribe(MessageHandler handler);
   /// Subscribes a resuming subscription (resume.hpp) and queues its seam:
-  /// it hears what is queued after this, once its reads are done.
+  /// it hears what is queued after this, once its reads are done. The
+  /// Subscription, when it ends, also ends the resume (its reads stop).
   Subscription subscribe_resuming(const std::shared_ptr<Resume>& resume);
   /// Queues messages read for a resuming subscription, then (when `done`)
   /// the end of its round. Never dropped: the reader waits for room first.
@@ -147,6 +148,9 @@ class DeliveryQueue {
   std::shared_ptr<StatsCounters> stats_;
   SequenceTracker tracker_;  // used by the delivery thread only
   const std::string position_key_;
+  /// Without a key, nothing is tracked: a bus that gives no positions pays
+  /// nothing for them (and keeps no cursor per origin it ever heard).
+  bool gives_positions() const noexcept { return !position_key_.empty(); }
   StreamPosition position_;  // used by the delivery thread only
   /// On the delivery thread: what `gap` says of the stream's position.
   void pass(const GapEvent& gap);

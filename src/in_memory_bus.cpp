@@ -291,12 +291,7 @@ Subscription InMemoryClusterBus::subscribe_from(std::string_view position, Messa
     }
     return hub->read(r, target);
   };
-  auto subscription =
-      std::make_shared<Subscription>(impl_->member->queue->subscribe_resuming(resume));
-  return Subscription([resume, subscription] {
-    resume->end();
-    subscription->unsubscribe();
-  });
+  return impl_->member->queue->subscribe_resuming(resume);
 }
 
 void InMemoryClusterBus::close() {

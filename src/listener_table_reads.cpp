@@ -17,18 +17,8 @@
 namespace syncbus::detail {
 namespace {
 
-// Keys per fetch of bodies: bounds the query's text and its result's rows
-// (its bytes are bounded by the statement itself: SpillStore::fetch_many).
-constexpr std::size_t keys_per_fetch = 128;
-
-// Keys per page of a catch-up's listing (a few dozen bytes each).
-constexpr int keys_per_page = 1024;
-
-// A catch-up lists a range of transaction ids this wide at a time, so that
-// each statement's scan is bounded even where the table holds mostly other
-// channels' rows in that range (an index entry per row, about 16 K
-// transactions of other traffic: a few milliseconds).
-constexpr std::uint64_t ids_per_span = 16384;
+constexpr auto keys_per_fetch = SpillStore::keys_per_fetch;
+constexpr auto keys_per_page = SpillStore::keys_per_page;
 
 bool retriable(const std::exception& e) {
   // The connection is gone (or was cut by a deadline): run() reconnects.
@@ -164,11 +154,7 @@ std::size_t ListenerLoop::catch_up(ListenSession& session, const PgSnapshot& fro
   // at `from`, then every id from `from`'s xmax up to `to`'s. Each range is
   // listed in (xid, origin, sequence) order, which is commit order per
   // origin; ranges come in ascending ids, so the order holds across them.
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
-  for (const auto xid : from.in_progress()) ranges.emplace_back(xid, xid + 1);
-  for (auto lo = from.xmax(); lo < to.xmax(); lo += std::min(ids_per_span, to.xmax() - lo)) {
-    ranges.emplace_back(lo, std::min(lo + ids_per_span, to.xmax()));
-  }
+  const auto ranges = from.invisible_ranges(to.xmax(), SpillStore::ids_per_span);
   std::size_t read = 0;
   for (const auto& range : ranges) {
     const auto below = range.second;  // a plain variable: lambdas capture it (C++17)

@@ -90,6 +90,18 @@ bool PgSnapshot::visible(std::uint64_t xid) const noexcept {
   return !std::binary_search(in_progress_.begin(), in_progress_.end(), xid);
 }
 
+std::vector<std::pair<std::uint64_t, std::uint64_t>> PgSnapshot::invisible_ranges(
+    std::uint64_t below, std::uint64_t span) const {
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
+  for (const auto xid : in_progress_) {
+    if (xid < below) ranges.emplace_back(xid, xid + 1);
+  }
+  for (auto lo = xmax_; lo < below; lo += std::min(span, below - lo)) {
+    ranges.emplace_back(lo, std::min(lo + span, below));
+  }
+  return ranges;
+}
+
 std::string PgSnapshot::text() const {
   std::string out = fmt::format("{}:{}:", xmin_, xmax_);
   for (std::size_t i = 0; i < in_progress_.size(); ++i) {

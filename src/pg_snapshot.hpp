@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace syncbus::detail {
@@ -43,6 +44,13 @@ class PgSnapshot {
   std::uint64_t xmax() const noexcept { return xmax_; }
   /// The ids between xmin and xmax still in progress, ascending.
   const std::vector<std::uint64_t>& in_progress() const noexcept { return in_progress_; }
+
+  /// The ids below `below` that are not visible in this snapshot, as
+  /// ascending ranges [first, second): each id in progress alone, then
+  /// [xmax, below) in pieces at most `span` wide. What a reader lists to
+  /// find the rows committed after this snapshot.
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> invisible_ranges(std::uint64_t below,
+                                                                        std::uint64_t span) const;
 
   /// The text form, as PostgreSQL reads it back (`$1::pg_snapshot`).
   std::string text() const;

@@ -20,11 +20,8 @@
 namespace syncbus::detail {
 namespace {
 
-// As a catch-up's (listener_table_reads.cpp): keys per listed page, keys
-// per fetch of bodies, transaction ids per listed range.
-constexpr int keys_per_page = 1024;
-constexpr std::size_t keys_per_fetch = 128;
-constexpr std::uint64_t ids_per_span = 16384;
+constexpr auto keys_per_fetch = SpillStore::keys_per_fetch;
+constexpr auto keys_per_page = SpillStore::keys_per_page;
 
 bool names(const DecodedPosition& position, const SpillStore::RowKey& row) {
   return detail::names(position, row.origin, row.sequence, row.xid);
@@ -184,14 +181,8 @@ bool ResumeReader::target_lags(const DecodedPosition& from, const DecodedPositio
   }
   // The rest: rows visible in from's snapshot and not in the target's
   // (the target's in-progress ids, and those from its xmax on).
-  std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
-  const auto end = std::min(from.snapshot.xmax(), now.xmax());
-  for (const auto xid : target.snapshot.in_progress()) {
-    if (xid < end) ranges.emplace_back(xid, xid + 1);
-  }
-  for (auto lo = target.snapshot.xmax(); lo < end; lo += std::min(ids_per_span, end - lo)) {
-    ranges.emplace_back(lo, std::min(lo + ids_per_span, end));
-  }
+  const auto ranges = target.snapshot.invisible_ranges(std::min(from.snapshot.xmax(), now.xmax()),
+                                                       SpillStore::ids_per_span);
   for (const auto& range : ranges) {
     const auto below = range.second;
     SpillStore::RowKey after{range.first, "", 0};
@@ -266,13 +257,7 @@ bool ResumeReader::read_round(Resume& resume, const DecodedPosition& target) {
     // with a plan made on stale statistics, the whole channel each time).
     std::map<std::string, std::uint64_t> start;
     for (const auto& [origin, cursor] : had.cursors) start[origin] = cursor + 1;
-    std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;
-    for (const auto xid : from.snapshot.in_progress()) ranges.emplace_back(xid, xid + 1);
-    for (auto lo = from.snapshot.xmax(); lo < now.xmax();
-         lo += std::min(ids_per_span, now.xmax() - lo)) {
-      ranges.emplace_back(lo, std::min(lo + ids_per_span, now.xmax()));
-    }
-    for (const auto& range : ranges) {
+    for (const auto& range : from.snapshot.invisible_ranges(now.xmax(), SpillStore::ids_per_span)) {
       if (resume.ended()) return true;
       const auto firsts = statement("finding the origins written since a position", [&](auto& c) {
         return store_.first_sequences(c, range.first, range.second);

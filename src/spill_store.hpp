@@ -146,6 +146,16 @@ class SpillStore {
   /// What one fetch loads at most (but a single larger body): 8 MiB, a
   /// few milliseconds of the server's time, well within any deadline.
   static constexpr std::size_t default_fetch_bytes = 8 * 1024 * 1024;
+  /// Keys per fetch of bodies: bounds the query's text and its result's
+  /// rows (its bytes are bounded by the statement itself).
+  static constexpr std::size_t keys_per_fetch = 128;
+  /// Keys per page of a listing (a few dozen bytes each).
+  static constexpr int keys_per_page = 1024;
+  /// A reader lists a range of transaction ids this wide at a time, so that
+  /// each statement's scan is bounded even where the table holds mostly
+  /// other channels' rows in that range (an index entry per row, about 16 K
+  /// transactions of other traffic: a few milliseconds).
+  static constexpr std::uint64_t ids_per_span = 16384;
 
   /// A row's place, without its body: what a reader lists first, to size
   /// the fetches of the bodies that follow by their bytes.

@@ -34,6 +34,15 @@ TEST(PgSnapshot, VisibleMeansFinishedWhenTaken) {
   EXPECT_FALSE(PgSnapshot().visible(1));
 }
 
+TEST(PgSnapshot, TheIdsNotVisibleBelowABoundComeAsRanges) {
+  using Ranges = std::vector<std::pair<std::uint64_t, std::uint64_t>>;
+  const auto snapshot = PgSnapshot::parse("100:105:101,103");
+  EXPECT_EQ(snapshot.invisible_ranges(112, 4),
+            (Ranges{{101, 102}, {103, 104}, {105, 109}, {109, 112}}));
+  EXPECT_EQ(snapshot.invisible_ranges(103, 4), (Ranges{{101, 102}})) << "ids below the bound only";
+  EXPECT_TRUE(PgSnapshot::parse("7:7:").invisible_ranges(7, 4).empty());
+}
+
 TEST(PgSnapshot, RejectsWhatIsNotASnapshot) {
   for (const char* text :
        {"", "1", "1:2", "a:2:", "2:1:", "1:5:0", "1:5:5", "1:5:3,2", "1:5:2,", "1:5:,2", "1:5:2,,3",
