@@ -204,105 +204,115 @@ bool ResumeReader::target_lags(const DecodedPosition& from, const DecodedPositio
 }
 
 bool ResumeReader::read_round(Resume& resume, const DecodedPosition& target) {
-  auto& from = resume.from();
   // One snapshot for the round: the check that nothing it needs was
   // vacuumed, and every read after it, see the same rows. Taken after the
   // target was set, so every row the target names is in it.
   statement("beginning a read", [](pqxx::connection_base& c) {
     pqxx::nontransaction(c).exec0("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY");
   });
+  // Ended on every way out, a round cut short too: one left open made the
+  // next round's BEGIN a mere warning, and that round read on in the old
+  // snapshot, blind to every row committed since, some of which its target
+  // named: lost (the random-cuts test, 1 run in 10; ResumeTest.
+  // AReadCutShortByItsSubscriptionEndingDoesNotBlindTheNextRead).
+  bool read = false;
   try {
-    const auto now = PgSnapshot::parse(statement("taking a snapshot",
-                                                 [](pqxx::connection_base& c) {
-                                                   return pqxx::nontransaction(c).exec1(
-                                                       "SELECT pg_current_snapshot()::text");
-                                                 })[0]
-                                           .c_str());
-    const auto removed = statement("checking what vacuum has removed", [&](auto& c) {
-      return store_.removed_after(c, from.snapshot, from.cursors);
-    });
-    if (removed) {
-      throw position_expired(
-          fmt::format("syncbus: the position resumed from on channel \"{}\" has expired: vacuum "
-                      "deleted rows it leaves out ({} up to #{}). Give the client what it gets "
-                      "without a position (a fresh snapshot), or keep rows longer (a larger "
-                      "vacuum age)",
-                      options_.channel, removed->origin, removed->sequence),
-          resume.token);
-    }
-    if (target_lags(from, target, now)) {
-      statement("ending a read",
-                [](pqxx::connection_base& c) { pqxx::nontransaction(c).exec0("COMMIT"); });
-      return false;
-    }
-    // A genuine row is never numbered at or below its origin's highest
-    // deleted one while written after it: such a row is a deleted one
-    // written again (anyone who may INSERT can copy a signed row back), a
-    // replay, which a listener's sequence check would drop and a read must
-    // skip.
-    removed_ = statement("reading the removal log",
-                         [&](pqxx::connection_base& c) { return store_.removed(c); });
-    // What the subscription had when the round began: from() moves on as
-    // rows are handed to it.
-    const auto had = from;
-    const auto wanted = [&](const SpillStore::RowKey& row) {
-      return !names(had, row) && names(target, row) && !written_again(row);
-    };
-
-    // Where each origin's reading starts: after its cursor, for the
-    // origins `from` has one for; for the others, at their first row of a
-    // transaction not visible in from's snapshot (those in progress in it,
-    // and those from its xmax on, up to this round's snapshot), found by one
-    // aggregate per range of ids (no paging: a page sorted by key costs,
-    // with a plan made on stale statistics, the whole channel each time).
-    std::map<std::string, std::uint64_t> start;
-    for (const auto& [origin, cursor] : had.cursors) start[origin] = cursor + 1;
-    for (const auto& range : from.snapshot.invisible_ranges(now.xmax(), SpillStore::ids_per_span)) {
-      if (resume.ended()) return true;
-      const auto firsts = statement("finding the origins written since a position", [&](auto& c) {
-        return store_.first_sequences(c, range.first, range.second);
-      });
-      for (const auto& [origin, sequence] : firsts) {
-        // An origin no bus could have is a planted row's (as in a catch-up).
-        if (had.cursors.count(origin) != 0 || !is_plain_instance_id(origin)) continue;
-        auto [at, added] = start.try_emplace(origin, sequence);
-        if (!added) at->second = std::min(at->second, sequence);
-      }
-    }
-
-    // Each origin's rows in sequence order, from there (in transaction id
-    // order they are the same, as an origin commits one transaction after
-    // another (bus_connection.hpp); read by origin, they need not be, and
-    // the read looks at every row, not only a prefix).
-    for (const auto& entry : start) {
-      const auto& origin = entry.first;
-      auto next = entry.second;
-      for (;;) {
-        if (resume.ended()) return true;
-        const auto keys = statement("listing an origin's rows", [&](auto& c) {
-          return store_.list_from(c, origin, next, keys_per_page);
-        });
-        std::vector<SpillStore::RowKey> some;
-        std::copy_if(keys.begin(), keys.end(), std::back_inserter(some), wanted);
-        hand_on(resume, some);
-        if (keys.size() < static_cast<std::size_t>(keys_per_page)) break;
-        next = keys.back().sequence + 1;
-      }
-    }
-    statement("ending a read",
-              [](pqxx::connection_base& c) { pqxx::nontransaction(c).exec0("COMMIT"); });
-    return true;
+    read = read_in_snapshot(resume, target);
   } catch (...) {
-    if (session_) {
-      try {
-        statement("ending a read",
-                  [](pqxx::connection_base& c) { pqxx::nontransaction(c).exec0("ROLLBACK"); });
-      } catch (...) {
-        session_.reset();
-      }
-    }
+    end_read();
     throw;
   }
+  end_read();
+  return read;
+}
+
+void ResumeReader::end_read() noexcept {
+  if (!session_) return;
+  try {
+    // A read only transaction: ROLLBACK and COMMIT end it alike.
+    statement("ending a read",
+              [](pqxx::connection_base& c) { pqxx::nontransaction(c).exec0("ROLLBACK"); });
+  } catch (...) {
+    session_.reset();  // the next round begins on a new session
+  }
+}
+
+bool ResumeReader::read_in_snapshot(Resume& resume, const DecodedPosition& target) {
+  auto& from = resume.from();
+  const auto now = PgSnapshot::parse(statement("taking a snapshot",
+                                               [](pqxx::connection_base& c) {
+                                                 return pqxx::nontransaction(c).exec1(
+                                                     "SELECT pg_current_snapshot()::text");
+                                               })[0]
+                                         .c_str());
+  const auto removed = statement("checking what vacuum has removed", [&](auto& c) {
+    return store_.removed_after(c, from.snapshot, from.cursors);
+  });
+  if (removed) {
+    throw position_expired(
+        fmt::format("syncbus: the position resumed from on channel \"{}\" has expired: vacuum "
+                    "deleted rows it leaves out ({} up to #{}). Give the client what it gets "
+                    "without a position (a fresh snapshot), or keep rows longer (a larger "
+                    "vacuum age)",
+                    options_.channel, removed->origin, removed->sequence),
+        resume.token);
+  }
+  if (target_lags(from, target, now)) return false;
+  // A genuine row is never numbered at or below its origin's highest
+  // deleted one while written after it: such a row is a deleted one
+  // written again (anyone who may INSERT can copy a signed row back), a
+  // replay, which a listener's sequence check would drop and a read must
+  // skip.
+  removed_ = statement("reading the removal log",
+                       [&](pqxx::connection_base& c) { return store_.removed(c); });
+  // What the subscription had when the round began: from() moves on as
+  // rows are handed to it.
+  const auto had = from;
+  const auto wanted = [&](const SpillStore::RowKey& row) {
+    return !names(had, row) && names(target, row) && !written_again(row);
+  };
+
+  // Where each origin's reading starts: after its cursor, for the
+  // origins `from` has one for; for the others, at their first row of a
+  // transaction not visible in from's snapshot (those in progress in it,
+  // and those from its xmax on, up to this round's snapshot), found by one
+  // aggregate per range of ids (no paging: a page sorted by key costs,
+  // with a plan made on stale statistics, the whole channel each time).
+  std::map<std::string, std::uint64_t> start;
+  for (const auto& [origin, cursor] : had.cursors) start[origin] = cursor + 1;
+  for (const auto& range : from.snapshot.invisible_ranges(now.xmax(), SpillStore::ids_per_span)) {
+    if (resume.ended()) return true;
+    const auto firsts = statement("finding the origins written since a position", [&](auto& c) {
+      return store_.first_sequences(c, range.first, range.second);
+    });
+    for (const auto& [origin, sequence] : firsts) {
+      // An origin no bus could have is a planted row's (as in a catch-up).
+      if (had.cursors.count(origin) != 0 || !is_plain_instance_id(origin)) continue;
+      auto [at, added] = start.try_emplace(origin, sequence);
+      if (!added) at->second = std::min(at->second, sequence);
+    }
+  }
+
+  // Each origin's rows in sequence order, from there (in transaction id
+  // order they are the same, as an origin commits one transaction after
+  // another (bus_connection.hpp); read by origin, they need not be, and
+  // the read looks at every row, not only a prefix).
+  for (const auto& entry : start) {
+    const auto& origin = entry.first;
+    auto next = entry.second;
+    for (;;) {
+      if (resume.ended()) return true;
+      const auto keys = statement("listing an origin's rows", [&](auto& c) {
+        return store_.list_from(c, origin, next, keys_per_page);
+      });
+      std::vector<SpillStore::RowKey> some;
+      std::copy_if(keys.begin(), keys.end(), std::back_inserter(some), wanted);
+      hand_on(resume, some);
+      if (keys.size() < static_cast<std::size_t>(keys_per_page)) break;
+      next = keys.back().sequence + 1;
+    }
+  }
+  return true;
 }
 
 bool ResumeReader::written_again(const SpillStore::RowKey& row) const {

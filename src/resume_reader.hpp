@@ -49,6 +49,10 @@ class ResumeReader {
   /// One round: reads (resume.from(), target] and hands it on; false
   /// (nothing read) when the target does not name everything from() does.
   bool read_round(Resume& resume, const DecodedPosition& target);
+  /// read_round's work, in the round's transaction.
+  bool read_in_snapshot(Resume& resume, const DecodedPosition& target);
+  /// Ends the round's transaction, or drops the session when it cannot.
+  void end_read() noexcept;
   /// True when some row that `from` names is not named by `target` (read
   /// in the round's snapshot `now`).
   bool target_lags(const DecodedPosition& from, const DecodedPosition& target,
