@@ -442,6 +442,7 @@ void DeliveryQueue::deliver(std::vector<Inbound>& batch) {
           if (!verdict.gap) StatsCounters::add(stats_->duplicates_dropped);
           continue;
         }
+        if (item.before_start) continue;  // counted, and named by the start
         show_tap(item);
         if (gives_positions()) position_.delivered(origin, sequence, item.xid);
         if (item.audience == 0) {

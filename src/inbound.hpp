@@ -112,6 +112,11 @@ struct Inbound {
   /// Its writing transaction, when its row says (0: unknown): what lets a
   /// position forget its origin's cursor (stream_position.hpp).
   std::uint64_t xid = 0;
+  /// A durable bus's message of a transaction visible in its start
+  /// snapshot: from before the bus, named by every position it gives, yet
+  /// heard (its notification was queued before LISTEN took effect and
+  /// committed after). The sequence check counts it; no handler gets it.
+  bool before_start = false;
   /// For Kind::mark.
   std::shared_ptr<Mark> mark;
   /// For Kind::resume_*.

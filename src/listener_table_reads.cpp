@@ -118,6 +118,13 @@ void ListenerLoop::read_bodies(ListenSession& session, std::vector<Inbound>& ite
       if (found) {
         loaded += rows[row].body_json.size();
         read = item_of(rows[row++]);
+        // Before this bus (see Inbound::before_start): its positions, from
+        // the first, name it, so delivering it would hand a client resumed
+        // here at once what its position already had.
+        if (read && config_.durable() && read->xid != 0 &&
+            position_.start_snapshot().visible(read->xid)) {
+          read->before_start = true;
+        }
       } else {
         report(on_error_,
                protocol_error(fmt::format(
