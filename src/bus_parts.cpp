@@ -3,6 +3,7 @@
 #include <syncbus/errors.hpp>
 
 #include <fmt/format.h>
+#include <pqxx/transaction>
 
 #include "bus_upkeep.hpp"
 #include "delivery_queue.hpp"
@@ -19,6 +20,14 @@
 #include "statement_deadline.hpp"
 
 namespace syncbus::detail {
+namespace {
+
+/// How long subscribe_from()'s check of a position waits for a lock on the
+/// removal log, on the publishing session, before leaving the check to the
+/// read (a publish waits for it at most that long).
+constexpr std::chrono::milliseconds check_lock_wait{100};
+
+}  // namespace
 
 BusParts::BusParts(PostgresBusOptions options, ChannelTap tap) : tap_(std::move(tap)) {
   config_.emplace(BusConfig::resolve(std::move(options)));
@@ -219,24 +228,39 @@ Subscription BusParts::subscribe_from(std::string_view position, MessageHandler 
   auto from = decode_position(position_key_, position);
   // The common case of an expired position fails here, at once; a vacuum
   // that overtakes it before its read begins is found by the read (which
-  // then reports it: see position_expired).
+  // then reports it: see position_expired). The check borrows the
+  // publishing session, so it waits for no lock: behind an exclusive lock on
+  // the removal log it once held publish() for query_timeout, and a message
+  // was lost (found from outside, round 7). A check that cannot have its
+  // lock at once is left to the read, which makes it again on its own
+  // session.
   std::optional<SpillStore::Removed> removed;
   const auto check = [&] {
     publisher_->borrow_connection(
         "subscribe_from()", opts.query_timeout,
         [&](Session& session) {
-          removed = store_->removed_after(session, from.snapshot, from.cursors);
+          pqxx::read_transaction txn(session);
+          txn.exec0(fmt::format("SET LOCAL lock_timeout = {}", check_lock_wait.count()));
+          removed = store_->removed_after(txn, from.snapshot, from.cursors);
+          txn.commit();
         },
         fmt::format("checking a position against {}", store_->removal_log_name()));
   };
+  const auto check_unless_locked = [&] {
+    try {
+      check();
+    } catch (const database_error& e) {
+      if (e.sqlstate() != "55P03") throw;  // lock_not_available: the read checks
+    }
+  };
   try {
-    check();
+    check_unless_locked();
   } catch (const timeout_error&) {
     throw;
   } catch (const connection_error&) {
     // The publishing session broke since it last ran a statement (a server
     // restart it has not published through yet): once more, on a new one.
-    check();
+    check_unless_locked();
   }
   if (removed) {
     throw position_expired(

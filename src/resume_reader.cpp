@@ -246,7 +246,8 @@ bool ResumeReader::read_in_snapshot(Resume& resume, const DecodedPosition& targe
                                                })[0]
                                          .c_str());
   const auto removed = statement("checking what vacuum has removed", [&](auto& c) {
-    return store_.removed_after(c, from.snapshot, from.cursors);
+    pqxx::nontransaction in_round(c);
+    return store_.removed_after(in_round, from.snapshot, from.cursors);
   });
   if (removed) {
     throw position_expired(

@@ -667,14 +667,14 @@ std::map<std::string, std::pair<std::uint64_t, std::uint64_t>> SpillStore::remov
 }
 
 std::optional<SpillStore::Removed> SpillStore::removed_after(
-    pqxx::connection_base& session, const PgSnapshot& snapshot,
+    pqxx::transaction_base& txn, const PgSnapshot& snapshot,
     const std::map<std::string, std::uint64_t>& cursors) const {
   std::vector<std::string_view> origins;
   origins.reserve(cursors.size());
   for (const auto& [origin, sequence] : cursors) origins.push_back(origin);
   // Only the origins a position could have lost rows of: those it has a
   // cursor for, and those whose last deleted row it does not see.
-  const auto rows = pqxx::nontransaction(session).exec_params(
+  const auto rows = txn.exec_params(
       fmt::format("SELECT origin, sequence, xid::text FROM {} WHERE channel = $1 AND (origin = "
                   "ANY($2::text[]) OR NOT pg_visible_in_snapshot(xid, $3::pg_snapshot))",
                   removed_name_),

@@ -216,12 +216,14 @@ class SpillStore {
   /// True when this role may read the removal log (which exists).
   bool may_read_removal_log(pqxx::connection_base& session) const;
   /// A deleted row a position does not name (the origin, and the highest
-  /// sequence deleted of it), or none: the position has not expired.
+  /// sequence deleted of it), or none: the position has not expired. In
+  /// the caller's transaction (a resume's round; subscribe_from()'s check,
+  /// with its own lock_timeout).
   struct Removed {
     std::string origin;
     std::uint64_t sequence = 0;
   };
-  std::optional<Removed> removed_after(pqxx::connection_base& session, const PgSnapshot& snapshot,
+  std::optional<Removed> removed_after(pqxx::transaction_base& txn, const PgSnapshot& snapshot,
                                        const std::map<std::string, std::uint64_t>& cursors) const;
   /// The channel's removal log: per origin, the highest sequence and
   /// transaction id deleted (0 when unknown).

@@ -530,6 +530,60 @@ TEST_F(ResumeTest, ANewBusRepeatsNothingToAClientResumedOnItAsItStarts) {
   EXPECT_TRUE(log.gaps().empty());
 }
 
+// Found from outside (round 7): subscribe_from() checked the position on the
+// publishing session, and behind an exclusive lock on the removal log it
+// held that session, and every publish() of the bus, for query_timeout: a
+// message was lost to one client's resume.
+TEST_F(ResumeTest, AResumeBehindALockedRemovalLogHoldsNoPublishBack) {
+  const auto channel = unique_channel("resume_locked_log");
+  EventLog log;
+  auto bus_options = durable_options(channel, "locked-log-bus");
+  bus_options.publish_timeout = 1000ms;
+  bus_options.on_error = log.error_handler();
+  PostgresClusterBus bus(bus_options);
+  Collector seen;
+  auto s = bus.subscribe(seen.handler());
+  bus.publish({{"first", true}});
+  ASSERT_TRUE(seen.wait_for_count(1));
+  const auto at = seen.last_position();
+
+  pqxx::connection locker(url());
+  pqxx::work lock(locker);
+  lock.exec0("LOCK TABLE public.sync_cluster_spill_removed IN ACCESS EXCLUSIVE MODE");
+  Collector resumed;
+  Subscription r;
+  std::chrono::steady_clock::duration took{};
+  std::string refused;
+  std::thread resuming([&] {
+    const auto began = std::chrono::steady_clock::now();
+    try {
+      r = bus.subscribe_from(at, resumed.handler());
+    } catch (const std::exception& e) {
+      refused = e.what();
+    }
+    took = std::chrono::steady_clock::now() - began;
+  });
+  constexpr int many = 30;  // 50 ms apart: the lock outlasts publish_timeout
+  int failed = 0;
+  for (int i = 1; i <= many; ++i) {
+    try {
+      bus.publish({{"i", i}});
+    } catch (const std::exception& e) {
+      ++failed;
+      ADD_FAILURE() << "publish " << i << ": " << e.what();
+    }
+    std::this_thread::sleep_for(50ms);
+  }
+  lock.abort();
+  resuming.join();
+  EXPECT_EQ(failed, 0);
+  ASSERT_EQ(refused, "");
+  EXPECT_LT(took, 1s) << "subscribe_from() waited for the lock";
+  ASSERT_TRUE(eventually([&] { return resumed.size() >= many; }, 20s)) << resumed.size();
+  std::this_thread::sleep_for(200ms);
+  expect_exactly(resumed.messages(), {{bus.instance_id(), 1}}, {{bus.instance_id(), 1 + many}});
+}
+
 // Found by the random-cuts test below (1 run in 10): a read cut short by its
 // subscription ending (here: the handler unsubscribes itself while the
 // reader waits for room, with pages still to read) left the reader's
