@@ -114,8 +114,9 @@ class SYNCBUS_API invalid_position : public error {
 /// what a client that has no position gets (a fresh snapshot of the state).
 /// Thrown by subscribe_from(); or, when vacuum deletes such rows while a
 /// resumed subscription is still reading (a position within moments of the
-/// vacuum age), reported to on_error, after which that subscription's
-/// handler is called no more.
+/// vacuum age), or when subscribe_from() could not check at once (another
+/// session held a lock on the removal log), reported to on_error, after
+/// which that subscription's handler is called no more.
 class SYNCBUS_API position_expired : public error {
  public:
   position_expired(const std::string& what, std::string position)

@@ -61,7 +61,10 @@ class SYNCBUS_API PostgresClusterBus final : public ClusterBus {
   /// table, on a connection of the bus's own (one, whatever the number of
   /// subscriptions resuming: they take turns), while live ones wait for the
   /// seam; docs/PROTOCOL.md, "Resuming from a position". Checking the
-  /// position borrows the publishing connection for a round trip. Refused
+  /// position borrows the publishing connection for a round trip, and waits
+  /// at most 100 ms for a lock on the removal log; past that, the read makes
+  /// the check (an expired position is then reported to on_error, as
+  /// position_expired). Refused
   /// (configuration_error) in overflow and never, and when the table has no
   /// removal log (a table made by syncbus 0.2, whose bus role may not add
   /// it: the error gives the SQL).
