@@ -14,7 +14,7 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace syncbus::detail;
-  static const auto key = position_channel_key({"public", "sync_cluster_spill", "fuzz"});
+  static const auto key = position_channel_key({"", "public", "sync_cluster_spill", "fuzz"});
   const std::string_view input(reinterpret_cast<const char*>(data), size);
   try {
     const auto position = decode_position(key, input);

@@ -49,6 +49,7 @@ BusParts::BusParts(PostgresBusOptions options, ChannelTap tap) : tap_(std::move(
   ServerFacts server;
   bool table_missing = false;
   bool has_removal_log = false;
+  std::string database;  // read_database_identity(), for positions
   run_with_deadline(
       deadlines_, publishing_session->sock(), opts.query_timeout, this,
       [&] {
@@ -72,6 +73,7 @@ BusParts::BusParts(PostgresBusOptions options, ChannelTap tap) : tap_(std::move(
         if (config.durable() && opts.listen) {
           has_removal_log = store_->has_removal_log(*publishing_session);
           gives_positions_ = has_removal_log && store_->may_read_removal_log(*publishing_session);
+          if (gives_positions_) database = read_database_identity(*publishing_session);
         }
         check_privileges(store_->missing_privileges(*publishing_session,
                                                     /*publishes=*/opts.spill != SpillMode::never,
@@ -99,7 +101,8 @@ BusParts::BusParts(PostgresBusOptions options, ChannelTap tap) : tap_(std::move(
              : fmt::format("Make it (as the table's owner) with:\n{}", store_->removal_log_sql()));
   }
   if (gives_positions_) {
-    position_key_ = position_channel_key({opts.spill_schema, opts.spill_table, opts.channel});
+    position_key_ =
+        position_channel_key({database, opts.spill_schema, opts.spill_table, opts.channel});
   }
   services_.emplace(
       BusServices{config, log_, on_error_, stats_, deadlines_, *auth_, *store_, tap_});

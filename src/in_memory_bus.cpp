@@ -61,7 +61,7 @@ struct LogEntry {
 struct InMemoryHub::state {
   explicit state(std::size_t capacity)
       : log_capacity(capacity),
-        key(detail::position_channel_key({"in-memory", detail::random_hex(16), ""})) {}
+        key(detail::position_channel_key({"in-memory", detail::random_hex(16), "", ""})) {}
 
   mutable std::mutex mutex;
   std::vector<std::shared_ptr<Member>> members;

@@ -135,7 +135,7 @@ std::uint64_t add(std::uint64_t a, std::uint64_t b, std::string_view what) {
 
 std::string position_channel_key(const ChannelName& name) {
   std::string input = "syncbus position";
-  for (const auto part : {name.schema, name.table, name.channel}) {
+  for (const auto part : {name.database, name.schema, name.table, name.channel}) {
     input += '\0';
     input.append(part);
   }
@@ -195,8 +195,11 @@ DecodedPosition decode_position(std::string_view channel_key, std::string_view t
   Reader in(bytes);
   if (in.bytes(channel_key_bytes, "its channel") != channel_key) {
     throw invalid_position(
-        "syncbus: the position is of another channel or spill table than this bus's: a "
-        "position can be resumed from only on the channel (and table) of the bus that gave it");
+        "syncbus: the position is of another channel, spill table or database than this "
+        "bus's: a position can be resumed from only on the channel (and table) of the bus that "
+        "gave it, in the same database of the same server (or of a physical copy of it, which "
+        "goes on with its transaction ids). A database restored from a dump, or reached by a "
+        "role that may not call pg_control_system() while the others may, is another one");
   }
   // Transaction ids and sequences are what PostgreSQL stores: positive
   // bigints (xid8 from 3; a snapshot's xmin from 1).

@@ -32,14 +32,17 @@
 
 namespace syncbus::detail {
 
-/// Where a position belongs: a channel of a spill table.
+/// Where a position belongs: a channel of a spill table, in a database
+/// (read_database_identity(): a position of another database, or of
+/// another server, names rows and transactions that are not these).
 struct ChannelName {
+  std::string_view database;
   std::string_view schema;
   std::string_view table;
   std::string_view channel;
 };
 
-/// The 8 bytes that tie a position to its channel and table.
+/// The 8 bytes that tie a position to its channel, table and database.
 std::string position_channel_key(const ChannelName& name);
 
 struct DecodedPosition {

@@ -17,6 +17,19 @@ ServerFacts read_server_facts(pqxx::connection_base& session) {
           row[4].as<std::string>()};
 }
 
+std::string read_database_identity(pqxx::connection_base& session) {
+  pqxx::nontransaction query(session);
+  const auto row = query.exec1(
+      "SELECT (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())::text, "
+      "has_function_privilege('pg_catalog.pg_control_system()', 'EXECUTE')");
+  std::string system;
+  if (row[1].as<bool>()) {
+    system = query.exec1("SELECT system_identifier::text FROM pg_catalog.pg_control_system()")[0]
+                 .as<std::string>();
+  }
+  return system + "/" + row[0].as<std::string>();
+}
+
 void check_server(const ServerFacts& facts) {
   if (facts.version_num < min_server_version) {
     throw configuration_error(

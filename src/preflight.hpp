@@ -34,6 +34,13 @@ struct ServerFacts {
 /// Reads them over `session` (one round trip).
 ServerFacts read_server_facts(pqxx::connection_base& session);
 
+/// Which database of which server this is, for positions
+/// (position_channel_key): the server's system identifier (from
+/// pg_control_system(), shared by its physical copies, which go on with its
+/// transaction ids; "" when the role may not call it) and the database's
+/// oid. One or two round trips.
+std::string read_database_identity(pqxx::connection_base& session);
+
 /// Throws configuration_error when the server is too old or in recovery.
 void check_server(const ServerFacts& facts);
 

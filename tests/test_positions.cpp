@@ -17,6 +17,7 @@
 
 #include "pg_helpers.hpp"
 #include "position_token.hpp"
+#include "preflight.hpp"
 #include "test_support.hpp"
 
 namespace syncbus {
@@ -65,12 +66,18 @@ std::set<Key> after(const detail::DecodedPosition& position, const std::vector<R
   return out;
 }
 
+// The key of the positions of `channel` on the test server's database.
+std::string position_key(const std::string& url, const std::string& channel) {
+  pqxx::connection c(url);
+  const auto database = detail::read_database_identity(c);
+  return detail::position_channel_key({database, "public", "sync_cluster_spill", channel});
+}
+
 // Every message's position, against the table once everything is in it:
 // what it leaves out is exactly what the bus delivered after that message.
 void expect_each_position_exact(const std::vector<ClusterMessage>& delivered,
-                                const std::vector<Row>& rows, const std::string& channel,
+                                const std::vector<Row>& rows, const std::string& key,
                                 std::size_t most_cursors) {
-  const auto key = detail::position_channel_key({"public", "sync_cluster_spill", channel});
   std::set<Key> later;
   for (const auto& m : delivered) later.emplace(m.origin, m.sequence);
   std::size_t wrong = 0;
@@ -188,9 +195,9 @@ void PositionTest::each_position_is_exact(const std::string& channel, std::size_
   EXPECT_GE(receiver.stats().reconnects, 1u);
   if (queue_capacity != 0) EXPECT_GT(receiver.stats().reread_from_table, 0u);
   const auto messages = seen.messages();
-  expect_each_position_exact(messages, rows_of(url(), channel), channel, /*most_cursors=*/3);
+  const auto key = position_key(url(), channel);
+  expect_each_position_exact(messages, rows_of(url(), channel), key, /*most_cursors=*/3);
   // Marks came back, and let go of the cursors of origins they cover.
-  const auto key = detail::position_channel_key({"public", "sync_cluster_spill", channel});
   EXPECT_TRUE(std::any_of(messages.begin(), messages.end(), [&](const ClusterMessage& m) {
     return detail::decode_position(key, m.position).cursors.size() <= 1;
   }));
@@ -256,7 +263,8 @@ TEST_F(PositionTest, APublishThatTimedOutBehindALockNeverCommitsAfterTheNextOne)
   const auto gaps = log.known_gaps();
   ASSERT_EQ(gaps.size(), 1u);
   EXPECT_EQ(gaps[0].first_missing, 4u);
-  expect_each_position_exact(seen.messages(), rows, channel, /*most_cursors=*/3);
+  expect_each_position_exact(seen.messages(), rows, position_key(url(), channel),
+                             /*most_cursors=*/3);
 }
 
 TEST_F(PositionTest, OnlyADurableBusGivesPositions) {
@@ -381,6 +389,35 @@ TEST_F(ResumeTest, WhatIsNotAPositionOfThisChannelIsRefusedAndNothingSubscribed)
   }
 }
 
+// Found from outside (round 7): the token named the channel, schema and
+// table only, so a position of the same channel in another database was
+// taken, and resumed from rows and transaction ids that were not its own
+// (silently skipping, or repeating, what the client had).
+TEST_F(ResumeTest, APositionOfTheSameChannelInAnotherDatabaseIsRefused) {
+  const auto channel = unique_channel("resume_other_db");
+  const auto database = channel;  // as unique
+  pqxx::connection admin(url());
+  pqxx::nontransaction(admin).exec0("CREATE DATABASE " + admin.quote_name(database));
+  {
+    auto there = durable_options(channel, "other-db");
+    there.conninfo = url() + " dbname=" + database;
+    PostgresClusterBus elsewhere(there);
+    Collector client;
+    auto s = elsewhere.subscribe(client.handler());
+    elsewhere.publish({{"n", 1}});
+    ASSERT_TRUE(client.wait_for_count(1));
+    PostgresClusterBus here(durable_options(channel, "this-db"));
+    try {
+      auto x = here.subscribe_from(client.last_position(), [](const ClusterMessage&) {});
+      FAIL() << "accepted";
+    } catch (const invalid_position& e) {
+      EXPECT_NE(std::string(e.what()).find("database"), std::string::npos) << e.what();
+    }
+  }
+  pqxx::nontransaction(admin).exec0("DROP DATABASE " + admin.quote_name(database) +
+                                    " WITH (FORCE)");
+}
+
 // Anyone who may INSERT can copy a signed row back once vacuum has deleted
 // it: its signature still holds. A resumed read must not deliver it again
 // (a listener's sequence check would drop it as a duplicate).
@@ -399,7 +436,7 @@ TEST_F(ResumeTest, ASignedRowWrittenAgainAfterVacuumIsNotDeliveredAgain) {
   ASSERT_TRUE(eventually([&] { return client.size() == 5; }, 10s));
   // A position that names 1..5 by its snapshot (a marker has come back
   // since), not by a cursor: the copy's new transaction id is not in it.
-  const auto key = detail::position_channel_key({"public", "sync_cluster_spill", channel});
+  const auto key = position_key(url(), channel);
   PostgresClusterBus other(signed_options("replay-other"));
   std::string after_five;
   ASSERT_TRUE(eventually(

@@ -161,7 +161,7 @@ TEST(DeliveryQueueResume, PastTheBufferItAsksForAnotherRoundThenGoesLive) {
   detail::DeliveryQueue queue({}, {}, std::make_shared<detail::StatsCounters>(),
                               detail::DeliveryQueue::Capacity{1'000'000},
                               QueueFullPolicy::drop_and_report_gap, true, {},
-                              detail::position_channel_key({"s", "t", "c"}));
+                              detail::position_channel_key({"", "s", "t", "c"}));
   const auto live = [&](std::uint64_t sequence) {
     Inbound item{Inbound::Kind::message, {"w", sequence, {{"n", sequence}}, {}}};
     item.xid = 100 + sequence;

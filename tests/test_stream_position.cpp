@@ -64,7 +64,8 @@ TEST(StreamPosition, ADuplicateOrAnOldGapMovesNothing) {
   EXPECT_TRUE(position.cursors().empty()) << "the last row (11) is in the snapshot";
 }
 
-const std::string key = position_channel_key({"public", "sync_cluster_spill", "orders"});
+const std::string key =
+    position_channel_key({"7713863474456296647/5", "public", "sync_cluster_spill", "orders"});
 
 TEST(PositionToken, RoundTripsAndIsShortAndPrintable) {
   const auto snapshot = PgSnapshot::parse("1000017:1000093:1000017,1000090");
@@ -94,11 +95,15 @@ TEST(PositionToken, RoundTripsAndIsShortAndPrintable) {
                invalid_position);
 }
 
-TEST(PositionToken, AnotherChannelsOrTablesPositionIsRefusedSayingSo) {
+TEST(PositionToken, AnotherChannelsTablesOrDatabasesPositionIsRefusedSayingSo) {
   const auto token = encode_position(key, PgSnapshot::parse("5:9:6"), {{"a.1", 2}});
-  for (const auto& other : {position_channel_key({"public", "sync_cluster_spill", "order"}),
-                            position_channel_key({"public", "other_spill", "orders"}),
-                            position_channel_key({"app", "sync_cluster_spill", "orders"})}) {
+  for (const auto& other :
+       {position_channel_key({"7713863474456296647/5", "public", "sync_cluster_spill", "order"}),
+        position_channel_key({"7713863474456296647/5", "public", "other_spill", "orders"}),
+        position_channel_key({"7713863474456296647/5", "app", "sync_cluster_spill", "orders"}),
+        position_channel_key({"7713863474456296647/6", "public", "sync_cluster_spill", "orders"}),
+        position_channel_key({"7713863474456296648/5", "public", "sync_cluster_spill", "orders"}),
+        position_channel_key({"/5", "public", "sync_cluster_spill", "orders"})}) {
     try {
       decode_position(other, token);
       FAIL() << "accepted";

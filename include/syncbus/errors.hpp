@@ -102,8 +102,9 @@ class SYNCBUS_API protocol_error : public error {
 };
 
 /// A position (ClusterMessage::position) that cannot be read: not a
-/// position at all (mistyped, cut short), or one from another channel or
-/// spill table. Nothing was changed.
+/// position at all (mistyped, cut short), or one from another channel,
+/// spill table or database (another server's, or one restored from a dump,
+/// whose transaction ids are not these). Nothing was changed.
 class SYNCBUS_API invalid_position : public error {
  public:
   using error::error;
