@@ -26,6 +26,10 @@ DeadlineTimer::Guard::~Guard() {
 
 bool DeadlineTimer::Guard::expired() const { return timer_ != nullptr && timer_->expired(id_); }
 
+bool DeadlineTimer::Guard::cut_for_stop() const {
+  return timer_ != nullptr && timer_->cut_for_stop(id_);
+}
+
 DeadlineTimer::Guard DeadlineTimer::arm(int socket, Clock::time_point deadline, const void* owner) {
   std::uint64_t id = 0;
   bool wake = false;
@@ -36,6 +40,7 @@ DeadlineTimer::Guard DeadlineTimer::arm(int socket, Clock::time_point deadline, 
     if (owner != nullptr && cut_owners_.count(owner) != 0) {
       if (socket >= 0) ::shutdown(socket, SHUT_RDWR);
       entry.expired = true;
+      entry.cut_for_stop = true;
     }
     entries_.emplace(id, entry);
     // Every statement arms a deadline: waking the thread each time would
@@ -55,6 +60,7 @@ void DeadlineTimer::cut_all(const void* owner) {
     if (entry.owner != owner || entry.expired) continue;
     if (entry.socket >= 0) ::shutdown(entry.socket, SHUT_RDWR);
     entry.expired = true;
+    entry.cut_for_stop = true;
   }
 }
 
@@ -67,6 +73,12 @@ bool DeadlineTimer::expired(std::uint64_t id) const {
   std::lock_guard<std::mutex> lock(mutex_);
   const auto it = entries_.find(id);
   return it != entries_.end() && it->second.expired;
+}
+
+bool DeadlineTimer::cut_for_stop(std::uint64_t id) const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  const auto it = entries_.find(id);
+  return it != entries_.end() && it->second.cut_for_stop;
 }
 
 void DeadlineTimer::run() {

@@ -39,6 +39,9 @@ class DeadlineTimer {
     /// True if the deadline passed (or the timer was told to cut everything)
     /// and the socket was shut down.
     bool expired() const;
+    /// True if it was cut by cut_all(), its owner stopping, rather than by
+    /// its deadline: not a timeout, and not worth reporting as one.
+    bool cut_for_stop() const;
 
    private:
     friend class DeadlineTimer;
@@ -61,10 +64,12 @@ class DeadlineTimer {
     Clock::time_point deadline;
     const void* owner;
     bool expired = false;
+    bool cut_for_stop = false;
   };
   void run();
   void disarm(std::uint64_t id);
   bool expired(std::uint64_t id) const;
+  bool cut_for_stop(std::uint64_t id) const;
 
   mutable std::mutex mutex_;
   std::condition_variable changed_;

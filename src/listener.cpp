@@ -155,6 +155,8 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
         session = reconnect();
         failed_connects = 0;
         queried = true;
+      } catch (const closed_error&) {
+        return;  // stop() interrupted it
       } catch (const std::exception& e) {
         report(on_error_, e);
         session.reset();
@@ -204,6 +206,8 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
       receive(*session);
       queried = reread_step(*session);
       if (heard || queried) last_contact_ = std::chrono::steady_clock::now();
+    } catch (const closed_error&) {
+      return;  // stop() cut what was in flight
     } catch (const std::exception& e) {
       report(on_error_,
              connection_error(fmt::format(

@@ -1,5 +1,7 @@
 #include "periodic_tasks.hpp"
 
+#include <syncbus/errors.hpp>
+
 #include <algorithm>
 
 namespace syncbus::detail {
@@ -35,6 +37,8 @@ void PeriodicTasks::run() {
       if (due[i] > now) continue;
       try {
         tasks_[i].run();
+      } catch (const closed_error&) {
+        // The bus is closing: what close() cut is not news.
       } catch (const std::exception& e) {
         report(on_error_, e);
       }

@@ -71,7 +71,7 @@ void complete_connection(PGconn* conn, const ConnectLimits& limits) {
       throw pqxx::broken_connection(fmt::format("poll() failed: errno {}", errno));
     }
     if (ready > 0 && limits.cancel_fd >= 0 && fds[1].revents != 0) {
-      throw pqxx::broken_connection("the attempt was interrupted because the bus is closing");
+      throw closed_error("syncbus: the bus was closed while connecting to PostgreSQL");
     }
     if (ready > 0 && fds[0].revents != 0) state = PQconnectPoll(conn);
   }

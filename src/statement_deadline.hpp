@@ -1,7 +1,7 @@
 #pragma once
 // Running one statement under a client-side deadline, with its failure
-// translated: timeout_error when the deadline cut it, else the syncbus error
-// for what libpqxx threw. Every statement the library makes goes through it.
+// translated: timeout_error when the deadline cut it, closed_error when its
+// owner stopping cut it, else the syncbus error for what libpqxx threw. Every statement the library makes goes through it.
 
 #include <syncbus/errors.hpp>
 
@@ -25,6 +25,12 @@ auto run_with_deadline(DeadlineTimer& timer, int socket, std::chrono::millisecon
   try {
     return work();
   } catch (...) {
+    if (guard.cut_for_stop()) {
+      // Stopped by close(), not by the server: no timeout to report (found
+      // from outside: a close() racing a resume said "no answer within
+      // 10000 ms" after half a millisecond).
+      throw closed_error(fmt::format("syncbus: the bus was closed while {}", describe()));
+    }
     if (guard.expired()) {
       throw timeout_error(fmt::format(
           "syncbus: no answer from PostgreSQL within {} ms while {}; the connection was "

@@ -1,10 +1,15 @@
 #include "deadline_timer.hpp"
 
+#include <syncbus/errors.hpp>
+
 #include <gtest/gtest.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <thread>
+
+#include "statement_deadline.hpp"
 
 namespace syncbus::detail {
 namespace {
@@ -37,6 +42,7 @@ TEST(DeadlineTimer, APassedDeadlineUnblocksAReadAtOnce) {
   EXPECT_GE(waited, 45ms);
   EXPECT_LT(waited, 2s);
   EXPECT_TRUE(guard.expired());
+  EXPECT_FALSE(guard.cut_for_stop());
 }
 
 TEST(DeadlineTimer, ADisarmedDeadlineLeavesTheSocketAlone) {
@@ -68,6 +74,50 @@ TEST(DeadlineTimer, CutAllStopsOnlyThatOwnersSocketsNowAndLater) {
   const auto later_guard = timer.arm(later.fds[0], from_now(1h), &owner);
   EXPECT_TRUE(later_guard.expired());
   EXPECT_EQ(::recv(later.fds[0], &byte, 1, 0), 0);
+  EXPECT_TRUE(my_guard.cut_for_stop());
+  EXPECT_TRUE(later_guard.cut_for_stop());
+}
+
+// Found from outside (round 7): a statement that close() cut was reported as
+// "no answer from PostgreSQL within 10000 ms" (a subscribe_from() racing
+// close(), after half a millisecond; on_error of a bus being destroyed).
+TEST(DeadlineTimer, AStatementCutByItsOwnerStoppingIsClosedNotATimeout) {
+  DeadlineTimer timer;
+  SocketPair pair;
+  int owner = 0;
+  std::thread stopping([&] {
+    std::this_thread::sleep_for(20ms);
+    timer.cut_all(&owner);
+  });
+  try {
+    run_with_deadline(
+        timer, pair.fds[0], 10s, &owner,
+        [&] {
+          char byte;
+          if (::recv(pair.fds[0], &byte, 1, 0) == 0) throw std::runtime_error("end of file");
+        },
+        [] { return std::string("reading"); });
+    ADD_FAILURE() << "returned";
+  } catch (const timeout_error& e) {
+    ADD_FAILURE() << e.what();
+  } catch (const closed_error& e) {
+    EXPECT_NE(std::string(e.what()).find("closed while reading"), std::string::npos) << e.what();
+  }
+  stopping.join();
+
+  SocketPair slow;
+  try {
+    run_with_deadline(
+        timer, slow.fds[0], 20ms, &pair,
+        [&] {
+          char byte;
+          if (::recv(slow.fds[0], &byte, 1, 0) == 0) throw std::runtime_error("end of file");
+        },
+        [] { return std::string("reading"); });
+    ADD_FAILURE() << "returned";
+  } catch (const timeout_error& e) {
+    EXPECT_NE(std::string(e.what()).find("within 20 ms"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace
