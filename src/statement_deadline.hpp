@@ -1,7 +1,8 @@
 #pragma once
 // Running one statement under a client-side deadline, with its failure
 // translated: timeout_error when the deadline cut it, closed_error when its
-// owner stopping cut it, else the syncbus error for what libpqxx threw. Every statement the library makes goes through it.
+// owner stopping cut it, else the syncbus error for what libpqxx threw.
+// Every statement the library makes goes through it.
 
 #include <syncbus/errors.hpp>
 
