@@ -128,18 +128,25 @@ void ResumeReader::serve(Resume& resume) {
         // A broken session is replaced; a server error (a lock, a timeout)
         // is retried on the same one. Either way the round goes on from
         // what it had handed on (resume.from()).
+        const bool timed_out = dynamic_cast<const timeout_error*>(&e) != nullptr;
         const bool lost = dynamic_cast<const connection_error*>(&e) != nullptr;
         if (lost) session_.reset();
         const auto pause = jittered(table_read_backoff.after(failures));
+        const auto why = timed_out
+                             ? fmt::format(
+                                   "a statement outlasted query_timeout ({} ms), so the bus cut "
+                                   "it and replaces the reading session",
+                                   options_.query_timeout.count())
+                         : lost ? std::string(
+                                      "the reading session was lost (ended by the server or an "
+                                      "administrator, or the network), and is replaced")
+                                : std::string("the server refused a statement");
         report(on_error_,
                error(fmt::format("syncbus: a subscription resumed on channel \"{}\" could not "
                                  "read what it missed from {}: {} ({}); it tries again in {} ms, "
                                  "from what it had handed on",
-                                 options_.channel, store_.qualified_name(),
-                                 lost ? "the reading session was lost (ended by the server or "
-                                        "an administrator, or the network), and is replaced"
-                                      : "the server refused a statement",
-                                 e.what(), pause.count())));
+                                 options_.channel, store_.qualified_name(), why, e.what(),
+                                 pause.count())));
         if (!wake_.sleep_unless_signalled(pause)) return;
       }
     }

@@ -621,6 +621,48 @@ TEST_F(ResumeTest, AResumeBehindALockedRemovalLogHoldsNoPublishBack) {
   expect_exactly(resumed.messages(), {{bus.instance_id(), 1}}, {{bus.instance_id(), 1 + many}});
 }
 
+// A read behind a lock on the spill table: each try is refused by the
+// server (its lock_timeout, below query_timeout), reported as that, never as
+// a lost session (found from outside, round 7, with a deadline: a read the
+// bus's own query_timeout cut was reported as "the reading session was
+// lost ... by the server or an administrator, or the network"); the read
+// goes on from where it stood once the lock is gone.
+TEST_F(ResumeTest, AReadBehindALockSaysWhyAndGoesOnOnceTheLockIsGone) {
+  const auto channel = unique_channel("resume_read_timeout");
+  testing::OwnSpillTable table(url(), "read_timeout");
+  EventLog log;
+  auto reader_options = durable_options(channel, "read-timeout-reader");
+  reader_options.spill_table = table.name();
+  reader_options.query_timeout = 300ms;
+  reader_options.on_error = log.error_handler();
+  PostgresClusterBus reader(reader_options);
+  auto publisher_options = durable_options(channel, "read-timeout-pub");
+  publisher_options.spill_table = table.name();
+  publisher_options.listen = false;
+  PostgresClusterBus publisher(publisher_options);
+  Collector seen;
+  auto s = reader.subscribe(seen.handler());
+  publisher.publish({{"first", true}});
+  ASSERT_TRUE(seen.wait_for_count(1));
+  const auto at = seen.last_position();
+  for (int i = 1; i <= 5; ++i) publisher.publish({{"i", i}});
+  ASSERT_TRUE(seen.wait_for_count(6));
+
+  pqxx::connection locker(url());
+  pqxx::work lock(locker);
+  lock.exec0("LOCK TABLE " + table.qualified() + " IN ACCESS EXCLUSIVE MODE");
+  Collector resumed;
+  auto r = reader.subscribe_from(at, resumed.handler());
+  ASSERT_TRUE(eventually([&] { return log.errors_containing("lock timeout") > 0; }, 10s))
+      << (log.errors().empty() ? std::string("no error") : log.errors().front());
+  EXPECT_EQ(log.errors_containing("was lost"), 0u);
+  lock.abort();
+  ASSERT_TRUE(eventually([&] { return resumed.size() >= 5; }, 10s));
+  std::this_thread::sleep_for(200ms);
+  expect_exactly(resumed.messages(), {{publisher.instance_id(), 1}},
+                 {{publisher.instance_id(), 6}});
+}
+
 // Found by the random-cuts test below (1 run in 10): a read cut short by its
 // subscription ending (here: the handler unsubscribes itself while the
 // reader waits for room, with pages still to read) left the reader's
