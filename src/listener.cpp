@@ -66,6 +66,7 @@ ListenerLoop::~ListenerLoop() { stop(); }
 
 void ListenerLoop::stop() noexcept {
   queue_.on_room_for_reread(nullptr);
+  stopping_.store(true);
   wake_.signal();
   deadlines_.cut_all(this);  // a ping or fetch in flight returns at once
   thread_.join_unless_current();
@@ -209,6 +210,9 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
     } catch (const closed_error&) {
       return;  // stop() cut what was in flight
     } catch (const std::exception& e) {
+      // stop() shut the socket down under a read that had no deadline of
+      // its own (notifications): no news either.
+      if (stopping_.load()) return;
       report(on_error_,
              connection_error(fmt::format(
                  "syncbus: the listener on channel \"{}\" lost its connection "

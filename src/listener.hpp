@@ -14,6 +14,7 @@
 //                               catch-up after a reconnect, reading back
 //                               what the delivery queue withheld
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -169,6 +170,7 @@ class ListenerLoop {
   // Last time the server was known to be talking to this listener.
   std::chrono::steady_clock::time_point last_contact_ = std::chrono::steady_clock::now();
   WakeFd wake_;
+  std::atomic<bool> stopping_{false};  // set by stop(), before it cuts
   // Signalled by the delivery thread when it has room for withheld messages.
   WakeFd room_;
   OwnedThread thread_;

@@ -206,6 +206,8 @@ void ListenerLoop::deliver_chunk(ListenSession& session, const Notification* beg
     // What came before the first unread body was handed on, in order; run()
     // reconnects (and catches up, or reports the unknown gap).
     throw;
+  } catch (const closed_error&) {
+    throw;  // stop() cut the fetch: run() ends
   } catch (const std::exception& e) {
     // A server error (a lock or statement timeout, a cancelled statement):
     // the rows are still there. Each origin from its first unread message

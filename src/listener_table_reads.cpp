@@ -21,9 +21,11 @@ constexpr auto keys_per_fetch = SpillStore::keys_per_fetch;
 constexpr auto keys_per_page = SpillStore::keys_per_page;
 
 bool retriable(const std::exception& e) {
-  // The connection is gone (or was cut by a deadline): run() reconnects.
-  // Anything else is the server refusing this statement this time.
-  return dynamic_cast<const connection_error*>(&e) == nullptr;
+  // The connection is gone (or was cut by a deadline): run() reconnects; or
+  // stop() cut it: run() ends. Anything else is the server refusing this
+  // statement this time.
+  return dynamic_cast<const connection_error*>(&e) == nullptr &&
+         dynamic_cast<const closed_error*>(&e) == nullptr;
 }
 
 }  // namespace

@@ -218,6 +218,8 @@ std::unique_ptr<Session> open_session(const std::string& conninfo,
   }
   try {
     return std::make_unique<Session>(full_conninfo, limits);
+  } catch (const closed_error&) {
+    throw;  // close() interrupted it: nothing to check
   } catch (const std::exception& e) {
     // libpq's message names host and port but not the password; the conninfo
     // itself is never echoed.

@@ -119,6 +119,8 @@ void ResumeReader::serve(Resume& resume) {
         report(on_error_, e);
         resume.end();
         return;
+      } catch (const closed_error&) {
+        return;  // the bus is closing (its delivery stage first)
       } catch (const std::exception& e) {
         if (resume.ended()) return;
         {
