@@ -663,6 +663,44 @@ TEST_F(ResumeTest, AReadBehindALockSaysWhyAndGoesOnOnceTheLockIsGone) {
                  {{publisher.instance_id(), 6}});
 }
 
+// Found from outside (round 7): closing a bus in the middle of resumed reads
+// and live fetches reported "no answer from PostgreSQL within 10000 ms",
+// "lost its connection", "could not read what it missed" and "could not
+// connect" to on_error. What close() cuts is not news.
+TEST_F(ResumeTest, ClosingABusInTheMiddleOfAResumeReportsNothing) {
+  const auto channel = unique_channel("resume_close");
+  PostgresClusterBus publisher(durable_options(channel, "close-pub"));
+  Collector seen;
+  auto s = publisher.subscribe(seen.handler());
+  publisher.publish({{"first", true}});
+  ASSERT_TRUE(seen.wait_for_count(1));
+  const auto start = seen.last_position();
+  for (int i = 0; i < 2000; i += 100) {
+    std::vector<std::future<void>> sent;
+    for (int j = 0; j < 100; ++j) sent.push_back(publisher.publish_async({{"i", i + j}}));
+    for (auto& f : sent) f.get();
+  }
+  for (const auto pause : {0ms, 5ms, 20ms, 50ms}) {
+    EventLog log;
+    auto o = durable_options(channel, "closing");
+    o.on_error = log.error_handler();
+    o.delivery_queue_capacity = 256;
+    PostgresClusterBus closing(o);
+    std::atomic<int> got{0};
+    auto r = closing.subscribe_from(start, [&](const ClusterMessage&) {
+      ++got;
+      std::this_thread::sleep_for(50us);
+    });
+    std::thread more([&] {
+      for (int i = 0; i < 20; ++i) publisher.publish({{"more", i}});
+    });
+    std::this_thread::sleep_for(pause);
+    closing.close();
+    more.join();
+    for (const auto& e : log.errors()) ADD_FAILURE() << "after " << pause.count() << " ms: " << e;
+  }
+}
+
 // Found by the random-cuts test below (1 run in 10): a read cut short by its
 // subscription ending (here: the handler unsubscribes itself while the
 // reader waits for room, with pages still to read) left the reader's
