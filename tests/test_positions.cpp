@@ -15,6 +15,7 @@
 #include <set>
 #include <thread>
 
+#include "conninfo.hpp"
 #include "pg_helpers.hpp"
 #include "position_token.hpp"
 #include "preflight.hpp"
@@ -400,7 +401,7 @@ TEST_F(ResumeTest, APositionOfTheSameChannelInAnotherDatabaseIsRefused) {
   pqxx::nontransaction(admin).exec0("CREATE DATABASE " + admin.quote_name(database));
   {
     auto there = durable_options(channel, "other-db");
-    there.conninfo = url() + " dbname=" + database;
+    there.conninfo = detail::with_connection_options(url(), {{"dbname", database}}, {});
     PostgresClusterBus elsewhere(there);
     Collector client;
     auto s = elsewhere.subscribe(client.handler());
