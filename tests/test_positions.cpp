@@ -74,6 +74,18 @@ std::string position_key(const std::string& url, const std::string& channel) {
   return detail::position_channel_key({database, "public", "sync_cluster_spill", channel});
 }
 
+// Publishes `count` messages ({"i": 0..count-1}) in batches of 100 in
+// flight, each batch acknowledged before the next.
+void publish_in_batches(PostgresClusterBus& publisher, int count) {
+  for (int i = 0; i < count; i += 100) {
+    std::vector<std::future<void>> sent;
+    for (int j = 0; j < 100 && i + j < count; ++j) {
+      sent.push_back(publisher.publish_async({{"i", i + j}}));
+    }
+    for (auto& f : sent) f.get();
+  }
+}
+
 // Every message's position, against the table once everything is in it:
 // what it leaves out is exactly what the bus delivered after that message.
 void expect_each_position_exact(const std::vector<ClusterMessage>& delivered,
@@ -676,11 +688,7 @@ TEST_F(ResumeTest, ClosingABusInTheMiddleOfAResumeReportsNothing) {
   publisher.publish({{"first", true}});
   ASSERT_TRUE(seen.wait_for_count(1));
   const auto start = seen.last_position();
-  for (int i = 0; i < 2000; i += 100) {
-    std::vector<std::future<void>> sent;
-    for (int j = 0; j < 100; ++j) sent.push_back(publisher.publish_async({{"i", i + j}}));
-    for (auto& f : sent) f.get();
-  }
+  publish_in_batches(publisher, 2000);
   for (const auto pause : {0ms, 5ms, 20ms, 50ms}) {
     EventLog log;
     auto o = durable_options(channel, "closing");
@@ -725,11 +733,7 @@ TEST_F(ResumeTest, AReadCutShortByItsSubscriptionEndingDoesNotBlindTheNextRead) 
   ASSERT_TRUE(live.wait_for_count(1));
   const auto start = live.last_position();
   constexpr int many = 3200;  // over three pages (SpillStore::keys_per_page)
-  for (int i = 0; i < many; i += 100) {
-    std::vector<std::future<void>> sent;
-    for (int j = 0; j < 100; ++j) sent.push_back(publisher.publish_async({{"i", i + j}}));
-    for (auto& f : sent) f.get();
-  }
+  publish_in_batches(publisher, many);
   ASSERT_TRUE(eventually([&] { return live.size() == 1 + many; }, 30s));
   const auto before_last = live.last_position();
 
