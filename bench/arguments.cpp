@@ -25,7 +25,7 @@ const char* const usage_text =
     "                     [--rate 1000] [--rounds 4] [--max-lag-bytes 16777216]\n"
     "                     [--receivers 2] [--receiver-processes]\n"
     "                     [--spill overflow|always] [--publisher-listens]\n"
-    "                     [--body repeated|text] [--json] [--check]\n"
+    "                     [--body repeated|text] [--json] [--check] [--stages]\n"
     "                     [--resume 1000,100000,1000000]\n"
     "\n"
     "Measures syncbus against a raw libpq baseline on the same server, in one run:\n"
@@ -48,7 +48,10 @@ const char* const usage_text =
     "repeated character (the default) or text of pseudo-random words, which\n"
     "compresses like prose. --check: exit 1 unless every receiver got every\n"
     "message once, in order. --json: one JSON object per run and line (its figures,\n"
-    "its ratios to raw, and the configuration) instead of the table.\n"
+    "its ratios to raw, and the configuration) instead of the table. --stages:\n"
+    "the paced runs also say, per stage of a message's way (committed, read by\n"
+    "the listener, on the delivery thread, in the handler), the median time from\n"
+    "the publish call; receivers in this process only.\n"
     "--resume N,...: measure instead what resuming costs: a client misses N\n"
     "messages (of the first --sizes bytes), then subscribe_from() on a new bus;\n"
     "the time until it has them all, and until a message published after it\n"
@@ -68,7 +71,7 @@ Config parse_arguments(const std::vector<std::string>& args) {
       args,
       {"db", "seconds", "sizes", "threads", "blocking", "window", "max-lag-bytes", "rate", "rounds",
        "body", "receivers", "spill", "resume"},
-      {"publisher-listens", "receiver-processes", "check", "json", "help"});
+      {"publisher-listens", "receiver-processes", "check", "json", "help", "stages"});
   Config config;
   config.help = line.has("help");
   if (auto v = line.value("seconds")) config.seconds = cli::parse_number<double>("seconds", *v);
@@ -121,6 +124,11 @@ Config parse_arguments(const std::vector<std::string>& args) {
     }
   }
   config.check = line.has("check");
+  config.stages = line.has("stages");
+  if (config.stages && config.receiver_processes) {
+    throw cli::usage_error(
+        "--stages times receivers in this process: drop --receiver-processes to use it");
+  }
   config.json = line.has("json");
   // The connection string: --db, as every syncbus command takes it, or the
   // first argument, as the stand-alone benchmark always took it.

@@ -44,6 +44,10 @@ struct Config {
   // it does prose (--body text).
   bool text_body = false;
   bool check = false;
+  // --stages: the paced runs also time each stage of a message's way (the
+  // commit, the listener's read, the hand-off to the delivery thread, the
+  // handler), on both sides; receivers in this process only.
+  bool stages = false;
   // --json: one JSON object per run and line, with the configuration,
   // instead of the table.
   bool json = false;

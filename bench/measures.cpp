@@ -13,6 +13,19 @@ std::int64_t now_ns() {
       .count();
 }
 
+std::optional<std::int64_t> sent_time_in(std::string_view text) {
+  const auto at = text.find("\"t\":");
+  if (at == std::string_view::npos) return std::nullopt;
+  std::int64_t t = 0;
+  bool digits = false;
+  for (auto i = at + 4; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
+    t = t * 10 + (text[i] - '0');
+    digits = true;
+  }
+  if (!digits) return std::nullopt;
+  return t;
+}
+
 double process_cpu() {
   rusage usage{};
   ::getrusage(RUSAGE_SELF, &usage);

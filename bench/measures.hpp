@@ -10,6 +10,8 @@
 #include <optional>
 #include <sstream>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 namespace syncbus::bench {
@@ -18,6 +20,11 @@ using Clock = std::chrono::steady_clock;
 
 /// Clock::now() in nanoseconds (what each body carries as its send time).
 std::int64_t now_ns();
+
+/// The send time a body carries (`"t":`), found in its JSON text or in a
+/// payload's that embeds it (the first, in a batch); none without one (a
+/// spill pointer's payload, say).
+std::optional<std::int64_t> sent_time_in(std::string_view text);
 
 // CPU seconds: this process, and the server (postmaster + children, living
 // and reaped).
@@ -65,6 +72,7 @@ class Latencies {
     return max_;
   }
   double max() const { return max_; }
+  std::uint64_t count() const { return count_; }
 
   /// As text, to cross from a receiver process (receiver_processes.hpp):
   /// the count, the maximum, and each bucket that is not empty.
@@ -103,6 +111,29 @@ class Latencies {
   std::vector<std::uint64_t> counts_ = std::vector<std::uint64_t>(buckets);
   std::uint64_t count_ = 0;
   double max_ = 0;
+};
+
+/// --stages: how far a message had got at each stage of its way, as the
+/// time from its publish call (a histogram per stage, named in order).
+/// Written from the threads where each stage ends (the sender, each
+/// receiver's listener and delivery thread), read when the run ends.
+class StageTimes {
+ public:
+  explicit StageTimes(const std::vector<std::string>& names) {
+    for (const auto& name : names) stages_.emplace_back(name, Latencies());
+  }
+  void record(std::size_t stage, std::int64_t now_ns, std::int64_t sent_ns) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stages_.at(stage).second.record(static_cast<double>(now_ns - sent_ns) / 1000.0);
+  }
+  std::vector<std::pair<std::string, Latencies>> times() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return stages_;
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::vector<std::pair<std::string, Latencies>> stages_;
 };
 
 struct Result;
@@ -177,6 +208,9 @@ struct Result {
   std::vector<long> rss_after_warmup_kb;
   std::uint64_t transactions = 0;
   bool correct = true;
+  // --stages (paced runs): per stage, in order, the time from the publish
+  // call at which messages had got there.
+  std::vector<std::pair<std::string, Latencies>> stages;
 };
 
 inline std::int64_t ReceiverTally::pool_into(Result& result,

@@ -19,11 +19,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::int64_t timestamp_in(const std::string& text) {
-  const auto at = text.find("\"t\":");
-  return at == std::string::npos ? 0 : std::stoll(text.substr(at + 4));
-}
-
 // `bodies` as a PostgreSQL text[] literal: each element quoted, with its
 // backslashes and quotes escaped.
 std::string array_literal(const std::vector<std::string>& bodies) {
@@ -94,7 +89,7 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
           link.ready();
           receive(
               c, spill, select_sql,
-              [&](const std::string& payload) { link.record(timestamp_in(payload)); },
+              [&](const std::string& payload) { link.record(sent_time_in(payload).value_or(0)); },
               [&] { return link.done(); });
         });
     processes->wait_ready();
@@ -113,6 +108,10 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
     RawConnection connection;
     ReceiverTally tally;
   };
+  // --stages, paced runs: when the sender's statement returned, and when
+  // each receiver read the message (its whole latency).
+  std::optional<StageTimes> stages;
+  if (config.stages && rate) stages.emplace(std::vector<std::string>{"committed", "read"});
   std::vector<std::unique_ptr<Receiver>> receivers;
   for (int i = 0; i < config.receivers && !processes; ++i) {
     receivers.push_back(std::make_unique<Receiver>(config.conninfo));
@@ -125,7 +124,10 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
         receive(
             self->connection, spill, select_sql,
             [&](const std::string& payload) {
-              self->tally.record(now_ns(), timestamp_in(payload));
+              const auto now = now_ns();
+              const auto sent_at = sent_time_in(payload).value_or(0);
+              self->tally.record(now, sent_at);
+              if (stages) stages->record(1, now, sent_at);
             },
             [&] {
               return !sending && (self->tally.received() >= sent || now_ns() > give_up_ns.load());
@@ -177,12 +179,14 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
             sent += batch;
             return;
           }
-          const auto body = fmt::format(R"({{"t":{},"pad":"{}"}})", now_ns(), pad);
+          const auto t = now_ns();
+          const auto body = fmt::format(R"({{"t":{},"pad":"{}"}})", t, pad);
           if (spill) {
             sender.exec(insert_sql.c_str(), {channel.c_str(), body.c_str()});
           } else {
             sender.exec("SELECT pg_notify($1, $2)", {channel.c_str(), body.c_str()});
           }
+          if (stages) stages->record(0, now_ns(), t);
           ++sent;
         });
     count = statements * (batched ? batch : 1);
@@ -235,6 +239,7 @@ Result run_raw(const Config& config, std::size_t size, std::optional<int> rate, 
   }
   r.rss_growth_kb = resident_kb() - rss_before;
   r.transactions = transactions;
+  if (stages) r.stages = stages->times();
   return r;
 }
 

@@ -49,6 +49,13 @@ void pool(Result& all, const Result& round) {
   all.rss_growth_kb += round.rss_growth_kb;
   all.transactions += round.transactions;
   all.correct = all.correct && round.correct;
+  if (all.stages.empty()) {
+    all.stages = round.stages;
+  } else {
+    for (std::size_t i = 0; i < std::min(all.stages.size(), round.stages.size()); ++i) {
+      all.stages[i].second.merge(round.stages[i].second);
+    }
+  }
 }
 
 void Report::preamble(bool server_cpu_measured) const {
@@ -84,6 +91,14 @@ void Report::run(const Result& r, const Result* raw) const {
         r.latency.at(0.5) / std::max(1.0, raw->latency.at(0.5)),
         r.latency.at(0.99) / std::max(1.0, raw->latency.at(0.99)), "", "",
         total_cpu(r) / std::max(1e-9, total_cpu(*raw)));
+  }
+  if (!r.stages.empty()) {
+    std::string stages;
+    for (const auto& [name, times] : r.stages) {
+      stages += fmt::format("{}{} {}", stages.empty() ? "" : ", ", name,
+                            times.count() ? fmt::format("{:.0f}", times.at(0.5)) : "n/a");
+    }
+    std::cout << fmt::format("{:<37} p50 from the publish call, us: {}\n", "  stages", stages);
   }
 }
 
@@ -133,9 +148,20 @@ void Report::json_line(const Result& r, const std::string& kind, const Result* c
         {"rate", config_.rate},
         {"rounds", config_.rounds},
         {"publisher_listens", config_.publisher_listens},
+        {"stages", config_.stages},
         {"hardware_threads", std::thread::hardware_concurrency()}}},
   };
   if (!r.rss_after_warmup_kb.empty()) line["rss_after_warmup_kb"] = r.rss_after_warmup_kb;
+  if (!r.stages.empty()) {
+    auto& stages = line["stages_us"] = nlohmann::ordered_json::object();
+    for (const auto& [name, times] : r.stages) {
+      // None when the stage never saw the send time (a spill pointer's
+      // payload carries no body for the listener to read it from).
+      stages[name] = times.count()
+                         ? nlohmann::ordered_json{{"p50", times.at(0.5)}, {"p99", times.at(0.99)}}
+                         : nlohmann::ordered_json(nullptr);
+    }
+  }
   if (r.rss_growth_kb > 0) line["rss_growth_kb"] = r.rss_growth_kb;
   if (compared_to && kind == "syncbus") {
     const auto& raw = *compared_to;

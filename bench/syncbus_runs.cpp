@@ -16,6 +16,8 @@
 #include <thread>
 #include <vector>
 
+#include "bus_parts.hpp"  // --stages: a bus with a channel tap, as `syncbus tail` has
+#include "inbound.hpp"
 #include "pacing.hpp"
 #include "receiver_processes.hpp"
 
@@ -125,26 +127,65 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
     }
   } lag(receiver_count, processes.get());
   const auto recheck = processes ? std::chrono::milliseconds(1) : std::chrono::milliseconds(100);
+  // --stages, paced runs: when publish() returned (the commit), and when
+  // each receiving bus's listener read the payload, its delivery thread
+  // took the message, and the handler got it. The two middle ones through
+  // a channel tap (channel_tap.hpp), which a bus built with one calls at
+  // exactly those points; such a bus is a PostgresClusterBus's own parts.
+  std::optional<StageTimes> stages;
+  if (config.stages && rate) {
+    stages.emplace(std::vector<std::string>{"committed", "read by the listener",
+                                            "on the delivery thread", "in the handler"});
+  }
+  detail::ChannelTap tap;
+  if (stages) {
+    tap.on_payload = [&stages](const detail::Notification& n) {
+      const auto now = now_ns();
+      if (const auto t = sent_time_in(n.payload)) stages->record(1, now, *t);
+    };
+    tap.on_delivered = [&stages](const detail::Inbound& item) {
+      const auto now = now_ns();
+      if (item.kind != detail::Inbound::Kind::message) return;
+      std::optional<std::int64_t> t;
+      if (item.body_text) {
+        t = sent_time_in(*item.body_text);
+      } else if (item.message.body.is_object() && item.message.body.contains("t")) {
+        t = item.message.body["t"].get<std::int64_t>();
+      }
+      if (t) stages->record(2, now, *t);
+    };
+  }
   struct Receiver {
     std::unique_ptr<syncbus::PostgresClusterBus> bus;
+    std::unique_ptr<detail::BusParts> tapped;  // --stages: instead of bus
     syncbus::Subscription subscription;
     ReceiverTally tally;
+    syncbus::BusStats stats() const { return bus ? bus->stats() : tapped->stats(); }
   };
   std::vector<std::unique_ptr<Receiver>> receivers;
   for (std::size_t i = 0; i < receiver_count && !processes; ++i) {
     auto receiver = std::make_unique<Receiver>();
-    receiver->bus = std::make_unique<syncbus::PostgresClusterBus>(options);
     auto* self = receiver.get();
     auto* count = &lag.own[i];
-    receiver->subscription =
-        receiver->bus->subscribe([self, count, &lag, max_lag](const syncbus::ClusterMessage& m) {
-          self->tally.record(now_ns(), m.body.at("t").get<std::int64_t>(), m.sequence);
-          count->fetch_add(1);
-          if (lag.waiting.load() > 0 && lag.behind() <= max_lag / 2) {
-            std::lock_guard<std::mutex> lock(lag.mutex);
-            lag.caught_up.notify_all();
-          }
-        });
+    syncbus::MessageHandler handler = [self, count, &lag, max_lag,
+                                       &stages](const syncbus::ClusterMessage& m) {
+      const auto now = now_ns();
+      const auto sent_at = m.body.at("t").get<std::int64_t>();
+      self->tally.record(now, sent_at, m.sequence);
+      if (stages) stages->record(3, now, sent_at);
+      count->fetch_add(1);
+      if (lag.waiting.load() > 0 && lag.behind() <= max_lag / 2) {
+        std::lock_guard<std::mutex> lock(lag.mutex);
+        lag.caught_up.notify_all();
+      }
+    };
+    if (stages) {
+      receiver->tapped = std::make_unique<detail::BusParts>(options, tap);
+      receiver->subscription = receiver->tapped->subscribe(std::move(handler));
+    } else {
+      receiver->bus = std::make_unique<syncbus::PostgresClusterBus>(options);
+      receiver->subscription = receiver->bus->subscribe(std::move(handler));
+    }
     receivers.push_back(std::move(receiver));
   }
   const auto pad = padding_for(size, config.text_body);
@@ -212,7 +253,9 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
           // at commit, long before the receivers are done with the message.
           wait_for_receivers();
           ++lag.issued;
-          publisher.publish({{"t", now_ns()}, {"pad", pad}});
+          const auto t = now_ns();
+          publisher.publish({{"t", t}, {"pad", pad}});
+          if (stages) stages->record(0, now_ns(), t);
         });
       } catch (...) {
         failure.record(std::current_exception());
@@ -257,7 +300,7 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
   for (const auto& e : errors) std::cerr << "  error: " << e << "\n";
   if (!result.correct) {
     for (auto& r : receivers) {
-      const auto stats = r->bus->stats();
+      const auto stats = r->stats();
       std::cerr << fmt::format(
           "  a receiver: {} of {} received, {}; {} gap(s) ({} messages), {} dropped with its "
           "delivery queue full, {} duplicate(s)\n",
@@ -278,6 +321,7 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
   result.rss_growth_kb = resident_kb() - rss_before;
   result.rss_after_warmup_kb = std::move(rss_samples);
   result.transactions = publisher.stats().publish_batches;
+  if (stages) result.stages = stages->times();
   publisher.vacuum(0ms);
   return result;
 }

@@ -504,6 +504,52 @@ TEST_F(CliTest, BenchWithJsonPrintsOneObjectPerRunWithItsConfiguration) {
   EXPECT_GT(rows[2].at("best_syncbus").at("fraction").get<double>(), 0);
 }
 
+// Where a message's time goes at low load (issue 18, section 4): --stages
+// times each stage of the paced runs' messages, from the publish call, on
+// both sides; each later stage of a receiving bus after the one before.
+TEST_F(CliTest, BenchWithStagesTimesEachStageOfAPacedMessage) {
+  const auto r = run({"bench", "--db", url(), "--seconds", "0.4", "--sizes", "200,20000",
+                      "--threads", "1", "--blocking", "none", "--rate", "200", "--rounds", "1",
+                      "--stages", "--json", "--check"});
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  std::istringstream in(r.out);
+  std::size_t paced = 0;
+  for (std::string line; std::getline(in, line);) {
+    const auto row = nlohmann::ordered_json::parse(line);  // the stages in their order
+    EXPECT_TRUE(row.at("config").at("stages").get<bool>()) << row;
+    if (row.at("load") == "saturation") {
+      EXPECT_FALSE(row.contains("stages_us")) << "paced runs only: " << row;
+      continue;
+    }
+    ++paced;
+    ASSERT_TRUE(row.contains("stages_us")) << row;
+    const auto& stages = row.at("stages_us");
+    std::vector<std::string> names;
+    for (const auto& [name, times] : stages.items()) names.push_back(name);
+    if (row.at("kind") == "raw") {
+      EXPECT_EQ(names, (std::vector<std::string>{"committed", "read"})) << row;
+      continue;
+    }
+    ASSERT_EQ(names, (std::vector<std::string>{"committed", "read by the listener",
+                                               "on the delivery thread", "in the handler"}))
+        << row;
+    const auto p50 = [&](const char* stage) { return stages.at(stage).at("p50").get<double>(); };
+    EXPECT_GT(p50("committed"), 0) << row;
+    EXPECT_LE(p50("on the delivery thread"), p50("in the handler")) << row;
+    if (row.at("size") == 200) {
+      EXPECT_LE(p50("read by the listener"), p50("on the delivery thread")) << row;
+    } else {
+      // A spill pointer carries no body: the listener cannot see its time.
+      EXPECT_TRUE(stages.at("read by the listener").is_null()) << row;
+    }
+  }
+  EXPECT_EQ(paced, 4u) << r.out;  // raw and syncbus at 200/s, for each size
+
+  const auto refused = run({"bench", "--db", url(), "--stages", "--receiver-processes"});
+  EXPECT_EQ(refused.exit_code, 2) << refused.out << refused.err;
+  EXPECT_TRUE(contains(refused.err, "--stages")) << refused.err;
+}
+
 // Fan-out as a cluster has it: each receiver a process of its own, each
 // getting every message once and in order (--check), on both sides.
 TEST_F(CliTest, BenchWithReceiverProcessesDeliversEveryMessageToEach) {
