@@ -15,6 +15,10 @@ namespace {
 // before taking them (anything urgent ends the wait).
 constexpr std::chrono::milliseconds lazy_wake{50};
 
+// The most messages the delivery thread's two buffers keep room for
+// between batches (about 1 MB each).
+constexpr std::size_t kept_room = 4096;
+
 // The tracker forgets origins silent for this many sweeps, one a minute:
 // far above any heartbeat interval (PostgresBusOptions allows at most 5
 // minutes), and above the freshness window of signed envelopes, so that a
@@ -161,6 +165,7 @@ void DeliveryQueue::enqueue(Inbound&& item) {
   if (item.kind == Inbound::Kind::unfetched) {
     withheld_.withhold(item.message.origin, item.message.sequence,
                        WithheldOrigins::Why::fetch_failed, now);
+    withholding_.store(true);
     return;
   }
   const bool is_loss = item.kind == Inbound::Kind::message || item.kind == Inbound::Kind::lost;
@@ -213,6 +218,7 @@ void DeliveryQueue::enqueue(Inbound&& item) {
   const auto sequence = item.message.sequence;
   if (policy_ == QueueFullPolicy::drop_and_reread) {
     withheld_.withhold(item.message.origin, sequence, WithheldOrigins::Why::queue_full, now);
+    withholding_.store(true);
     return;
   }
   if (auto* away = turn_away()) {
@@ -243,11 +249,15 @@ bool DeliveryQueue::half_full() const {
 }
 
 bool DeliveryQueue::drop_if_withheld(const std::string& origin, std::uint64_t sequence) {
+  // Without the lock when nothing is withheld (nearly always): the
+  // listener's early look, which enqueue() makes again under the lock.
+  if (!withholding_.load()) return false;
   std::lock_guard<std::mutex> lock(mutex_);
   return absorbed(Inbound{Inbound::Kind::message, {origin, sequence, {}, {}}});
 }
 
 std::optional<DeliveryQueue::RereadRequest> DeliveryQueue::next_reread() {
+  if (!withholding_.load()) return std::nullopt;
   std::lock_guard<std::mutex> lock(mutex_);
   if (stopping_ || withheld_.empty() || queued_messages_ >= capacity_.messages ||
       queued_bytes_ >= capacity_.bytes) {
@@ -260,6 +270,7 @@ std::optional<DeliveryQueue::RereadRequest> DeliveryQueue::next_reread() {
 }
 
 WithheldOrigins::Clock::time_point DeliveryQueue::next_reread_due() {
+  if (!withholding_.load()) return WithheldOrigins::Clock::time_point::max();
   std::lock_guard<std::mutex> lock(mutex_);
   return withheld_.next_due();
 }
@@ -286,6 +297,7 @@ void DeliveryQueue::post_reread(const RereadRequest& request, std::vector<Inboun
     if (all_fitted) next = std::max(next, read_past);
     const auto settled = withheld_.settle(request.read, next, reached_end && all_fitted,
                                           WithheldOrigins::Clock::now());
+    withholding_.store(!withheld_.empty());
     if (settled.lost) {
       // Known, and not in the table: vacuumed, or a publish that failed.
       push(Inbound{Inbound::Kind::dropped,
@@ -346,8 +358,7 @@ void DeliveryQueue::run() {
     if (!urgent_) wake_.wait_for(lock, lazy_wake, [this] { return stopping_ || urgent_; });
     if (stopping_) return;
     urgent_ = false;
-    batch.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
-    queue_.clear();
+    batch.swap(queue_);  // batch was empty: queue_ gets its room
     queued_bytes_ = 0;
     queued_messages_ = 0;
     // What an origin dropped arrived after everything of it that was
@@ -373,6 +384,9 @@ void DeliveryQueue::run() {
     lock.unlock();
     deliver(batch);
     batch.clear();
+    // Room a burst made is given back rather than kept idle: a full queue
+    // (65,536 messages by default) would keep 14 MB in each buffer.
+    if (batch.capacity() > kept_room) batch = std::vector<Inbound>();
     sweep_if_due();
     lock.lock();
     delivering_ = false;

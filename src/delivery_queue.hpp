@@ -18,7 +18,6 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
-#include <deque>
 #include <functional>
 #include <limits>
 #include <memory>
@@ -169,10 +168,19 @@ class DeliveryQueue {
   std::condition_variable drained_;  // after each batch: room for the reader
   Capacity capacity_;
   QueueFullPolicy policy_;
-  std::deque<Inbound> queue_;
+  // A vector, not a deque: the delivery thread takes it whole, swapping in
+  // the batch it has just delivered, so that the two buffers are reused
+  // (a deque of 224-byte Inbounds allocated a node for every two).
+  std::vector<Inbound> queue_;
   std::size_t queued_bytes_ = 0;     // the body_bytes of what queue_ holds
   std::size_t queued_messages_ = 0;  // what queue_ holds but marks
   WithheldOrigins withheld_;
+  // !withheld_.empty(), written under mutex_ whenever that changes, read
+  // without it: the listener asks for every message it decodes and on
+  // every turn of its loop, and nearly always nothing is withheld (the
+  // lock it took each time was one per message, shared with the delivery
+  // thread).
+  std::atomic<bool> withholding_{false};
   std::function<void()> notify_room_;
   // What a full queue turned away since the last batch was taken, per
   // origin, to report after everything of it that was queued: the range of

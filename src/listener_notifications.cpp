@@ -177,6 +177,7 @@ void ListenerLoop::deliver_chunk(ListenSession& session, const Notification* beg
       // bound: its share of the payload (pointers count their rows' sizes).
       const auto inline_share = payload.size() / std::max<std::uint64_t>(1, envelope.count);
       const auto sent_at = clock_.local_time_of(envelope.sent_ms.value_or(0));
+      items.reserve(items.size() + envelope.count);  // a batch envelope: hundreds
       for (std::uint64_t i = 0; i < envelope.count; ++i) {
         const auto sequence = envelope.sequence + i;
         if (queue_.drop_if_withheld(envelope.origin, sequence)) continue;
@@ -197,6 +198,13 @@ void ListenerLoop::deliver_chunk(ListenSession& session, const Notification* beg
     } catch (const std::exception& e) {
       report(on_error_, e);
     }
+  }
+  // Inline bodies only (the usual case below 8000 bytes): nothing to read,
+  // so handed on as they are, without read_bodies' copy into slices.
+  if (std::none_of(items.begin(), items.end(),
+                   [](const Inbound& item) { return item.body_in_table; })) {
+    hand_on(std::move(items));
+    return;
   }
   std::size_t handed_on = 0;
   try {

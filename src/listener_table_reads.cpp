@@ -57,9 +57,13 @@ std::optional<Inbound> ListenerLoop::item_of(const SpillStore::StoredMessage& ro
 
 void ListenerLoop::hand_on(std::vector<Inbound>&& items) {
   if (items.empty()) return;
-  for (const auto& item : items) {
-    if (item.kind == Inbound::Kind::message || item.kind == Inbound::Kind::lost) {
-      position_.handed_on(item.message.origin, item.message.sequence);
+  // What a catch-up must not read again: only a durable bus catches up (a
+  // lookup by origin per message that a bus in overflow mode need not pay).
+  if (config_.durable()) {
+    for (const auto& item : items) {
+      if (item.kind == Inbound::Kind::message || item.kind == Inbound::Kind::lost) {
+        position_.handed_on(item.message.origin, item.message.sequence);
+      }
     }
   }
   queue_.post(std::move(items));
