@@ -314,6 +314,34 @@ TEST_F(QueueFullTest, ItsOwnMessagesReadBackWhileItKeepsPublishingAllArriveInOrd
   EXPECT_GT(bus.stats().reread_from_table, 0u) << "the queue was full, and read back";
 }
 
+// In overflow, a bus's own messages go through its delivery queue like
+// anyone's: a full queue drops them and reports them as an exact gap of its
+// own origin (asked from outside, round 8: the row on a bus's own messages
+// did not say so).
+TEST_F(QueueFullTest, InOverflowItsOwnMessagesDroppedByAFullQueueAreAnExactGapOfItsOrigin) {
+  const auto channel = unique_channel("own_overflow_full");
+  auto o = options(channel, "own-overflow");
+  o.delivery_queue_capacity = 4;
+  HeldReceiver own(o);
+  own.bus.publish(nlohmann::json("first"));
+  ASSERT_TRUE(own.held.wait_until_held());
+  constexpr int total = 40;
+  for (int i = 2; i <= total; ++i) own.bus.publish(i);
+  ASSERT_TRUE(eventually([&] { return own.bus.stats().dropped_queue_full > 0; }));
+  own.held.release();
+  ASSERT_TRUE(eventually([&] {
+    const auto s = own.bus.stats();
+    return s.delivered + s.messages_missing == std::uint64_t{total};
+  })) << own.bus.stats().delivered
+      << " delivered, " << own.bus.stats().messages_missing << " missing";
+  std::this_thread::sleep_for(200ms);  // time for a duplicate to show up
+  expect_each_delivered_or_in_a_gap_once(own.seen, own.log, total);
+  ASSERT_FALSE(own.log.gaps().empty());
+  for (const auto& gap : own.log.gaps()) EXPECT_EQ(gap.origin, own.bus.instance_id());
+  EXPECT_LT(own.seen.size(), std::size_t{total});
+  EXPECT_TRUE(own.log.errors().empty());
+}
+
 // A publish of the bus's own that fails while its origin is withheld: its
 // handlers hear of the loss once the origin is read back, even when nothing
 // follows it (no later message, and its own heartbeats do not reach it).
