@@ -155,12 +155,12 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
       if (t) stages->record(2, now, *t);
     };
   }
+  // Each receiving bus is built from its parts, which PostgresClusterBus is
+  // only the face of, so that --stages can give it the tap (empty without).
   struct Receiver {
-    std::unique_ptr<syncbus::PostgresClusterBus> bus;
-    std::unique_ptr<detail::BusParts> tapped;  // --stages: instead of bus
+    std::unique_ptr<detail::BusParts> bus;
     syncbus::Subscription subscription;
     ReceiverTally tally;
-    syncbus::BusStats stats() const { return bus ? bus->stats() : tapped->stats(); }
   };
   std::vector<std::unique_ptr<Receiver>> receivers;
   for (std::size_t i = 0; i < receiver_count && !processes; ++i) {
@@ -179,13 +179,8 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
         lag.caught_up.notify_all();
       }
     };
-    if (stages) {
-      receiver->tapped = std::make_unique<detail::BusParts>(options, tap);
-      receiver->subscription = receiver->tapped->subscribe(std::move(handler));
-    } else {
-      receiver->bus = std::make_unique<syncbus::PostgresClusterBus>(options);
-      receiver->subscription = receiver->bus->subscribe(std::move(handler));
-    }
+    receiver->bus = std::make_unique<detail::BusParts>(options, tap);
+    receiver->subscription = receiver->bus->subscribe(std::move(handler));
     receivers.push_back(std::move(receiver));
   }
   const auto pad = padding_for(size, config.text_body);
@@ -300,7 +295,7 @@ Result run_syncbus(const Config& config, const SyncbusLoad& load, int postmaster
   for (const auto& e : errors) std::cerr << "  error: " << e << "\n";
   if (!result.correct) {
     for (auto& r : receivers) {
-      const auto stats = r->stats();
+      const auto stats = r->bus->stats();
       std::cerr << fmt::format(
           "  a receiver: {} of {} received, {}; {} gap(s) ({} messages), {} dropped with its "
           "delivery queue full, {} duplicate(s)\n",
