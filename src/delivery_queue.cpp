@@ -103,9 +103,11 @@ bool DeliveryQueue::wait_for_room() {
 void DeliveryQueue::post(std::vector<Inbound> items) {
   if (items.empty()) return;
   bool wake = false;
+  bool reading_idle = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) return;
+    reading_idle = reading_idle_;
     // Who may hear these: the handlers subscribed now (HandlerRegistry),
     // read under the lock, so that what is queued after a resuming
     // subscription's seam has it in its audience. Messages nobody will
@@ -123,7 +125,14 @@ void DeliveryQueue::post(std::vector<Inbound> items) {
     if (half_full()) urgent_ = true;
     wake = wake || urgent_;
   }
-  if (wake) wake_.notify_one();
+  if (!wake) return;
+  if (!reading_idle) {
+    wake_.notify_one();
+  } else if (!runs_on_this_thread()) {
+    // It waits on its reader's socket and this fd; from the reader itself
+    // (on this thread), it will look at the queue next anyway.
+    idle_wake_.signal();
+  }
 }
 
 void DeliveryQueue::post(Inbound item) {
@@ -321,8 +330,8 @@ void DeliveryQueue::on_room_for_reread(std::function<void()> notify) {
 
 bool DeliveryQueue::wait_idle(std::chrono::milliseconds timeout) {
   std::unique_lock<std::mutex> lock(mutex_);
-  return idle_.wait_for(lock, timeout,
-                        [this] { return stopping_ || (queue_.empty() && !delivering_); });
+  return idle_cv_.wait_for(lock, timeout,
+                           [this] { return stopping_ || (queue_.empty() && !delivering_); });
 }
 
 void DeliveryQueue::stop() noexcept {
@@ -335,9 +344,29 @@ void DeliveryQueue::stop() noexcept {
     queued_messages_ = 0;
   }
   wake_.notify_all();
-  idle_.notify_all();
+  idle_wake_.signal();
+  idle_cv_.notify_all();
   drained_.notify_all();
   thread_.join_unless_current();
+}
+
+void DeliveryQueue::set_idle_reader(IdleReader* reader) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  idle_reader_ = reader;
+  if (reader != nullptr) return;
+  idle_read_offered_ = false;
+  if (runs_on_this_thread()) return;
+  idle_wake_.signal();
+  idle_read_over_.wait(lock, [this] { return !reading_idle_; });
+}
+
+void DeliveryQueue::offer_idle_read() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (idle_reader_ == nullptr || idle_read_offered_) return;
+    idle_read_offered_ = true;
+  }
+  wake_.notify_one();
 }
 
 void DeliveryQueue::run() {
@@ -346,15 +375,42 @@ void DeliveryQueue::run() {
   for (;;) {
     // Awake at least once a sweep period, so that origins are forgotten on
     // time (and origins_tracked says so) on a channel gone quiet.
-    wake_.wait_until(lock, last_sweep_ + sweep_every,
-                     [this] { return stopping_ || !queue_.empty(); });
+    const auto sweep_due = last_sweep_ + sweep_every;
+    if (queue_.empty()) idle_.store(true);
+    wake_.wait_until(lock, sweep_due, [this] {
+      return stopping_ || !queue_.empty() || (idle_read_offered_ && idle_reader_ != nullptr);
+    });
     if (stopping_) return;
+    if (queue_.empty() && idle_read_offered_ && idle_reader_ != nullptr) {
+      // Nothing to deliver: wait on the transport's input, and read it here
+      // (IdleReader), one wake-up less per message than being handed it.
+      auto* reader = idle_reader_;
+      reading_idle_ = true;
+      lock.unlock();
+      const auto most = std::chrono::duration_cast<std::chrono::milliseconds>(
+          sweep_due - std::chrono::steady_clock::now());
+      const bool again =
+          reader->read_while_idle(idle_wake_.fd(), std::max(most, std::chrono::milliseconds(0)));
+      lock.lock();
+      reading_idle_ = false;
+      // A signal that came meanwhile is for this wait, over now.
+      idle_wake_.consume();
+      idle_read_offered_ = again && idle_reader_ != nullptr;
+      idle_read_over_.notify_all();
+      if (queue_.empty()) {
+        lock.unlock();
+        sweep_if_due();
+        lock.lock();
+      }
+      continue;
+    }
     if (queue_.empty()) {
       lock.unlock();
       sweep_if_due();
       lock.lock();
       continue;
     }
+    idle_.store(false);
     if (!urgent_) wake_.wait_for(lock, lazy_wake, [this] { return stopping_ || urgent_; });
     if (stopping_) return;
     urgent_ = false;
@@ -390,7 +446,7 @@ void DeliveryQueue::run() {
     sweep_if_due();
     lock.lock();
     delivering_ = false;
-    if (queue_.empty()) idle_.notify_all();
+    if (queue_.empty()) idle_cv_.notify_all();
     drained_.notify_all();
   }
 }

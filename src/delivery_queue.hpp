@@ -35,9 +35,25 @@
 #include "sequence_tracker.hpp"
 #include "stats_counters.hpp"
 #include "stream_position.hpp"
+#include "wake_fd.hpp"
 #include "withheld_origins.hpp"
 
 namespace syncbus::detail {
+
+/// What the delivery thread may do while it has nothing to deliver: wait on
+/// a transport's input and read it itself (ListenerLoop, SocketTurn).
+class IdleReader {
+ public:
+  /// Called on the delivery thread with nothing queued. Waits up to `most`
+  /// for input, reads it and posts what it read; returns at once when
+  /// `wake_fd` becomes readable (post() and interrupt_idle_read() signal
+  /// it). True to be called again once what was posted is delivered; false
+  /// when it cannot read now (it is then called after offer_idle_read()).
+  virtual bool read_while_idle(int wake_fd, std::chrono::milliseconds most) = 0;
+
+ protected:
+  ~IdleReader() = default;
+};
 
 /// A FIFO of inbound items and the thread that delivers them. Every member
 /// is thread-safe.
@@ -119,6 +135,18 @@ class DeliveryQueue {
   /// origin is withheld. Empty to stop the calls.
   void on_room_for_reread(std::function<void()> notify);
 
+  // Reading while idle (IdleReader).
+
+  /// Sets the reader; with none (nullptr), waits until the delivery thread
+  /// is out of it (unless called from that thread), interrupting its wait.
+  void set_idle_reader(IdleReader* reader);
+  /// The reader can read now: an idle delivery thread calls it.
+  void offer_idle_read();
+  /// Makes a read_while_idle() in progress return soon.
+  void interrupt_idle_read() noexcept { idle_wake_.signal(); }
+  /// True while the delivery thread has nothing queued or running.
+  bool idle() const noexcept { return idle_.load(); }
+
  private:
   void run();
   /// Queues one item, or records it as dropped. Called with mutex_ held.
@@ -164,7 +192,7 @@ class DeliveryQueue {
   std::shared_ptr<HandlerRegistry> handlers_ = std::make_shared<HandlerRegistry>();
   std::mutex mutex_;
   std::condition_variable wake_;
-  std::condition_variable idle_;
+  std::condition_variable idle_cv_;
   std::condition_variable drained_;  // after each batch: room for the reader
   Capacity capacity_;
   QueueFullPolicy policy_;
@@ -205,6 +233,15 @@ class DeliveryQueue {
   bool urgent_ = false;
   // Mirrors stopping_ for the handler loop, which runs without the mutex.
   std::atomic<bool> cancelled_{false};
+  // Reading while idle: the reader, whether it may be called, whether the
+  // delivery thread is in it (post() then signals idle_wake_, which it
+  // polls, instead of wake_), and whether it is waiting for work.
+  IdleReader* idle_reader_ = nullptr;
+  bool idle_read_offered_ = false;
+  bool reading_idle_ = false;
+  std::condition_variable idle_read_over_;
+  WakeFd idle_wake_;
+  std::atomic<bool> idle_{true};
   OwnedThread thread_;
 };
 

@@ -27,6 +27,13 @@ namespace {
 constexpr const char* marker_statement = "syncbus_listener_marker";
 constexpr const char* snapshot_statement = "syncbus_listener_snapshot";
 
+// While the socket is lent, how often the listener looks whether the
+// delivery thread is delivering rather than waiting on it, to read in its
+// place meanwhile: the longest a slow handler holds up reading. (The
+// server queues what is not read; a message waits in it at most this much
+// longer than behind the handler.) Idle, it costs 20 wake-ups a second.
+constexpr std::chrono::milliseconds lend_check{50};
+
 int poll_timeout(std::chrono::steady_clock::time_point now,
                  std::chrono::steady_clock::time_point until) {
   if (until == std::chrono::steady_clock::time_point::max()) return -1;
@@ -59,7 +66,9 @@ ListenerLoop::ListenerLoop(const BusServices& services, DeliveryQueue& queue,
   listening_since_ = connected_since_ = std::chrono::steady_clock::now();
   if (probe) prove_round_trip(*session, probe);
   queue_.on_room_for_reread([this] { room_.signal(); });
-  thread_.start([this, s = std::move(session)]() mutable { run(std::move(s)); });
+  session_ = std::move(session);
+  queue_.set_idle_reader(this);
+  thread_.start([this] { run(); });
 }
 
 ListenerLoop::~ListenerLoop() { stop(); }
@@ -67,9 +76,16 @@ ListenerLoop::~ListenerLoop() { stop(); }
 void ListenerLoop::stop() noexcept {
   queue_.on_room_for_reread(nullptr);
   stopping_.store(true);
+  turn_.close();
   wake_.signal();
   deadlines_.cut_all(this);  // a ping or fetch in flight returns at once
-  thread_.join_unless_current();
+  // Waits until the delivery thread is out of read_while_idle, unless this
+  // is that thread (a callback of its read called close()).
+  queue_.set_idle_reader(nullptr);
+  // The listener's thread may wait for the delivery thread to let go of
+  // the socket: joining it from there would wait for ever. The destructor,
+  // never on that thread, joins.
+  if (!turn_.held_by_this_thread()) thread_.join_unless_current();
 }
 
 std::unique_ptr<ListenSession> ListenerLoop::connect() {
@@ -144,28 +160,29 @@ void ListenerLoop::prove_round_trip(ListenSession& session, const ProbeSender& p
   // Bus messages that arrived meanwhile wait in session.pending, in order.
 }
 
-void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
+void ListenerLoop::run() {
   unsigned failed_connects = 0;  // in a row
   // A statement ran on the connection since the socket was last drained:
   // libpq may hold notifications it read meanwhile, which poll() would not
   // report. So the next wait is no wait.
   bool queried = true;
   for (;;) {
-    if (!session) {
+    if (!session_) {
       try {
-        session = reconnect();
+        session_ = reconnect();
         failed_connects = 0;
         queried = true;
       } catch (const closed_error&) {
         return;  // stop() interrupted it
       } catch (const std::exception& e) {
         report(on_error_, e);
-        session.reset();
+        session_.reset();
         const auto pause = jittered(reconnect_backoff.after(++failed_connects));
         if (!wake_.sleep_unless_signalled(pause)) return;
         continue;
       }
     }
+    auto& session = *session_;
 
     // Wake for the socket, for stop(), for room to read back into, and in
     // time for whichever comes first: a ping, a marker, a read-back retry.
@@ -177,14 +194,44 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
     if (config_.durable()) until = std::min(until, position_.next_marker_due());
     until = std::min(until, clock_.next_due());
     until = std::min(until, queue_.next_reread_due());
-    pollfd fds[3] = {
-        {wake_.fd(), POLLIN, 0}, {session->connection->sock(), POLLIN, 0}, {room_.fd(), POLLIN, 0}};
+    pollfd fds[4] = {{wake_.fd(), POLLIN, 0},
+                     {session.connection->sock(), POLLIN, 0},
+                     {room_.fd(), POLLIN, 0},
+                     {turn_.signal_fd(), POLLIN, 0}};
     // With statements just run (messages to read back, say), only look at
     // the socket in passing.
-    const int ready = ::poll(fds, 3, queried ? 0 : poll_timeout(now, until));
+    const int timeout = queried ? 0 : poll_timeout(now, until);
+    if (timeout != 0) {
+      // About to sleep: when the socket is quiet and the delivery thread
+      // idle, it waits on the socket instead (SocketTurn). Said first, so
+      // that a delivery thread going idle meanwhile asks for it.
+      turn_.listener_waits(true);
+      if (queue_.idle() && ::poll(&fds[1], 1, 0) == 0) {
+        turn_.listener_waits(false);
+        const auto slept = sleep_lent(until);
+        if (slept == LentSleep::stopped) return;
+        queried = true;  // the delivery thread may have run statements
+        if (auto failure = turn_.take_failure()) {
+          try {
+            std::rethrow_exception(failure);
+          } catch (const closed_error&) {
+            return;
+          } catch (const std::exception& e) {
+            if (stopping_.load()) return;
+            lose_session(e);
+          }
+        }
+        continue;
+      }
+    }
+    const int ready = ::poll(fds, 4, timeout);
+    if (timeout != 0) turn_.listener_waits(false);
     if (ready < 0 && errno == EINTR) continue;
     if (fds[0].revents != 0) return;  // stop() was called
     if (fds[2].revents != 0) room_.consume();
+    // The delivery thread went idle: the next turn of the loop lends it
+    // the socket, if it is quiet.
+    if (fds[3].revents != 0) turn_.consume_signal();
 
     try {
       // The server talked to this listener: it sent something, or answered
@@ -192,20 +239,20 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
       bool heard = fds[1].revents != 0;
       const auto idle_for = std::chrono::steady_clock::now() - last_contact_;
       if (ready == 0 && options_.ping_interval.count() > 0 && idle_for >= options_.ping_interval) {
-        ping(*session);
+        ping(session);
         heard = true;
       }
       if (clock_.due()) {
-        recalibrate(*session);
+        recalibrate(session);
         heard = true;
       }
       if (config_.durable() && position_.marker_due(std::chrono::steady_clock::now())) {
-        send_marker(*session);
+        send_marker(session);
         heard = true;
       }
       // After the statements above: what arrived while they ran is drained.
-      receive(*session);
-      queried = reread_step(*session);
+      receive(session);
+      queried = reread_step(session);
       if (heard || queried) last_contact_ = std::chrono::steady_clock::now();
     } catch (const closed_error&) {
       return;  // stop() cut what was in flight
@@ -213,18 +260,77 @@ void ListenerLoop::run(std::unique_ptr<ListenSession> session) {
       // stop() shut the socket down under a read that had no deadline of
       // its own (notifications): no news either.
       if (stopping_.load()) return;
-      report(on_error_,
-             connection_error(fmt::format(
-                 "syncbus: the listener on channel \"{}\" lost its connection "
-                 "({}); reconnecting. {}",
-                 options_.channel, e.what(),
-                 config_.durable() ? "It will read what it missed from the spill table"
-                                   : "Messages sent while it is away are missed (reported as a "
-                                     "gap of unknown range)")));
-      session.reset();
-      position_.connection_lost();
+      lose_session(e);
     }
   }
+}
+
+void ListenerLoop::lose_session(const std::exception& e) {
+  report(on_error_, connection_error(fmt::format(
+                        "syncbus: the listener on channel \"{}\" lost its connection "
+                        "({}); reconnecting. {}",
+                        options_.channel, e.what(),
+                        config_.durable() ? "It will read what it missed from the spill table"
+                                          : "Messages sent while it is away are missed "
+                                            "(reported as a gap of unknown range)")));
+  session_.reset();
+  position_.connection_lost();
+}
+
+ListenerLoop::LentSleep ListenerLoop::sleep_lent(std::chrono::steady_clock::time_point until) {
+  if (!turn_.lend()) return LentSleep::stopped;
+  queue_.offer_idle_read();
+  const auto take_back = [&] {
+    return turn_.take_back([this] { queue_.interrupt_idle_read(); }) ? LentSleep::taken_back
+                                                                     : LentSleep::stopped;
+  };
+  for (;;) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= until) return take_back();
+    pollfd fds[3] = {
+        {wake_.fd(), POLLIN, 0}, {room_.fd(), POLLIN, 0}, {turn_.signal_fd(), POLLIN, 0}};
+    const int ready =
+        ::poll(fds, 3, std::min(poll_timeout(now, until), static_cast<int>(lend_check.count())));
+    if (ready < 0 && errno == EINTR) continue;
+    // Stopped: the session stays as it is (the delivery thread may be
+    // reading it); the destructor ends it.
+    if (fds[0].revents != 0) return LentSleep::stopped;
+    if (fds[2].revents != 0) turn_.consume_signal();
+    // Room to read back into (consumed by the next turn), or the socket
+    // given back (a failed read, or a burst): the listener's again.
+    if (fds[1].revents != 0 || fds[2].revents != 0) return take_back();
+    // Delivering rather than waiting on the socket: read in its place.
+    if (ready == 0 && turn_.take_if_unused()) return LentSleep::taken_back;
+  }
+}
+
+bool ListenerLoop::read_while_idle(int wake_fd, std::chrono::milliseconds most) {
+  if (!turn_.take_lent()) return false;
+  bool give_back = false;
+  std::exception_ptr failure;
+  try {
+    auto& session = *session_;
+    pollfd fds[2] = {{session.connection->sock(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
+    if (::poll(fds, 1, 0) != 0) {
+      // Input waiting already (a burst, or what came while the turn was
+      // handed over): the listener's thread reads it while this one
+      // delivers, as under load.
+      give_back = true;
+    } else {
+      const auto wait = static_cast<int>(std::min<long long>(most.count(), 60'000));
+      const int ready = ::poll(fds, 2, wait);
+      if (ready > 0 && fds[0].revents != 0 && !turn_.wanted_back()) {
+        receive(session);
+        last_contact_ = std::chrono::steady_clock::now();
+      }
+    }
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  const bool again = !give_back && !failure;
+  // Moved: the listener's thread ends the exception's life, after handling it.
+  turn_.let_go(give_back, std::move(failure));
+  return again;
 }
 
 std::unique_ptr<ListenSession> ListenerLoop::reconnect() {

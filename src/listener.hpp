@@ -4,6 +4,9 @@
 // wake-up fd, decodes envelopes, follows spill pointers, and hands messages
 // to the delivery queue. It never holds a transaction open and never runs
 // handlers itself, so it keeps draining its socket whatever handlers do.
+// While it would only sleep and the delivery thread is idle, it lends that
+// thread its socket to wait on and read (SocketTurn, read_while_idle): a
+// message then wakes one thread, not two.
 //
 // Its jobs, by file:
 //   listener.cpp                the thread: connecting, waiting, pinging,
@@ -38,6 +41,7 @@
 #include "owned_thread.hpp"
 #include "received_position.hpp"
 #include "server_clock.hpp"
+#include "socket_turn.hpp"
 #include "spill_store.hpp"
 #include "statement_deadline.hpp"
 #include "stats_counters.hpp"
@@ -45,7 +49,7 @@
 
 namespace syncbus::detail {
 
-class ListenerLoop {
+class ListenerLoop : private IdleReader {
  public:
   /// Sends `payload` on `channel` over another connection (the publisher's).
   using ProbeSender = NotifySender;
@@ -83,7 +87,17 @@ class ListenerLoop {
   /// clock, in one round trip.
   PgSnapshot take_snapshot(ListenSession& session);
   void prove_round_trip(ListenSession& session, const ProbeSender& probe);
-  void run(std::unique_ptr<ListenSession> session);
+  void run();
+  /// A lost connection: reports it; the loop connects again.
+  void lose_session(const std::exception& e);
+  enum class LentSleep { taken_back, stopped };
+  /// Lends the socket to the idle delivery thread and sleeps until `until`
+  /// (the listener's own next task), stop(), room to read back into, or the
+  /// socket given back; looks every lend_check whether the delivery thread
+  /// is busy delivering, and reads itself meanwhile if so.
+  LentSleep sleep_lent(std::chrono::steady_clock::time_point until);
+  /// IdleReader, on the delivery thread: see SocketTurn.
+  bool read_while_idle(int wake_fd, std::chrono::milliseconds most) override;
   /// Connects again; catches up, or posts the unknown gap.
   std::unique_ptr<ListenSession> reconnect();
   /// Drains the socket and hands on what arrived; then settles markers.
@@ -146,7 +160,7 @@ class ListenerLoop {
   std::string marker_channel_;
   // What begins each of the session's statements (listener_tag()).
   const std::string tag_;
-  ReceivedPosition position_;  // used by the listener's thread only (and the constructor)
+  ReceivedPosition position_;  // used by the holder of turn_ (and the constructor)
   ServerClock clock_;
   // Since when this listener has heard every message: its start, or (with
   // no catch-up) its last reconnect. Kept by this process's monotonic clock,
@@ -169,6 +183,11 @@ class ListenerLoop {
   void recalibrate(ListenSession& session);
   // Last time the server was known to be talking to this listener.
   std::chrono::steady_clock::time_point last_contact_ = std::chrono::steady_clock::now();
+  // The connection and all that hangs off it, and everything above that the
+  // statements and notifications change: used by whoever holds turn_ (the
+  // listener's thread, or the delivery thread while lent), none once gone.
+  std::unique_ptr<ListenSession> session_;
+  SocketTurn turn_;
   WakeFd wake_;
   std::atomic<bool> stopping_{false};  // set by stop(), before it cuts
   // Signalled by the delivery thread when it has room for withheld messages.

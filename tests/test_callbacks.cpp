@@ -31,9 +31,10 @@ enum class Trigger {
   handler,           // a message handler, on the delivery thread
   on_gap,            // on_gap, on the delivery thread
   error_delivering,  // on_error for a handler that threw, on the delivery thread
-  error_listening,   // on_error for garbage on the channel, on the listener thread
+  error_listening,   // on_error for garbage on the channel, on the thread reading it
+                     // (the listener's, or at low load the idle delivery thread)
   error_timer,       // on_error for a failed heartbeat, on the timer thread
-  log_listening,     // log, for the same garbage, on the listener thread
+  log_listening,     // log, for the same garbage, on the thread reading it
   log_closing,       // log, for "closing", on the thread that calls close()
 };
 

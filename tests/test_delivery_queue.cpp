@@ -4,8 +4,14 @@
 
 #include "delivery_queue.hpp"
 
+#include <poll.h>
+
+#include <atomic>
+#include <mutex>
 #include <thread>
+
 #include "test_support.hpp"
+#include "wake_fd.hpp"
 
 namespace syncbus::detail {
 namespace {
@@ -323,6 +329,109 @@ TEST(DeliveryQueue, AGapsCountStopsAtTheLargestNumberRatherThanWrapping) {
   }
   ASSERT_TRUE(q.queue.wait_idle(10s));
   EXPECT_EQ(q.stats->messages_missing.load(), UINT64_MAX);
+}
+
+// An IdleReader that plays a transport's socket: each "message" put in its
+// inbox makes its wait return, and it posts it, as the listener does.
+class InboxReader final : public IdleReader {
+ public:
+  explicit InboxReader(DeliveryQueue& queue) : queue_(queue) {}
+  void put(std::uint64_t sequence) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      inbox_.push_back(sequence);
+    }
+    input_.signal();
+  }
+  bool read_while_idle(int wake_fd, std::chrono::milliseconds most) override {
+    calls_.fetch_add(1);
+    reader_thread_.store(std::this_thread::get_id());
+    inside_.store(true);
+    pollfd fds[2] = {{input_.fd(), POLLIN, 0}, {wake_fd, POLLIN, 0}};
+    const int ready = ::poll(fds, 2, static_cast<int>(std::min<long long>(most.count(), 10'000)));
+    if (ready > 0 && fds[1].revents != 0) woken_.fetch_add(1);
+    if (ready > 0 && fds[0].revents != 0) {
+      input_.consume();
+      std::vector<std::uint64_t> read;
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        read.swap(inbox_);
+      }
+      for (const auto s : read) queue_.post(message(s, 10));
+    }
+    inside_.store(false);
+    return true;
+  }
+  int calls() const { return calls_.load(); }
+  int woken() const { return woken_.load(); }
+  bool inside() const { return inside_.load(); }
+  std::thread::id reader_thread() const { return reader_thread_.load(); }
+
+ private:
+  DeliveryQueue& queue_;
+  std::mutex mutex_;
+  std::vector<std::uint64_t> inbox_;
+  WakeFd input_;
+  std::atomic<int> calls_{0};
+  std::atomic<int> woken_{0};
+  std::atomic<bool> inside_{false};
+  std::atomic<std::thread::id> reader_thread_{};
+};
+
+TEST(DeliveryQueue, AnIdleDeliveryThreadReadsItselfAndDeliversWhatItReadOnTheSameThread) {
+  std::shared_ptr<StatsCounters> stats = std::make_shared<StatsCounters>();
+  DeliveryQueue queue({}, {}, stats, {100}, QueueFullPolicy::drop_and_report_gap);
+  Collector seen;
+  std::atomic<std::thread::id> handler_thread{};
+  auto recorded = queue.subscribe([&](const ClusterMessage& m) {
+    handler_thread.store(std::this_thread::get_id());
+    seen.handler()(m);
+  });
+  InboxReader reader(queue);
+  queue.set_idle_reader(&reader);
+  EXPECT_EQ(reader.calls(), 0);  // not before it is offered
+  queue.offer_idle_read();
+  ASSERT_TRUE(testing::eventually([&] { return reader.inside(); }));
+  EXPECT_TRUE(queue.idle());
+  reader.put(1);
+  reader.put(2);
+  ASSERT_TRUE(seen.wait_for_count(2));
+  EXPECT_EQ(handler_thread.load(), reader.reader_thread());
+  // Called again once what it posted is delivered, without a new offer.
+  ASSERT_TRUE(testing::eventually([&] { return reader.inside(); }));
+  reader.put(3);
+  ASSERT_TRUE(seen.wait_for_count(3));
+  EXPECT_EQ(sequences(seen), (std::vector<std::uint64_t>{1, 2, 3}));
+  queue.set_idle_reader(nullptr);
+  EXPECT_FALSE(reader.inside());  // it waited for the reader to return
+}
+
+TEST(DeliveryQueue, APostFromAnotherThreadEndsTheIdleReadAndIsDeliveredAtOnce) {
+  std::shared_ptr<StatsCounters> stats = std::make_shared<StatsCounters>();
+  DeliveryQueue queue({}, {}, stats, {100}, QueueFullPolicy::drop_and_report_gap);
+  Collector seen;
+  auto recorded = queue.subscribe(seen.handler());
+  InboxReader reader(queue);
+  queue.set_idle_reader(&reader);
+  queue.offer_idle_read();
+  ASSERT_TRUE(testing::eventually([&] { return reader.inside(); }));
+  queue.post(message(1, 10));  // a bus's own message, say
+  ASSERT_TRUE(seen.wait_for_count(1));
+  EXPECT_GE(reader.woken(), 1);
+  queue.set_idle_reader(nullptr);
+}
+
+TEST(DeliveryQueue, StoppingEndsAnIdleReadInProgress) {
+  std::shared_ptr<StatsCounters> stats = std::make_shared<StatsCounters>();
+  DeliveryQueue queue({}, {}, stats, {100}, QueueFullPolicy::drop_and_report_gap);
+  InboxReader reader(queue);
+  queue.set_idle_reader(&reader);
+  queue.offer_idle_read();
+  ASSERT_TRUE(testing::eventually([&] { return reader.inside(); }));
+  const auto began = std::chrono::steady_clock::now();
+  queue.stop();  // joins the thread: the read returned
+  EXPECT_FALSE(reader.inside());
+  EXPECT_LT(std::chrono::steady_clock::now() - began, 5s);  // not its 10 s wait
 }
 
 }  // namespace

@@ -25,7 +25,9 @@ namespace syncbus {
 /// group commit: messages published while a transaction is in flight share
 /// the next one, packed into batch envelopes), and a listener thread owns a
 /// second connection that LISTENs on the channel; messages go from it, through
-/// a bounded queue, to a delivery thread that runs the handlers. A timer
+/// a bounded queue, to a delivery thread that runs the handlers (while idle,
+/// the delivery thread waits on the listener's socket and reads it itself,
+/// which saves a thread wake-up per message at low load). A timer
 /// thread sends heartbeats and watches the NOTIFY queue, and a deadline thread
 /// enforces the client-side timeouts; publish_async() starts one more thread,
 /// which sends for its callers. Construction returns once the bus is
