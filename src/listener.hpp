@@ -188,6 +188,9 @@ class ListenerLoop : private IdleReader {
   // listener's thread, or the delivery thread while lent), none once gone.
   std::unique_ptr<ListenSession> session_;
   SocketTurn turn_;
+  // Messages come far apart (low_load_gap): the socket is worth lending.
+  // The listener's thread only.
+  bool sparse_ = true;
   WakeFd wake_;
   std::atomic<bool> stopping_{false};  // set by stop(), before it cuts
   // Signalled by the delivery thread when it has room for withheld messages.
