@@ -302,8 +302,9 @@ ListenerLoop::LentSleep ListenerLoop::sleep_lent(std::chrono::steady_clock::time
     if (now >= until) return take_back();
     pollfd fds[3] = {
         {wake_.fd(), POLLIN, 0}, {room_.fd(), POLLIN, 0}, {turn_.signal_fd(), POLLIN, 0}};
-    const int ready =
-        ::poll(fds, 3, std::min(poll_timeout(now, until), static_cast<int>(lend_check.count())));
+    const int until_due = poll_timeout(now, until);  // -1: nothing due
+    const auto check = static_cast<int>(lend_check.count());
+    const int ready = ::poll(fds, 3, until_due < 0 ? check : std::min(until_due, check));
     if (ready < 0 && errno == EINTR) continue;
     // Stopped: the session stays as it is (the delivery thread may be
     // reading it); the destructor ends it.

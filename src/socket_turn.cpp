@@ -7,6 +7,9 @@ bool SocketTurn::lend() {
   if (closed_) return false;
   holder_ = Holder::lent;
   asked_ = false;
+  // An ask that came before is answered: from now on the signal means that
+  // the socket was given back.
+  signal_.consume();
   return true;
 }
 

@@ -5,14 +5,15 @@
 // Why: at low load a message used to wake two threads in turn: the
 // listener's (by the socket), then the delivery thread (by the listener).
 // The second wake-up was the whole of syncbus's latency over raw libpq at
-// 1,000 messages/s (docs/BENCHMARKS.md: 14-17 us of 200 B messages' way,
-// on a 2-vCPU guest where waking a thread takes 3-18 us). So while the
-// listener would only sleep and the delivery thread is idle, the listener
-// lends its socket: the delivery thread waits on it, reads, and runs the
-// handlers at once, one wake-up per message as with raw libpq. Handlers
-// still run on the delivery thread only. It gives the socket back before
-// running them, so a slow handler holds up no reading for longer than the
-// listener's next look (ListenerLoop: lend_check).
+// 1,000 messages/s (docs/BENCHMARKS.md: 14-17 us of a 200 B message's
+// way, on a 2-vCPU guest where waking a thread takes 3-18 us; the decoding
+// alone, 2-4 us, since). So while the listener would only sleep, messages
+// come far apart and the delivery thread is idle, the listener lends its
+// socket: the delivery thread waits on it, reads, and runs the handlers at
+// once, one wake-up per message as with raw libpq. Handlers still run on
+// the delivery thread only. It gives the socket back before running them,
+// so a slow handler holds up no reading for longer than the listener's
+// next look (ListenerLoop: lend_check).
 //
 // The listener's session (its connection and all that hangs off it) is used
 // only by the holder of the turn; handing the turn over orders what each

@@ -106,6 +106,10 @@ TEST(SocketTurn, AnIdleDeliveryThreadAsksOnceWhileTheListenerWaitsOnTheSocket) {
   turn.listener_waits(true);
   EXPECT_FALSE(turn.take_lent());
   EXPECT_TRUE(readable(turn.signal_fd()));  // a new wait, a new ask
+  // Lending answers it: the signal is left to mean "given back".
+  turn.listener_waits(false);
+  ASSERT_TRUE(turn.lend());
+  EXPECT_FALSE(readable(turn.signal_fd()));
 }
 
 TEST(SocketTurn, ClosingFreesAListenerWaitingForItAndLendsNoMore) {
