@@ -49,7 +49,7 @@
 
 namespace syncbus::detail {
 
-class ListenerLoop : private IdleReader {
+class ListenerLoop final : private IdleReader {
  public:
   /// Sends `payload` on `channel` over another connection (the publisher's).
   using ProbeSender = NotifySender;
