@@ -4,9 +4,9 @@
 // wake-up fd, decodes envelopes, follows spill pointers, and hands messages
 // to the delivery queue. It never holds a transaction open and never runs
 // handlers itself, so it keeps draining its socket whatever handlers do.
-// While it would only sleep and the delivery thread is idle, it lends that
-// thread its socket to wait on and read (SocketTurn, read_while_idle): a
-// message then wakes one thread, not two.
+// While it would only sleep, messages come far apart and the delivery
+// thread is idle, it lends that thread its socket to wait on and read
+// (SocketTurn, read_while_idle): a message then wakes one thread, not two.
 //
 // Its jobs, by file:
 //   listener.cpp                the thread: connecting, waiting, pinging,
@@ -77,7 +77,8 @@ class ListenerLoop final : private IdleReader {
   /// Interrupts any wait at once and joins the thread (unless called from
   /// it, by a callback: it then ends on its own). Idempotent.
   void stop() noexcept;
-  /// True on the listener's thread (where it calls on_error and log).
+  /// True on the listener's thread (where it calls on_error and log; so
+  /// does the delivery thread while it reads the lent socket).
   bool runs_on_this_thread() const noexcept { return thread_.is_current(); }
 
  private:
