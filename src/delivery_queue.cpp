@@ -640,9 +640,11 @@ void DeliveryQueue::show_tap(const Inbound& item) {
 }
 
 void DeliveryQueue::report_gap(const GapEvent& gap) {
+  if (on_gap_) call_reporting(on_error_, "the on_gap handler", [&] { on_gap_(gap); });
+  // Counted once reported, as a message is once its handlers have it: what
+  // stats() counts, on_gap has been told.
   StatsCounters::add(stats_->gaps);
   StatsCounters::add_saturating(stats_->messages_missing, gap.count());
-  if (on_gap_) call_reporting(on_error_, "the on_gap handler", [&] { on_gap_(gap); });
 }
 
 }  // namespace syncbus::detail

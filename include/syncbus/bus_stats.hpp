@@ -48,9 +48,10 @@ struct BusStats {
   std::uint64_t delivered = 0;
   /// How long they took to get there (see DeliveryLag).
   DeliveryLag delivery_lag;
-  /// Gap events reported (known and unknown range).
+  /// Gap events reported (known and unknown range), each counted once
+  /// on_gap has returned.
   std::uint64_t gaps = 0;
-  /// Messages inside the gaps of known range.
+  /// Messages inside the gaps of known range (counted with `gaps`).
   std::uint64_t messages_missing = 0;
   /// Messages received again and not delivered a second time.
   std::uint64_t duplicates_dropped = 0;
